@@ -1,0 +1,60 @@
+"""Timing, JSON output and table printing shared by the benchmark harnesses."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def compile_and_time(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
+    """Returns `(compile seconds, median seconds per call after compile)` for `jax.jit(fn)(*args)`."""
+    jitted = jax.jit(fn)
+    start = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - start)
+    return compile_s, statistics.median(times)
+
+
+def machine() -> dict:
+    device = jax.devices()[0]
+    return {
+        "platform": device.platform,
+        "device": device.device_kind,
+        "device_count": jax.device_count(),
+        "cpu": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+    }
+
+
+def write_results(name: str, rows: list[dict], out_dir: Path = RESULTS_DIR) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+    return path
+
+
+def print_table(rows: list[dict], columns: Sequence[str]) -> str:
+    """Prints (and returns) a markdown table of `rows` restricted to `columns`."""
+
+    def fmt(value):
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
+    table = "\n".join(lines)
+    print(table)
+    return table

@@ -1,0 +1,1 @@
+"""Runnable experiments: `python -m experiments.<name>`; each has a frozen `Args` dataclass and `main(args) -> dict`."""

@@ -1,0 +1,40 @@
+"""`make_model(name, config) -> SequenceModel`: the one entry point to every sequence model."""
+
+from __future__ import annotations
+
+import functools
+
+from ssm_jax.models.base import ModelConfig, SequenceModel
+from ssm_jax.models.mlp import MLPCore, mlp_carry
+from ssm_jax.models.recurrent import RecurrentCore, gru_carry, lstm_carry
+from ssm_jax.models.s5 import S5Core, s5_carry
+from ssm_jax.models.ssm import SSMCell, ssm_carry
+from ssm_jax.models.transformer import TransformerCore, transformer_carry
+
+_BUILDERS = {
+    "ssm": (lambda cfg: SSMCell(cfg), ssm_carry),
+    "s5": (lambda cfg: S5Core(cfg), s5_carry),
+    "mlp": (lambda cfg: MLPCore(cfg), mlp_carry),
+    "lstm": (lambda cfg: RecurrentCore(cfg, "lstm"), lstm_carry),
+    "gru": (lambda cfg: RecurrentCore(cfg, "gru"), gru_carry),
+    "transformer": (lambda cfg: TransformerCore(cfg), transformer_carry),
+}
+MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def make_model(name: str, config: ModelConfig) -> SequenceModel:
+    """Builds the sequence model `name` (one of `MODEL_NAMES`) with the static sizes in `config`.
+
+    Raises:
+        ValueError: unknown name, or a config the model cannot use (transformer heads not dividing width).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}")
+    if not isinstance(config, ModelConfig):
+        raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
+    if name == "transformer" and config.hidden_dim % config.num_heads:
+        raise ValueError(
+            f"ModelConfig.num_heads={config.num_heads} must divide hidden_dim={config.hidden_dim} for transformer"
+        )
+    module_fn, carry_fn = _BUILDERS[name]
+    return SequenceModel(name, config, module_fn(config), functools.partial(carry_fn, config))

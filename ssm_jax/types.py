@@ -1,0 +1,50 @@
+"""Shared type aliases and small helpers used across the package.
+
+Dimension names used in docstrings:
+    T: time steps, B: batch items, N: tasks, D: input features, O: output features,
+    P: state size, H: hidden width, W: transformer key/value window.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+Params = Any
+Carry = Any
+Array = jax.Array
+PRNGKey = jax.Array
+
+
+def params_dtype(params: PyTree) -> jnp.dtype:
+    """The floating dtype the params compute in (the widest float among their leaves)."""
+    floats = [leaf.dtype for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    return jnp.result_type(*floats) if floats else jnp.dtype(jnp.float32)
+
+
+def cast_floating(tree: PyTree, dtype: jnp.dtype) -> PyTree:
+    """Casts the real and complex floating leaves of `tree` to `dtype` (complex keeps complex); ints untouched."""
+    complex_dtype = jnp.result_type(dtype, jnp.complex64)
+
+    def cast(leaf):
+        leaf = jnp.asarray(leaf)
+        if jnp.issubdtype(leaf.dtype, jnp.complexfloating):
+            return leaf.astype(complex_dtype)
+        if jnp.issubdtype(leaf.dtype, jnp.floating):
+            return leaf.astype(dtype)
+        return leaf
+
+    return jax.tree.map(cast, tree)
+
+
+def tree_where(condition: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """Leafwise `jnp.where` with a scalar (or leading-axis broadcastable) condition."""
+
+    def select(a, b):
+        cond = jnp.reshape(condition, jnp.shape(condition) + (1,) * (jnp.ndim(a) - jnp.ndim(condition)))
+        return jnp.where(cond, a, b)
+
+    return jax.tree.map(select, on_true, on_false)
