@@ -1,0 +1,260 @@
+"""Test-time adapters as pure update functions: `standard` and experience-augmented `hybrid`.
+
+    adapter = make_adapter("hybrid", loss_fn, AdapterConfig(experience_weight=0.1))
+    astate = adapter.init(params)
+    astate, params, metrics = adapter.update(astate, params, batch, buffer_state, key)
+
+`loss_fn(params, batch) -> (loss, aux)` takes a batch whose leaves have a leading item axis (the MAML core uses
+the same convention, so one loss serves both). One `update` runs `num_steps` optimizer steps in a `lax.scan`:
+
+- `standard`: the current-task loss only (`buffer_state` may be None).
+- `hybrid`: `loss_current + experience_weight * loss_fn(params, experience)`, with `experience_batch_size` items
+  sampled from the (read-only) buffer at every step. While the buffer is empty the term's weight is 0.
+  `experience_weight = 0` gives exactly `standard`.
+
+Guards, in order: the strategy's loss transform (`none`, `tent`, or registered), `optax.clip_by_global_norm`,
+the optimizer direction (`optax.scale_by_adam` or plain SGD) times `-learning_rate`, the per-parameter step bound
+`‖Δp‖ ≤ max_step_scale·‖p‖`, the trust-region projection onto `‖p − anchor‖ ≤ trust_region_eps`, and the EMA
+anchor update. A non-finite loss or gradient skips the step (params, optimizer state and anchor unchanged) and is
+counted. `learning_rate` and `experience_weight` live in `AdaptState` as arrays, so sweeps can vmap over them.
+Everything is pure: `jax.vmap(adapter.update)` over a task axis adapts many tasks at once.
+
+`aux` may carry `"logits"` (categorical outputs `[..., K]`) or `"predictions"` (real outputs `[..., O]`); they
+feed the seeds' meta-features (predictive entropy and confidence from logits; prediction variance and feature
+shift from either), tracked as exponential moving statistics in `AdaptState.features`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ssm_jax import buffer as buffer_lib
+from ssm_jax.adapt.guards import all_finite, bound_relative_step, project_to_ball
+from ssm_jax.adapt.strategies import get_strategy, predictive_entropy
+from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
+
+ADAPTATION_MODES = ("standard", "hybrid")
+OPTIMIZERS = ("adam", "sgd")
+LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class AdapterConfig:
+    """Static adapter settings; `None` switches a guard off. Changing a field recompiles."""
+
+    learning_rate: float = 0.01
+    num_steps: int = 5
+    optimizer: str = "adam"
+    grad_clip_norm: float | None = 1.0
+    experience_weight: float = 0.1
+    experience_batch_size: int = 32
+    max_step_scale: float | None = None
+    ema_decay: float | None = None
+    trust_region_eps: float | None = None
+    strategy: str = "none"
+    entropy_weight: float = 0.0
+    skip_nonfinite: bool = True
+    monitor_decay: float = 0.9
+
+    def __post_init__(self):
+        if self.num_steps < 1 or self.experience_batch_size < 1:
+            raise ValueError(
+                f"AdapterConfig.num_steps and experience_batch_size must be >= 1, "
+                f"got {self.num_steps}, {self.experience_batch_size}"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"AdapterConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.learning_rate <= 0 or self.experience_weight < 0:
+            raise ValueError(
+                f"AdapterConfig needs learning_rate > 0 and experience_weight >= 0, "
+                f"got {self.learning_rate}, {self.experience_weight}"
+            )
+        for name in ("grad_clip_norm", "max_step_scale", "trust_region_eps"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"AdapterConfig.{name} must be positive or None, got {value}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ValueError(f"AdapterConfig.ema_decay must be in [0, 1) or None, got {self.ema_decay}")
+        get_strategy(self.strategy)
+
+
+@struct.dataclass
+class MetaFeatures:
+    """Exponential moving statistics of the model's outputs on the adaptation batches (scalars)."""
+
+    entropy: Array
+    confidence: Array
+    variance: Array
+    output_mean: Array
+    output_sq_mean: Array
+    updates: Array
+
+    @classmethod
+    def zeros(cls) -> MetaFeatures:
+        return cls(*(jnp.zeros((), jnp.float32) for _ in range(5)), updates=jnp.zeros((), jnp.int32))
+
+
+@struct.dataclass
+class AdaptState:
+    opt_state: optax.OptState
+    anchor: Params
+    learning_rate: Array
+    experience_weight: Array
+    step: Array
+    skipped: Array
+    features: MetaFeatures
+
+
+class Adapter(NamedTuple):
+    init: Callable[[Params], AdaptState]
+    update: Callable[..., tuple[AdaptState, Params, dict]]
+
+
+def _batch_features(aux: Any) -> dict:
+    """Entropy, confidence, variance and mean/second moment of the outputs named in `aux` (zeros if none)."""
+    zero = jnp.zeros((), jnp.float32)
+    stats = {"entropy": zero, "confidence": zero, "variance": zero, "mean": zero, "sq_mean": zero}
+    if not isinstance(aux, dict):
+        return stats
+    if "logits" in aux:
+        logits = aux["logits"]
+        probs = jax.nn.softmax(logits)
+        stats["entropy"] = predictive_entropy(logits)
+        stats["confidence"] = jnp.mean(jnp.max(probs, axis=-1))
+        outputs = probs
+    elif "predictions" in aux:
+        outputs = aux["predictions"]
+    else:
+        return stats
+    flat = outputs.reshape(-1, outputs.shape[-1])
+    stats["variance"] = jnp.mean(jnp.var(flat, axis=0))
+    stats["mean"] = jnp.mean(flat)
+    stats["sq_mean"] = jnp.mean(flat**2)
+    return {k: v.astype(jnp.float32) for k, v in stats.items()}
+
+
+def _track_features(features: MetaFeatures, batch: dict, decay: float) -> tuple[MetaFeatures, Array]:
+    """Updates the moving statistics; returns them and the feature shift (standardised mean change)."""
+    first = features.updates == 0
+    rate = jnp.where(first, 1.0, 1.0 - decay)
+    mix = lambda old, new: old + rate * (new - old)
+    spread = jnp.sqrt(jnp.maximum(features.output_sq_mean - features.output_mean**2, 0.0)) + 1e-6
+    shift = jnp.where(first, 0.0, jnp.abs(batch["mean"] - features.output_mean) / spread)
+    updated = MetaFeatures(
+        entropy=mix(features.entropy, batch["entropy"]),
+        confidence=mix(features.confidence, batch["confidence"]),
+        variance=mix(features.variance, batch["variance"]),
+        output_mean=mix(features.output_mean, batch["mean"]),
+        output_sq_mean=mix(features.output_sq_mean, batch["sq_mean"]),
+        updates=features.updates + 1,
+    )
+    return updated, shift
+
+
+def make_adapter(mode: str, loss_fn: LossFn, config: AdapterConfig | None = None) -> Adapter:
+    """Builds the pure `Adapter(init, update)` for `mode` in `("standard", "hybrid")`; see the module docstring."""
+    if mode not in ADAPTATION_MODES:
+        raise ValueError(f"unknown adaptation mode {mode!r}; expected one of {', '.join(ADAPTATION_MODES)}")
+    config = AdapterConfig() if config is None else config
+    strategy = get_strategy(config.strategy)
+    hybrid = mode == "hybrid"
+    direction = optax.chain(
+        optax.clip_by_global_norm(config.grad_clip_norm) if config.grad_clip_norm else optax.identity(),
+        optax.scale_by_adam() if config.optimizer == "adam" else optax.identity(),
+    )
+    step_bound = bound_relative_step(config.max_step_scale) if config.max_step_scale else None
+
+    def objective(params, batch, experience, weight):
+        loss, aux = loss_fn(params, batch)
+        total = strategy(loss, aux, config)
+        experience_loss = jnp.zeros_like(loss)
+        if hybrid:
+            experience_loss = loss_fn(params, experience)[0]
+            total = total + weight * experience_loss
+        return total, (loss, experience_loss, aux)
+
+    def init(params: Params) -> AdaptState:
+        return AdaptState(
+            opt_state=direction.init(params),
+            anchor=params,
+            learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
+            experience_weight=jnp.asarray(config.experience_weight, jnp.float32),
+            step=jnp.zeros((), jnp.int32),
+            skipped=jnp.zeros((), jnp.int32),
+            features=MetaFeatures.zeros(),
+        )
+
+    def update(
+        astate: AdaptState,
+        params: Params,
+        batch: PyTree,
+        buffer_state: buffer_lib.BufferState | None,
+        key: PRNGKey,
+    ) -> tuple[AdaptState, Params, dict]:
+        """Runs `num_steps` guarded steps on `batch` (leaves `[B, ...]`). Returns `(astate, params, metrics)`."""
+        if hybrid and buffer_state is None:
+            raise ValueError("hybrid adaptation needs a buffer_state (the ExperienceBuffer filled in meta-training)")
+        start_params = params
+
+        def one_step(carry, step_key):
+            astate, params = carry
+            experience, weight = None, jnp.zeros((), jnp.float32)
+            if hybrid:
+                experience, mask = buffer_lib.sample(buffer_state, step_key, config.experience_batch_size)
+                weight = jnp.where(jnp.any(mask), astate.experience_weight, 0.0)
+            (total, (loss, experience_loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(
+                params, batch, experience, weight
+            )
+            direction_updates, opt_state = direction.update(grads, astate.opt_state, params)
+            updates = jax.tree.map(lambda u: -astate.learning_rate * u, direction_updates)
+            if step_bound is not None:
+                updates, _ = step_bound.update(updates, optax.EmptyState(), params)
+            new_params = optax.apply_updates(params, updates)
+            if config.trust_region_eps is not None:
+                new_params = project_to_ball(new_params, astate.anchor, config.trust_region_eps)
+            anchor = astate.anchor
+            if config.ema_decay is not None:
+                anchor = optax.incremental_update(new_params, anchor, 1.0 - config.ema_decay)
+            ok = all_finite(total, grads) if config.skip_nonfinite else jnp.asarray(True)
+            new_params = tree_where(ok, new_params, params)
+            astate = astate.replace(
+                opt_state=tree_where(ok, opt_state, astate.opt_state),
+                anchor=tree_where(ok, anchor, astate.anchor),
+                step=astate.step + 1,
+                skipped=astate.skipped + (~ok).astype(jnp.int32),
+            )
+            metrics = {
+                "loss": loss,
+                "experience_loss": experience_loss,
+                "grad_norm": optax.tree.norm(grads),
+                "skipped": ~ok,
+            }
+            return (astate, new_params), (metrics, _batch_features(aux))
+
+        keys = jax.random.split(key, config.num_steps)
+        (astate, params), (steps, batch_features) = jax.lax.scan(one_step, (astate, params), keys)
+        pre_update = jax.tree.map(lambda x: x[0], batch_features)
+        features, shift = _track_features(astate.features, pre_update, config.monitor_decay)
+        astate = astate.replace(features=features)
+        metrics = {
+            "loss_before": steps["loss"][0],
+            "loss_after": loss_fn(params, batch)[0],
+            "experience_loss": jnp.mean(steps["experience_loss"]),
+            "grad_norm": jnp.mean(steps["grad_norm"]),
+            "step_norm": optax.tree.norm(jax.tree.map(jnp.subtract, params, start_params)),
+            "skipped_steps": jnp.sum(steps["skipped"], dtype=jnp.int32),
+            "predictive_entropy": features.entropy,
+            "confidence": features.confidence,
+            "prediction_variance": features.variance,
+            "feature_shift": shift,
+        }
+        return astate, params, metrics
+
+    return Adapter(init, update)
