@@ -1,0 +1,149 @@
+"""MAML as `jax.grad` through a `lax.scan` inner loop, vmapped over tasks (second order, FOMAML, Meta-SGD).
+
+    maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.01, num_inner_steps=1))
+    fast = maml.adapt(params, support)                      # K SGD steps, a lax.scan
+    loss, metrics = maml.meta_loss(params, (support, query))
+    state = maml.init(params, optax.adam(1e-3))
+    state, metrics = maml.step(state, tasks)                # tasks = (supports, queries), leading task axis
+    state, metrics = maml.update(state, tasks)              # the same, un-jitted, to scan inside your own jit
+
+`loss_fn(params, batch) -> (loss, aux)` takes a batch whose leaves have a leading item axis; support and query
+are such batches and a batch of tasks stacks one more leading axis. The same loss serves the adapters.
+`inner_lr` is a traced scalar or a per-parameter pytree (Meta-SGD); `None` means the config's value (or the
+learned one in `MetaState.inner_lr`), so sweeps can vmap over it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ssm_jax.types import Array, Params, PyTree
+
+LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class MAMLConfig:
+    """Static MAML settings. `learn_inner_lr` turns on Meta-SGD (a learned per-parameter inner lr)."""
+
+    inner_lr: float = 0.01
+    num_inner_steps: int = 1
+    first_order: bool = False
+    learn_inner_lr: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.num_inner_steps, int) or self.num_inner_steps < 1:
+            raise ValueError(f"MAMLConfig.num_inner_steps must be an int >= 1, got {self.num_inner_steps!r}")
+        if not self.inner_lr > 0:
+            raise ValueError(f"MAMLConfig.inner_lr must be > 0, got {self.inner_lr!r}")
+
+
+@struct.dataclass
+class MetaState:
+    """Outer-loop state. `inner_lr` is a scalar, or a params-shaped pytree under Meta-SGD."""
+
+    params: Params
+    inner_lr: PyTree
+    opt_state: optax.OptState
+    step: Array
+    optimizer: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+class MAML(NamedTuple):
+    config: MAMLConfig
+    adapt: Callable
+    meta_loss: Callable
+    outer_loss: Callable
+    init: Callable
+    update: Callable
+    step: Callable
+
+
+def check_tasks(tasks: PyTree) -> int:
+    """Raises a one-line ValueError unless every leaf of `tasks` has the same leading (task) size; returns it."""
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(tasks)}
+    if not sizes or None in sizes or len(sizes) != 1:
+        raise ValueError(
+            f"every leaf of tasks needs the same leading task axis, got leading sizes {sorted(sizes, key=str)}"
+        )
+    return sizes.pop()
+
+
+def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None) -> MAML:
+    """Builds the pure MAML functions for `loss_fn`; see the module docstring."""
+    config = MAMLConfig() if config is None else config
+
+    def _lr_tree(params: Params, inner_lr: PyTree | None) -> PyTree:
+        lr = config.inner_lr if inner_lr is None else inner_lr
+        if jax.tree.structure(lr) == jax.tree.structure(params):
+            return lr
+        return jax.tree.map(lambda _: jnp.asarray(lr), params)
+
+    def adapt(params: Params, support: PyTree, inner_lr: PyTree | None = None) -> Params:
+        """`num_inner_steps` SGD steps on `loss_fn(., support)`; returns the fast params."""
+        lrs = _lr_tree(params, inner_lr)
+
+        def inner_step(fast, _):
+            grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
+            if config.first_order:
+                grads = jax.lax.stop_gradient(grads)
+            return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs), None
+
+        return jax.lax.scan(inner_step, params, None, length=config.num_inner_steps)[0]
+
+    def meta_loss(params: Params, task: tuple[PyTree, PyTree], inner_lr: PyTree | None = None):
+        """Query loss after adapting on the support. Returns `(loss, metrics)` for one task."""
+        support, query = task
+        fast = adapt(params, support, inner_lr)
+        loss = loss_fn(fast, query)[0]
+        frozen = jax.lax.stop_gradient
+        metrics = {
+            "pre_support_loss": frozen(loss_fn(params, support)[0]),
+            "post_support_loss": frozen(loss_fn(fast, support)[0]),
+            "pre_query_loss": frozen(loss_fn(params, query)[0]),
+            "post_query_loss": frozen(loss),
+        }
+        return loss, metrics
+
+    def outer_loss(params: Params, inner_lr: PyTree | None, tasks: tuple[PyTree, PyTree]):
+        """Mean `meta_loss` over the leading task axis of `tasks`. Returns `(loss, mean metrics)`."""
+        losses, metrics = jax.vmap(meta_loss, in_axes=(None, 0, None))(params, tasks, inner_lr)
+        return jnp.mean(losses), jax.tree.map(jnp.mean, metrics)
+
+    def init(params: Params, optimizer: optax.GradientTransformation | None = None) -> MetaState:
+        optimizer = optax.adam(1e-3) if optimizer is None else optimizer
+        inner_lr = jnp.asarray(config.inner_lr, jnp.float32)
+        if config.learn_inner_lr:
+            inner_lr = jax.tree.map(lambda p: jnp.full_like(p, config.inner_lr), params)
+        trainable = (params, inner_lr) if config.learn_inner_lr else params
+        return MetaState(params, inner_lr, optimizer.init(trainable), jnp.zeros((), jnp.int32), optimizer)
+
+    def _step(state: MetaState, tasks: tuple[PyTree, PyTree]) -> tuple[MetaState, dict]:
+        if config.learn_inner_lr:
+            trainable = (state.params, state.inner_lr)
+            objective = lambda t: outer_loss(t[0], t[1], tasks)
+        else:
+            trainable = state.params
+            objective = lambda t: outer_loss(t, state.inner_lr, tasks)
+        (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(trainable)
+        updates, opt_state = state.optimizer.update(grads, state.opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        params, inner_lr = trainable if config.learn_inner_lr else (trainable, state.inner_lr)
+        metrics = {**metrics, "meta_loss": loss, "meta_grad_norm": optax.tree.norm(grads)}
+        return state.replace(params=params, inner_lr=inner_lr, opt_state=opt_state, step=state.step + 1), metrics
+
+    jitted_step = jax.jit(_step)
+
+    def step(state: MetaState, tasks: tuple[PyTree, PyTree]) -> tuple[MetaState, dict]:
+        """One jitted outer update on a batch of tasks (leading task axis). Returns `(state, metrics)`."""
+        check_tasks(tasks)
+        return jitted_step(state, tasks)
+
+    return MAML(config, adapt, meta_loss, outer_loss, init, _step, step)
