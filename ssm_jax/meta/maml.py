@@ -2,6 +2,7 @@
 
     maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.01, num_inner_steps=1))
     fast = maml.adapt(params, support)                      # K SGD steps, a lax.scan
+    curve = maml.adaptation_curve(params, (support, query), 10)   # query loss after 0..10 steps
     loss, metrics = maml.meta_loss(params, (support, query))
     state = maml.init(params, optax.adam(1e-3))
     state, metrics = maml.step(state, tasks)                # tasks = (supports, queries), leading task axis
@@ -57,8 +58,10 @@ class MetaState:
 
 
 class MAML(NamedTuple):
+    loss_fn: LossFn
     config: MAMLConfig
     adapt: Callable
+    adaptation_curve: Callable
     meta_loss: Callable
     outer_loss: Callable
     init: Callable
@@ -86,17 +89,30 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None) -> MAML:
             return lr
         return jax.tree.map(lambda _: jnp.asarray(lr), params)
 
+    def _inner_step(fast: Params, support: PyTree, lrs: PyTree) -> Params:
+        grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
+        if config.first_order:
+            grads = jax.lax.stop_gradient(grads)
+        return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs)
+
     def adapt(params: Params, support: PyTree, inner_lr: PyTree | None = None) -> Params:
         """`num_inner_steps` SGD steps on `loss_fn(., support)`; returns the fast params."""
         lrs = _lr_tree(params, inner_lr)
+        step = lambda fast, _: (_inner_step(fast, support, lrs), None)
+        return jax.lax.scan(step, params, None, length=config.num_inner_steps)[0]
 
-        def inner_step(fast, _):
-            grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
-            if config.first_order:
-                grads = jax.lax.stop_gradient(grads)
-            return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs), None
+    def adaptation_curve(
+        params: Params, task: tuple[PyTree, PyTree], num_steps: int, inner_lr: PyTree | None = None
+    ) -> Array:
+        """Query loss after 0, 1, ..., `num_steps` inner SGD steps on the support: `[num_steps + 1]`."""
+        support, query = task
+        lrs = _lr_tree(params, inner_lr)
 
-        return jax.lax.scan(inner_step, params, None, length=config.num_inner_steps)[0]
+        def step(fast, _):
+            return _inner_step(fast, support, lrs), loss_fn(fast, query)[0]
+
+        final, losses = jax.lax.scan(step, params, None, length=num_steps)
+        return jnp.append(losses, loss_fn(final, query)[0])
 
     def meta_loss(params: Params, task: tuple[PyTree, PyTree], inner_lr: PyTree | None = None):
         """Query loss after adapting on the support. Returns `(loss, metrics)` for one task."""
@@ -146,4 +162,4 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None) -> MAML:
         check_tasks(tasks)
         return jitted_step(state, tasks)
 
-    return MAML(config, adapt, meta_loss, outer_loss, init, _step, step)
+    return MAML(loss_fn, config, adapt, adaptation_curve, meta_loss, outer_loss, init, _step, step)

@@ -1,0 +1,128 @@
+"""Shared experiment plumbing: preset-aware tyro CLI, run directories, JSON/JSONL output, CIs, chunked training."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+import tyro
+from tqdm.auto import tqdm
+
+from ssm_jax.checkpoint import config_to_json
+
+ArgsT = TypeVar("ArgsT")
+
+
+def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence[str] | None = None) -> ArgsT:
+    """`--preset NAME` picks a frozen Args instance; every other flag overrides one of its fields (tyro)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--preset", default=default_preset, choices=sorted(presets))
+    known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    preset = presets[known.preset]
+    return tyro.cli(
+        type(preset),
+        default=preset,
+        args=rest,
+        description=f"Preset {known.preset!r} (choose with --preset {{{','.join(sorted(presets))}}}).",
+    )
+
+
+def make_run_dir(root: str | Path) -> Path:
+    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
+        path = root / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {root}")
+
+
+def to_python(tree: Any) -> Any:
+    """Arrays and numpy scalars to plain Python floats/ints/lists, for JSON."""
+
+    def convert(x):
+        array = np.asarray(x)
+        return array.item() if array.ndim == 0 else array.tolist()
+
+    return jax.tree.map(convert, jax.device_get(tree))
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(to_python(value), indent=2, allow_nan=True))
+
+
+def write_config(run_dir: Path, args: Any) -> None:
+    (run_dir / "config.json").write_text(config_to_json(args))
+
+
+class JsonlLogger:
+    """Appends one JSON object per line to `path`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.path.touch()
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(to_python(dict(record))) + "\n")
+
+
+def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% normal-approximation half-width over `axis`."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged runs give inf/nan, reported as such
+        mean = values.mean(axis=axis)
+        half = 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return mean, half
+
+
+def train_in_chunks(
+    update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
+    state: Any,
+    key: jax.Array,
+    iterations: int,
+    chunk_size: int,
+    description: str,
+    on_chunk: Callable[[int, Any], None] | None = None,
+    postfix: Callable[[Any], Mapping[str, float]] | None = None,
+    start: int = 0,
+) -> Any:
+    """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call)
+    until `iterations`, syncing to the host once per chunk for the progress bar and `on_chunk(iteration, metrics)`.
+    """
+    if iterations % chunk_size:
+        raise ValueError(f"iterations={iterations} must be a multiple of chunk_size={chunk_size}")
+    keys = jax.random.split(key, iterations // chunk_size)
+    with tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False) as bar:
+        for chunk in range(start // chunk_size, iterations // chunk_size):
+            state, metrics = update_chunk(state, keys[chunk])
+            metrics = jax.device_get(metrics)
+            done = (chunk + 1) * chunk_size
+            if on_chunk is not None:
+                on_chunk(done, metrics)
+            if postfix is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix(metrics).items()})
+            bar.update(chunk_size)
+    return state
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    def fmt(value):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)

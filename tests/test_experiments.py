@@ -1,0 +1,40 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from experiments import sinusoid, smoke
+from experiments.common import parse_args
+
+
+def test_smoke_experiment_fits_every_requested_model():
+    results = smoke.main(smoke.Args(seq_len=16, steps=15, models=("ssm", "lstm", "mlp")))
+    assert set(results) == {"ssm", "lstm", "mlp"}
+    for r in results.values():
+        assert r["loss_after"] < r["loss_before"]
+
+
+def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
+    args = dataclasses.replace(sinusoid.PRESETS["smoke"], methods=("maml", "meta_sgd"), out_dir=str(tmp_path))
+    results = sinusoid.main(args)
+    run_dir = next(tmp_path.iterdir())
+    for name in ("config.json", "metrics.jsonl", "results.json", "results.md"):
+        assert (run_dir / name).stat().st_size > 0
+    stored = json.loads((run_dir / "results.json").read_text())
+    for method in ("maml", "meta_sgd"):
+        mse = np.asarray(results["shots"][10][method]["mse_mean"])
+        assert mse[1] < 0.6 * mse[0], (method, mse[:2])
+        assert stored["shots"]["10"][method]["mse_mean"][1] == pytest.approx(mse[1])
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * args.iterations // args.chunk_size
+
+
+def test_presets_and_overrides_parse():
+    args = parse_args(sinusoid.PRESETS, "default", ["--preset", "smoke", "--iterations", "1000"])
+    assert args.preset == "smoke" and args.iterations == 1000 and args.eval_tasks == 100
+    assert parse_args(sinusoid.PRESETS, "default", []).iterations == 20_000
+    with pytest.raises(ValueError, match="unknown methods"):
+        sinusoid.Args(methods=("reptile",))
+    with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
+        sinusoid.Args(iterations=1500, chunk_size=1000)
