@@ -1,5 +1,59 @@
-"""Task distributions: a static description plus a task-parameter pytree with a leading task axis."""
+"""Task distributions: a static env plus a TaskParams pytree with a leading task axis (gymnax style).
 
+env = make("halfcheetah-vel", backend="spring")
+tasks = env.sample_tasks(key, n)
+obs, state = env.reset(key, task)
+obs, state, reward, done, info = env.step(key, state, action, task)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ssm_jax.envs.base import EnvState, TaskEnv
+from ssm_jax.envs.brax_tasks import BACKENDS, FAMILIES, BraxTaskEnv, DirectionTask, DynamicsTask, VelocityTask
+from ssm_jax.envs.gymnax_tasks import GymnaxTaskEnv
+from ssm_jax.envs.navigation import Navigation2D, NavigationTask
+from ssm_jax.envs.normalize import RunningMeanStd, normalize, update_stats
 from ssm_jax.envs.sinusoid import SinusoidDistribution, SinusoidParams
 
-__all__ = ["SinusoidDistribution", "SinusoidParams"]
+_REGISTRY = {
+    **{family: (BraxTaskEnv, {"family": family}) for family in FAMILIES},
+    "cartpole-params": (GymnaxTaskEnv, {"family": "cartpole-params"}),
+    "pendulum-params": (GymnaxTaskEnv, {"family": "pendulum-params"}),
+    "navigation-2d": (Navigation2D, {}),
+}
+ENV_NAMES = tuple(_REGISTRY)
+
+
+def make(name: str, **options) -> TaskEnv:
+    """Builds the task family `name` (one of `ENV_NAMES`) with static `options` (e.g. backend, horizon)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task family {name!r}; expected one of {', '.join(ENV_NAMES)}")
+    cls, fixed = _REGISTRY[name]
+    allowed = sorted(f.name for f in dataclasses.fields(cls) if f.name not in fixed)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"invalid option(s) {unknown} for {name!r}; valid options: {', '.join(allowed)}")
+    return cls(**fixed, **options)
+
+
+__all__ = [
+    "BACKENDS",
+    "ENV_NAMES",
+    "BraxTaskEnv",
+    "DirectionTask",
+    "DynamicsTask",
+    "EnvState",
+    "GymnaxTaskEnv",
+    "Navigation2D",
+    "NavigationTask",
+    "RunningMeanStd",
+    "SinusoidDistribution",
+    "SinusoidParams",
+    "TaskEnv",
+    "VelocityTask",
+    "make",
+    "normalize",
+    "update_stats",
+]

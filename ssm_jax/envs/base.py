@@ -1,0 +1,91 @@
+"""The task-environment interface: a static env plus a `TaskParams` pytree (gymnax's `EnvParams` style).
+
+    env = ssm_jax.envs.make("halfcheetah-vel", backend="spring")
+    tasks = env.sample_tasks(key, n)                            # TaskParams, leaves [n, ...]
+    obs, state = env.reset(key, task)                           # one task, one env; vmap for more
+    obs, state, reward, done, info = env.step(key, state, action, task)
+
+`done = terminated | truncated`; truncation happens when an episode reaches `env.horizon` steps. `step`
+auto-resets: the returned `obs`/`state` start the next episode when `done`, and `info` holds `terminated`,
+`truncated` and `final_obs` (the observation before the reset, for bootstrapping on truncation). Task
+parameters are traced values: changing them never changes a shape or recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ssm_jax.types import Array, PRNGKey, tree_where
+
+
+@struct.dataclass
+class EnvState:
+    """`inner`: the family's own state; `obs`: current observation; `t`: steps taken in this episode."""
+
+    inner: Any
+    obs: Array
+    t: Array
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskEnv:
+    """Base class. Subclasses define sizes, `sample_tasks`, `_reset` and `_step`.
+
+    Attributes:
+        horizon: episode length; an episode that reaches it is truncated.
+        observation_size: obs feature count. action_size: action dimension, or the number of discrete actions.
+        discrete: whether actions are integers in `[0, action_size)`.
+    """
+
+    horizon: int
+
+    @property
+    def observation_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def action_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def discrete(self) -> bool:
+        return False
+
+    def sample_tasks(self, key: PRNGKey, n: int) -> Any:
+        """`n` tasks as one TaskParams pytree with a leading axis `n`."""
+        raise NotImplementedError
+
+    def _reset(self, key: PRNGKey, task: Any) -> tuple[Array, Any]:
+        raise NotImplementedError
+
+    def _step(self, key: PRNGKey, inner: Any, action: Array, task: Any) -> tuple[Array, Any, Array, Array]:
+        """One transition without resets: `(obs, inner, reward, terminated)`."""
+        raise NotImplementedError
+
+    def reset(self, key: PRNGKey, task: Any) -> tuple[Array, EnvState]:
+        """Starts an episode of `task`. Returns `(obs [obs_size], state)`."""
+        obs, inner = self._reset(key, task)
+        return obs, EnvState(inner=inner, obs=obs, t=jnp.zeros((), jnp.int32))
+
+    def step(self, key: PRNGKey, state: EnvState, action: Array, task: Any):
+        """Returns `(obs, state, reward, done, info)`; see the module docstring."""
+        step_key, reset_key = jax.random.split(key)
+        obs, inner, reward, terminated = self._step(step_key, state.inner, action, task)
+        t = state.t + 1
+        terminated = jnp.asarray(terminated, bool)
+        truncated = (t >= self.horizon) & ~terminated
+        done = terminated | truncated
+        _, fresh = self.reset(reset_key, task)
+        next_state = tree_where(done, fresh, EnvState(inner=inner, obs=obs, t=t))
+        info = {"terminated": terminated, "truncated": truncated, "final_obs": obs}
+        return next_state.obs, next_state, jnp.asarray(reward, jnp.float32), done, info
+
+
+def check_horizon(horizon: int) -> None:
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon must be a positive int, got {horizon!r}")

@@ -1,0 +1,182 @@
+"""brax locomotion task families (MAML-RL / ProMP definitions), any brax backend.
+
+| family | task parameter | reward |
+| --- | --- | --- |
+| halfcheetah-vel | goal velocity U[0, 2] (`goals="seed"`: the seeds' 0.5, 1, …, 2.5) | −\\|v_x − v_goal\\| − 0.05·Σa² |
+| ant-vel | goal velocity U[0, 3] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
+| walker2d-vel | goal velocity U[0, 2] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
+| ant-dir | goal direction θ ~ U[0, 2π) (`directions=2`: forward/backward) | 1 + v_xy·(cos θ, sin θ) − 0.05·Σa² |
+| halfcheetah-gravity | gravity scale U[0.5, 1.5] | brax's halfcheetah reward |
+| ant-mass | body-mass scale U[0.5, 1.5] | brax's ant reward |
+
+Actions are clipped to [−1, 1]. Horizon 200 by default. The healthy bonus keeps falling from being the way to
+escape per-step penalties in the families that terminate. Dynamics tasks swap a task-scaled `brax.System` into
+the env while tracing (as brax's own `DomainRandomizationVmapWrapper` does), so scales are traced values: no
+recompilation between tasks. Gravity is set in `sys.gravity` and, where present, `sys.opt.gravity` (mjx). Mass on
+the spring backend: spring computes the mass it uses as `mass ** (1 − spring_mass_scale)` (1 for brax's ant), so
+the task scales that effective mass and inertia and sets the spring scales to 0; other backends scale
+`sys.link.inertia` directly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from brax import envs as brax_envs
+from flax import struct
+
+from ssm_jax.envs.base import TaskEnv, check_horizon
+from ssm_jax.types import Array, PRNGKey
+
+BACKENDS = ("generalized", "positional", "spring", "mjx")
+SEED_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
+
+
+@struct.dataclass
+class VelocityTask:
+    velocity: Array
+
+
+@struct.dataclass
+class DirectionTask:
+    angle: Array
+
+
+@struct.dataclass
+class DynamicsTask:
+    scale: Array
+
+
+# family -> (brax env name, kind, task range)
+_FAMILIES = {
+    "halfcheetah-vel": ("halfcheetah", "velocity", (0.0, 2.0)),
+    "ant-vel": ("ant", "velocity", (0.0, 3.0)),
+    "walker2d-vel": ("walker2d", "velocity", (0.0, 2.0)),
+    "ant-dir": ("ant", "direction", (0.0, 2 * jnp.pi)),
+    "halfcheetah-gravity": ("halfcheetah", "gravity", (0.5, 1.5)),
+    "ant-mass": ("ant", "mass", (0.5, 1.5)),
+}
+FAMILIES = tuple(_FAMILIES)
+_TERMINATING = ("ant", "walker2d")
+
+
+@functools.cache
+def _brax_env(name: str, backend: str):
+    kwargs = {"use_contact_forces": False} if name == "ant" else {}
+    with jax.ensure_compile_time_eval():  # the cached System must hold concrete arrays, even if first built in a trace
+        return brax_envs.get_environment(name, backend=backend, **kwargs)
+
+
+def _scale_gravity(sys, scale: Array):
+    sys = sys.replace(gravity=sys.gravity * scale)
+    if hasattr(sys, "opt") and hasattr(sys.opt, "gravity"):
+        sys = sys.replace(opt=sys.opt.replace(gravity=sys.opt.gravity * scale))
+    return sys
+
+
+def _scale_mass(sys, scale: Array, backend: str):
+    inertia = sys.link.inertia
+    if backend == "spring":
+        mass = scale * inertia.mass ** (1.0 - sys.spring_mass_scale)
+        diagonal = jnp.diagonal(inertia.i, axis1=-2, axis2=-1) ** (1.0 - sys.spring_inertia_scale)
+        inertia = inertia.replace(mass=mass, i=scale * diagonal[..., None] * jnp.eye(3))
+        sys = sys.replace(spring_mass_scale=0.0, spring_inertia_scale=0.0)
+    else:
+        inertia = inertia.replace(mass=scale * inertia.mass, i=scale * inertia.i)
+    return sys.replace(link=sys.link.replace(inertia=inertia))
+
+
+@dataclasses.dataclass(frozen=True)
+class BraxTaskEnv(TaskEnv):
+    family: str = "halfcheetah-vel"
+    backend: str = "generalized"
+    horizon: int = 200
+    goals: str = "uniform"
+    directions: int = 0
+    ctrl_cost: float = 0.05
+
+    def __post_init__(self):
+        check_horizon(self.horizon)
+        if self.family not in _FAMILIES:
+            raise ValueError(f"unknown brax family {self.family!r}; expected one of {', '.join(FAMILIES)}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown brax backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.goals not in ("uniform", "seed") or (self.goals == "seed" and self.family != "halfcheetah-vel"):
+            raise ValueError('goals must be "uniform", or "seed" (halfcheetah-vel only)')
+        if self.directions not in (0, 2) or (self.directions and self.family != "ant-dir"):
+            raise ValueError("directions must be 0 (any angle) or 2 (forward/backward; ant-dir only)")
+
+    @property
+    def _base(self) -> str:
+        return _FAMILIES[self.family][0]
+
+    @property
+    def _kind(self) -> str:
+        return _FAMILIES[self.family][1]
+
+    @property
+    def env(self):
+        """The underlying brax env (shared, built once per name and backend)."""
+        return _brax_env(self._base, self.backend)
+
+    @property
+    def observation_size(self) -> int:
+        return self.env.observation_size
+
+    @property
+    def action_size(self) -> int:
+        return self.env.action_size
+
+    def sample_tasks(self, key: PRNGKey, n: int):
+        low, high = _FAMILIES[self.family][2]
+        if self.goals == "seed":
+            return VelocityTask(jax.random.choice(key, jnp.asarray(SEED_GOALS), (n,)))
+        if self.directions == 2:
+            return DirectionTask(jnp.pi * jax.random.bernoulli(key, 0.5, (n,)).astype(jnp.float32))
+        values = jax.random.uniform(key, (n,), minval=low, maxval=high)
+        return {"velocity": VelocityTask, "direction": DirectionTask}.get(self._kind, DynamicsTask)(values)
+
+    @contextlib.contextmanager
+    def _task_system(self, task):
+        """Swaps the task-scaled System into the brax env for the duration of a traced call."""
+        env = self.env.unwrapped
+        if self._kind not in ("gravity", "mass"):
+            yield self.env
+            return
+        original = env.sys
+        if self._kind == "gravity":
+            env.sys = _scale_gravity(original, task.scale)
+        else:
+            env.sys = _scale_mass(original, task.scale, self.backend)
+        try:
+            yield self.env
+        finally:
+            env.sys = original
+
+    def _reset(self, key, task):
+        with self._task_system(task) as env:
+            state = env.reset(key)
+        return state.obs, state
+
+    def _step(self, key, state, action, task):
+        del key
+        action = jnp.clip(action, -1.0, 1.0)
+        with self._task_system(task) as env:
+            state = env.step(state, action)
+        return state.obs, state, self._reward(state, action, task), state.done > 0.5
+
+    def _reward(self, state, action, task) -> Array:
+        control = self.ctrl_cost * jnp.sum(action**2)
+        healthy = 1.0 if self._base in _TERMINATING else 0.0
+        metrics = state.metrics
+        if self._kind == "velocity":
+            return healthy - jnp.abs(metrics["x_velocity"] - task.velocity) - control
+        if self._kind == "direction":
+            direction = jnp.stack([jnp.cos(task.angle), jnp.sin(task.angle)])
+            velocity = jnp.stack([metrics["x_velocity"], metrics["y_velocity"]])
+            return healthy + velocity @ direction - control
+        return state.reward

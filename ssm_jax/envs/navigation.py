@@ -1,0 +1,53 @@
+"""2D navigation (Finn et al. 2017): a point robot starts at the origin and moves to a goal in U[−0.5, 0.5]².
+
+Observation: position `[2]`. Action: displacement `[2]`, clipped to [−0.1, 0.1]. Reward: −‖position − goal‖ after
+the move. Horizon 100, no termination. Pure JAX, for fast learning tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from ssm_jax.envs.base import TaskEnv, check_horizon
+from ssm_jax.types import Array, PRNGKey
+
+
+@struct.dataclass
+class NavigationTask:
+    goal: Array  # [2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Navigation2D(TaskEnv):
+    horizon: int = 100
+    goal_range: float = 0.5
+    max_action: float = 0.1
+
+    def __post_init__(self):
+        check_horizon(self.horizon)
+
+    @property
+    def observation_size(self) -> int:
+        return 2
+
+    @property
+    def action_size(self) -> int:
+        return 2
+
+    def sample_tasks(self, key: PRNGKey, n: int) -> NavigationTask:
+        return NavigationTask(jax.random.uniform(key, (n, 2), minval=-self.goal_range, maxval=self.goal_range))
+
+    def _reset(self, key: PRNGKey, task: NavigationTask):
+        del key, task
+        position = jnp.zeros(2, jnp.float32)
+        return position, position
+
+    def _step(self, key: PRNGKey, position: Array, action: Array, task: NavigationTask):
+        del key
+        position = position + jnp.clip(action, -self.max_action, self.max_action)
+        reward = -jnp.linalg.norm(position - task.goal)
+        return position, position, reward, jnp.asarray(False)

@@ -1,0 +1,35 @@
+"""Running mean/std observation normalisation as a pytree, updated functionally (Chan et al. parallel merge)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import struct
+
+from ssm_jax.types import Array
+
+
+@struct.dataclass
+class RunningMeanStd:
+    mean: Array
+    var: Array
+    count: Array
+
+    @classmethod
+    def create(cls, size: int) -> RunningMeanStd:
+        return cls(jnp.zeros(size, jnp.float32), jnp.ones(size, jnp.float32), jnp.zeros((), jnp.float32))
+
+
+def update_stats(stats: RunningMeanStd, batch: Array) -> RunningMeanStd:
+    """Merges a batch `[..., size]` (all leading axes are samples) into the statistics."""
+    batch = batch.reshape(-1, batch.shape[-1])
+    n = batch.shape[0]
+    batch_mean, batch_var = jnp.mean(batch, axis=0), jnp.var(batch, axis=0)
+    total = stats.count + n
+    delta = batch_mean - stats.mean
+    mean = stats.mean + delta * n / total
+    m2 = stats.var * stats.count + batch_var * n + delta**2 * stats.count * n / total
+    return RunningMeanStd(mean, m2 / total, total)
+
+
+def normalize(stats: RunningMeanStd, x: Array, clip: float = 10.0) -> Array:
+    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + 1e-8), -clip, clip)

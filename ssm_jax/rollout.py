@@ -1,0 +1,104 @@
+"""`lax.scan` rollouts of a sequence policy in parallel envs of one task, carrying the policy's recurrent state.
+
+    traj = rollout(key, env, task, policy, params, num_envs=8, horizon=200)
+    # vmap over tasks: jax.vmap(lambda k, t: rollout(k, env, t, policy, params, 8, 200))(keys, tasks)
+
+`policy` is a `HeadedModel` with a `"pi"` head (`GaussianHead` or `CategoricalHead`) and optionally a `"value"`
+head; it sees the observation. The env auto-resets; the policy carry is reset before the first step of every
+episode (popjaxrl style), and `traj.resets` records where. Re-running
+`policy.apply(params, traj.initial_carry[n], traj.obs[:, n], traj.resets[:, n])` reproduces the rollout's
+outputs, which is how the RL losses evaluate (and differentiate) a trajectory.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ssm_jax.envs.base import TaskEnv
+from ssm_jax.models.heads import (
+    GaussianParams,
+    HeadedModel,
+    categorical_log_prob,
+    categorical_sample,
+    gaussian_log_prob,
+    gaussian_sample,
+)
+from ssm_jax.types import Array, Params, PRNGKey
+
+
+class Trajectory(NamedTuple):
+    """Time-major record of `num_envs` parallel envs over `horizon` steps (leading axes `[T, N]`).
+
+    `done = terminated | truncated`; `next_obs` is the observation after the action, before any reset (bootstrap
+    from it on truncation); `resets[t]` is True where the policy carry was re-initialised before step t;
+    `initial_carry` is the policy carry before step 0 (leaves `[N, ...]`).
+    """
+
+    obs: Array
+    action: Array
+    reward: Array
+    done: Array
+    terminated: Array
+    truncated: Array
+    log_prob: Array
+    value: Array
+    next_obs: Array
+    resets: Array
+    initial_carry: Any
+
+
+def sample_action(key: PRNGKey, pi: GaussianParams | Array) -> Array:
+    """Samples from a policy head output (`GaussianParams` or categorical logits), any leading shape."""
+    return gaussian_sample(key, pi) if isinstance(pi, GaussianParams) else categorical_sample(key, pi)
+
+
+def action_log_prob(pi: GaussianParams | Array, action: Array) -> Array:
+    """Log probability of `action` under a policy head output, any leading shape."""
+    return gaussian_log_prob(pi, action) if isinstance(pi, GaussianParams) else categorical_log_prob(pi, action)
+
+
+def rollout(
+    key: PRNGKey,
+    env: TaskEnv,
+    task: Any,
+    policy: HeadedModel,
+    params: Params,
+    num_envs: int,
+    horizon: int,
+) -> Trajectory:
+    """Samples `num_envs` envs of `task` for `horizon` steps with `policy`. Deterministic given `key`."""
+    if num_envs < 1 or horizon < 1:
+        raise ValueError(f"num_envs and horizon must be >= 1, got {num_envs}, {horizon}")
+    reset_key, steps_key = jax.random.split(key)
+    obs, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), task)
+    initial_carry = policy.initial_carry((num_envs,))
+    policy_step = jax.vmap(policy.step, in_axes=(None, 0, 0, 0))
+    env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
+
+    def body(carry, step_key):
+        states, obs, policy_carry, resets = carry
+        action_key, env_key = jax.random.split(step_key)
+        policy_carry, out = policy_step(params, policy_carry, obs, resets)
+        action = sample_action(action_key, out["pi"])
+        next_obs, states, reward, done, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
+        record = Trajectory(
+            obs=obs,
+            action=action,
+            reward=reward,
+            done=done,
+            terminated=info["terminated"],
+            truncated=info["truncated"],
+            log_prob=action_log_prob(out["pi"], action),
+            value=out["value"] if "value" in out else jnp.zeros(num_envs, jnp.float32),
+            next_obs=info["final_obs"],
+            resets=resets,
+            initial_carry=None,
+        )
+        return (states, next_obs, policy_carry, done), record
+
+    first = jnp.ones(num_envs, bool)
+    _, traj = jax.lax.scan(body, (states, obs, initial_carry, first), jax.random.split(steps_key, horizon))
+    return traj._replace(initial_carry=initial_carry)

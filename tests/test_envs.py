@@ -1,0 +1,204 @@
+"""Task families and rollouts. Brax compiles are the expensive part: one session-scoped jitted (reset, step)
+pair per family, spring backend, short horizons."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssm_jax import envs
+from ssm_jax.envs import RunningMeanStd, normalize, update_stats
+from ssm_jax.models import CategoricalHead, GaussianHead, ModelConfig, ValueHead, attach_heads, make_model
+from ssm_jax.rollout import rollout
+
+N_TASKS = 3
+
+
+def _make(name, horizon=8):
+    options = {"horizon": horizon}
+    if name in envs.FAMILIES:
+        options["backend"] = "spring"
+    return envs.make(name, **options)
+
+
+class Compiled:
+    def __init__(self, name):
+        self.env = _make(name)
+        self.tasks = self.env.sample_tasks(jax.random.key(0), N_TASKS)
+        self.reset = jax.jit(jax.vmap(self.env.reset))
+        self.traces = 0
+
+        def step(keys, states, actions, tasks):
+            self.traces += 1  # runs only while tracing
+            return jax.vmap(self.env.step)(keys, states, actions, tasks)
+
+        self.step = jax.jit(step)
+
+    def action(self, value=0.5):
+        if self.env.discrete:
+            return jnp.ones(N_TASKS, jnp.int32)
+        return jnp.full((N_TASKS, self.env.action_size), value, jnp.float32)
+
+
+@pytest.fixture(scope="session")
+def compiled():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = Compiled(name)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", envs.ENV_NAMES)
+def test_vmapped_reset_and_step_have_documented_shapes(name, compiled):
+    c = compiled(name)
+    keys = jax.random.split(jax.random.key(1), N_TASKS)
+    obs, state = c.reset(keys, c.tasks)
+    assert obs.shape == (N_TASKS, c.env.observation_size)
+    next_obs, state, reward, done, info = c.step(keys, state, c.action(), c.tasks)
+    assert next_obs.shape == obs.shape and reward.shape == (N_TASKS,) and done.shape == (N_TASKS,)
+    assert info["final_obs"].shape == obs.shape
+    assert set(info) == {"terminated", "truncated", "final_obs"}
+    for leaf in (next_obs, reward, info["final_obs"]):
+        assert bool(jnp.all(jnp.isfinite(leaf)))
+    assert np.asarray(done).dtype == bool and not bool(jnp.any(info["truncated"]))
+
+
+def test_halfcheetah_vel_reward_matches_formula(compiled):
+    c = compiled("halfcheetah-vel")
+    keys = jax.random.split(jax.random.key(2), N_TASKS)
+    _, state = c.reset(keys, c.tasks)
+    action = c.action(1.7)  # outside [-1, 1]: the env clips before acting and before the control cost
+    _, new_state, reward, _, _ = c.step(keys, state, action, c.tasks)
+    x_before = state.inner.pipeline_state.x.pos[:, 0, 0]
+    x_after = new_state.inner.pipeline_state.x.pos[:, 0, 0]
+    velocity = (x_after - x_before) / c.env.env.dt
+    expected = -jnp.abs(velocity - c.tasks.velocity) - 0.05 * jnp.sum(jnp.clip(action, -1, 1) ** 2, axis=-1)
+    np.testing.assert_allclose(reward, expected, rtol=1e-4, atol=1e-4)
+    assert float(jnp.min(c.tasks.velocity)) >= 0 and float(jnp.max(c.tasks.velocity)) <= 2
+
+
+@pytest.mark.parametrize("name", ["halfcheetah-gravity", "ant-mass"])
+def test_dynamics_scale_changes_next_state_without_retracing(name, compiled):
+    c = compiled(name)
+    keys = jax.random.split(jax.random.key(3), N_TASKS)
+    _, state = c.reset(keys, c.tasks)
+    same_state = jax.tree.map(lambda x: jnp.broadcast_to(x[0], x.shape), state)  # every env in one state
+    same_keys = jnp.broadcast_to(keys[0], keys.shape)
+    action = c.action(0.8)
+    velocities = []
+    for scales in ([0.5, 1.0, 1.5], [1.5, 1.0, 0.5], [0.7, 0.7, 0.7]):
+        _, new_state, _, _, _ = c.step(same_keys, same_state, action, envs.DynamicsTask(jnp.asarray(scales)))
+        velocities.append(new_state.inner.pipeline_state.qd)
+    assert float(jnp.max(jnp.abs(velocities[0][0] - velocities[0][2]))) > 1e-3  # 0.5 vs 1.5 from one state/action
+    np.testing.assert_allclose(velocities[0][0], velocities[1][2], atol=1e-6)  # same scale -> same next state
+    np.testing.assert_allclose(velocities[2][0], velocities[2][2], atol=1e-6)
+    assert c.traces == 1  # the session's compiled step never retraced for new scale values
+
+
+def _policy(env, name="gru"):
+    cfg = ModelConfig(input_dim=env.observation_size, output_dim=16, state_dim=8, hidden_dim=16)
+    head = CategoricalHead(env.action_size) if env.discrete else GaussianHead(env.action_size, init_log_std=-0.5)
+    return attach_heads(make_model(name, cfg), pi=head, value=ValueHead())
+
+
+@pytest.mark.parametrize("name", ["navigation-2d", "cartpole-params"])
+def test_rollout_equals_python_reference_loop_with_resets(name):
+    env = _make(name, horizon=5)
+    policy = _policy(env)
+    task = jax.tree.map(lambda x: x[0], env.sample_tasks(jax.random.key(4), 1))
+    params = policy.init(jax.random.key(5), jnp.zeros((1, env.observation_size)))
+    key, num_envs, horizon = jax.random.key(6), 2, 13
+    traj = jax.jit(lambda k: rollout(k, env, task, policy, params, num_envs, horizon))(key)
+    assert traj.obs.shape == (horizon, num_envs, env.observation_size)
+
+    # Reference: the same key splits, a Python loop over time, policy carry reset by hand at episode ends.
+    from ssm_jax.rollout import action_log_prob, sample_action
+
+    reset_key, steps_key = jax.random.split(key)
+    obs, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), task)
+    carry = policy.initial_carry((num_envs,))
+    fresh = policy.initial_carry((num_envs,))
+    resets = jnp.ones(num_envs, bool)
+    env_step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    policy_step = jax.jit(jax.vmap(policy.step, in_axes=(None, 0, 0, None)))
+    for t, step_key in enumerate(jax.random.split(steps_key, horizon)):
+        action_key, env_key = jax.random.split(step_key)
+        carry = jax.tree.map(lambda c, f: jnp.where(resets.reshape(-1, *[1] * (c.ndim - 1)), f, c), carry, fresh)
+        carry, out = policy_step(params, carry, obs, False)
+        action = sample_action(action_key, out["pi"])
+        np.testing.assert_allclose(traj.action[t], action, atol=1e-5)
+        np.testing.assert_allclose(traj.log_prob[t], action_log_prob(out["pi"], action), atol=1e-4)
+        np.testing.assert_allclose(traj.value[t], out["value"], atol=1e-5)
+        np.testing.assert_array_equal(traj.resets[t], resets)
+        obs, states, reward, resets, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
+        np.testing.assert_allclose(traj.reward[t], reward, atol=1e-5)
+        np.testing.assert_array_equal(traj.truncated[t], info["truncated"])
+    if name == "navigation-2d":  # no termination: episodes end by truncation every 5 steps
+        np.testing.assert_array_equal(np.asarray(traj.truncated[:, 0]), [(t + 1) % 5 == 0 for t in range(horizon)])
+        np.testing.assert_allclose(traj.obs[5], 0.0)  # the env reset to the origin after the first episode
+    assert bool(jnp.any(traj.done))
+
+
+def test_trajectory_can_be_re_evaluated_and_is_deterministic():
+    env = _make("navigation-2d", horizon=4)
+    policy = _policy(env, "ssm")
+    task = envs.NavigationTask(jnp.array([0.3, -0.2]))
+    params = policy.init(jax.random.key(7), jnp.zeros((1, 2)))
+    run = jax.jit(lambda k: rollout(k, env, task, policy, params, 3, 10))
+    traj, again = run(jax.random.key(8)), run(jax.random.key(8))
+    for a, b in zip(jax.tree.leaves(traj), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(traj.action, run(jax.random.key(9)).action)
+    from ssm_jax.rollout import action_log_prob
+
+    def replay(carry, obs, resets, actions):
+        _, out = policy.apply(params, carry, obs, resets)
+        return action_log_prob(out["pi"], actions)
+
+    log_probs = jax.vmap(replay, in_axes=(0, 1, 1, 1), out_axes=1)(
+        traj.initial_carry, traj.obs, traj.resets, traj.action
+    )
+    np.testing.assert_allclose(log_probs, traj.log_prob, atol=1e-4)
+
+
+def test_rollout_vmaps_over_tasks():
+    env = _make("navigation-2d", horizon=6)
+    policy = _policy(env, "mlp")
+    params = policy.init(jax.random.key(0), jnp.zeros((1, 2)))
+    tasks = env.sample_tasks(jax.random.key(1), 4)
+    keys = jax.random.split(jax.random.key(2), 4)
+    batched = jax.jit(jax.vmap(lambda k, t: rollout(k, env, t, policy, params, 2, 6)))(keys, tasks)
+    single = rollout(keys[2], env, jax.tree.map(lambda x: x[2], tasks), policy, params, 2, 6)
+    np.testing.assert_allclose(batched.reward[2], single.reward, atol=1e-6)
+
+
+def test_running_normalisation_matches_numpy():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, (n, 4)).astype(np.float32) for n in (5, 17, 40)]
+    stats = RunningMeanStd.create(4)
+    for b in batches:
+        stats = jax.jit(update_stats)(stats, jnp.asarray(b))
+    everything = np.concatenate(batches)
+    np.testing.assert_allclose(stats.mean, everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats.var, everything.var(0), rtol=1e-4)
+    z = normalize(stats, jnp.asarray(everything))
+    np.testing.assert_allclose(np.asarray(z).mean(0), 0.0, atol=1e-4)
+
+
+def test_bad_names_and_options_raise():
+    with pytest.raises(ValueError, match="unknown task family 'cheetah'; expected one of halfcheetah-vel"):
+        envs.make("cheetah")
+    with pytest.raises(ValueError, match=r"invalid option\(s\) \['gravity'\] for 'navigation-2d'"):
+        envs.make("navigation-2d", gravity=2.0)
+    with pytest.raises(ValueError, match="unknown brax backend 'physx'"):
+        envs.make("halfcheetah-vel", backend="physx")
+    with pytest.raises(ValueError, match="goals must be"):
+        envs.make("ant-vel", goals="seed")
+    with pytest.raises(ValueError, match="horizon must be a positive int"):
+        envs.make("navigation-2d", horizon=0)
+    seed_goals = envs.make("halfcheetah-vel", goals="seed").sample_tasks(jax.random.key(0), 50).velocity
+    assert set(np.round(np.asarray(seed_goals), 3).tolist()) <= {0.5, 1.0, 1.5, 2.0, 2.5}
