@@ -158,8 +158,15 @@ def _track_features(features: MetaFeatures, batch: dict, decay: float) -> tuple[
     return updated, shift
 
 
-def make_adapter(mode: str, loss_fn: LossFn, config: AdapterConfig | None = None) -> Adapter:
-    """Builds the pure `Adapter(init, update)` for `mode` in `("standard", "hybrid")`; see the module docstring."""
+def make_adapter(
+    mode: str, loss_fn: LossFn, config: AdapterConfig | None = None, experience_loss_fn: LossFn | None = None
+) -> Adapter:
+    """Builds the pure `Adapter(init, update)` for `mode` in `("standard", "hybrid")`; see the module docstring.
+
+    `experience_loss_fn` (default `loss_fn`) scores the replayed items, for buffers whose items are not
+    batches of the current task's kind (meta-RL replays observation windows with the actions taken).
+    """
+    experience_loss_fn = loss_fn if experience_loss_fn is None else experience_loss_fn
     if mode not in ADAPTATION_MODES:
         raise ValueError(f"unknown adaptation mode {mode!r}; expected one of {', '.join(ADAPTATION_MODES)}")
     config = AdapterConfig() if config is None else config
@@ -176,7 +183,7 @@ def make_adapter(mode: str, loss_fn: LossFn, config: AdapterConfig | None = None
         total = strategy(loss, aux, config)
         experience_loss = jnp.zeros_like(loss)
         if hybrid:
-            experience_loss = loss_fn(params, experience)[0]
+            experience_loss = experience_loss_fn(params, experience)[0]
             total = total + weight * experience_loss
         return total, (loss, experience_loss, aux)
 

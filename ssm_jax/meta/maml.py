@@ -79,9 +79,14 @@ def check_tasks(tasks: PyTree) -> int:
     return sizes.pop()
 
 
-def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None) -> MAML:
-    """Builds the pure MAML functions for `loss_fn`; see the module docstring."""
+def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: LossFn | None = None) -> MAML:
+    """Builds the pure MAML functions for `loss_fn`; see the module docstring.
+
+    `outer_loss_fn` (default `loss_fn`) scores the adapted params on the query, e.g. a PPO surrogate in meta-RL
+    while the inner loop takes policy-gradient steps.
+    """
     config = MAMLConfig() if config is None else config
+    outer_loss_fn = loss_fn if outer_loss_fn is None else outer_loss_fn
 
     def _lr_tree(params: Params, inner_lr: PyTree | None) -> PyTree:
         lr = config.inner_lr if inner_lr is None else inner_lr
@@ -118,12 +123,12 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None) -> MAML:
         """Query loss after adapting on the support. Returns `(loss, metrics)` for one task."""
         support, query = task
         fast = adapt(params, support, inner_lr)
-        loss = loss_fn(fast, query)[0]
+        loss = outer_loss_fn(fast, query)[0]
         frozen = jax.lax.stop_gradient
         metrics = {
             "pre_support_loss": frozen(loss_fn(params, support)[0]),
             "post_support_loss": frozen(loss_fn(fast, support)[0]),
-            "pre_query_loss": frozen(loss_fn(params, query)[0]),
+            "pre_query_loss": frozen(outer_loss_fn(params, query)[0]),
             "post_query_loss": frozen(loss),
         }
         return loss, metrics
