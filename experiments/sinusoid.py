@@ -120,7 +120,7 @@ def _sample_tasks(dist: SinusoidDistribution, key, n_tasks: int, shots: int, que
 
 
 def _fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f} ± {half:.3f}" if np.isfinite(mean) else "diverged"
+    return f"{mean:.3f} ± {half:.3f}" if np.isfinite(mean) and mean < 1e6 else "diverged"
 
 
 def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: JsonlLogger):

@@ -38,3 +38,30 @@ def test_presets_and_overrides_parse():
         sinusoid.Args(methods=("reptile",))
     with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
         sinusoid.Args(iterations=1500, chunk_size=1000)
+
+
+def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
+    from experiments import halfcheetah_vel
+
+    args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], out_dir=str(tmp_path))
+    results = halfcheetah_vel.main(args)
+    run_dir = next(tmp_path.iterdir())
+    for name in (
+        "config.json",
+        "metrics.jsonl",
+        "results.json",
+        "results.md",
+        "learning_curve.png",
+        "adaptation_curve.png",
+    ):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert (run_dir / "checkpoint" / "config.json").exists()
+    expected = {"MAML + standard", "MAML + hybrid", "pretrained", "random init"}
+    assert set(results["returns"]) == expected
+    for name in expected:
+        assert np.all(np.isfinite(results["returns"][name])) and len(results["returns"][name]) == 4
+    assert np.isfinite(results["oracle_return"])
+    # the buffer only changes what hybrid adapts; before any adaptation both modes act identically
+    assert results["returns"]["MAML + hybrid"][0] == results["returns"]["MAML + standard"][0]
+    stored = json.loads((run_dir / "results.json").read_text())
+    assert set(stored["per_task_returns"]) == expected

@@ -32,14 +32,19 @@ LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 
 @dataclasses.dataclass(frozen=True)
 class MAMLConfig:
-    """Static MAML settings. `learn_inner_lr` turns on Meta-SGD (a learned per-parameter inner lr)."""
+    """Static MAML settings. `learn_inner_lr` turns on Meta-SGD (a learned per-parameter inner lr);
+    `inner_grad_clip` clips each inner gradient to that global norm (differentiably), for recurrent policies whose
+    state can blow up after a large step."""
 
     inner_lr: float = 0.01
     num_inner_steps: int = 1
     first_order: bool = False
     learn_inner_lr: bool = False
+    inner_grad_clip: float | None = None
 
     def __post_init__(self):
+        if self.inner_grad_clip is not None and not self.inner_grad_clip > 0:
+            raise ValueError(f"MAMLConfig.inner_grad_clip must be > 0 or None, got {self.inner_grad_clip!r}")
         if not isinstance(self.num_inner_steps, int) or self.num_inner_steps < 1:
             raise ValueError(f"MAMLConfig.num_inner_steps must be an int >= 1, got {self.num_inner_steps!r}")
         if not self.inner_lr > 0:
@@ -96,6 +101,8 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
 
     def _inner_step(fast: Params, support: PyTree, lrs: PyTree) -> Params:
         grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
+        if config.inner_grad_clip is not None:
+            grads, _ = optax.clip_by_global_norm(config.inner_grad_clip).update(grads, optax.EmptyState())
         if config.first_order:
             grads = jax.lax.stop_gradient(grads)
         return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs)
