@@ -244,8 +244,11 @@ def _train(args, env, meta_rl, update_name, state, key, logger, label, run_dir=N
 
     carry_box = {"carry": (state, buffer_state)}
 
+    started = time.perf_counter()
+
     def on_chunk(iteration, metrics):
-        logger.log({"phase": label, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
+        elapsed = time.perf_counter() - started
+        logger.log({"phase": label, "iteration": iteration, "elapsed_s": elapsed, **jax.tree.map(np.mean, metrics)})
         if run_dir is not None and iteration % args.checkpoint_every == 0:
             state, buffer_state = carry_box["carry"]
             checkpoint.save(
