@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,11 @@ _STATE_DIR = "state"
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return {"__dataclass__": f"{type(value).__module__}:{type(value).__qualname__}", "fields": fields}
+        module = type(value).__module__
+        if module == "__main__":  # run as `python -m pkg.mod`: record the importable name
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            module = spec.name if spec is not None else module
+        return {"__dataclass__": f"{module}:{type(value).__qualname__}", "fields": fields}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v) for v in value]}
     if isinstance(value, list):
