@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jax
 
+from experiments.common import markdown_table
+
 RESULTS_DIR = Path(__file__).parent / "results"
 
 
@@ -49,12 +51,6 @@ def write_results(name: str, rows: list[dict], out_dir: Path = RESULTS_DIR) -> P
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> str:
     """Prints (and returns) a markdown table of `rows` restricted to `columns`."""
-
-    def fmt(value):
-        return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row[c]) for c in columns) + " |" for row in rows]
-    table = "\n".join(lines)
+    table = markdown_table(columns, [[row[c] for c in columns] for row in rows], float_format=".4g")
     print(table)
     return table

@@ -119,9 +119,9 @@ def train_in_chunks(
     return state
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_format: str = ".3f") -> str:
     def fmt(value):
-        return f"{value:.3f}" if isinstance(value, float) else str(value)
+        return format(value, float_format) if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]

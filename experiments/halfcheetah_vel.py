@@ -314,6 +314,8 @@ def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None):
 
 def main(args: Args) -> dict:
     start_time = time.perf_counter()
+    if args.resume and not (Path(args.resume) / "checkpoint").is_dir():
+        raise FileNotFoundError(f"--resume {args.resume}: no checkpoint/ directory in that run directory")
     run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
     write_config(run_dir, args)
     logger = JsonlLogger(run_dir / "metrics.jsonl")
@@ -327,7 +329,7 @@ def main(args: Args) -> dict:
     state = meta_rl.init(fresh(), optax.adam(args.outer_lr))
     buffer_state = buf.init(example)
     start = 0
-    if args.resume and (run_dir / "checkpoint").exists():
+    if args.resume:
         target = {"state": state, "buffer": buffer_state, "iteration": 0}
         restored, _ = checkpoint.restore(run_dir / "checkpoint", target=target)
         state, buffer_state, start = restored["state"], restored["buffer"], int(restored["iteration"])

@@ -64,3 +64,27 @@ def test_missing_and_corrupt_checkpoints_raise_clear_errors(tmp_path, key):
             f.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*ckpt2"):
         checkpoint.restore(path, target=state)
+
+
+def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key):
+    from ssm_jax.buffer import make_experience_buffer
+    from ssm_jax.meta import make_maml
+    from ssm_jax.models import ModelConfig, make_model
+
+    model = make_model("mlp", ModelConfig(input_dim=2, output_dim=1, hidden_dim=4))
+    params = model.init(key, jnp.zeros((1, 2)))
+    maml = make_maml(lambda p, b: (jnp.mean(model.apply(p, (), b)[1] ** 2), {}))
+    state = maml.init(params, optax.adam(1e-3))
+    state, _ = maml.step(state, (jnp.ones((2, 3, 2)), jnp.ones((2, 3, 2))))
+    buf = make_experience_buffer(4)
+    buffer_state = buf.add(buf.init(jnp.zeros(2)), jnp.arange(6.0).reshape(3, 2))
+    saved = {"state": state, "buffer": buffer_state, "iteration": 5}
+    checkpoint.save(tmp_path / "ckpt", saved, None)
+    fresh = {"state": maml.init(params, optax.adam(1e-3)), "buffer": buf.init(jnp.zeros(2)), "iteration": 0}
+    restored, config = checkpoint.restore(tmp_path / "ckpt", target=fresh)
+    assert config is None and int(restored["iteration"]) == 5
+    assert restored["state"].optimizer is fresh["state"].optimizer  # static field comes from the target
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    resumed, _ = maml.step(restored["state"], (jnp.ones((2, 3, 2)), jnp.ones((2, 3, 2))))
+    assert int(resumed.step) == 2

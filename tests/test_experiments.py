@@ -38,6 +38,14 @@ def test_presets_and_overrides_parse():
         sinusoid.Args(methods=("reptile",))
     with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
         sinusoid.Args(iterations=1500, chunk_size=1000)
+    from experiments import halfcheetah_vel
+
+    with pytest.raises(ValueError, match="unknown model 'rnn'"):
+        halfcheetah_vel.Args(model="rnn")
+    with pytest.raises(ValueError, match="adaptation_mode must be one of both, standard, hybrid"):
+        halfcheetah_vel.Args(adaptation_mode="mixed")
+    with pytest.raises(FileNotFoundError, match="no checkpoint/ directory"):
+        halfcheetah_vel.main(halfcheetah_vel.Args(resume="/nonexistent/run"))
 
 
 def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
