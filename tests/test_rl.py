@@ -88,9 +88,17 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
         items, valid = jax.vmap(lambda q: experience_windows(q, 10))(query)  # per task
         return state, metrics, (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items), valid.reshape(-1))
 
+    initial = jax.tree.map(jnp.copy, state)
+    history = []
     for k in jax.random.split(key, 3):
         state, metrics, ((obs, actions), valid) = step(state, k, env.sample_tasks(k, 4))
+        history.append(metrics)
     assert int(state.step) == 3
+    replay = initial
+    for k, expected in zip(jax.random.split(key, 3), history, strict=True):  # same seed -> identical metrics
+        replay, metrics_again, _ = step(replay, k, env.sample_tasks(k, 4))
+        for a, b in zip(jax.tree.leaves(metrics_again), jax.tree.leaves(expected), strict=True):
+            assert np.array_equal(np.asarray(a), np.asarray(b))
     assert obs.shape == (4 * 10 * 10, 10, 2) and actions.shape == (400, 10, 2) and bool(jnp.all(valid))
     assert all(bool(jnp.isfinite(v)) for v in jax.tree.leaves(metrics))
     assert float(metrics["meta_grad_norm"]) > 0
