@@ -96,12 +96,13 @@ def train_in_chunks(
     iterations: int,
     chunk_size: int,
     description: str,
-    on_chunk: Callable[[int, Any], None] | None = None,
+    on_chunk: Callable[[int, Any, Any], None] | None = None,
     postfix: Callable[[Any], Mapping[str, float]] | None = None,
     start: int = 0,
 ) -> Any:
     """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call)
-    until `iterations`, syncing to the host once per chunk for the progress bar and `on_chunk(iteration, metrics)`.
+    until `iterations`, syncing to the host once per chunk for the progress bar and
+    `on_chunk(iteration, state, metrics)` (the state that chunk returned, before the next call donates it).
     """
     if iterations % chunk_size:
         raise ValueError(f"iterations={iterations} must be a multiple of chunk_size={chunk_size}")
@@ -112,7 +113,7 @@ def train_in_chunks(
             metrics = jax.device_get(metrics)
             done = (chunk + 1) * chunk_size
             if on_chunk is not None:
-                on_chunk(done, metrics)
+                on_chunk(done, state, metrics)
             if postfix is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in postfix(metrics).items()})
             bar.update(chunk_size)

@@ -223,7 +223,7 @@ def _tracking_error(ctrl_cost: float):
 
 
 def _train(args, env, meta_rl, update_name, state, key, logger, label, run_dir=None, buffer_state=None, start=0):
-    """Chunked, jitted training of `meta_update` (with buffer writes) or `pretrain_update`."""
+    """Chunked, jitted training of `meta_update` (with buffer writes) or `pretrain_update` (`buffer_state` None)."""
     buf = make_experience_buffer(args.buffer_size)
 
     def chunk(carry, key):
@@ -242,29 +242,20 @@ def _train(args, env, meta_rl, update_name, state, key, logger, label, run_dir=N
 
         return jax.lax.scan(body, carry, jax.random.split(key, args.chunk_size))
 
-    carry_box = {"carry": (state, buffer_state)}
-
     started = time.perf_counter()
 
-    def on_chunk(iteration, metrics):
+    def on_chunk(iteration, carry, metrics):
         elapsed = time.perf_counter() - started
         logger.log({"phase": label, "iteration": iteration, "elapsed_s": elapsed, **jax.tree.map(np.mean, metrics)})
         if run_dir is not None and iteration % args.checkpoint_every == 0:
-            state, buffer_state = carry_box["carry"]
+            state, buffer_state = carry
             checkpoint.save(
                 run_dir / "checkpoint", {"state": state, "buffer": buffer_state, "iteration": iteration}, args
             )
 
-    jitted = jax.jit(chunk, donate_argnums=0)
-
-    def update_chunk(carry, key):
-        carry, metrics = jitted(carry, key)
-        carry_box["carry"] = carry
-        return carry, metrics
-
     return_key = "post_adaptation_return" if update_name == "meta" else "return"
     carry = train_in_chunks(
-        update_chunk,
+        jax.jit(chunk, donate_argnums=0),
         (state, buffer_state),
         key,
         args.iterations,
@@ -351,7 +342,6 @@ def main(args: Args) -> dict:
             pretrain_key,
             logger,
             "pretrained",
-            buffer_state=buf.init(example),
         )
         methods["pretrained"] = pre_state.params
     if args.random_baseline:

@@ -158,7 +158,7 @@ def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, 
 
         return jax.lax.scan(body, state, jax.random.split(key, args.chunk_size))
 
-    def log(iteration, metrics):
+    def log(iteration, state, metrics):
         logger.log({"shots": shots, "method": method, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
 
     state = train_in_chunks(

@@ -14,17 +14,14 @@ from ssm_jax.adapt import (
     register_strategy,
 )
 from ssm_jax.buffer import make_experience_buffer
+from ssm_jax.meta import sequence_mse_loss
 from ssm_jax.models import ModelConfig, make_model
 
 CONFIG = ModelConfig(input_dim=2, output_dim=1, state_dim=8, hidden_dim=16)
 MODEL = make_model("ssm", CONFIG)
 
 
-def regression_loss(params, batch):
-    xs, ys = batch
-    carry = MODEL.initial_carry((xs.shape[0],))
-    _, preds = jax.vmap(MODEL.apply, in_axes=(None, 0, 0))(params, carry, xs)
-    return jnp.mean((preds - ys) ** 2), {"predictions": preds}
+regression_loss = sequence_mse_loss(MODEL)
 
 
 def make_task(key, n=8, steps=12, scale=1.0):
