@@ -124,7 +124,7 @@ def _fmt(mean: float, half: float) -> str:
 
 
 def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: JsonlLogger):
-    """Meta-trains (or pretrains) one method. Returns `(params, inner_lr)`."""
+    """Meta-trains (or pretrains) one method. Returns `(params, inner_lr, maml)` (maml evaluates the params)."""
     model = _model(args)
     loss_fn = _loss_fn(model)
     init_key, train_key = jax.random.split(key)
