@@ -81,6 +81,19 @@ def test_halfcheetah_vel_reward_matches_formula(compiled):
     assert float(jnp.min(c.tasks.velocity)) >= 0 and float(jnp.max(c.tasks.velocity)) <= 2
 
 
+def test_brax_auto_reset_restarts_from_the_initial_state(compiled):
+    c = compiled("halfcheetah-vel")  # horizon 8, no termination: every env truncates at step 8
+    keys = jax.random.split(jax.random.key(9), N_TASKS)
+    first_obs, state = c.reset(keys, c.tasks)
+    assert c.env.reuse_initial_state and float(jnp.max(jnp.abs(first_obs[0] - first_obs[1]))) > 0
+    for t in range(c.env.horizon):
+        obs, state, _, done, info = c.step(keys, state, c.action(0.9), c.tasks)
+        assert bool(jnp.all(done)) == (t == c.env.horizon - 1)
+    np.testing.assert_array_equal(obs, first_obs)  # each env restarts from its own first state
+    np.testing.assert_array_equal(state.t, 0)
+    assert float(jnp.max(jnp.abs(info["final_obs"] - first_obs))) > 1e-2  # the pre-reset obs is the moved one
+
+
 @pytest.mark.parametrize("name", ["halfcheetah-gravity", "ant-mass"])
 def test_dynamics_scale_changes_next_state_without_retracing(name, compiled):
     c = compiled(name)

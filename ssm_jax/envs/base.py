@@ -9,6 +9,11 @@
 auto-resets: the returned `obs`/`state` start the next episode when `done`, and `info` holds `terminated`,
 `truncated` and `final_obs` (the observation before the reset, for bootstrapping on truncation). Task
 parameters are traced values: changing them never changes a shape or recompiles.
+
+Envs whose reset is expensive (brax: a reset is a forward-kinematics pass, about as costly to compile as a step)
+set `reuse_initial_state`: `reset` keeps its `(obs, inner)` in the state and auto-reset restarts from it, as
+brax's `AutoResetWrapper` does, instead of computing a fresh reset inside every step. Each `reset` key still gives
+each env its own initial state; only episodes after the first within one env repeat it.
 """
 
 from __future__ import annotations
@@ -25,11 +30,13 @@ from ssm_jax.types import Array, PRNGKey, tree_where
 
 @struct.dataclass
 class EnvState:
-    """`inner`: the family's own state; `obs`: current observation; `t`: steps taken in this episode."""
+    """`inner`: the family's own state; `obs`: current observation; `t`: steps taken in this episode;
+    `initial`: `(obs, inner)` auto-reset restarts from when the env sets `reuse_initial_state`, else None."""
 
     inner: Any
     obs: Array
     t: Array
+    initial: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,11 @@ class TaskEnv:
     def discrete(self) -> bool:
         return False
 
+    @property
+    def reuse_initial_state(self) -> bool:
+        """Whether auto-reset restarts from the state `reset` returned instead of resetting afresh."""
+        return False
+
     def sample_tasks(self, key: PRNGKey, n: int) -> Any:
         """`n` tasks as one TaskParams pytree with a leading axis `n`."""
         raise NotImplementedError
@@ -70,7 +82,8 @@ class TaskEnv:
     def reset(self, key: PRNGKey, task: Any) -> tuple[Array, EnvState]:
         """Starts an episode of `task`. Returns `(obs [obs_size], state)`."""
         obs, inner = self._reset(key, task)
-        return obs, EnvState(inner=inner, obs=obs, t=jnp.zeros((), jnp.int32))
+        initial = (obs, inner) if self.reuse_initial_state else None
+        return obs, EnvState(inner=inner, obs=obs, t=jnp.zeros((), jnp.int32), initial=initial)
 
     def step(self, key: PRNGKey, state: EnvState, action: Array, task: Any):
         """Returns `(obs, state, reward, done, info)`; see the module docstring."""
@@ -80,8 +93,12 @@ class TaskEnv:
         terminated = jnp.asarray(terminated, bool)
         truncated = (t >= self.horizon) & ~terminated
         done = terminated | truncated
-        _, fresh = self.reset(reset_key, task)
-        next_state = tree_where(done, fresh, EnvState(inner=inner, obs=obs, t=t))
+        if self.reuse_initial_state:
+            first_obs, first_inner = state.initial
+            fresh = state.replace(inner=first_inner, obs=first_obs, t=jnp.zeros_like(t))
+        else:
+            _, fresh = self.reset(reset_key, task)
+        next_state = tree_where(done, fresh, state.replace(inner=inner, obs=obs, t=t))
         info = {"terminated": terminated, "truncated": truncated, "final_obs": obs}
         return next_state.obs, next_state, jnp.asarray(reward, jnp.float32), done, info
 

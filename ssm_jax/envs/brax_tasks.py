@@ -128,6 +128,10 @@ class BraxTaskEnv(TaskEnv):
         return self.env.observation_size
 
     @property
+    def reuse_initial_state(self) -> bool:
+        return True
+
+    @property
     def action_size(self) -> int:
         return self.env.action_size
 

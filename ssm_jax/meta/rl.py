@@ -256,12 +256,21 @@ def make_maml_rl(
         return rollout(key, env, task, policy, jax.lax.stop_gradient(params), num_envs, horizon)
 
     def sample_task(key, task, params, inner_lr):
-        support_key, query_key = jax.random.split(key)
-        support_traj = sample(support_key, task, params)
-        support = prepare_batch(support_traj, rl_config)
-        fast = maml.adapt(params, support, inner_lr)
-        query_traj = sample(query_key, task, fast)
-        return support, prepare_batch(query_traj, rl_config), support_traj, query_traj
+        """Support trajectories with `params`, then query trajectories with the adapted params: a two-round scan,
+        so the compiled program holds one rollout rather than two (env compiles dominate small runs)."""
+
+        def phase(sampling_params, inputs):
+            phase_key, is_support = inputs
+            traj = sample(phase_key, task, sampling_params)
+            batch = prepare_batch(traj, rl_config)
+            adapted = jax.lax.cond(is_support, lambda: maml.adapt(params, batch, inner_lr), lambda: sampling_params)
+            return adapted, (batch, traj)
+
+        _, (batches, trajs) = jax.lax.scan(phase, params, (jax.random.split(key), jnp.array([True, False])))
+        support, query, support_traj, query_traj = (
+            jax.tree.map(lambda x: x[i], tree) for tree in (batches, trajs) for i in (0, 1)
+        )
+        return support, query, support_traj, query_traj
 
     def meta_update(state: MetaState, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
