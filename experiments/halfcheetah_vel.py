@@ -1,7 +1,7 @@
 """Flagship: MAML-RL on HalfCheetah-Vel (brax) with standard and experience-augmented hybrid test-time adaptation.
 
     python -m experiments.halfcheetah_vel                       # cpu preset: spring backend, <= 10 min on 2 cores
-    python -m experiments.halfcheetah_vel --preset smoke        # about a minute, for tests
+    python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
     python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, generalized backend, for a GPU
     python -m experiments.halfcheetah_vel --model lstm --adaptation-mode hybrid --experience-weight 0.1
 
@@ -15,8 +15,9 @@ Evaluation on held-out goal velocities (a fixed set drawn from a separate key): 
 adaptation rounds (each round samples trajectories with the current policy, then takes one policy-gradient step
 with the inner learning rate) for MAML + standard, MAML + hybrid (+ `experience_weight` x behaviour cloning on
 replayed windows), a pretrained baseline (the same network trained with PPO on all tasks, no inner loop), random
-initialisation and, with `--oracle`, a policy trained on each evaluation goal. All methods see the same evaluation
-keys, so the hybrid-minus-standard difference is paired. Also the velocity-tracking error |v_x - v_goal|.
+initialisation and, with `--oracle`, a policy trained on each evaluation goal (`train_per_task`; its return at
+the last training iteration). All methods see the same evaluation keys, so the hybrid-minus-standard difference
+is paired. Also the velocity-tracking error |v_x - v_goal|.
 
 Writes under `runs/halfcheetah_vel/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md,
 learning_curve.png, adaptation_curve.png, and an orbax checkpoint (`--resume <run dir>` continues training).
@@ -50,7 +51,7 @@ from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.rl import make_rl_adaptation
 from ssm_jax.buffer import make_experience_buffer
 from ssm_jax.meta import MAMLConfig
-from ssm_jax.meta.rl import RLConfig, experience_windows, make_maml_rl
+from ssm_jax.meta.rl import RLConfig, experience_windows, make_maml_rl, train_per_task
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
 
 matplotlib.use("Agg")
@@ -151,9 +152,8 @@ PRESETS = {
         experience_batch_size=4,
         window=5,
         eval_tasks=2,
-        oracle=True,
-        oracle_iterations=1,
-        checkpoint_every=1,
+        oracle_iterations=2,
+        checkpoint_every=2,
         plots=True,
     ),
     "paper": Args(
@@ -222,26 +222,28 @@ def _tracking_error(ctrl_cost: float):
     return metric
 
 
-def _train(args, env, meta_rl, update_name, state, key, logger, label, run_dir=None, buffer_state=None, start=0):
-    """Chunked, jitted training of `meta_update` (with buffer writes) or `pretrain_update` (`buffer_state` None)."""
+def _make_chunk(args, env, meta_rl):
+    """The jitted training chunk: `args.chunk_size` meta-updates, each writing its query windows to the buffer."""
     buf = make_experience_buffer(args.buffer_size)
 
     def chunk(carry, key):
         def body(carry, k):
             state, buffer_state = carry
             task_key, update_key = jax.random.split(k)
-            tasks = env.sample_tasks(task_key, args.tasks_per_batch)
-            if update_name == "meta":
-                state, metrics, query = meta_rl.meta_update(state, update_key, tasks)
-                items, valid = jax.vmap(lambda q: experience_windows(q, args.window))(query)
-                flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items)
-                buffer_state = buf.add(buffer_state, flat, valid.reshape(-1))
-            else:
-                state, metrics = meta_rl.pretrain_update(state, update_key, tasks)
-            return (state, buffer_state), metrics
+            state, metrics, query = meta_rl.meta_update(
+                state, update_key, env.sample_tasks(task_key, args.tasks_per_batch)
+            )
+            items, valid = jax.vmap(lambda q: experience_windows(q, args.window))(query)
+            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items)
+            return (state, buf.add(buffer_state, flat, valid.reshape(-1))), metrics
 
         return jax.lax.scan(body, carry, jax.random.split(key, args.chunk_size))
 
+    return jax.jit(chunk, donate_argnums=0)
+
+
+def _train(args, chunk, carry, key, logger, label, run_dir=None, start=0):
+    """Runs `chunk` for `args.iterations` from `start`, logging each chunk and checkpointing into `run_dir`."""
     started = time.perf_counter()
 
     def on_chunk(iteration, carry, metrics):
@@ -253,19 +255,17 @@ def _train(args, env, meta_rl, update_name, state, key, logger, label, run_dir=N
                 run_dir / "checkpoint", {"state": state, "buffer": buffer_state, "iteration": iteration}, args
             )
 
-    return_key = "post_adaptation_return" if update_name == "meta" else "return"
-    carry = train_in_chunks(
-        jax.jit(chunk, donate_argnums=0),
-        (state, buffer_state),
+    return train_in_chunks(
+        chunk,
+        carry,
         key,
         args.iterations,
         args.chunk_size,
         label,
         on_chunk=on_chunk,
-        postfix=lambda m: {"return": float(np.mean(m[return_key]))},
+        postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
         start=start,
     )
-    return carry
 
 
 def _plot_learning(path: Path, records: list[dict]):
@@ -273,7 +273,7 @@ def _plot_learning(path: Path, records: list[dict]):
     for phase, key, label in (
         ("maml", "pre_adaptation_return", "MAML, before adaptation"),
         ("maml", "post_adaptation_return", "MAML, after 1 step"),
-        ("pretrained", "return", "pretrained (PPO on all tasks)"),
+        ("pretrained", "post_adaptation_return", "pretrained (PPO on all tasks)"),
     ):
         points = [(r["iteration"], r[key]) for r in records if r["phase"] == phase and key in r]
         if points:
@@ -317,7 +317,8 @@ def main(args: Args) -> dict:
     buf = make_experience_buffer(args.buffer_size)
     example = (jnp.zeros((args.window, env.observation_size)), jnp.zeros((args.window, env.action_size)))
     fresh = lambda: jax.tree.map(jnp.copy, params0)  # training donates its state; params0 stays for the baselines
-    state = meta_rl.init(fresh(), optax.adam(args.outer_lr))
+    optimizer = optax.adam(args.outer_lr)  # one object: the pretrained phase must hit the compiled chunk's cache
+    state = meta_rl.init(fresh(), optimizer)
     buffer_state = buf.init(example)
     start = 0
     if args.resume:
@@ -326,23 +327,16 @@ def main(args: Args) -> dict:
         state, buffer_state, start = restored["state"], restored["buffer"], int(restored["iteration"])
         print(f"resumed {run_dir} at iteration {start}")
 
-    state, buffer_state = _train(
-        args, env, meta_rl, "meta", state, train_key, logger, "maml", run_dir, buffer_state, start
-    )
+    chunk = _make_chunk(args, env, meta_rl)
+    state, buffer_state = _train(args, chunk, (state, buffer_state), train_key, logger, "maml", run_dir, start)
     train_seconds = time.perf_counter() - start_time
     methods = {"MAML": state.params}
     if args.pretrained:
-        pre_state = meta_rl.init_pretrain(fresh(), optax.adam(args.outer_lr))
-        pre_state, _ = _train(
-            args,
-            env,
-            meta_rl,
-            "pretrain",
-            pre_state,
-            pretrain_key,
-            logger,
-            "pretrained",
-        )
+        # The same program with inner lr 0: the inner step is the identity, so the outer PPO steps train one policy
+        # on all tasks with no adaptation, on the same env budget as MAML (its support rollouts go unused).
+        pre_state = meta_rl.init(fresh(), optimizer)
+        pre_state = pre_state.replace(inner_lr=jax.tree.map(jnp.zeros_like, pre_state.inner_lr))
+        pre_state, _ = _train(args, chunk, (pre_state, buf.init(example)), pretrain_key, logger, "pretrained")
         methods["pretrained"] = pre_state.params
     if args.random_baseline:
         methods["random init"] = params0
@@ -374,19 +368,10 @@ def main(args: Args) -> dict:
 
     oracle = None
     if args.oracle:
-
-        def train_oracle(key, task):
-            state = meta_rl.init_pretrain(params0, optax.adam(args.outer_lr))
-            one_task = jax.tree.map(lambda x: x[None], task)
-
-            def body(state, k):
-                state, metrics = meta_rl.pretrain_update(state, k, one_task)
-                return state, metrics["return"]
-
-            _, returns = jax.lax.scan(body, state, jax.random.split(key, args.oracle_iterations))
-            return returns[-1]  # sampled before the last update: keeps a second rollout out of the program
-
-        oracle = np.asarray(jax.jit(jax.vmap(train_oracle))(jax.random.split(oracle_key, args.eval_tasks), eval_tasks))
+        oracle_returns = jax.jit(train_per_task, static_argnums=(0, 2, 5))(
+            meta_rl, params0, optax.adam(args.outer_lr), oracle_key, eval_tasks, args.oracle_iterations
+        )
+        oracle = np.asarray(oracle_returns[:, -1])
 
     results = _summarise(args, run_dir, curves, tracking, oracle, train_seconds, time.perf_counter() - start_time)
     if args.plots:

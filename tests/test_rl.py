@@ -18,6 +18,7 @@ from ssm_jax.meta.rl import (
     gae,
     make_maml_rl,
     make_policy_losses,
+    train_per_task,
 )
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import rollout
@@ -130,6 +131,16 @@ def test_maml_rl_learns_to_adapt_on_navigation(key):
     random_return = float(untrained[:, 0].mean())
     assert post > pre + 10.0, (pre, post)
     assert post > random_return + 20.0, (random_return, post)
+
+
+def test_train_per_task_oracle_improves_on_each_goal(key):
+    env, policy, _, meta_rl = _nav_meta_rl(outer_epochs=3)
+    params = policy.init(key, jnp.zeros((1, 2)))
+    tasks = env.sample_tasks(jax.random.key(11), 4)
+    train = jax.jit(train_per_task, static_argnums=(0, 2, 5))
+    returns = np.asarray(train(meta_rl, params, optax.adam(1e-2), jax.random.key(12), tasks, 40))
+    assert returns.shape == (4, 40)
+    assert np.all(returns[:, -5:].mean(axis=1) > returns[:, 0] + 10.0), returns[:, [0, -1]]
 
 
 def test_rollout_of_experience_windows_respects_boundaries(key):

@@ -71,6 +71,12 @@ def _brax_env(name: str, backend: str):
         return brax_envs.get_environment(name, backend=backend, **kwargs)
 
 
+@functools.cache
+def _observation_size(name: str, backend: str) -> int:
+    # brax's own `observation_size` runs an eager reset (seconds of one-op compiles); the shape needs no compute.
+    return jax.eval_shape(_brax_env(name, backend).reset, jax.random.key(0)).obs.shape[-1]
+
+
 def _scale_gravity(sys, scale: Array):
     sys = sys.replace(gravity=sys.gravity * scale)
     if hasattr(sys, "opt") and hasattr(sys.opt, "gravity"):
@@ -125,7 +131,7 @@ class BraxTaskEnv(TaskEnv):
 
     @property
     def observation_size(self) -> int:
-        return self.env.observation_size
+        return _observation_size(self._base, self.backend)
 
     @property
     def reuse_initial_state(self) -> bool:

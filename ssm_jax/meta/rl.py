@@ -308,6 +308,34 @@ def make_maml_rl(
     return MetaRL(maml, sample, meta_update, pretrain_update, maml.init, init_pretrain, inner_loss, ppo_loss, bc_loss)
 
 
+def train_per_task(
+    meta_rl: MetaRL,
+    params: Params,
+    optimizer: optax.GradientTransformation,
+    key: PRNGKey,
+    tasks: Any,
+    iterations: int,
+) -> Array:
+    """The oracle baseline: a separate copy of `params` trained with `pretrain_update` on each task (leading axis E).
+
+    Returns the mean episode return of each task's trajectories at every iteration, `[E, iterations]`; column `i`
+    is sampled with the params after `i` updates, so the last column measures the policy one update short of the
+    end (that keeps a second rollout out of the compiled program).
+    """
+
+    def train(key, task):
+        one_task = jax.tree.map(lambda x: x[None], task)
+
+        def body(state, k):
+            state, metrics = meta_rl.pretrain_update(state, k, one_task)
+            return state, metrics["return"]
+
+        _, returns = jax.lax.scan(body, meta_rl.init_pretrain(params, optimizer), jax.random.split(key, iterations))
+        return returns
+
+    return jax.vmap(train)(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]), tasks)
+
+
 def experience_windows(traj: Trajectory, length: int) -> tuple[tuple[Array, Array], Array]:
     """Non-overlapping `(obs window [L, D], actions [L, A])` items from every env of `traj`, for the buffer.
 
