@@ -14,10 +14,11 @@ before evaluation (the seeds' contamination rule).
 Evaluation on held-out goal velocities (a fixed set drawn from a separate key): mean episode return after 0..3
 adaptation rounds (each round samples trajectories with the current policy, then takes one policy-gradient step
 with the inner learning rate) for MAML + standard, MAML + hybrid (+ `experience_weight` x behaviour cloning on
-replayed windows), a pretrained baseline (the same network trained with PPO on all tasks, no inner loop), random
-initialisation and, with `--oracle`, a policy trained on each evaluation goal (`train_per_task`; its return at
-the last training iteration). All methods see the same evaluation keys, so the hybrid-minus-standard difference
-is paired. Also the velocity-tracking error |v_x - v_goal|.
+replayed windows), a pretrained baseline (the same network trained with PPO on all tasks and no adaptation: MAML's
+compiled program run with inner lr 0, on the same env budget), random initialisation and, with `--oracle`, a
+policy trained on each evaluation goal (`train_per_task`; its return at the last training iteration). All methods
+see the same evaluation keys, so the hybrid-minus-standard difference is paired. Also the velocity-tracking error
+|v_x - v_goal|.
 
 Writes under `runs/halfcheetah_vel/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md,
 learning_curve.png, adaptation_curve.png, and an orbax checkpoint (`--resume <run dir>` continues training).
