@@ -87,8 +87,8 @@ class Args:
     network: NetworkArgs = NetworkArgs()
     iterations: int = 60
     chunk_size: int = 5
-    tasks_per_batch: int = 10
-    trajectories_per_task: int = 4
+    tasks_per_batch: int = 5
+    trajectories_per_task: int = 8
     inner_lr: float = 0.1
     inner_steps: int = 1
     inner_grad_clip: float | None = 1.0
