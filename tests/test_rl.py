@@ -18,6 +18,7 @@ from ssm_jax.meta.rl import (
     gae,
     make_maml_rl,
     make_policy_losses,
+    prepare_batch,
     train_per_task,
 )
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
@@ -131,6 +132,22 @@ def test_maml_rl_learns_to_adapt_on_navigation(key):
     random_return = float(untrained[:, 0].mean())
     assert post > pre + 10.0, (pre, post)
     assert post > random_return + 20.0, (random_return, post)
+
+
+def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
+    # The flagship's pretrained baseline runs MAML's program with inner lr 0: that must be plain PPO on all tasks.
+    env, policy, rl, meta_rl = _nav_meta_rl()
+    params = policy.init(key, jnp.zeros((1, 2)))
+    optimizer = optax.sgd(0.1)  # not Adam: its g / |g| amplifies float32 round-off on near-zero gradients
+    state = meta_rl.init(params, optimizer).replace(inner_lr=jnp.zeros((), jnp.float32))
+    new_state, _, query = jax.jit(meta_rl.meta_update)(state, jax.random.key(5), env.sample_tasks(key, 3))
+
+    batches = jax.vmap(lambda t: prepare_batch(t, rl))(query)
+    grads = jax.grad(lambda p: jnp.mean(jax.vmap(lambda b: meta_rl.outer_loss(p, b)[0])(batches)))(params)
+    updates, _ = optimizer.update(grads, optimizer.init(params), params)
+    expected = optax.apply_updates(params, updates)
+    chex.assert_trees_all_close(new_state.params, expected, atol=1e-6)
+    assert float(optax.tree.norm(jax.tree.map(jnp.subtract, expected, params))) > 1e-3  # the step did something
 
 
 def test_train_per_task_oracle_improves_on_each_goal(key):
