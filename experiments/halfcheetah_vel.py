@@ -4,6 +4,7 @@
     python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
     python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, generalized backend, for a GPU
     python -m experiments.halfcheetah_vel --model lstm --adaptation-mode hybrid --experience-weight 0.1
+    python -m experiments.halfcheetah_vel --num-seeds 3         # seeds 0, 1, 2; CIs over held-out tasks and seeds
 
 Meta-training (MAML-RL on returns): per task, trajectories from the pre-update policy, `inner_steps` policy-gradient
 steps (linear feature baseline, normalised advantages), trajectories from the adapted policy, and `outer_epochs`
@@ -20,8 +21,13 @@ policy trained on each evaluation goal (`train_per_task`; its return at the last
 see the same evaluation keys, so the hybrid-minus-standard difference is paired. Also the velocity-tracking error
 |v_x - v_goal|.
 
+With `--num-seeds N` the whole pipeline runs for seeds `seed … seed + N − 1` (each draws its own training and
+evaluation goals) and the tables and plots pool held-out tasks over seeds; every seed reuses the same compiled
+programs, so extra seeds cost run time only.
+
 Writes under `runs/halfcheetah_vel/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md,
-learning_curve.png, adaptation_curve.png, and an orbax checkpoint (`--resume <run dir>` continues training).
+learning_curve.png, adaptation_curve.png, and an orbax checkpoint (`--resume <run dir>` continues training;
+one seed only; with several seeds each writes `checkpoint_seed<k>/`).
 """
 
 from __future__ import annotations
@@ -110,6 +116,7 @@ class Args:
     checkpoint_every: int = 20
     resume: str | None = None
     seed: int = 0
+    num_seeds: int = 1
     out_dir: str = "runs/halfcheetah_vel"
     plots: bool = True
 
@@ -136,6 +143,8 @@ class Args:
             raise ValueError("tasks_per_batch, trajectories_per_task, eval_tasks and adapt_steps must be >= 1")
         if self.experience_weight < 0:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
+        if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
+            raise ValueError(f"num_seeds must be >= 1, and 1 with --resume; got {self.num_seeds}")
 
 
 PRESETS = {
@@ -243,18 +252,17 @@ def _make_chunk(args, env, meta_rl):
     return jax.jit(chunk, donate_argnums=0)
 
 
-def _train(args, chunk, carry, key, logger, label, run_dir=None, start=0):
-    """Runs `chunk` for `args.iterations` from `start`, logging each chunk and checkpointing into `run_dir`."""
+def _train(args, chunk, carry, key, logger, phase, seed, checkpoint_dir=None, start=0):
+    """Runs `chunk` for `args.iterations` from `start`, logging each chunk and checkpointing into `checkpoint_dir`."""
     started = time.perf_counter()
 
     def on_chunk(iteration, carry, metrics):
         elapsed = time.perf_counter() - started
-        logger.log({"phase": label, "iteration": iteration, "elapsed_s": elapsed, **jax.tree.map(np.mean, metrics)})
-        if run_dir is not None and iteration % args.checkpoint_every == 0:
+        record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
+        logger.log({**record, **jax.tree.map(np.mean, metrics)})
+        if checkpoint_dir is not None and iteration % args.checkpoint_every == 0:
             state, buffer_state = carry
-            checkpoint.save(
-                run_dir / "checkpoint", {"state": state, "buffer": buffer_state, "iteration": iteration}, args
-            )
+            checkpoint.save(checkpoint_dir, {"state": state, "buffer": buffer_state, "iteration": iteration}, args)
 
     return train_in_chunks(
         chunk,
@@ -262,7 +270,7 @@ def _train(args, chunk, carry, key, logger, label, run_dir=None, start=0):
         key,
         args.iterations,
         args.chunk_size,
-        label,
+        phase if args.num_seeds == 1 else f"{phase} (seed {seed})",
         on_chunk=on_chunk,
         postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
         start=start,
@@ -276,11 +284,15 @@ def _plot_learning(path: Path, records: list[dict]):
         ("maml", "post_adaptation_return", "MAML, after 1 step"),
         ("pretrained", "post_adaptation_return", "pretrained (PPO on all tasks)"),
     ):
-        points = [(r["iteration"], r[key]) for r in records if r["phase"] == phase and key in r]
-        if points:
-            ax.plot(*zip(*points, strict=True), marker="o", ms=3, label=label)
+        by_iteration = {}
+        for r in records:
+            if r["phase"] == phase and key in r:
+                by_iteration.setdefault(r["iteration"], []).append(r[key])
+        if by_iteration:
+            iterations = sorted(by_iteration)
+            ax.plot(iterations, [np.mean(by_iteration[i]) for i in iterations], marker="o", ms=3, label=label)
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean episode return (training tasks)")
+    ax.set_ylabel("mean episode return (training tasks, mean over seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -297,7 +309,7 @@ def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None):
         mean, half = mean_ci(oracle)
         ax.axhline(mean, color="k", ls="--", label=f"oracle ({mean:.1f} ± {half:.1f})")
     ax.set_xlabel("adaptation rounds on the held-out task")
-    ax.set_ylabel("mean episode return (95% CI over tasks)")
+    ax.set_ylabel("mean episode return (95% CI over tasks and seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -312,39 +324,6 @@ def main(args: Args) -> dict:
     write_config(run_dir, args)
     logger = JsonlLogger(run_dir / "metrics.jsonl")
     env, policy, rl_config, meta_rl = _build(args)
-    root = jax.random.key(args.seed)
-    init_key, train_key, pretrain_key, eval_key, oracle_key = jax.random.split(root, 5)
-    params0 = policy.init(init_key, jnp.zeros((1, env.observation_size)))
-    buf = make_experience_buffer(args.buffer_size)
-    example = (jnp.zeros((args.window, env.observation_size)), jnp.zeros((args.window, env.action_size)))
-    fresh = lambda: jax.tree.map(jnp.copy, params0)  # training donates its state; params0 stays for the baselines
-    optimizer = optax.adam(args.outer_lr)  # one object: the pretrained phase must hit the compiled chunk's cache
-    state = meta_rl.init(fresh(), optimizer)
-    buffer_state = buf.init(example)
-    start = 0
-    if args.resume:
-        target = {"state": state, "buffer": buffer_state, "iteration": 0}
-        restored, _ = checkpoint.restore(run_dir / "checkpoint", target=target)
-        state, buffer_state, start = restored["state"], restored["buffer"], int(restored["iteration"])
-        print(f"resumed {run_dir} at iteration {start}")
-
-    chunk = _make_chunk(args, env, meta_rl)
-    state, buffer_state = _train(args, chunk, (state, buffer_state), train_key, logger, "maml", run_dir, start)
-    train_seconds = time.perf_counter() - start_time
-    methods = {"MAML": state.params}
-    if args.pretrained:
-        # The same program with inner lr 0: the inner step is the identity, so the outer PPO steps train one policy
-        # on all tasks with no adaptation, on the same env budget as MAML (its support rollouts go unused).
-        pre_state = meta_rl.init(fresh(), optimizer)
-        pre_state = pre_state.replace(inner_lr=jax.tree.map(jnp.zeros_like, pre_state.inner_lr))
-        pre_state, _ = _train(args, chunk, (pre_state, buf.init(example)), pretrain_key, logger, "pretrained")
-        methods["pretrained"] = pre_state.params
-    if args.random_baseline:
-        methods["random init"] = params0
-
-    eval_tasks = env.sample_tasks(eval_key, args.eval_tasks)
-    eval_keys = jax.random.split(jax.random.fold_in(eval_key, 1), args.eval_tasks)
-    frozen = buf.freeze(buffer_state)
     adapter_config = AdapterConfig(
         learning_rate=args.inner_lr,
         num_steps=1,
@@ -354,7 +333,70 @@ def main(args: Args) -> dict:
         experience_batch_size=args.experience_batch_size,
     )
     curve = make_rl_adaptation(meta_rl, adapter_config, rl_config, args.adapt_steps, _tracking_error(env.ctrl_cost))
-    evaluate = jax.jit(jax.vmap(curve, in_axes=(0, 0, None, None, None)))
+    # Built once, so every seed (and the pretrained phase) reuses the same compiled programs.
+    programs = {
+        "chunk": _make_chunk(args, env, meta_rl),
+        "evaluate": jax.jit(jax.vmap(curve, in_axes=(0, 0, None, None, None))),
+        "oracle": jax.jit(train_per_task, static_argnums=(0, 2, 5)),
+        "optimizer": optax.adam(args.outer_lr),  # one object: a new one is a new static field, hence a recompile
+    }
+    per_seed, train_seconds = [], 0.0
+    for seed in range(args.seed, args.seed + args.num_seeds):
+        curves, tracking, oracle, seconds = _run_seed(args, seed, env, policy, meta_rl, programs, logger, run_dir)
+        per_seed.append((curves, tracking, oracle))
+        train_seconds += seconds
+    pooled = lambda i: {name: np.concatenate([s[i][name] for s in per_seed]) for name in per_seed[0][i]}
+    curves, tracking = pooled(0), pooled(1)
+    oracle = None if not args.oracle else np.concatenate([s[2] for s in per_seed])
+
+    results = _summarise(args, run_dir, curves, tracking, oracle, train_seconds, time.perf_counter() - start_time)
+    if args.plots:
+        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        _plot_learning(run_dir / "learning_curve.png", records)
+        _plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle)
+    return results
+
+
+def _run_seed(args, seed, env, policy, meta_rl, programs, logger, run_dir):
+    """Meta-training, baselines and held-out evaluation for one seed.
+
+    Returns `(curves, tracking, oracle, meta_train_seconds)`: `curves[label]` and `tracking[label]` are
+    `[eval_tasks, adapt_steps + 1]`, `oracle` is `[eval_tasks]` or None.
+    """
+    started = time.perf_counter()
+    init_key, train_key, pretrain_key, eval_key, oracle_key = jax.random.split(jax.random.key(seed), 5)
+    params0 = policy.init(init_key, jnp.zeros((1, env.observation_size)))
+    buf = make_experience_buffer(args.buffer_size)
+    example = (jnp.zeros((args.window, env.observation_size)), jnp.zeros((args.window, env.action_size)))
+    fresh = lambda: jax.tree.map(jnp.copy, params0)  # training donates its state; params0 stays for the baselines
+    optimizer, chunk = programs["optimizer"], programs["chunk"]
+    state = meta_rl.init(fresh(), optimizer)
+    buffer_state = buf.init(example)
+    checkpoint_dir = run_dir / ("checkpoint" if args.num_seeds == 1 else f"checkpoint_seed{seed}")
+    start = 0
+    if args.resume:
+        target = {"state": state, "buffer": buffer_state, "iteration": 0}
+        restored, _ = checkpoint.restore(checkpoint_dir, target=target)
+        state, buffer_state, start = restored["state"], restored["buffer"], int(restored["iteration"])
+        print(f"resumed {run_dir} at iteration {start}")
+
+    carry = (state, buffer_state)
+    state, buffer_state = _train(args, chunk, carry, train_key, logger, "maml", seed, checkpoint_dir, start)
+    train_seconds = time.perf_counter() - started
+    methods = {"MAML": state.params}
+    if args.pretrained:
+        # The same program with inner lr 0: the inner step is the identity, so the outer PPO steps train one policy
+        # on all tasks with no adaptation, on the same env budget as MAML (its support rollouts go unused).
+        pre_state = meta_rl.init(fresh(), optimizer)
+        pre_state = pre_state.replace(inner_lr=jax.tree.map(jnp.zeros_like, pre_state.inner_lr))
+        pre_state, _ = _train(args, chunk, (pre_state, buf.init(example)), pretrain_key, logger, "pretrained", seed)
+        methods["pretrained"] = pre_state.params
+    if args.random_baseline:
+        methods["random init"] = params0
+
+    eval_tasks = env.sample_tasks(eval_key, args.eval_tasks)
+    eval_keys = jax.random.split(jax.random.fold_in(eval_key, 1), args.eval_tasks)
+    frozen = buf.freeze(buffer_state)
     curves, tracking = {}, {}
     for name, params in methods.items():
         modes = {"standard": 0.0, "hybrid": args.experience_weight}
@@ -363,23 +405,15 @@ def main(args: Args) -> dict:
             modes = {chosen: modes[chosen]}
         for mode, weight in modes.items():
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = evaluate(eval_keys, eval_tasks, params, frozen, weight)
+            returns, extra = programs["evaluate"](eval_keys, eval_tasks, params, frozen, weight)
             curves[label] = np.asarray(returns)
             tracking[label] = np.asarray(extra["tracking_error"])
 
     oracle = None
     if args.oracle:
-        oracle_returns = jax.jit(train_per_task, static_argnums=(0, 2, 5))(
-            meta_rl, params0, optax.adam(args.outer_lr), oracle_key, eval_tasks, args.oracle_iterations
-        )
+        oracle_returns = programs["oracle"](meta_rl, params0, optimizer, oracle_key, eval_tasks, args.oracle_iterations)
         oracle = np.asarray(oracle_returns[:, -1])
-
-    results = _summarise(args, run_dir, curves, tracking, oracle, train_seconds, time.perf_counter() - start_time)
-    if args.plots:
-        records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        _plot_learning(run_dir / "learning_curve.png", records)
-        _plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle)
-    return results
+    return curves, tracking, oracle, train_seconds
 
 
 def _fmt(values: np.ndarray) -> list[str]:
@@ -409,10 +443,12 @@ def _summarise(args, run_dir, curves, tracking, oracle, train_seconds, total_sec
         [[name, *[f"{v:.1f}" for v in values]] for name, values in REFERENCE.items()],
     )
     text = (
-        f"# {args.env}, {args.eval_tasks} held-out goals, {args.model} policy, {args.backend} backend\n\n"
-        f"Mean episode return (± 95% CI over held-out tasks) after k adaptation rounds (inner lr {args.inner_lr}); "
-        f"{args.iterations} meta-iterations of {args.tasks_per_batch} tasks x {args.trajectories_per_task} "
-        f"trajectories x horizon {args.horizon}; training {train_seconds:.0f} s, total {total_seconds:.0f} s.\n\n"
+        f"# {args.env}, {args.eval_tasks} held-out goals x {args.num_seeds} seed(s), {args.model} policy, "
+        f"{args.backend} backend\n\n"
+        f"Mean episode return (± 95% CI over held-out tasks and seeds) after k adaptation rounds (inner lr "
+        f"{args.inner_lr}); {args.iterations} meta-iterations of {args.tasks_per_batch} tasks x "
+        f"{args.trajectories_per_task} trajectories x horizon {args.horizon}; MAML training {train_seconds:.0f} s, "
+        f"total {total_seconds:.0f} s.\n\n"
         f"{table}\n\nReference (different simulator: MuJoCo; compare shapes, not values):\n\n{reference}\n"
     )
     (run_dir / "results.md").write_text(text)

@@ -44,6 +44,8 @@ def test_presets_and_overrides_parse():
         halfcheetah_vel.Args(model="rnn")
     with pytest.raises(ValueError, match="adaptation_mode must be one of both, standard, hybrid"):
         halfcheetah_vel.Args(adaptation_mode="mixed")
+    with pytest.raises(ValueError, match="num_seeds must be >= 1, and 1 with --resume"):
+        halfcheetah_vel.Args(resume="/some/run", num_seeds=2)
     with pytest.raises(FileNotFoundError, match="no checkpoint/ directory"):
         halfcheetah_vel.main(halfcheetah_vel.Args(resume="/nonexistent/run"))
 
@@ -51,7 +53,7 @@ def test_presets_and_overrides_parse():
 def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
     from experiments import halfcheetah_vel
 
-    args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], oracle=True, out_dir=str(tmp_path))
+    args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], oracle=True, num_seeds=2, out_dir=str(tmp_path))
     results = halfcheetah_vel.main(args)
     run_dir = next(tmp_path.iterdir())
     for name in (
@@ -63,7 +65,9 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
         "adaptation_curve.png",
     ):
         assert (run_dir / name).stat().st_size > 0, name
-    assert (run_dir / "checkpoint" / "config.json").exists()
+    assert all((run_dir / f"checkpoint_seed{seed}" / "config.json").exists() for seed in (0, 1))
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert {(r["phase"], r["seed"]) for r in records} == {(p, s) for p in ("maml", "pretrained") for s in (0, 1)}
     expected = {"MAML + standard", "MAML + hybrid", "pretrained", "random init"}
     assert set(results["returns"]) == expected
     for name in expected:
@@ -73,3 +77,6 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
     assert results["returns"]["MAML + hybrid"][0] == results["returns"]["MAML + standard"][0]
     stored = json.loads((run_dir / "results.json").read_text())
     assert set(stored["per_task_returns"]) == expected
+    per_task = np.asarray(stored["per_task_returns"]["MAML + standard"])
+    assert per_task.shape == (2 * args.eval_tasks, 4)  # held-out tasks of both seeds, pooled
+    assert not np.allclose(per_task[: args.eval_tasks], per_task[args.eval_tasks :])  # seeds draw their own goals
