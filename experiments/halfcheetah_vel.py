@@ -35,7 +35,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -308,12 +310,22 @@ def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None):
     if oracle is not None:
         mean, half = mean_ci(oracle)
         ax.axhline(mean, color="k", ls="--", label=f"oracle ({mean:.1f} ± {half:.1f})")
+    ax.set_xticks(steps)
     ax.set_xlabel("adaptation rounds on the held-out task")
-    ax.set_ylabel("mean episode return (95% CI over tasks and seeds)")
+    ax.set_ylabel("episode return\n(mean, 95% CI over tasks and seeds)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+class _Programs(NamedTuple):
+    """The jitted functions and the outer optimizer that every seed shares."""
+
+    chunk: Callable
+    evaluate: Callable
+    oracle: Callable
+    optimizer: optax.GradientTransformation
 
 
 def main(args: Args) -> dict:
@@ -334,12 +346,12 @@ def main(args: Args) -> dict:
     )
     curve = make_rl_adaptation(meta_rl, adapter_config, rl_config, args.adapt_steps, _tracking_error(env.ctrl_cost))
     # Built once, so every seed (and the pretrained phase) reuses the same compiled programs.
-    programs = {
-        "chunk": _make_chunk(args, env, meta_rl),
-        "evaluate": jax.jit(jax.vmap(curve, in_axes=(0, 0, None, None, None))),
-        "oracle": jax.jit(train_per_task, static_argnums=(0, 2, 5)),
-        "optimizer": optax.adam(args.outer_lr),  # one object: a new one is a new static field, hence a recompile
-    }
+    programs = _Programs(
+        chunk=_make_chunk(args, env, meta_rl),
+        evaluate=jax.jit(jax.vmap(curve, in_axes=(0, 0, None, None, None))),
+        oracle=jax.jit(train_per_task, static_argnums=(0, 2, 5)),
+        optimizer=optax.adam(args.outer_lr),  # one object: a new one is a new static field, hence a recompile
+    )
     per_seed, train_seconds = [], 0.0
     for seed in range(args.seed, args.seed + args.num_seeds):
         curves, tracking, oracle, seconds = _run_seed(args, seed, env, policy, meta_rl, programs, logger, run_dir)
@@ -369,7 +381,7 @@ def _run_seed(args, seed, env, policy, meta_rl, programs, logger, run_dir):
     buf = make_experience_buffer(args.buffer_size)
     example = (jnp.zeros((args.window, env.observation_size)), jnp.zeros((args.window, env.action_size)))
     fresh = lambda: jax.tree.map(jnp.copy, params0)  # training donates its state; params0 stays for the baselines
-    optimizer, chunk = programs["optimizer"], programs["chunk"]
+    optimizer, chunk = programs.optimizer, programs.chunk
     state = meta_rl.init(fresh(), optimizer)
     buffer_state = buf.init(example)
     checkpoint_dir = run_dir / ("checkpoint" if args.num_seeds == 1 else f"checkpoint_seed{seed}")
@@ -405,13 +417,13 @@ def _run_seed(args, seed, env, policy, meta_rl, programs, logger, run_dir):
             modes = {chosen: modes[chosen]}
         for mode, weight in modes.items():
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = programs["evaluate"](eval_keys, eval_tasks, params, frozen, weight)
+            returns, extra = programs.evaluate(eval_keys, eval_tasks, params, frozen, weight)
             curves[label] = np.asarray(returns)
             tracking[label] = np.asarray(extra["tracking_error"])
 
     oracle = None
     if args.oracle:
-        oracle_returns = programs["oracle"](meta_rl, params0, optimizer, oracle_key, eval_tasks, args.oracle_iterations)
+        oracle_returns = programs.oracle(meta_rl, params0, optimizer, oracle_key, eval_tasks, args.oracle_iterations)
         oracle = np.asarray(oracle_returns[:, -1])
     return curves, tracking, oracle, train_seconds
 
