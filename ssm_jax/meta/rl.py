@@ -245,7 +245,8 @@ def make_maml_rl(
 
     `meta_update(state, key, tasks) -> (state, metrics, query_trajectories)`: one meta-iteration over a batch of
     tasks (leading axis); metrics include the pre- and post-adaptation mean episode return.
-    `pretrain_update(state, key, tasks)`: the "pretrained" baseline's update, PPO on all tasks with no inner loop.
+    `pretrain_update(state, key, tasks)`: PPO on the given tasks with no inner loop (what `train_per_task`, the
+    oracle, runs per task). A pretrained baseline on MAML's env budget is `meta_update` with inner lr 0 instead.
     """
     if outer_epochs < 1:
         raise ValueError(f"outer_epochs must be >= 1, got {outer_epochs}")
