@@ -268,10 +268,8 @@ def make_maml_rl(
             return adapted, (batch, traj)
 
         _, (batches, trajs) = jax.lax.scan(phase, params, (jax.random.split(key), jnp.array([True, False])))
-        support, query, support_traj, query_traj = (
-            jax.tree.map(lambda x: x[i], tree) for tree in (batches, trajs) for i in (0, 1)
-        )
-        return support, query, support_traj, query_traj
+        take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
+        return take(batches, 0), take(batches, 1), take(trajs, 0), take(trajs, 1)  # support, query, their trajs
 
     def meta_update(state: MetaState, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
