@@ -1,10 +1,12 @@
 """`lax.scan` rollouts of a sequence policy in parallel envs of one task, carrying the policy's recurrent state.
 
-    traj = rollout(key, env, task, policy, params, num_envs=8, horizon=200)
+    traj = rollout(key, env, task, policy, params, num_envs=8, horizon=200, obs_stats=stats)
     # vmap over tasks: jax.vmap(lambda k, t: rollout(k, env, t, policy, params, 8, 200))(keys, tasks)
 
 `policy` is a `HeadedModel` with a `"pi"` head (`GaussianHead` or `CategoricalHead`) and optionally a `"value"`
-head; it sees the observation. The env auto-resets; the policy carry is reset before the first step of every
+head; it sees the observation standardised by `obs_stats` (a frozen `RunningMeanStd`; None feeds it raw), while
+the trajectory records the raw observation, so the losses replay it through the same statistics
+(`normalize(obs_stats, traj.obs)`). The env auto-resets; the policy carry is reset before the first step of every
 episode (popjaxrl style), and `traj.resets` records where. Re-running
 `policy.apply(params, traj.initial_carry[n], traj.obs[:, n], traj.resets[:, n])` reproduces the rollout's
 outputs, which is how the RL losses evaluate (and differentiate) a trajectory.
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ssm_jax.envs.base import TaskEnv
+from ssm_jax.envs.normalize import RunningMeanStd, normalize
 from ssm_jax.models.heads import (
     GaussianParams,
     HeadedModel,
@@ -68,8 +71,12 @@ def rollout(
     params: Params,
     num_envs: int,
     horizon: int,
+    obs_stats: RunningMeanStd | None = None,
 ) -> Trajectory:
-    """Samples `num_envs` envs of `task` for `horizon` steps with `policy`. Deterministic given `key`."""
+    """Samples `num_envs` envs of `task` for `horizon` steps with `policy` (inputs standardised by `obs_stats`).
+
+    Returns a `Trajectory` with leaves `[horizon, num_envs, ...]` of raw observations. Deterministic given `key`.
+    """
     if num_envs < 1 or horizon < 1:
         raise ValueError(f"num_envs and horizon must be >= 1, got {num_envs}, {horizon}")
     reset_key, steps_key = jax.random.split(key)
@@ -81,7 +88,7 @@ def rollout(
     def body(carry, step_key):
         states, obs, policy_carry, resets = carry
         action_key, env_key = jax.random.split(step_key)
-        policy_carry, out = policy_step(params, policy_carry, obs, resets)
+        policy_carry, out = policy_step(params, policy_carry, normalize(obs_stats, obs), resets)
         action = sample_action(action_key, out["pi"])
         next_obs, states, reward, done, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
         record = Trajectory(

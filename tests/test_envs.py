@@ -150,10 +150,27 @@ def test_rollout_equals_python_reference_loop_with_resets(name):
         obs, states, reward, resets, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
         np.testing.assert_allclose(traj.reward[t], reward, atol=1e-5)
         np.testing.assert_array_equal(traj.truncated[t], info["truncated"])
-    if name == "navigation-2d":  # no termination: episodes end by truncation every 5 steps
+    if name == "navigation-2d":  # the goal is out of a 5-step random walk's reach: episodes end by truncation
         np.testing.assert_array_equal(np.asarray(traj.truncated[:, 0]), [(t + 1) % 5 == 0 for t in range(horizon)])
         np.testing.assert_allclose(traj.obs[5], 0.0)  # the env reset to the origin after the first episode
     assert bool(jnp.any(traj.done))
+
+
+def test_navigation_scales_actions_and_terminates_at_the_goal():
+    """MAML-RL's point env behind rllab's `normalize`: actions in [−1, 1] move at most 0.1 per axis, and the episode
+    ends within 0.01 of the goal on both axes."""
+    env = _make("navigation-2d", horizon=100)
+    task = envs.NavigationTask(jnp.array([0.15, -0.2]))
+    obs, state = env.reset(jax.random.key(0), task)
+    step = jax.jit(env.step)
+    obs, state, reward, done, info = step(jax.random.key(1), state, jnp.array([5.0, -2.0]), task)
+    np.testing.assert_allclose(obs, [0.1, -0.1])  # clipped to [−1, 1], scaled by 0.1
+    np.testing.assert_allclose(reward, -np.hypot(0.05, 0.1), rtol=1e-6)
+    assert not bool(done)
+    obs, state, reward, done, info = step(jax.random.key(2), state, jnp.array([0.45, -0.95]), task)
+    assert bool(info["terminated"]) and bool(done) and not bool(info["truncated"])
+    np.testing.assert_allclose(info["final_obs"], [0.145, -0.195], atol=1e-6)
+    np.testing.assert_allclose(obs, 0.0)  # auto-reset to the origin
 
 
 def test_trajectory_can_be_re_evaluated_and_is_deterministic():

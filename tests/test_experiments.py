@@ -50,12 +50,17 @@ def test_presets_and_overrides_parse():
         halfcheetah_vel.main(halfcheetah_vel.Args(resume="/nonexistent/run"))
 
 
-def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
+def _results_without_timing(run_dir) -> dict:
+    stored = json.loads((run_dir / "results.json").read_text())
+    return {k: v for k, v in stored.items() if k not in ("run_dir", "train_seconds", "total_seconds")}
+
+
+def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp_path):
     from experiments import halfcheetah_vel
 
-    args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], oracle=True, num_seeds=2, out_dir=str(tmp_path))
+    args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], oracle=True, num_seeds=2, out_dir=str(tmp_path / "a"))
     results = halfcheetah_vel.main(args)
-    run_dir = next(tmp_path.iterdir())
+    run_dir = next((tmp_path / "a").iterdir())
     for name in (
         "config.json",
         "metrics.jsonl",
@@ -68,11 +73,15 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
     assert all((run_dir / f"checkpoint_seed{seed}" / "config.json").exists() for seed in (0, 1))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {(r["phase"], r["seed"]) for r in records} == {(p, s) for p in ("maml", "pretrained") for s in (0, 1)}
+    for name in ("inner_kl", "inner_grad_norm", "inner_clip_fraction"):
+        assert all(np.isfinite(r[name]) for r in records), name
     expected = {"MAML + standard", "MAML + hybrid", "pretrained", "random init"}
     assert set(results["returns"]) == expected
     for name in expected:
         assert np.all(np.isfinite(results["returns"][name])) and len(results["returns"][name]) == 4
     assert np.isfinite(results["oracle_return"])
+    assert set(results["gap_closed"]) == expected - {"random init"}
+    assert results["inner_step"]["inner_kl"] > 0
     # the buffer only changes what hybrid adapts; before any adaptation both modes act identically
     assert results["returns"]["MAML + hybrid"][0] == results["returns"]["MAML + standard"][0]
     stored = json.loads((run_dir / "results.json").read_text())
@@ -80,3 +89,25 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_with_finite_numbers(tmp_path):
     per_task = np.asarray(stored["per_task_returns"]["MAML + standard"])
     assert per_task.shape == (2 * args.eval_tasks, 4)  # held-out tasks of both seeds, pooled
     assert not np.allclose(per_task[: args.eval_tasks], per_task[args.eval_tasks :])  # seeds draw their own goals
+
+    # A fresh run of the same preset and seeds writes the same results, number for number.
+    halfcheetah_vel.main(dataclasses.replace(args, out_dir=str(tmp_path / "b")))
+    assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
+
+
+def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path):
+    from experiments import navigation
+    from ssm_jax import checkpoint
+
+    args = dataclasses.replace(navigation.PRESETS["smoke"], out_dir=str(tmp_path), plots=False)
+    results = navigation.main(args)
+    run_dir = next(tmp_path.iterdir())
+    stored = json.loads((run_dir / "results.json").read_text())
+    assert stored["returns"]["MAML + standard"] == pytest.approx(results["returns"]["MAML + standard"])
+    assert results["task_metric_name"] == "distance to goal"
+    restored, config = checkpoint.restore(run_dir / "checkpoint")
+    assert config == args
+    # warm-up round, then (support + query) rounds per meta-iteration, each tasks x trajectories x horizon
+    per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
+    assert float(restored["obs_stats"]["count"]) == per_round * (1 + 2 * args.iterations)
+    assert np.all(np.asarray(restored["obs_stats"]["var"]) > 0)

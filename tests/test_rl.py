@@ -8,6 +8,7 @@ import pytest
 from ssm_jax import envs
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.rl import make_rl_adaptation
+from ssm_jax.envs import RunningMeanStd
 from ssm_jax.meta import MAMLConfig
 from ssm_jax.meta.rl import (
     PolicyBatch,
@@ -16,13 +17,15 @@ from ssm_jax.meta.rl import (
     episode_time,
     experience_windows,
     gae,
+    linear_baseline,
     make_maml_rl,
     make_policy_losses,
+    policy_outputs,
     prepare_batch,
     train_per_task,
 )
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
-from ssm_jax.rollout import rollout
+from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 
 
 def test_discounted_returns_and_gae_match_hand_computation():
@@ -81,21 +84,27 @@ def _nav_meta_rl(outer_epochs=1):
 def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     chex.clear_trace_counter()
     env, policy, _, meta_rl = _nav_meta_rl()
-    state = meta_rl.init(policy.init(key, jnp.zeros((1, 2))), optax.adam(1e-3))
+    params = policy.init(key, jnp.zeros((1, 2)))
+    state = meta_rl.init(params, optax.adam(1e-3))
+    stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 4), params)
 
     @jax.jit
     @chex.assert_max_traces(n=1)
-    def step(state, key, tasks):
-        state, metrics, query = meta_rl.meta_update(state, key, tasks)
-        items, valid = jax.vmap(lambda q: experience_windows(q, 10))(query)  # per task
-        return state, metrics, (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items), valid.reshape(-1))
+    def step(carry, key, tasks):
+        state, stats = carry
+        state, stats, metrics, query = meta_rl.meta_update(state, stats, key, tasks)
+        items, valid = jax.vmap(lambda q: experience_windows(q, 10, stats))(query)  # per task
+        windows = (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items), valid.reshape(-1))
+        return (state, stats), metrics, windows
 
-    initial = jax.tree.map(jnp.copy, state)
-    history = []
+    initial = jax.tree.map(jnp.copy, (state, stats))
+    carry, history = (state, stats), []
     for k in jax.random.split(key, 3):
-        state, metrics, ((obs, actions), valid) = step(state, k, env.sample_tasks(k, 4))
+        carry, metrics, ((obs, actions), valid) = step(carry, k, env.sample_tasks(k, 4))
         history.append(metrics)
-    assert int(state.step) == 3
+    assert int(carry[0].step) == 3
+    # the statistics merge every sampled observation: the warm-up round, then two rounds (support, query) per update
+    assert float(carry[1].count) == float(stats.count) * (1 + 3 * 2)
     replay = initial
     for k, expected in zip(jax.random.split(key, 3), history, strict=True):  # same seed -> identical metrics
         replay, metrics_again, _ = step(replay, k, env.sample_tasks(k, 4))
@@ -104,34 +113,44 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     assert obs.shape == (4 * 10 * 10, 10, 2) and actions.shape == (400, 10, 2) and bool(jnp.all(valid))
     assert all(bool(jnp.isfinite(v)) for v in jax.tree.leaves(metrics))
     assert float(metrics["meta_grad_norm"]) > 0
+    assert float(metrics["inner_kl"]) > 0 and float(metrics["inner_grad_norm"]) > 0
+    assert float(metrics["inner_clip_fraction"]) == 0.0  # no inner clip configured
 
 
 def test_maml_rl_learns_to_adapt_on_navigation(key):
+    """Finn et al.'s 2D navigation at a test's budget: one inner step takes held-out goals from about −40 to above
+    −15 (the paper: −40.4 → −11.7), far beyond what the same step does for a random policy."""
     env, policy, rl, meta_rl = _nav_meta_rl(outer_epochs=3)
     init_params = policy.init(key, jnp.zeros((1, 2)))
     state = meta_rl.init(init_params, optax.adam(3e-3))
+    stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 20), init_params)
 
     @jax.jit
-    def chunk(state, key):
-        def body(state, k):
+    def chunk(carry, key):
+        def body(carry, k):
             task_key, update_key = jax.random.split(k)
-            state, metrics, _ = meta_rl.meta_update(state, update_key, env.sample_tasks(task_key, 20))
-            return state, metrics
+            state, stats, metrics, _ = meta_rl.meta_update(*carry, update_key, env.sample_tasks(task_key, 20))
+            return (state, stats), metrics
 
-        return jax.lax.scan(body, state, jax.random.split(key, 10))
+        return jax.lax.scan(body, carry, jax.random.split(key, 10))
 
+    carry = (state, stats)
     for k in jax.random.split(jax.random.key(1), 6):
-        state, _ = chunk(state, k)
+        carry, _ = chunk(carry, k)
+    state, stats = carry
     adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
-    curve = jax.jit(jax.vmap(make_rl_adaptation(meta_rl, adapter, rl, 1, mode="standard"), (0, 0, None, None, None)))
+    curve = jax.jit(
+        jax.vmap(make_rl_adaptation(meta_rl, adapter, rl, 1, mode="standard"), (0, 0, None, None, None, None, None))
+    )
     held_out = env.sample_tasks(jax.random.key(123), 40)
     keys = jax.random.split(jax.random.key(7), 40)
-    trained, _ = curve(keys, held_out, state.params, None, 0.0)
-    untrained, _ = curve(keys, held_out, init_params, None, 0.0)
+    trained, _ = curve(keys, held_out, state.params, None, 0.0, stats, 0.1)
+    untrained, _ = curve(keys, held_out, init_params, None, 0.0, stats, 0.1)
     pre, post = float(trained[:, 0].mean()), float(trained[:, 1].mean())
-    random_return = float(untrained[:, 0].mean())
-    assert post > pre + 10.0, (pre, post)
-    assert post > random_return + 20.0, (random_return, post)
+    random_gain = float((untrained[:, 1] - untrained[:, 0]).mean())
+    assert post > -15.0, (pre, post)
+    assert post > pre + 20.0, (pre, post)
+    assert post - pre > random_gain + 10.0, (pre, post, random_gain)
 
 
 def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
@@ -140,9 +159,10 @@ def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
     params = policy.init(key, jnp.zeros((1, 2)))
     optimizer = optax.sgd(0.1)  # not Adam: its g / |g| amplifies float32 round-off on near-zero gradients
     state = meta_rl.init(params, optimizer).replace(inner_lr=jnp.zeros((), jnp.float32))
-    new_state, _, query = jax.jit(meta_rl.meta_update)(state, jax.random.key(5), env.sample_tasks(key, 3))
+    stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 3), params)
+    new_state, _, _, query = jax.jit(meta_rl.meta_update)(state, stats, jax.random.key(5), env.sample_tasks(key, 3))
 
-    batches = jax.vmap(lambda t: prepare_batch(t, rl))(query)
+    batches = jax.vmap(lambda t: prepare_batch(t, rl, stats))(query)
     grads = jax.grad(lambda p: jnp.mean(jax.vmap(lambda b: meta_rl.outer_loss(p, b)[0])(batches)))(params)
     updates, _ = optimizer.update(grads, optimizer.init(params), params)
     expected = optax.apply_updates(params, updates)
@@ -154,8 +174,9 @@ def test_train_per_task_oracle_improves_on_each_goal(key):
     env, policy, _, meta_rl = _nav_meta_rl(outer_epochs=3)
     params = policy.init(key, jnp.zeros((1, 2)))
     tasks = env.sample_tasks(jax.random.key(11), 4)
-    train = jax.jit(train_per_task, static_argnums=(0, 2, 5))
-    returns = np.asarray(train(meta_rl, params, optax.adam(1e-2), jax.random.key(12), tasks, 40))
+    train = jax.jit(train_per_task, static_argnums=(0, 3, 6))
+    stats = meta_rl.initial_obs_stats(key, tasks, params)
+    returns = np.asarray(train(meta_rl, params, stats, optax.adam(1e-2), jax.random.key(12), tasks, 40))
     assert returns.shape == (4, 40)
     assert np.all(returns[:, -5:].mean(axis=1) > returns[:, 0] + 10.0), returns[:, [0, -1]]
 
@@ -163,7 +184,8 @@ def test_train_per_task_oracle_improves_on_each_goal(key):
 def test_rollout_of_experience_windows_respects_boundaries(key):
     env = envs.make("navigation-2d", horizon=5)
     policy = _tiny_policy()
-    traj = rollout(key, env, envs.NavigationTask(jnp.zeros(2)), policy, policy.init(key, jnp.zeros((1, 2))), 2, 12)
+    far_goal = envs.NavigationTask(jnp.array([0.5, 0.5]))  # out of reach in 5 steps: episodes end by truncation
+    traj = rollout(key, env, far_goal, policy, policy.init(key, jnp.zeros((1, 2))), 2, 12)
     (obs, actions), valid = experience_windows(traj, 4)
     assert obs.shape == (2 * 3, 4, 2)
     # episodes end at steps 4 and 9: windows [0,4) ok, [4,8) crosses the end at 4, [8,12) crosses 9
@@ -180,11 +202,96 @@ def test_every_model_runs_the_meta_rl_pipeline(name, key):
     policy = attach_heads(make_model(name, cfg), pi=GaussianHead(2))
     rl = RLConfig()
     meta_rl = make_maml_rl(env, policy, MAMLConfig(inner_lr=0.1, inner_grad_clip=1.0), rl, 2, 6)
-    state = meta_rl.init(policy.init(key, jnp.zeros((1, 2))), optax.adam(1e-3))
-    state, metrics, _ = jax.jit(meta_rl.meta_update)(state, key, env.sample_tasks(key, 2))
+    params = policy.init(key, jnp.zeros((1, 2)))
+    state = meta_rl.init(params, optax.adam(1e-3))
+    stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 2), params)
+    state, stats, metrics, _ = jax.jit(meta_rl.meta_update)(state, stats, key, env.sample_tasks(key, 2))
     assert all(bool(jnp.isfinite(v)) for v in jax.tree.leaves(metrics)) and float(metrics["meta_grad_norm"]) > 0
     adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd")
     returns, _ = jax.jit(make_rl_adaptation(meta_rl, adapter, rl, 1, mode="standard"))(
-        key, envs.NavigationTask(jnp.array([0.2, 0.1])), state.params, None, 0.0
+        key, envs.NavigationTask(jnp.array([0.2, 0.1])), state.params, None, 0.0, stats, 0.1
     )
     assert returns.shape == (2,) and bool(jnp.all(jnp.isfinite(returns)))
+
+
+def test_prepare_batch_does_not_bootstrap_at_the_fixed_horizon():
+    """Two episodes of 3 steps, each truncated at the task's horizon: the advantage at each episode's last step is
+    r − V there (the reference pads with 0), not r + γ V(final obs) − V."""
+    rewards = np.array([1.0, -2.0, 3.0, 0.5, 1.5, -1.0], np.float32)
+    done = np.array([False, False, True, False, False, True])
+    obs = np.linspace(-1.0, 1.0, 12, dtype=np.float32).reshape(6, 1, 2)
+    column = lambda x: jnp.asarray(x).reshape(6, 1, *np.shape(x)[1:])
+    next_obs = np.roll(obs, -1, axis=0)  # the next step's observation, except at an episode's end:
+    next_obs[done] = obs[done] + 0.5  # there it is the final observation before the reset
+    traj = Trajectory(
+        obs=jnp.asarray(obs),
+        action=jnp.zeros((6, 1, 2)),
+        reward=column(rewards),
+        done=column(done),
+        terminated=column(np.zeros(6, bool)),
+        truncated=column(done),
+        log_prob=jnp.zeros((6, 1)),
+        value=jnp.zeros((6, 1)),
+        next_obs=jnp.asarray(next_obs),
+        resets=column(np.array([True, False, False, True, False, False])),
+        initial_carry=(),
+    )
+    gamma, lam = 0.9, 0.5
+    config = RLConfig(gamma=gamma, gae_lambda=lam, normalize_advantages=False)
+    batch = prepare_batch(traj, config)
+    returns = np.zeros(6)
+    for t in reversed(range(6)):
+        returns[t] = rewards[t] + (0.0 if done[t] else gamma * returns[t + 1])
+    values, next_values = (np.asarray(v)[:, 0] for v in linear_baseline(traj, jnp.asarray(returns)[:, None]))
+    assert np.all(np.abs(next_values[done]) > 1e-3)  # bootstrapping would have changed the answer
+    advantages = np.zeros(6)
+    for t in reversed(range(6)):
+        follow = 0.0 if done[t] else gamma * values[t + 1]
+        delta = rewards[t] + follow - values[t]
+        advantages[t] = delta + (0.0 if done[t] else gamma * lam * advantages[t + 1])
+    np.testing.assert_allclose(np.asarray(batch.advantage)[0], advantages, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(advantages[done], rewards[done] - values[done], rtol=1e-6)
+
+
+def test_replaying_a_normalised_trajectory_reproduces_its_log_probs(key):
+    env = envs.make("navigation-2d", horizon=7)
+    policy = attach_heads(make_model("gru", ModelConfig(2, 8, hidden_dim=8, num_layers=1)), pi=GaussianHead(2))
+    params = policy.init(key, jnp.zeros((1, 2)))
+    task = envs.NavigationTask(jnp.array([0.3, -0.2]))
+    stats = RunningMeanStd(jnp.array([0.2, -0.1]), jnp.array([0.01, 0.04]), jnp.asarray(100.0))
+    traj = rollout(key, env, task, policy, params, 3, 16, stats)
+    log_prob = lambda s: action_log_prob(
+        policy_outputs(policy, params, prepare_batch(traj, RLConfig(), s))["pi"], jnp.swapaxes(traj.action, 0, 1)
+    )
+    np.testing.assert_allclose(log_prob(stats), jnp.swapaxes(traj.log_prob, 0, 1), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(log_prob(None), jnp.swapaxes(traj.log_prob, 0, 1), atol=1e-2)  # the stats matter
+
+
+def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(key):
+    env, policy, rl, meta_rl = _nav_meta_rl()
+    params = policy.init(key, jnp.zeros((1, 2)))
+    tasks = env.sample_tasks(key, 2)
+    stats = meta_rl.initial_obs_stats(key, tasks, params)
+    assert float(stats.count) == 2 * 10 * 100 and np.all(np.asarray(stats.var) > 0)
+    np.testing.assert_allclose(
+        stats.mean,
+        jnp.mean(
+            jax.vmap(meta_rl.sample, (0, 0, None, None))(jax.random.split(key, 2), tasks, params, None).obs.reshape(
+                -1, 2
+            ),
+            axis=0,
+        ),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
+    curve = jax.jit(make_rl_adaptation(meta_rl, adapter, rl, 2, mode="standard"))
+    task = jax.tree.map(lambda x: x[0], tasks)
+    first, _ = curve(key, task, params, None, 0.0, stats, 0.1)
+    again, _ = curve(key, task, params, None, 0.0, stats, 0.1)
+    np.testing.assert_array_equal(first, again)  # nothing carried over between evaluations
+    shifted = stats.replace(mean=stats.mean + 0.3)
+    assert not np.allclose(curve(key, task, params, None, 0.0, shifted, 0.1)[0], first)  # the stats are used
+    state = meta_rl.init(params, optax.adam(1e-3))
+    _, updated, _, _ = jax.jit(meta_rl.meta_update)(state, stats, key, tasks)
+    assert float(updated.count) == 3 * float(stats.count) and not np.allclose(updated.mean, stats.mean)

@@ -158,6 +158,13 @@ def _track_features(features: MetaFeatures, batch: dict, decay: float) -> tuple[
     return updated, shift
 
 
+def _per_parameter(learning_rate: PyTree, params: Params) -> PyTree:
+    """A params-shaped tree of learning rates from a scalar or an already params-shaped tree (Meta-SGD)."""
+    if jax.tree.structure(learning_rate) == jax.tree.structure(params):
+        return learning_rate
+    return jax.tree.map(lambda _: learning_rate, params)
+
+
 def make_adapter(
     mode: str, loss_fn: LossFn, config: AdapterConfig | None = None, experience_loss_fn: LossFn | None = None
 ) -> Adapter:
@@ -220,7 +227,9 @@ def make_adapter(
                 params, batch, experience, weight
             )
             direction_updates, opt_state = direction.update(grads, astate.opt_state, params)
-            updates = jax.tree.map(lambda u: -astate.learning_rate * u, direction_updates)
+            updates = jax.tree.map(
+                lambda u, lr: -lr * u, direction_updates, _per_parameter(astate.learning_rate, params)
+            )
             if step_bound is not None:
                 updates, _ = step_bound.update(updates, optax.EmptyState(), params)
             new_params = optax.apply_updates(params, updates)

@@ -1,13 +1,15 @@
 """Test-time adaptation of a meta-RL policy on a new task: sample, adapt, repeat.
 
     curve = make_rl_adaptation(meta_rl, AdapterConfig(...), rl_config, num_steps=3)
-    returns, extras = curve(key, task, params, buffer_state, experience_weight)
+    returns, extras = curve(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)
 
 Each of `num_steps` rounds samples `num_envs` trajectories with the current params on the task, then takes one
 adapter update (`standard`: policy-gradient steps on those trajectories; `hybrid`: plus `experience_weight x` the
 behaviour-cloning loss on windows replayed from the read-only buffer). Returns the mean episode return before
 adapting and after each round: `[num_steps + 1]`. `experience_weight` is traced: 0 gives exactly the standard
-adapter, so one compiled function evaluates both modes.
+adapter, so one compiled function evaluates both modes. `obs_stats` (the meta-training observation statistics) are
+frozen: sampling and the adapter's loss both standardise with them, and nothing here updates them.
+`learning_rate` is a scalar or, for Meta-SGD, the learned params-shaped tree of inner rates.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import jax
 import jax.numpy as jnp
 
 from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
+from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.rl import MetaRL, RLConfig, mean_episode_return, prepare_batch
 from ssm_jax.rollout import Trajectory
-from ssm_jax.types import Array, Params, PRNGKey
+from ssm_jax.types import Array, Params, PRNGKey, PyTree
 
 
 def make_rl_adaptation(
@@ -32,21 +35,34 @@ def make_rl_adaptation(
     trajectory_metrics: Callable[[Trajectory], dict] | None = None,
     mode: str = "hybrid",
 ):
-    """Builds `curve(key, task, params, buffer_state, experience_weight) -> (returns [K+1], metrics [K+1])`.
+    """Builds `curve(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)`, returning
+    `(returns [K+1], metrics [K+1])`.
 
     With `mode="standard"` the buffer state may be None and `experience_weight` is ignored.
     """
     adapter = make_adapter(mode, meta_rl.inner_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
     extra = (lambda traj: {}) if trajectory_metrics is None else trajectory_metrics
 
-    def curve(key: PRNGKey, task: Any, params: Params, buffer_state: Any, experience_weight: Array):
-        astate = adapter.init(params).replace(experience_weight=jnp.asarray(experience_weight, jnp.float32))
+    def curve(
+        key: PRNGKey,
+        task: Any,
+        params: Params,
+        buffer_state: Any,
+        experience_weight: Array,
+        obs_stats: RunningMeanStd | None,
+        learning_rate: PyTree,
+    ):
+        astate = adapter.init(params).replace(
+            experience_weight=jnp.asarray(experience_weight, jnp.float32),
+            learning_rate=jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate),
+        )
 
         def round_(carry, round_key):
             astate, params = carry
             sample_key, update_key = jax.random.split(round_key)
-            traj = meta_rl.sample(sample_key, task, params)
-            astate, params, _ = adapter.update(astate, params, prepare_batch(traj, rl_config), buffer_state, update_key)
+            traj = meta_rl.sample(sample_key, task, params, obs_stats)
+            batch = prepare_batch(traj, rl_config, obs_stats)
+            astate, params, _ = adapter.update(astate, params, batch, buffer_state, update_key)
             return (astate, params), (mean_episode_return(traj), extra(traj))
 
         # K + 1 rounds, the last one's update unused: one rollout in the program instead of two (brax compiles

@@ -6,6 +6,7 @@
 | ant-vel | goal velocity U[0, 3] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | walker2d-vel | goal velocity U[0, 2] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | ant-dir | goal direction θ ~ U[0, 2π) (`directions=2`: forward/backward) | 1 + v_xy·(cos θ, sin θ) − 0.05·Σa² |
+| halfcheetah-dir | forward or backward, θ ∈ {0, π} (Finn et al. Fig. 5) | v_x·cos θ − 0.05·Σa² |
 | halfcheetah-gravity | gravity scale U[0.5, 1.5] | brax's halfcheetah reward |
 | ant-mass | body-mass scale U[0.5, 1.5] | brax's ant reward |
 
@@ -57,6 +58,7 @@ _FAMILIES = {
     "ant-vel": ("ant", "velocity", (0.0, 3.0)),
     "walker2d-vel": ("walker2d", "velocity", (0.0, 2.0)),
     "ant-dir": ("ant", "direction", (0.0, 2 * jnp.pi)),
+    "halfcheetah-dir": ("halfcheetah", "direction", (0.0, 2 * jnp.pi)),
     "halfcheetah-gravity": ("halfcheetah", "gravity", (0.5, 1.5)),
     "ant-mass": ("ant", "mass", (0.5, 1.5)),
 }
@@ -141,11 +143,16 @@ class BraxTaskEnv(TaskEnv):
     def action_size(self) -> int:
         return self.env.action_size
 
+    @property
+    def healthy_bonus(self) -> float:
+        """The per-step bonus the reward adds in families that can terminate (0 for halfcheetah)."""
+        return 1.0 if self._base in _TERMINATING else 0.0
+
     def sample_tasks(self, key: PRNGKey, n: int):
         low, high = _FAMILIES[self.family][2]
         if self.goals == "seed":
             return VelocityTask(jax.random.choice(key, jnp.asarray(SEED_GOALS), (n,)))
-        if self.directions == 2:
+        if self.directions == 2 or self.family == "halfcheetah-dir":
             return DirectionTask(jnp.pi * jax.random.bernoulli(key, 0.5, (n,)).astype(jnp.float32))
         values = jax.random.uniform(key, (n,), minval=low, maxval=high)
         return {"velocity": VelocityTask, "direction": DirectionTask}.get(self._kind, DynamicsTask)(values)
@@ -181,12 +188,13 @@ class BraxTaskEnv(TaskEnv):
 
     def _reward(self, state, action, task) -> Array:
         control = self.ctrl_cost * jnp.sum(action**2)
-        healthy = 1.0 if self._base in _TERMINATING else 0.0
+        healthy = self.healthy_bonus
         metrics = state.metrics
         if self._kind == "velocity":
             return healthy - jnp.abs(metrics["x_velocity"] - task.velocity) - control
         if self._kind == "direction":
-            direction = jnp.stack([jnp.cos(task.angle), jnp.sin(task.angle)])
-            velocity = jnp.stack([metrics["x_velocity"], metrics["y_velocity"]])
-            return healthy + velocity @ direction - control
+            along = metrics["x_velocity"] * jnp.cos(task.angle)
+            if "y_velocity" in metrics:  # planar bodies (halfcheetah) move along x only
+                along = along + metrics["y_velocity"] * jnp.sin(task.angle)
+            return healthy + along - control
         return state.reward

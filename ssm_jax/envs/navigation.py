@@ -1,7 +1,9 @@
 """2D navigation (Finn et al. 2017): a point robot starts at the origin and moves to a goal in U[−0.5, 0.5]².
 
-Observation: position `[2]`. Action: displacement `[2]`, clipped to [−0.1, 0.1]. Reward: −‖position − goal‖ after
-the move. Horizon 100, no termination. Pure JAX, for fast learning tests.
+As in MAML-RL's `PointEnvRandGoal` behind rllab's `normalize` wrapper: observation: position `[2]`; action `[2]`
+clipped to [−1, 1] and scaled to a displacement of at most `max_action` (0.1) per axis; reward: −‖position − goal‖
+after the move; the episode terminates when both coordinates are within `goal_tolerance` (0.01) of the goal, and
+is truncated at the horizon (100). Pure JAX, for fast learning tests.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ class Navigation2D(TaskEnv):
     horizon: int = 100
     goal_range: float = 0.5
     max_action: float = 0.1
+    goal_tolerance: float = 0.01
 
     def __post_init__(self):
         check_horizon(self.horizon)
@@ -48,6 +51,7 @@ class Navigation2D(TaskEnv):
 
     def _step(self, key: PRNGKey, position: Array, action: Array, task: NavigationTask):
         del key
-        position = position + jnp.clip(action, -self.max_action, self.max_action)
-        reward = -jnp.linalg.norm(position - task.goal)
-        return position, position, reward, jnp.asarray(False)
+        position = position + self.max_action * jnp.clip(action, -1.0, 1.0)
+        offset = position - task.goal
+        reached = jnp.all(jnp.abs(offset) < self.goal_tolerance)
+        return position, position, -jnp.linalg.norm(offset), reached

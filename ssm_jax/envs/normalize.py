@@ -1,4 +1,11 @@
-"""Running mean/std observation normalisation as a pytree, updated functionally (Chan et al. parallel merge)."""
+"""Running mean/std observation normalisation as a pytree, updated functionally (Chan et al. parallel merge).
+
+    stats = RunningMeanStd.create(obs_size)
+    stats = update_stats(stats, observations)     # [..., obs_size]; meta-training only
+    policy_input = normalize(stats, obs)          # frozen for evaluation and test-time adaptation
+
+`normalize(None, x)` returns `x`, so code paths without statistics (unit tests, raw inputs) share one call.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,8 @@ from ssm_jax.types import Array
 
 @struct.dataclass
 class RunningMeanStd:
+    """Per-feature `mean [size]`, `var [size]` and the sample `count` they summarise."""
+
     mean: Array
     var: Array
     count: Array
@@ -31,5 +40,8 @@ def update_stats(stats: RunningMeanStd, batch: Array) -> RunningMeanStd:
     return RunningMeanStd(mean, m2 / total, total)
 
 
-def normalize(stats: RunningMeanStd, x: Array, clip: float = 10.0) -> Array:
-    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + 1e-8), -clip, clip)
+def normalize(stats: RunningMeanStd | None, x: Array, clip: float = 10.0) -> Array:
+    """`clip((x − mean) / std, ±clip)` over the last axis of `x` `[..., size]`; `x` itself when `stats` is None."""
+    if stats is None:
+        return x
+    return jnp.clip((x - stats.mean) / jnp.sqrt(stats.var + 1e-8), -clip, clip).astype(x.dtype)

@@ -2,6 +2,8 @@
 
     maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.01, num_inner_steps=1))
     fast = maml.adapt(params, support)                      # K SGD steps, a lax.scan
+    fast, grad_norms = maml.adapt_with_grad_norms(params, support)   # and each step's pre-clip gradient norm [K]
+    fast, grad_norm = maml.inner_step(params, batch)       # one step (a rollout loop interleaves it with sampling)
     curve = maml.adaptation_curve(params, (support, query), 10)   # query loss after 0..10 steps
     loss, metrics = maml.meta_loss(params, (support, query))
     state = maml.init(params, optax.adam(1e-3))
@@ -11,7 +13,9 @@
 `loss_fn(params, batch) -> (loss, aux)` takes a batch whose leaves have a leading item axis; support and query
 are such batches and a batch of tasks stacks one more leading axis. The same loss serves the adapters.
 `inner_lr` is a traced scalar or a per-parameter pytree (Meta-SGD); `None` means the config's value (or the
-learned one in `MetaState.inner_lr`), so sweeps can vmap over it.
+learned one in `MetaState.inner_lr`), so sweeps can vmap over it. With `support_per_step` the support has a
+leading axis of `num_inner_steps` and step k descends on `support[k]` (meta-RL samples fresh trajectories with
+the params of each step, as MAML-RL does).
 """
 
 from __future__ import annotations
@@ -34,13 +38,15 @@ LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 class MAMLConfig:
     """Static MAML settings. `learn_inner_lr` turns on Meta-SGD (a learned per-parameter inner lr);
     `inner_grad_clip` clips each inner gradient to that global norm (differentiably), for recurrent policies whose
-    state can blow up after a large step."""
+    state can blow up after a large step; `support_per_step`: the support has a leading `[num_inner_steps]` axis,
+    one batch per inner step."""
 
     inner_lr: float = 0.01
     num_inner_steps: int = 1
     first_order: bool = False
     learn_inner_lr: bool = False
     inner_grad_clip: float | None = None
+    support_per_step: bool = False
 
     def __post_init__(self):
         if self.inner_grad_clip is not None and not self.inner_grad_clip > 0:
@@ -66,6 +72,8 @@ class MAML(NamedTuple):
     loss_fn: LossFn
     config: MAMLConfig
     adapt: Callable
+    adapt_with_grad_norms: Callable
+    inner_step: Callable
     adaptation_curve: Callable
     meta_loss: Callable
     outer_loss: Callable
@@ -84,6 +92,16 @@ def check_tasks(tasks: PyTree) -> int:
     return sizes.pop()
 
 
+def check_support_steps(support: PyTree, num_inner_steps: int) -> None:
+    """Raises a one-line ValueError unless every leaf of a per-step support has leading size `num_inner_steps`."""
+    sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(support)}
+    if sizes != {num_inner_steps}:
+        raise ValueError(
+            f"support_per_step needs a leading axis of num_inner_steps={num_inner_steps} on every support leaf, "
+            f"got leading sizes {sorted(sizes, key=str)}"
+        )
+
+
 def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: LossFn | None = None) -> MAML:
     """Builds the pure MAML functions for `loss_fn`; see the module docstring.
 
@@ -99,19 +117,32 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
             return lr
         return jax.tree.map(lambda _: jnp.asarray(lr), params)
 
-    def _inner_step(fast: Params, support: PyTree, lrs: PyTree) -> Params:
+    def _inner_step(fast: Params, support: PyTree, lrs: PyTree) -> tuple[Params, Array]:
         grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
+        grad_norm = jax.lax.stop_gradient(optax.tree.norm(grads))
         if config.inner_grad_clip is not None:
             grads, _ = optax.clip_by_global_norm(config.inner_grad_clip).update(grads, optax.EmptyState())
         if config.first_order:
             grads = jax.lax.stop_gradient(grads)
-        return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs)
+        return jax.tree.map(lambda p, g, lr: p - lr * g, fast, grads, lrs), grad_norm
+
+    def adapt_with_grad_norms(params: Params, support: PyTree, inner_lr: PyTree | None = None) -> tuple[Params, Array]:
+        """`num_inner_steps` SGD steps on `loss_fn(., support)`. Returns the fast params and each step's gradient
+        norm before clipping, `[num_inner_steps]` (no gradient flows through the norms)."""
+        lrs = _lr_tree(params, inner_lr)
+        if config.support_per_step:
+            check_support_steps(support, config.num_inner_steps)
+            return jax.lax.scan(lambda fast, batch: _inner_step(fast, batch, lrs), params, support)
+        step = lambda fast, _: _inner_step(fast, support, lrs)
+        return jax.lax.scan(step, params, None, length=config.num_inner_steps)
+
+    def inner_step(params: Params, batch: PyTree, inner_lr: PyTree | None = None) -> tuple[Params, Array]:
+        """One (clipped) SGD step on `loss_fn(., batch)`, differentiable. Returns `(params, pre-clip grad norm)`."""
+        return _inner_step(params, batch, _lr_tree(params, inner_lr))
 
     def adapt(params: Params, support: PyTree, inner_lr: PyTree | None = None) -> Params:
         """`num_inner_steps` SGD steps on `loss_fn(., support)`; returns the fast params."""
-        lrs = _lr_tree(params, inner_lr)
-        step = lambda fast, _: (_inner_step(fast, support, lrs), None)
-        return jax.lax.scan(step, params, None, length=config.num_inner_steps)[0]
+        return adapt_with_grad_norms(params, support, inner_lr)[0]
 
     def adaptation_curve(
         params: Params, task: tuple[PyTree, PyTree], num_steps: int, inner_lr: PyTree | None = None
@@ -120,8 +151,11 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
         support, query = task
         lrs = _lr_tree(params, inner_lr)
 
+        if config.support_per_step:
+            raise ValueError("adaptation_curve takes one support batch; it is undefined with support_per_step")
+
         def step(fast, _):
-            return _inner_step(fast, support, lrs), loss_fn(fast, query)[0]
+            return _inner_step(fast, support, lrs)[0], loss_fn(fast, query)[0]
 
         final, losses = jax.lax.scan(step, params, None, length=num_steps)
         return jnp.append(losses, loss_fn(final, query)[0])
@@ -132,9 +166,10 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
         fast = adapt(params, support, inner_lr)
         loss = outer_loss_fn(fast, query)[0]
         frozen = jax.lax.stop_gradient
+        last_support = jax.tree.map(lambda x: x[-1], support) if config.support_per_step else support
         metrics = {
-            "pre_support_loss": frozen(loss_fn(params, support)[0]),
-            "post_support_loss": frozen(loss_fn(fast, support)[0]),
+            "pre_support_loss": frozen(loss_fn(params, last_support)[0]),
+            "post_support_loss": frozen(loss_fn(fast, last_support)[0]),
             "pre_query_loss": frozen(outer_loss_fn(params, query)[0]),
             "post_query_loss": frozen(loss),
         }
@@ -174,4 +209,16 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
         check_tasks(tasks)
         return jitted_step(state, tasks)
 
-    return MAML(loss_fn, config, adapt, adaptation_curve, meta_loss, outer_loss, init, _step, step)
+    return MAML(
+        loss_fn,
+        config,
+        adapt,
+        adapt_with_grad_norms,
+        inner_step,
+        adaptation_curve,
+        meta_loss,
+        outer_loss,
+        init,
+        _step,
+        step,
+    )

@@ -1,8 +1,12 @@
 """Meta-RL on returns: estimators, policy losses and the MAML-RL meta-step for sequence policies.
 
-Estimators (one trajectory, time-major `[T]`): `discounted_returns`, `gae` (bootstrapping from the value of the
-pre-reset observation on truncation, not on termination), and the MAML-RL linear feature baseline
-(`linear_baseline`: ridge regression of returns on `[o, o², t, t², t³, 1]`).
+Estimators (one trajectory, time-major `[T]`): `discounted_returns`, `gae`, and the MAML-RL linear feature baseline
+(`linear_baseline`: ridge regression of returns on `[o, o², t, t², t³, 1]`). `prepare_batch` bootstraps at no
+episode end: every task here ends at its fixed horizon or terminates, and the reference pads with 0 there. Only
+a rollout cut mid-episode bootstraps from the baseline at its last observation.
+
+Observations reach the policy standardised by a `RunningMeanStd` (`obs_stats`): sampling and every loss replay
+apply the same frozen statistics, and `meta_update` merges the raw observations it sampled into them afterwards.
 
 Losses take a `PolicyBatch` whose leaves have a leading item axis of envs (`[N, T, ...]`), the batch convention
 shared with MAML and the adapters: `pg_loss` (vanilla policy gradient, MAML-RL's inner step), `lvc_loss` (ProMP's
@@ -10,10 +14,11 @@ low-variance curvature objective, `exp(log π − log π_old)·A`), `ppo_loss` (
 penalty; the outer step) and `behaviour_cloning_loss` (MSE of action means on replayed windows; the hybrid
 adapter's experience term).
 
-`make_maml_rl` builds the meta-step on the MAML core: per task (vmapped) it samples support trajectories with the
-pre-update policy, adapts with `maml.adapt` (inner PG/LVC steps, differentiable), samples query trajectories with
-the adapted policy and takes `outer_epochs` Adam steps on the PPO surrogate of the adapted policy,
-differentiated through the inner update (second order unless `first_order`).
+`make_maml_rl` builds the meta-step on the MAML core: per task (vmapped), for each of the K inner steps it samples
+support trajectories with the current fast params and takes one inner PG/LVC step (differentiable), then samples
+query trajectories with the adapted policy and takes `outer_epochs` optimizer steps on the PPO surrogate of the
+adapted policy, differentiated through the inner steps (second order unless `first_order`). It logs the size of
+the inner step: KL(pre ‖ post) on the support, the inner gradient norm and the fraction of clipped inner steps.
 """
 
 from __future__ import annotations
@@ -28,8 +33,16 @@ import optax
 
 from ssm_jax.buffer import cut_windows
 from ssm_jax.envs.base import TaskEnv
+from ssm_jax.envs.normalize import RunningMeanStd, normalize, update_stats
 from ssm_jax.meta.maml import MAML, MAMLConfig, MetaState, make_maml
-from ssm_jax.models.heads import GaussianParams, HeadedModel, categorical_entropy, gaussian_entropy
+from ssm_jax.models.heads import (
+    GaussianParams,
+    HeadedModel,
+    categorical_entropy,
+    categorical_kl,
+    gaussian_entropy,
+    gaussian_kl,
+)
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 from ssm_jax.types import Array, Params, PRNGKey
 
@@ -142,16 +155,18 @@ class RLConfig:
             )
 
 
-def prepare_batch(traj: Trajectory, config: RLConfig) -> PolicyBatch:
-    """Advantages from the linear baseline fitted on `traj` itself (no gradient), env-major layout."""
+def prepare_batch(traj: Trajectory, config: RLConfig, obs_stats: RunningMeanStd | None = None) -> PolicyBatch:
+    """Standardises `traj`'s observations with `obs_stats` and computes advantages from the linear baseline fitted
+    on `traj` itself (no gradient, no bootstrap at episode ends). Returns the env-major `[N, T, ...]` batch."""
     traj = jax.lax.stop_gradient(traj)
+    traj = traj._replace(obs=normalize(obs_stats, traj.obs), next_obs=normalize(obs_stats, traj.next_obs))
     returns = jax.vmap(lambda r, d: discounted_returns(r, d, config.gamma), in_axes=1, out_axes=1)(
         traj.reward, traj.done
     )
     values, next_values = linear_baseline(traj, returns)
     advantages = jax.vmap(
-        lambda r, v, nv, term, d: gae(r, v, nv, term, d, config.gamma, config.gae_lambda), in_axes=1, out_axes=1
-    )(traj.reward, values, next_values, traj.terminated, traj.done)
+        lambda r, v, nv, d: gae(r, v, nv, d, d, config.gamma, config.gae_lambda), in_axes=1, out_axes=1
+    )(traj.reward, values, next_values, traj.done)
     if config.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     env_major = lambda x: jnp.swapaxes(x, 0, 1)
@@ -173,6 +188,13 @@ def policy_outputs(policy: HeadedModel, params: Params, batch: PolicyBatch) -> d
 
 def _entropy(pi) -> Array:
     return gaussian_entropy(pi) if isinstance(pi, GaussianParams) else categorical_entropy(pi)
+
+
+def policy_kl(policy: HeadedModel, params: Params, new_params: Params, batch: PolicyBatch) -> Array:
+    """Mean over the batch's steps of KL(π_params ‖ π_new_params), in nats: the size of an update."""
+    pre, post = policy_outputs(policy, params, batch)["pi"], policy_outputs(policy, new_params, batch)["pi"]
+    kl = gaussian_kl(pre, post) if isinstance(pre, GaussianParams) else categorical_kl(pre, post)
+    return jnp.mean(kl)
 
 
 def make_policy_losses(policy: HeadedModel, config: RLConfig):
@@ -216,13 +238,16 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig):
 
 
 def mean_episode_return(traj: Trajectory) -> Array:
-    """Mean undiscounted return per episode: total reward / number of finished-or-truncated episodes."""
-    return jnp.sum(traj.reward) / jnp.maximum(jnp.sum(traj.done), 1)
+    """Undiscounted return of each env's first episode, averaged over envs (MAML-RL samples one path per
+    trajectory; steps after an early termination belong to a restarted episode and are not scored)."""
+    before_first_end = (jnp.cumsum(traj.done, axis=0) - traj.done) == 0
+    return jnp.mean(jnp.sum(jnp.where(before_first_end, traj.reward, 0.0), axis=0))
 
 
 class MetaRL(NamedTuple):
     maml: MAML
-    sample: Callable[[PRNGKey, Any, Params], Trajectory]
+    sample: Callable[[PRNGKey, Any, Params, RunningMeanStd], Trajectory]
+    initial_obs_stats: Callable
     meta_update: Callable
     pretrain_update: Callable
     init: Callable
@@ -241,51 +266,84 @@ def make_maml_rl(
     horizon: int,
     outer_epochs: int = 1,
 ) -> MetaRL:
-    """MAML-RL on `env` with `policy`: `num_envs` trajectories of `horizon` steps per task and phase.
+    """MAML-RL on `env` with `policy`: `num_envs` trajectories of `horizon` steps per task and sampling round.
 
-    `meta_update(state, key, tasks) -> (state, metrics, query_trajectories)`: one meta-iteration over a batch of
-    tasks (leading axis); metrics include the pre- and post-adaptation mean episode return.
-    `pretrain_update(state, key, tasks)`: PPO on the given tasks with no inner loop (what `train_per_task`, the
-    oracle, runs per task). A pretrained baseline on MAML's env budget is `meta_update` with inner lr 0 instead.
+    - `initial_obs_stats(key, tasks, params) -> RunningMeanStd`: statistics of one round of rollouts of `params`
+      on raw observations (tasks with a leading axis), to start training from.
+    - `meta_update(state, obs_stats, key, tasks) -> (state, obs_stats, metrics, query_trajectories)`: one
+      meta-iteration over a batch of tasks (leading axis `[E]`; query leaves `[E, T, N, ...]`). Sampling and losses
+      use `obs_stats`; the returned statistics include this iteration's raw observations. Metrics include the pre-
+      and post-adaptation mean episode return, `inner_kl` (KL(pre ‖ post) on the first support batch, nats),
+      `inner_grad_norm` (first inner step, before clipping) and `inner_clip_fraction`.
+    - `pretrain_update(state, obs_stats, key, tasks) -> (state, obs_stats, metrics)`: PPO on the given tasks with no
+      inner loop (what `train_per_task`, the oracle, runs per task). A pretrained baseline on MAML's env budget is
+      `meta_update` with inner lr 0 instead.
     """
     if outer_epochs < 1:
         raise ValueError(f"outer_epochs must be >= 1, got {outer_epochs}")
     inner_loss, ppo_loss, bc_loss = make_policy_losses(policy, rl_config)
+    maml_config = dataclasses.replace(maml_config, support_per_step=True)
     maml = make_maml(inner_loss, maml_config, outer_loss_fn=ppo_loss)
+    num_inner_steps = maml_config.num_inner_steps
 
-    def sample(key, task, params):
-        return rollout(key, env, task, policy, jax.lax.stop_gradient(params), num_envs, horizon)
+    def sample(key, task, params, obs_stats):
+        return rollout(key, env, task, policy, jax.lax.stop_gradient(params), num_envs, horizon, obs_stats)
 
-    def sample_task(key, task, params, inner_lr):
-        """Support trajectories with `params`, then query trajectories with the adapted params: a two-round scan,
-        so the compiled program holds one rollout rather than two (env compiles dominate small runs)."""
-
-        def phase(sampling_params, inputs):
-            phase_key, is_support = inputs
-            traj = sample(phase_key, task, sampling_params)
-            batch = prepare_batch(traj, rl_config)
-            adapted = jax.lax.cond(is_support, lambda: maml.adapt(params, batch, inner_lr), lambda: sampling_params)
-            return adapted, (batch, traj)
-
-        _, (batches, trajs) = jax.lax.scan(phase, params, (jax.random.split(key), jnp.array([True, False])))
-        take = lambda tree, i: jax.tree.map(lambda x: x[i], tree)
-        return take(batches, 0), take(batches, 1), take(trajs, 0), take(trajs, 1)  # support, query, their trajs
-
-    def meta_update(state: MetaState, key: PRNGKey, tasks: Any):
+    def initial_obs_stats(key: PRNGKey, tasks: Any, params: Params) -> RunningMeanStd:
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        support, query, support_traj, query_traj = jax.vmap(sample_task, in_axes=(0, 0, None, None))(
-            keys, tasks, state.params, state.inner_lr
+        trajs = jax.vmap(sample, in_axes=(0, 0, None, None))(keys, tasks, params, None)
+        return update_stats(RunningMeanStd.create(env.observation_size), trajs.obs)
+
+    def sample_task(key, task, params, inner_lr, obs_stats):
+        """K support rounds, each sampled with the current fast params and followed by one inner step, then a query
+        round with the adapted params: one scan, so the compiled program holds one rollout (env compiles dominate
+        small runs). Returns the support batches `[K, ...]`, the query batch, the trajectories `[K + 1, ...]`,
+        the adapted params and the inner gradient norms `[K]`."""
+
+        def round_(fast, inputs):
+            round_key, is_support = inputs
+            traj = sample(round_key, task, fast, obs_stats)
+            batch = prepare_batch(traj, rl_config, obs_stats)
+            fast, grad_norm = jax.lax.cond(
+                is_support,
+                lambda: maml.inner_step(fast, batch, inner_lr),
+                lambda: (fast, jnp.zeros((), jnp.float32)),
+            )
+            return fast, (batch, traj, grad_norm)
+
+        is_support = jnp.arange(num_inner_steps + 1) < num_inner_steps
+        keys = jax.random.split(key, num_inner_steps + 1)
+        adapted, (batches, trajs, grad_norms) = jax.lax.scan(round_, params, (keys, is_support))
+        support = jax.tree.map(lambda x: x[:num_inner_steps], batches)
+        query = jax.tree.map(lambda x: x[num_inner_steps], batches)
+        return support, query, trajs, adapted, grad_norms[:num_inner_steps]
+
+    def meta_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        support, query, trajs, adapted, grad_norms = jax.vmap(sample_task, in_axes=(0, 0, None, None, None))(
+            keys, tasks, state.params, state.inner_lr, obs_stats
         )
+        first_support = jax.tree.map(lambda x: x[:, 0], support)
+        inner_kl = jax.vmap(policy_kl, in_axes=(None, None, 0, 0))(policy, state.params, adapted, first_support)
+        clip = maml_config.inner_grad_clip
         state, metrics = jax.lax.scan(lambda s, _: maml.update(s, (support, query)), state, None, length=outer_epochs)
         metrics = jax.tree.map(lambda m: m[-1], metrics)
-        metrics["pre_adaptation_return"] = jnp.mean(jax.vmap(mean_episode_return)(support_traj))
-        metrics["post_adaptation_return"] = jnp.mean(jax.vmap(mean_episode_return)(query_traj))
-        return state, metrics, query_traj
+        episode_returns = jax.vmap(jax.vmap(mean_episode_return))(trajs)  # [E, K + 1]
+        metrics.update(
+            pre_adaptation_return=jnp.mean(episode_returns[:, 0]),
+            post_adaptation_return=jnp.mean(episode_returns[:, -1]),
+            inner_kl=jnp.mean(inner_kl),
+            inner_grad_norm=jnp.mean(grad_norms[:, 0]),
+            inner_clip_fraction=jnp.mean(grad_norms > clip) if clip is not None else jnp.zeros(()),
+            inner_lr_mean=jnp.mean(jnp.stack([jnp.mean(x) for x in jax.tree.leaves(state.inner_lr)])),
+        )
+        query_traj = jax.tree.map(lambda x: x[:, -1], trajs)
+        return state, update_stats(obs_stats, trajs.obs), metrics, query_traj
 
-    def pretrain_update(state: MetaState, key: PRNGKey, tasks: Any):
+    def pretrain_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        trajs = jax.vmap(sample, in_axes=(0, 0, None))(keys, tasks, state.params)
-        batches = jax.vmap(lambda t: prepare_batch(t, rl_config))(trajs)
+        trajs = jax.vmap(sample, in_axes=(0, 0, None, None))(keys, tasks, state.params, obs_stats)
+        batches = jax.vmap(lambda t: prepare_batch(t, rl_config, obs_stats))(trajs)
 
         def epoch(state, _):
             objective = lambda p: jnp.mean(jax.vmap(lambda b: ppo_loss(p, b)[0])(batches))
@@ -297,25 +355,39 @@ def make_maml_rl(
             return state, loss
 
         state, losses = jax.lax.scan(epoch, state, None, length=outer_epochs)
-        return state, {"loss": losses[-1], "return": jnp.mean(jax.vmap(mean_episode_return)(trajs))}
+        metrics = {"loss": losses[-1], "return": jnp.mean(jax.vmap(mean_episode_return)(trajs))}
+        return state, update_stats(obs_stats, trajs.obs), metrics
 
     def init_pretrain(params: Params, optimizer: optax.GradientTransformation) -> MetaState:
         """State for `pretrain_update` (a plain optimizer over params, whatever the MAML config)."""
         inner_lr = jnp.asarray(maml_config.inner_lr, jnp.float32)
         return MetaState(params, inner_lr, optimizer.init(params), jnp.zeros((), jnp.int32), optimizer)
 
-    return MetaRL(maml, sample, meta_update, pretrain_update, maml.init, init_pretrain, inner_loss, ppo_loss, bc_loss)
+    return MetaRL(
+        maml,
+        sample,
+        initial_obs_stats,
+        meta_update,
+        pretrain_update,
+        maml.init,
+        init_pretrain,
+        inner_loss,
+        ppo_loss,
+        bc_loss,
+    )
 
 
 def train_per_task(
     meta_rl: MetaRL,
     params: Params,
+    obs_stats: RunningMeanStd,
     optimizer: optax.GradientTransformation,
     key: PRNGKey,
     tasks: Any,
     iterations: int,
 ) -> Array:
-    """The oracle baseline: a separate copy of `params` trained with `pretrain_update` on each task (leading axis E).
+    """The oracle baseline: a separate copy of `params` (and of `obs_stats`) trained with `pretrain_update` on each
+    task (leading axis E).
 
     Returns the mean episode return of each task's trajectories at every iteration, `[E, iterations]`; column `i`
     is sampled with the params after `i` updates, so the last column measures the policy one update short of the
@@ -325,25 +397,31 @@ def train_per_task(
     def train(key, task):
         one_task = jax.tree.map(lambda x: x[None], task)
 
-        def body(state, k):
-            state, metrics = meta_rl.pretrain_update(state, k, one_task)
-            return state, metrics["return"]
+        def body(carry, k):
+            state, stats = carry
+            state, stats, metrics = meta_rl.pretrain_update(state, stats, k, one_task)
+            return (state, stats), metrics["return"]
 
-        _, returns = jax.lax.scan(body, meta_rl.init_pretrain(params, optimizer), jax.random.split(key, iterations))
+        carry = (meta_rl.init_pretrain(params, optimizer), obs_stats)
+        _, returns = jax.lax.scan(body, carry, jax.random.split(key, iterations))
         return returns
 
     return jax.vmap(train)(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]), tasks)
 
 
-def experience_windows(traj: Trajectory, length: int) -> tuple[tuple[Array, Array], Array]:
-    """Non-overlapping `(obs window [L, D], actions [L, A])` items from every env of `traj`, for the buffer.
+def experience_windows(
+    traj: Trajectory, length: int, obs_stats: RunningMeanStd | None = None
+) -> tuple[tuple[Array, Array], Array]:
+    """Non-overlapping `(policy-input window [L, D], actions [L, A])` items from every env of `traj`, for the buffer.
 
-    Returns `(items, valid)` with leading axis `N * (T // L)`; windows crossing an episode end are invalid.
+    Observations are standardised with `obs_stats`, the statistics the policy saw them through. Returns
+    `(items, valid)` with leading axis `N * (T // L)`; windows crossing an episode end are invalid.
     """
 
     def per_env(obs, action, done):
         return cut_windows((obs, action), done, length, stride=length)
 
-    (obs, action), valid = jax.vmap(per_env, in_axes=1)(traj.obs, traj.action, traj.done)
+    obs = normalize(obs_stats, traj.obs)
+    (obs, action), valid = jax.vmap(per_env, in_axes=1)(obs, traj.action, traj.done)
     flatten = lambda x: x.reshape(-1, *x.shape[2:])
     return (flatten(obs), flatten(action)), valid.reshape(-1)

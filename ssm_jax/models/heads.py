@@ -134,6 +134,13 @@ def gaussian_entropy(dist: GaussianParams) -> Array:
     return jnp.sum(dist.log_std + 0.5 * (1.0 + jnp.log(2 * jnp.pi)), axis=-1)
 
 
+def gaussian_kl(p: GaussianParams, q: GaussianParams) -> Array:
+    """KL(p ‖ q) of diagonal Gaussians, summed over the action dimension -> `[...]`."""
+    var_ratio = jnp.exp(2.0 * (p.log_std - q.log_std))
+    mahalanobis = ((p.mean - q.mean) * jnp.exp(-q.log_std)) ** 2
+    return jnp.sum(q.log_std - p.log_std + 0.5 * (var_ratio + mahalanobis - 1.0), axis=-1)
+
+
 def gaussian_sample(key: PRNGKey, dist: GaussianParams) -> Array:
     return dist.mean + jnp.exp(dist.log_std) * jax.random.normal(key, dist.mean.shape, dist.mean.dtype)
 
@@ -147,6 +154,12 @@ def categorical_log_prob(logits: Array, action: Array) -> Array:
 def categorical_entropy(logits: Array) -> Array:
     log_p = jax.nn.log_softmax(logits)
     return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def categorical_kl(p_logits: Array, q_logits: Array) -> Array:
+    """KL(p ‖ q) of categoricals given logits `[..., K]` -> `[...]`."""
+    log_p, log_q = jax.nn.log_softmax(p_logits), jax.nn.log_softmax(q_logits)
+    return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
 def categorical_sample(key: PRNGKey, logits: Array) -> Array:
