@@ -302,12 +302,16 @@ def _plot_learning(path: Path, records: list[dict]):
     plt.close(fig)
 
 
-def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None):
+def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, reference: dict):
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, returns in curves.items():
         mean, half = mean_ci(returns)
         steps = np.arange(mean.size)
         ax.errorbar(steps, mean, yerr=half, marker="o", capsize=3, label=name)
+    for name, values in reference.items():
+        if len(values) > 1:  # single values are oracles, which the text table lists
+            shown = values[: steps.size]
+            ax.plot(np.arange(len(shown)), shown, color="grey", ls=":", marker="x", label=name)
     if oracle is not None:
         mean, half = mean_ci(oracle)
         ax.axhline(mean, color="k", ls="--", label=f"oracle ({mean:.1f} ± {half:.1f})")
@@ -384,7 +388,7 @@ def main(args: Args) -> dict:
     )
     if args.plots:
         _plot_learning(run_dir / "learning_curve.png", records)
-        _plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle)
+        _plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle, REFERENCES.get(args.env, {}))
     return results
 
 

@@ -143,3 +143,27 @@ def test_bad_input_raises_before_tracing(key):
     (xs, ys), query = sine_tasks(key, n_tasks=3)
     with pytest.raises(ValueError, match=r"same leading task axis, got leading sizes \[2, 3\]"):
         maml.step(state, ((xs[:2], ys), query))
+
+
+def test_support_per_step_descends_on_each_batch_in_turn_and_reports_grad_norms(key):
+    """MAML-RL's K inner steps each use their own support batch: step k on support[k], the norms before clipping."""
+    params = NET.init(key, jnp.zeros((5, 1)))
+    (x, y), _ = sine_tasks(jax.random.key(3), n_tasks=3)  # three batches, one per inner step
+    config = MAMLConfig(inner_lr=0.05, num_inner_steps=3, support_per_step=True, inner_grad_clip=0.5)
+    maml = make_maml(point_loss, config)
+    fast, norms = maml.adapt_with_grad_norms(params, (x, y))
+    expected, expected_norms = params, []
+    for k in range(3):
+        grads = jax.grad(lambda p, k=k: point_loss(p, (x[k], y[k]))[0])(expected)
+        expected_norms.append(float(optax.tree.norm(grads)))
+        scale = min(1.0, 0.5 / expected_norms[-1])
+        expected = jax.tree.map(lambda p, g: p - 0.05 * scale * g, expected, grads)
+    chex.assert_trees_all_close(fast, expected, atol=1e-6)
+    np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
+    first_step, first_norm = maml.inner_step(params, (x[0], y[0]))
+    grads = jax.grad(lambda p: point_loss(p, (x[0], y[0]))[0])(params)
+    scale = min(1.0, 0.5 / expected_norms[0])
+    chex.assert_trees_all_close(first_step, jax.tree.map(lambda p, g: p - 0.05 * scale * g, params, grads), atol=1e-6)
+    np.testing.assert_allclose(first_norm, expected_norms[0], rtol=1e-5)
+    with pytest.raises(ValueError, match="support_per_step needs a leading axis of num_inner_steps=3"):
+        maml.adapt(params, (x[:2], y[:2]))
