@@ -308,10 +308,10 @@ def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, refere
         mean, half = mean_ci(returns)
         steps = np.arange(mean.size)
         ax.errorbar(steps, mean, yerr=half, marker="o", capsize=3, label=name)
-    for name, values in reference.items():
-        if len(values) > 1:  # single values are oracles, which the text table lists
-            shown = values[: steps.size]
-            ax.plot(np.arange(len(shown)), shown, color="grey", ls=":", marker="x", label=name)
+    curves_of_reference = [(name, values) for name, values in reference.items() if len(values) > 1]  # no oracles
+    for (name, values), marker in zip(curves_of_reference, "xs^v", strict=False):
+        shown = values[: steps.size]
+        ax.plot(np.arange(len(shown)), shown, color="grey", ls=":", marker=marker, mfc="none", label=name)
     if oracle is not None:
         mean, half = mean_ci(oracle)
         ax.axhline(mean, color="k", ls="--", label=f"oracle ({mean:.1f} ± {half:.1f})")
