@@ -211,13 +211,7 @@ def _task_metric(env) -> tuple[str, Callable] | None:
     subtracts `ctrl_cost · Σ clip(a)²` on brax): |v_x − v_goal|, speed along the goal direction, or distance."""
     if isinstance(env, envs.Navigation2D):
         return "distance to goal", lambda traj: jnp.mean(-traj.reward)
-    if not isinstance(env, BraxTaskEnv) or env.family not in (
-        "halfcheetah-vel",
-        "ant-vel",
-        "walker2d-vel",
-        "halfcheetah-dir",
-        "ant-dir",
-    ):
+    if not isinstance(env, BraxTaskEnv) or env.family not in RL_ENVS:
         return None
 
     def task_reward(traj):

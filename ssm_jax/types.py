@@ -48,3 +48,11 @@ def tree_where(condition: Array, on_true: PyTree, on_false: PyTree) -> PyTree:
         return jnp.where(cond, a, b)
 
     return jax.tree.map(select, on_true, on_false)
+
+
+def per_parameter(value: PyTree, params: PyTree) -> PyTree:
+    """A params-shaped tree from a scalar `value`, or `value` itself when it is already params-shaped (Meta-SGD's
+    per-parameter learning rates)."""
+    if jax.tree.structure(value) == jax.tree.structure(params):
+        return value
+    return jax.tree.map(lambda _: jnp.asarray(value), params)

@@ -38,7 +38,7 @@ from flax import struct
 from ssm_jax import buffer as buffer_lib
 from ssm_jax.adapt.guards import all_finite, bound_relative_step, project_to_ball
 from ssm_jax.adapt.strategies import get_strategy, predictive_entropy
-from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
+from ssm_jax.types import Array, Params, PRNGKey, PyTree, per_parameter, tree_where
 
 ADAPTATION_MODES = ("standard", "hybrid")
 OPTIMIZERS = ("adam", "sgd")
@@ -158,13 +158,6 @@ def _track_features(features: MetaFeatures, batch: dict, decay: float) -> tuple[
     return updated, shift
 
 
-def _per_parameter(learning_rate: PyTree, params: Params) -> PyTree:
-    """A params-shaped tree of learning rates from a scalar or an already params-shaped tree (Meta-SGD)."""
-    if jax.tree.structure(learning_rate) == jax.tree.structure(params):
-        return learning_rate
-    return jax.tree.map(lambda _: learning_rate, params)
-
-
 def make_adapter(
     mode: str, loss_fn: LossFn, config: AdapterConfig | None = None, experience_loss_fn: LossFn | None = None
 ) -> Adapter:
@@ -228,7 +221,7 @@ def make_adapter(
             )
             direction_updates, opt_state = direction.update(grads, astate.opt_state, params)
             updates = jax.tree.map(
-                lambda u, lr: -lr * u, direction_updates, _per_parameter(astate.learning_rate, params)
+                lambda u, lr: -lr * u, direction_updates, per_parameter(astate.learning_rate, params)
             )
             if step_bound is not None:
                 updates, _ = step_bound.update(updates, optax.EmptyState(), params)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ssm_jax.types import Array, Params, PyTree
+from ssm_jax.types import Array, Params, PyTree, per_parameter
 
 LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 
@@ -112,10 +112,7 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
     outer_loss_fn = loss_fn if outer_loss_fn is None else outer_loss_fn
 
     def _lr_tree(params: Params, inner_lr: PyTree | None) -> PyTree:
-        lr = config.inner_lr if inner_lr is None else inner_lr
-        if jax.tree.structure(lr) == jax.tree.structure(params):
-            return lr
-        return jax.tree.map(lambda _: jnp.asarray(lr), params)
+        return per_parameter(config.inner_lr if inner_lr is None else inner_lr, params)
 
     def _inner_step(fast: Params, support: PyTree, lrs: PyTree) -> tuple[Params, Array]:
         grads = jax.grad(lambda p: loss_fn(p, support)[0])(fast)
