@@ -14,7 +14,8 @@ taken) pairs from the adapted policy; it is frozen before evaluation (the seeds'
 
 Evaluation on held-out tasks (a fixed set drawn from a separate key): mean episode return after 0..K adaptation
 rounds (each round samples trajectories with the current policy, then takes one policy-gradient step with the
-inner learning rate, or the learned per-parameter rates with `--learn-inner-lr`) for MAML + standard, MAML + hybrid
+inner learning rate, or the learned per-parameter rates with `--learn-inner-lr`; steps after the first scale it
+by `--later-steps-lr-scale`, as MAML-RL's test script halves it) for MAML + standard, MAML + hybrid
 (+ `experience_weight` x behaviour cloning on replayed windows), a pretrained baseline (the same network trained
 with PPO on all tasks and no adaptation: MAML's compiled program run with inner lr 0, on the same env budget),
 random initialisation and, with `--oracle`, a policy trained on each evaluation task (`train_per_task`; its return
@@ -58,10 +59,12 @@ from experiments.common import (
 from ssm_jax import checkpoint, envs
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.rl import make_rl_adaptation
-from ssm_jax.buffer import make_experience_buffer
+from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.brax_tasks import BraxTaskEnv
+from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta import MAMLConfig
-from ssm_jax.meta.rl import RLConfig, experience_windows, make_maml_rl, train_per_task
+from ssm_jax.meta.policy_losses import RLConfig
+from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
 
 matplotlib.use("Agg")
@@ -124,6 +127,7 @@ class Args:
     experience_weight: float = 0.1
     window: int = 16
     adapt_steps: int = 3
+    later_steps_lr_scale: float = 1.0
     eval_tasks: int = 16
     eval_trajectories: int | None = None
     pretrained: bool = True
@@ -156,6 +160,8 @@ class Args:
             raise ValueError(f"window={self.window} must not exceed horizon={self.horizon}")
         if min(self.tasks_per_batch, self.trajectories_per_task, self.eval_tasks, self.adapt_steps) < 1:
             raise ValueError("tasks_per_batch, trajectories_per_task, eval_tasks and adapt_steps must be >= 1")
+        if not self.later_steps_lr_scale > 0:
+            raise ValueError(f"later_steps_lr_scale must be > 0, got {self.later_steps_lr_scale}")
         if self.eval_trajectories is not None and self.eval_trajectories < 1:
             raise ValueError(f"eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
         if self.experience_weight < 0:
@@ -234,11 +240,10 @@ def _make_chunk(args, env, meta_rl):
             state, obs_stats, buffer_state = carry
             task_key, update_key = jax.random.split(k)
             tasks = env.sample_tasks(task_key, args.tasks_per_batch)
-            windows = jax.vmap(lambda q: experience_windows(q, args.window, obs_stats))
             state, obs_stats_next, metrics, query = meta_rl.meta_update(state, obs_stats, update_key, tasks)
-            items, valid = windows(query)
-            flat = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items)
-            return (state, obs_stats_next, buf.add(buffer_state, flat, valid.reshape(-1))), metrics
+            policy_obs = normalize(obs_stats, query.obs)  # the statistics the policy sampled them through
+            items, valid = experience_windows(policy_obs, query.action, query.done, args.window)
+            return (state, obs_stats_next, buf.add(buffer_state, items, valid)), metrics
 
         return jax.lax.scan(body, carry, jax.random.split(key, args.chunk_size))
 
@@ -352,7 +357,9 @@ def main(args: Args) -> dict:
     )
     metric = _task_metric(env)
     metric_fn = None if metric is None else (lambda traj: {"task_metric": metric[1](traj)})
-    curve = make_rl_adaptation(eval_rl, adapter_config, rl_config, args.adapt_steps, metric_fn)
+    curve = make_rl_adaptation(
+        eval_rl, adapter_config, rl_config, args.adapt_steps, metric_fn, later_rounds_lr_scale=args.later_steps_lr_scale
+    )
     # Built once, so every seed (and the pretrained phase) reuses the same compiled programs.
     chunk = _make_chunk(args, env, meta_rl)
     programs = _Programs(
@@ -571,7 +578,9 @@ def _summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records
         f"# {args.env}, {args.eval_tasks} held-out tasks x {args.num_seeds} seed(s), {args.model} policy"
         f"{'' if args.env == 'navigation-2d' else f', {args.backend} backend'}\n\n"
         f"Mean episode return (± 95% CI over held-out tasks and seeds) after k adaptation rounds (inner lr "
-        f"{args.inner_lr}{', learned' if args.learn_inner_lr else ''}, {args.inner_steps} inner step(s) in "
+        f"{args.inner_lr}{', learned' if args.learn_inner_lr else ''}"
+        f"{f', x {args.later_steps_lr_scale} after the first step' if args.later_steps_lr_scale != 1 else ''}, "
+        f"{args.inner_steps} inner step(s) in "
         f"meta-training); {args.iterations} meta-iterations of {args.tasks_per_batch} tasks x "
         f"{args.trajectories_per_task} trajectories x horizon {args.horizon}; MAML training {train_seconds:.0f} s, "
         f"total {total_seconds:.0f} s.\n\n{table}{reference_text}\n"

@@ -155,6 +155,19 @@ def cut_windows(sequence: PyTree, dones: Array, length: int, stride: int = 1) ->
     return windows, valid
 
 
+def experience_windows(obs: Array, action: Array, done: Array, length: int) -> tuple[tuple[Array, Array], Array]:
+    """Non-overlapping `(policy-input window [L, D], actions [L, A])` items from time-major trajectories of a batch
+    of tasks: `obs [E, T, N, D]` as the policy saw it (standardised), `action [E, T, N, A]`, `done [E, T, N]`.
+
+    Returns `(items, valid)` with leading axis `E * N * (T // L)`; windows crossing an episode end are invalid.
+    """
+    per_env = lambda o, a, d: cut_windows((o, a), d, length, stride=length)
+    per_task = jax.vmap(per_env, in_axes=1)
+    (obs, action), valid = jax.vmap(per_task)(obs, action, done)
+    flatten = lambda x: x.reshape(-1, *x.shape[3:])
+    return (flatten(obs), flatten(action)), valid.reshape(-1)
+
+
 class ExperienceBuffer(NamedTuple):
     """The buffer's pure functions bound to a capacity; see the module docstring."""
 

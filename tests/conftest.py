@@ -15,7 +15,9 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
+    """Without `--runslow`, slow tests are skipped; with it, they run after every fast test (stable order)."""
     if config.getoption("--runslow"):
+        items.sort(key=lambda item: "slow" in item.keywords)
         return
     skip = pytest.mark.skip(reason="slow: pass --runslow")
     for item in items:

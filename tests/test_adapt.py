@@ -12,6 +12,8 @@ from ssm_jax.adapt import (
     make_online_adaptation,
     predictive_entropy,
     register_strategy,
+    strategies,
+    strategy_names,
 )
 from ssm_jax.buffer import make_experience_buffer
 from ssm_jax.meta import sequence_mse_loss
@@ -196,7 +198,9 @@ def test_online_adaptation_adapts_every_k_steps(params, key):
     assert not _tree_equal(state.params, params)
 
 
-def test_registry_and_config_errors():
+def test_registry_and_config_errors(monkeypatch):
+    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))  # "halve" stays in this test
+
     @register_strategy("halve")
     def halve(loss, aux, config):
         return 0.5 * loss
@@ -210,3 +214,5 @@ def test_registry_and_config_errors():
         AdapterConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="hybrid adaptation needs a buffer_state"):
         make_adapter("hybrid", regression_loss).update(None, None, None, None, None)
+    monkeypatch.undo()
+    assert "halve" not in strategy_names()

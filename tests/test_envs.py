@@ -97,6 +97,8 @@ def test_brax_auto_reset_restarts_from_the_initial_state(compiled):
 @pytest.mark.parametrize("name", ["halfcheetah-gravity", "ant-mass"])
 def test_dynamics_scale_changes_next_state_without_retracing(name, compiled):
     c = compiled(name)
+    shared = envs.BraxTaskEnv(family=name, backend="spring").env  # the cached brax env every task env steps
+    shared_system = shared.sys
     keys = jax.random.split(jax.random.key(3), N_TASKS)
     _, state = c.reset(keys, c.tasks)
     same_state = jax.tree.map(lambda x: jnp.broadcast_to(x[0], x.shape), state)  # every env in one state
@@ -110,6 +112,7 @@ def test_dynamics_scale_changes_next_state_without_retracing(name, compiled):
     np.testing.assert_allclose(velocities[0][0], velocities[1][2], atol=1e-6)  # same scale -> same next state
     np.testing.assert_allclose(velocities[2][0], velocities[2][2], atol=1e-6)
     assert c.traces == 1  # the session's compiled step never retraced for new scale values
+    assert shared.sys is shared_system  # tasks step a copy: the shared env was never mutated
 
 
 def _policy(env, name="gru"):

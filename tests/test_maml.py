@@ -44,9 +44,8 @@ def _rel_err(a, b):
 
 @pytest.fixture
 def x64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
+    with jax.enable_x64(True):  # scoped: the flag is restored even if the test fails
+        yield
 
 
 def _f64(tree):

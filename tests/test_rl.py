@@ -8,22 +8,13 @@ import pytest
 from ssm_jax import envs
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.rl import make_rl_adaptation
+from ssm_jax.buffer import experience_windows
 from ssm_jax.envs import RunningMeanStd
+from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta import MAMLConfig
-from ssm_jax.meta.rl import (
-    PolicyBatch,
-    RLConfig,
-    discounted_returns,
-    episode_time,
-    experience_windows,
-    gae,
-    linear_baseline,
-    make_maml_rl,
-    make_policy_losses,
-    policy_outputs,
-    prepare_batch,
-    train_per_task,
-)
+from ssm_jax.meta.estimators import discounted_returns, episode_time, gae, linear_baseline
+from ssm_jax.meta.policy_losses import PolicyBatch, RLConfig, make_policy_losses, policy_outputs, prepare_batch
+from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 
@@ -92,10 +83,9 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     @chex.assert_max_traces(n=1)
     def step(carry, key, tasks):
         state, stats = carry
-        state, stats, metrics, query = meta_rl.meta_update(state, stats, key, tasks)
-        items, valid = jax.vmap(lambda q: experience_windows(q, 10, stats))(query)  # per task
-        windows = (jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), items), valid.reshape(-1))
-        return (state, stats), metrics, windows
+        state, new_stats, metrics, query = meta_rl.meta_update(state, stats, key, tasks)
+        windows = experience_windows(normalize(stats, query.obs), query.action, query.done, 10)
+        return (state, new_stats), metrics, windows
 
     initial = jax.tree.map(jnp.copy, (state, stats))
     carry, history = (state, stats), []
@@ -187,7 +177,7 @@ def test_rollout_of_experience_windows_respects_boundaries(key):
     policy = _tiny_policy()
     far_goal = envs.NavigationTask(jnp.array([0.5, 0.5]))  # out of reach in 5 steps: episodes end by truncation
     traj = rollout(key, env, far_goal, policy, policy.init(key, jnp.zeros((1, 2))), 2, 12)
-    (obs, actions), valid = experience_windows(traj, 4)
+    (obs, actions), valid = experience_windows(traj.obs[None], traj.action[None], traj.done[None], 4)
     assert obs.shape == (2 * 3, 4, 2)
     # episodes end at steps 4 and 9: windows [0,4) ok, [4,8) crosses the end at 4, [8,12) crosses 9
     np.testing.assert_array_equal(np.asarray(valid).reshape(2, 3), [[True, False, False]] * 2)
@@ -296,3 +286,19 @@ def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(ke
     state = meta_rl.init(params, optax.adam(1e-3))
     _, updated, _, _ = jax.jit(meta_rl.meta_update)(state, stats, key, tasks)
     assert float(updated.count) == 3 * float(stats.count) and not np.allclose(updated.mean, stats.mean)
+
+
+def test_later_rounds_lr_scale_changes_only_the_steps_after_the_first(key):
+    env, policy, rl, meta_rl = _nav_meta_rl()
+    params = policy.init(key, jnp.zeros((1, 2)))
+    task = jax.tree.map(lambda x: x[0], env.sample_tasks(key, 1))
+    adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
+    curves = {
+        scale: jax.jit(make_rl_adaptation(meta_rl, adapter, rl, 2, mode="standard", later_rounds_lr_scale=scale))
+        for scale in (1.0, 0.1)
+    }
+    full, scaled = (np.asarray(curve(key, task, params, None, 0.0, None, 1.0)[0]) for curve in curves.values())
+    np.testing.assert_array_equal(full[:2], scaled[:2])  # before adapting and after the first step: same lr
+    assert abs(full[2] - scaled[2]) > 1e-3  # the second step was taken with a tenth of the rate
+    with pytest.raises(ValueError, match="later_rounds_lr_scale > 0"):
+        make_rl_adaptation(meta_rl, adapter, rl, 2, mode="standard", later_rounds_lr_scale=0.0)

@@ -1,15 +1,18 @@
 """Test-time adaptation of a meta-RL policy on a new task: sample, adapt, repeat.
 
-    curve = make_rl_adaptation(meta_rl, AdapterConfig(...), rl_config, num_steps=3)
+    curve = make_rl_adaptation(meta_rl, AdapterConfig(...), rl_config, num_rounds=3)
     returns, extras = curve(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)
 
-Each of `num_steps` rounds samples `num_envs` trajectories with the current params on the task, then takes one
+Each of `num_rounds` rounds samples `num_envs` trajectories with the current params on the task, then takes one
 adapter update (`standard`: policy-gradient steps on those trajectories; `hybrid`: plus `experience_weight x` the
 behaviour-cloning loss on windows replayed from the read-only buffer). Returns the mean episode return before
-adapting and after each round: `[num_steps + 1]`. `experience_weight` is traced: 0 gives exactly the standard
+adapting and after each round: `[num_rounds + 1]`. `experience_weight` is traced: 0 gives exactly the standard
 adapter, so one compiled function evaluates both modes. `obs_stats` (the meta-training observation statistics) are
 frozen: sampling and the adapter's loss both standardise with them, and nothing here updates them.
-`learning_rate` is a scalar or, for Meta-SGD, the learned params-shaped tree of inner rates.
+`learning_rate` is a scalar or, for Meta-SGD, the learned params-shaped tree of inner rates; rounds after the
+first use it times `later_rounds_lr_scale` (MAML-RL's test script halves it: a policy meta-trained for one step
+takes its first step at the meta-trained size, and normalised advantages keep every later step as large unless the
+rate shrinks).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import jax.numpy as jnp
 
 from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
 from ssm_jax.envs.normalize import RunningMeanStd
-from ssm_jax.meta.rl import MetaRL, RLConfig, mean_episode_return, prepare_batch
+from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return, prepare_batch
+from ssm_jax.meta.rl import MetaRL
 from ssm_jax.rollout import Trajectory
 from ssm_jax.types import Array, Params, PRNGKey, PyTree
 
@@ -31,15 +35,20 @@ def make_rl_adaptation(
     meta_rl: MetaRL,
     adapter_config: AdapterConfig,
     rl_config: RLConfig,
-    num_steps: int,
+    num_rounds: int,
     trajectory_metrics: Callable[[Trajectory], dict] | None = None,
     mode: str = "hybrid",
+    later_rounds_lr_scale: float = 1.0,
 ):
     """Builds `curve(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)`, returning
-    `(returns [K+1], metrics [K+1])`.
+    `(returns [K+1], metrics [K+1])` for `K = num_rounds`.
 
     With `mode="standard"` the buffer state may be None and `experience_weight` is ignored.
     """
+    if num_rounds < 1 or not later_rounds_lr_scale > 0:
+        raise ValueError(
+            f"num_rounds must be >= 1 and later_rounds_lr_scale > 0, got {num_rounds}, {later_rounds_lr_scale}"
+        )
     adapter = make_adapter(mode, meta_rl.inner_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
     extra = (lambda traj: {}) if trajectory_metrics is None else trajectory_metrics
 
@@ -52,22 +61,26 @@ def make_rl_adaptation(
         obs_stats: RunningMeanStd | None,
         learning_rate: PyTree,
     ):
+        first_lr = jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate)
         astate = adapter.init(params).replace(
-            experience_weight=jnp.asarray(experience_weight, jnp.float32),
-            learning_rate=jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate),
+            experience_weight=jnp.asarray(experience_weight, jnp.float32), learning_rate=first_lr
         )
 
-        def round_(carry, round_key):
+        def round_(carry, inputs):
             astate, params = carry
+            round_key, lr_scale = inputs
             sample_key, update_key = jax.random.split(round_key)
             traj = meta_rl.sample(sample_key, task, params, obs_stats)
             batch = prepare_batch(traj, rl_config, obs_stats)
+            astate = astate.replace(learning_rate=jax.tree.map(lambda lr: lr * lr_scale, first_lr))
             astate, params, _ = adapter.update(astate, params, batch, buffer_state, update_key)
             return (astate, params), (mean_episode_return(traj), extra(traj))
 
         # K + 1 rounds, the last one's update unused: one rollout in the program instead of two (brax compiles
         # dominate small runs), for one extra adapter update.
-        _, (returns, metrics) = jax.lax.scan(round_, (astate, params), jax.random.split(key, num_steps + 1))
+        lr_scales = jnp.full((num_rounds + 1,), later_rounds_lr_scale, jnp.float32).at[0].set(1.0)
+        rounds = (jax.random.split(key, num_rounds + 1), lr_scales)
+        _, (returns, metrics) = jax.lax.scan(round_, (astate, params), rounds)
         return returns, metrics
 
     return curve

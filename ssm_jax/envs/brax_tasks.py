@@ -11,8 +11,8 @@
 | ant-mass | body-mass scale U[0.5, 1.5] | brax's ant reward |
 
 Actions are clipped to [−1, 1]. Horizon 200 by default. The healthy bonus keeps falling from being the way to
-escape per-step penalties in the families that terminate. Dynamics tasks swap a task-scaled `brax.System` into
-the env while tracing (as brax's own `DomainRandomizationVmapWrapper` does), so scales are traced values: no
+escape per-step penalties in the families that terminate. Dynamics tasks step a shallow copy of the shared brax
+env that holds a task-scaled `brax.System` (the shared env is never mutated), so scales are traced values: no
 recompilation between tasks. Gravity is set in `sys.gravity` and, where present, `sys.opt.gravity` (mjx). Mass on
 the spring backend: spring computes the mass it uses as `mass ** (1 − spring_mass_scale)` (1 for brax's ant), so
 the task scales that effective mass and inertia and sets the spring scales to 0; other backends scale
@@ -21,7 +21,7 @@ the task scales that effective mass and inertia and sets the spring scales to 0;
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import dataclasses
 import functools
 
@@ -157,33 +157,26 @@ class BraxTaskEnv(TaskEnv):
         values = jax.random.uniform(key, (n,), minval=low, maxval=high)
         return {"velocity": VelocityTask, "direction": DirectionTask}.get(self._kind, DynamicsTask)(values)
 
-    @contextlib.contextmanager
-    def _task_system(self, task):
-        """Swaps the task-scaled System into the brax env for the duration of a traced call."""
-        env = self.env.unwrapped
+    def _task_env(self, task):
+        """The brax env with the task-scaled System: a shallow copy per traced call, so the shared env is never
+        mutated (brax's pipeline reads `self.sys`)."""
         if self._kind not in ("gravity", "mass"):
-            yield self.env
-            return
-        original = env.sys
+            return self.env
+        env = copy.copy(self.env)
         if self._kind == "gravity":
-            env.sys = _scale_gravity(original, task.scale)
+            env.sys = _scale_gravity(self.env.sys, task.scale)
         else:
-            env.sys = _scale_mass(original, task.scale, self.backend)
-        try:
-            yield self.env
-        finally:
-            env.sys = original
+            env.sys = _scale_mass(self.env.sys, task.scale, self.backend)
+        return env
 
     def _reset(self, key, task):
-        with self._task_system(task) as env:
-            state = env.reset(key)
+        state = self._task_env(task).reset(key)
         return state.obs, state
 
     def _step(self, key, state, action, task):
         del key
         action = jnp.clip(action, -1.0, 1.0)
-        with self._task_system(task) as env:
-            state = env.step(state, action)
+        state = self._task_env(task).step(state, action)
         return state.obs, state, self._reward(state, action, task), state.done > 0.5
 
     def _reward(self, state, action, task) -> Array:
