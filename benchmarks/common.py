@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from experiments.common import markdown_table
+from experiments.report import markdown_table
 
 RESULTS_DIR = Path(__file__).parent / "results"
 

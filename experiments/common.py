@@ -1,11 +1,10 @@
-"""Shared experiment plumbing: preset-aware tyro CLI, run directories, JSON/JSONL output, CIs, chunked training."""
+"""Shared experiment plumbing: preset-aware tyro CLI, run directories, JSON/JSONL output, chunked training."""
 
 from __future__ import annotations
 
 import argparse
 import datetime
 import json
-import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -79,16 +78,6 @@ class JsonlLogger:
             f.write(json.dumps(to_python(dict(record))) + "\n")
 
 
-def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and 95% normal-approximation half-width over `axis`."""
-    values = np.asarray(values, dtype=np.float64)
-    n = values.shape[axis]
-    with np.errstate(invalid="ignore", over="ignore"):  # diverged runs give inf/nan, reported as such
-        mean = values.mean(axis=axis)
-        half = 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-    return mean, half
-
-
 def train_in_chunks(
     update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
     state: Any,
@@ -118,12 +107,3 @@ def train_in_chunks(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in postfix(metrics).items()})
             bar.update(chunk_size)
     return state
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_format: str = ".3f") -> str:
-    def fmt(value):
-        return format(value, float_format) if isinstance(value, float) else str(value)
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)

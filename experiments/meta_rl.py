@@ -45,51 +45,28 @@ import jax
 import jax.numpy as jnp
 import matplotlib
 import numpy as np
-import optax
 
-from experiments.common import (
-    JsonlLogger,
-    make_run_dir,
+from experiments.common import JsonlLogger, make_run_dir, train_in_chunks, write_config, write_json
+from experiments.report import (
+    REFERENCES,
+    format_ci,
+    gap_closed,
     markdown_table,
     mean_ci,
-    train_in_chunks,
-    write_config,
-    write_json,
+    paired_difference,
+    paired_gains,
+    plot_adaptation,
 )
 from ssm_jax import checkpoint, envs
-from ssm_jax.adapt import AdapterConfig
-from ssm_jax.adapt.rl import make_rl_adaptation
-from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.brax_tasks import BraxTaskEnv
-from ssm_jax.envs.normalize import normalize
-from ssm_jax.meta import MAMLConfig
-from ssm_jax.meta.policy_losses import RLConfig
-from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
+from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ADAPTATION_MODES = ("both", "standard", "hybrid")
 RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d")
-# Finn et al. 2017: mean return after 0/1/2/3 gradient steps (HalfCheetah: MuJoCo, horizon 200; the authors' result
-# files and the paper's Fig. 5; navigation: appendix Table 4). Compare shapes for brax, values for navigation.
-REFERENCES = {
-    "halfcheetah-vel": {
-        "MAML (Finn et al. 2017, MuJoCo)": (-129.5, -78.6, -66.6, -60.8),
-        "pretrained (Finn et al. 2017, MuJoCo)": (-158.0, -135.4, -128.5, -133.6),
-        "random init (Finn et al. 2017, MuJoCo)": (-254.8, -254.3, -246.8, -230.8),
-        "oracle (Finn et al. 2017, MuJoCo)": (-54.5,),
-    },
-    "halfcheetah-dir": {
-        "MAML (Finn et al. 2017, MuJoCo)": (-50.7, 293.2),
-        "oracle (Finn et al. 2017, MuJoCo)": (442.7,),
-    },
-    "navigation-2d": {
-        "MAML (Finn et al. 2017, Table 4)": (-40.41, -11.68, -3.33, -3.23),
-        "context vector (Finn et al. 2017, Table 4)": (-42.42, -13.90, -5.17, -3.18),
-    },
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +154,8 @@ def _make_env(args: Args):
     return envs.make(args.env, backend=args.backend, horizon=args.horizon, **goals)
 
 
-def _build(args: Args, learn_inner_lr: bool, num_envs: int | None = None):
-    """The env, policy and MAML-RL functions; `num_envs` overrides the trajectories per task (evaluation)."""
+def _build(args: Args):
+    """The env, the policy and its trainer."""
     env = _make_env(args)
     net = args.network
     core = make_model(
@@ -193,23 +170,26 @@ def _build(args: Args, learn_inner_lr: bool, num_envs: int | None = None):
         ),
     )
     policy = attach_heads(core, pi=GaussianHead(env.action_size, init_log_std=net.init_log_std))
-    rl_config = RLConfig(inner_objective=args.inner_objective)
-    meta_rl = make_maml_rl(
-        env,
-        policy,
-        MAMLConfig(
-            inner_lr=args.inner_lr,
-            num_inner_steps=args.inner_steps,
-            first_order=args.first_order,
-            learn_inner_lr=learn_inner_lr,
-            inner_grad_clip=args.inner_grad_clip,
-        ),
-        rl_config,
-        num_envs=num_envs or args.trajectories_per_task,
+    config = TrainerConfig(
+        tasks_per_batch=args.tasks_per_batch,
+        trajectories_per_task=args.trajectories_per_task,
         horizon=args.horizon,
+        inner_steps=args.inner_steps,
+        learn_inner_lr=args.learn_inner_lr,
+        first_order=args.first_order,
+        inner_grad_clip=args.inner_grad_clip,
+        inner_objective=args.inner_objective,
         outer_epochs=args.outer_epochs,
+        buffer_size=args.buffer_size,
+        window=args.window,
+        experience_batch_size=args.experience_batch_size,
+        adapt_rounds=args.adapt_steps,
+        later_rounds_lr_scale=args.later_steps_lr_scale,
+        eval_trajectories=args.eval_trajectories,
     )
-    return env, policy, rl_config, meta_rl
+    metric = _task_metric(env)
+    metric_fn = None if metric is None else (lambda traj: {"task_metric": metric[1](traj)})
+    return env, make_meta_rl_trainer(env, policy, config, metric_fn)
 
 
 def _task_metric(env) -> tuple[str, Callable] | None:
@@ -229,53 +209,28 @@ def _task_metric(env) -> tuple[str, Callable] | None:
     return "|v - goal|", lambda traj: jnp.mean(-task_reward(traj))
 
 
-def _make_chunk(args, env, meta_rl):
-    """The jitted training chunk: `args.chunk_size` meta-updates, each writing its query windows to the buffer.
-
-    Carry: `(MetaState, RunningMeanStd, BufferState)`, donated."""
-    buf = make_experience_buffer(args.buffer_size)
-
-    def chunk(carry, key):
-        def body(carry, k):
-            state, obs_stats, buffer_state = carry
-            task_key, update_key = jax.random.split(k)
-            tasks = env.sample_tasks(task_key, args.tasks_per_batch)
-            state, obs_stats_next, metrics, query = meta_rl.meta_update(state, obs_stats, update_key, tasks)
-            policy_obs = normalize(obs_stats, query.obs)  # the statistics the policy sampled them through
-            items, valid = experience_windows(policy_obs, query.action, query.done, args.window)
-            return (state, obs_stats_next, buf.add(buffer_state, items, valid)), metrics
-
-        return jax.lax.scan(body, carry, jax.random.split(key, args.chunk_size))
-
-    return jax.jit(chunk, donate_argnums=0)
-
-
-def _checkpoint_tree(carry, iteration) -> dict:
-    state, obs_stats, buffer_state = carry
-    return {"state": state, "obs_stats": obs_stats, "buffer": buffer_state, "iteration": iteration}
-
-
-def _train(args, chunk, carry, key, logger, phase, seed, checkpoint_dir=None, start=0):
-    """Runs `chunk` for `args.iterations` from `start`, logging each chunk and checkpointing into `checkpoint_dir`."""
+def _train(args, chunk, state, key, logger, phase, seed, checkpoint_dir=None):
+    """Runs `chunk` until `args.iterations` from `state.iteration`, logging each chunk and checkpointing the
+    `TrainState` into `checkpoint_dir`."""
     started = time.perf_counter()
 
-    def on_chunk(iteration, carry, metrics):
+    def on_chunk(iteration, state, metrics):
         elapsed = time.perf_counter() - started
         record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
         logger.log({**record, **jax.tree.map(np.mean, metrics)})
         if checkpoint_dir is not None and iteration % args.checkpoint_every == 0:
-            checkpoint.save(checkpoint_dir, _checkpoint_tree(carry, iteration), args)
+            checkpoint.save(checkpoint_dir, state, args)
 
     return train_in_chunks(
         chunk,
-        carry,
+        state,
         key,
         args.iterations,
         args.chunk_size,
         phase if args.num_seeds == 1 else f"{phase} (seed {seed})",
         on_chunk=on_chunk,
         postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-        start=start,
+        start=int(state.iteration),
     )
 
 
@@ -301,37 +256,13 @@ def _plot_learning(path: Path, records: list[dict]):
     plt.close(fig)
 
 
-def _plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, reference: dict):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for name, returns in curves.items():
-        mean, half = mean_ci(returns)
-        steps = np.arange(mean.size)
-        ax.errorbar(steps, mean, yerr=half, marker="o", capsize=3, label=name)
-    curves_of_reference = [(name, values) for name, values in reference.items() if len(values) > 1]  # no oracles
-    for (name, values), marker in zip(curves_of_reference, "xs^v", strict=False):
-        shown = values[: steps.size]
-        ax.plot(np.arange(len(shown)), shown, color="grey", ls=":", marker=marker, mfc="none", label=name)
-    if oracle is not None:
-        mean, half = mean_ci(oracle)
-        ax.axhline(mean, color="k", ls="--", label=f"oracle ({mean:.1f} ± {half:.1f})")
-    ax.set_xticks(steps)
-    ax.set_xlabel("adaptation rounds on the held-out task")
-    ax.set_ylabel("episode return\n(mean, 95% CI over tasks and seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 class _Programs(NamedTuple):
-    """The jitted functions and the outer optimizer that every seed shares."""
+    """The jitted trainer functions that every seed (and the pretrained phase) shares: one compile each."""
 
-    initial_obs_stats: Callable
+    init: Callable
     chunk: Callable
-    pretrain_chunk: Callable
     evaluate: Callable
     oracle: Callable
-    optimizer: optax.GradientTransformation
 
 
 def main(args: Args) -> dict:
@@ -343,44 +274,24 @@ def main(args: Args) -> dict:
     run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
     write_config(run_dir, args)
     logger = JsonlLogger(run_dir / "metrics.jsonl")
-    env, policy, rl_config, meta_rl = _build(args, args.learn_inner_lr)
-    # The pretrained baseline is the same program with inner lr 0, which Meta-SGD would learn away from 0.
-    pretrain_rl = _build(args, False)[3] if args.learn_inner_lr else meta_rl
-    eval_rl = _build(args, args.learn_inner_lr, args.eval_trajectories)[3]
-    adapter_config = AdapterConfig(
-        learning_rate=args.inner_lr,
-        num_steps=1,
-        optimizer="sgd",
-        grad_clip_norm=args.inner_grad_clip,  # the same (optionally clipped) SGD step as the meta-trained inner loop
-        experience_weight=args.experience_weight,
-        experience_batch_size=args.experience_batch_size,
-    )
-    metric = _task_metric(env)
-    metric_fn = None if metric is None else (lambda traj: {"task_metric": metric[1](traj)})
-    curve = make_rl_adaptation(
-        eval_rl, adapter_config, rl_config, args.adapt_steps, metric_fn, later_rounds_lr_scale=args.later_steps_lr_scale
-    )
-    # Built once, so every seed (and the pretrained phase) reuses the same compiled programs.
-    chunk = _make_chunk(args, env, meta_rl)
+    env, trainer = _build(args)
     programs = _Programs(
-        initial_obs_stats=jax.jit(meta_rl.initial_obs_stats),
-        chunk=chunk,
-        pretrain_chunk=_make_chunk(args, env, pretrain_rl) if args.learn_inner_lr else chunk,
-        evaluate=jax.jit(jax.vmap(curve, in_axes=(0, 0, None, None, None, None, None))),
-        oracle=jax.jit(train_per_task, static_argnums=(0, 3, 6)),
-        optimizer=optax.adam(args.outer_lr),  # one object: a new one is a new static field, hence a recompile
+        init=jax.jit(trainer.init, static_argnums=2),
+        chunk=jax.jit(lambda state, key: trainer.train(state, key, args.chunk_size), donate_argnums=0),
+        evaluate=jax.jit(trainer.evaluate),
+        oracle=jax.jit(trainer.oracle, static_argnums=3),
     )
+    hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     per_seed, train_seconds = [], 0.0
     for seed in range(args.seed, args.seed + args.num_seeds):
-        curves, task_metrics, oracle, seconds = _run_seed(
-            args, seed, env, policy, meta_rl, pretrain_rl, programs, logger, run_dir
-        )
+        curves, task_metrics, oracle, seconds = _run_seed(args, seed, env, hparams, programs, logger, run_dir)
         per_seed.append((curves, task_metrics, oracle))
         train_seconds += seconds
     pooled = lambda i: {name: np.concatenate([s[i][name] for s in per_seed]) for name in per_seed[0][i]}
     curves, task_metrics = pooled(0), pooled(1)
     oracle = None if not args.oracle else np.concatenate([s[2] for s in per_seed])
 
+    metric = _task_metric(env)
     metric_name = None if metric is None else metric[0]
     total_seconds = time.perf_counter() - start_time
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -389,131 +300,70 @@ def main(args: Args) -> dict:
     )
     if args.plots:
         _plot_learning(run_dir / "learning_curve.png", records)
-        _plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle, REFERENCES.get(args.env, {}))
+        plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle, REFERENCES.get(args.env, {}))
     return results
 
 
-def _run_seed(args, seed, env, policy, meta_rl, pretrain_rl, programs, logger, run_dir):
+def _run_seed(args, seed, env, hparams, programs, logger, run_dir):
     """Meta-training, baselines and held-out evaluation for one seed.
 
     Returns `(curves, task_metrics, oracle, meta_train_seconds)`: `curves[label]` and `task_metrics[label]` are
     `[eval_tasks, adapt_steps + 1]`, `oracle` is `[eval_tasks]` or None.
     """
     started = time.perf_counter()
-    keys = jax.random.split(jax.random.key(seed), 6)
-    init_key, stats_key, train_key, pretrain_key, eval_key, oracle_key = keys
-    params0 = policy.init(init_key, jnp.zeros((1, env.observation_size)))
-    buf = make_experience_buffer(args.buffer_size)
-    example = (jnp.zeros((args.window, env.observation_size)), jnp.zeros((args.window, env.action_size)))
-    fresh = lambda: jax.tree.map(jnp.copy, params0)  # training donates its state; params0 stays for the baselines
-    optimizer = programs.optimizer
-    initial_stats = programs.initial_obs_stats(stats_key, env.sample_tasks(stats_key, args.tasks_per_batch), params0)
-    copy_stats = lambda: jax.tree.map(jnp.copy, initial_stats)
-    carry = (meta_rl.init(fresh(), optimizer), copy_stats(), buf.init(example))
+    init_key, train_key, pretrain_key, eval_key, oracle_key = jax.random.split(jax.random.key(seed), 5)
+    initial = programs.init(init_key, hparams, True)  # training donates its state; this one stays for random init
+    state = jax.tree.map(jnp.copy, initial)
     checkpoint_dir = run_dir / ("checkpoint" if args.num_seeds == 1 else f"checkpoint_seed{seed}")
-    start = 0
     if args.resume:
-        restored, _ = checkpoint.restore(checkpoint_dir, target=_checkpoint_tree(carry, 0))
-        carry = (restored["state"], restored["obs_stats"], restored["buffer"])
-        start = int(restored["iteration"])
-        print(f"resumed {run_dir} at iteration {start}")
-
-    state, obs_stats, buffer_state = _train(
-        args, programs.chunk, carry, train_key, logger, "maml", seed, checkpoint_dir, start
-    )
+        state, _ = checkpoint.restore(checkpoint_dir, target=state)
+        print(f"resumed {run_dir} at iteration {int(state.iteration)}")
+    states = {"MAML": _train(args, programs.chunk, state, train_key, logger, "maml", seed, checkpoint_dir)}
     train_seconds = time.perf_counter() - started
-    fixed_lr = jnp.asarray(args.inner_lr, jnp.float32)  # the same dtype as MAML's, so one compiled evaluation
-    methods = {"MAML": (state.params, state.inner_lr, obs_stats)}
     if args.pretrained:
-        # The same program with inner lr 0: the inner step is the identity, so the outer PPO steps train one policy
-        # on all tasks with no adaptation, on the same env budget as MAML (its support rollouts go unused).
-        pre_state = pretrain_rl.init(fresh(), optimizer)
-        pre_state = pre_state.replace(inner_lr=jax.tree.map(jnp.zeros_like, pre_state.inner_lr))
-        pre_carry = (pre_state, copy_stats(), buf.init(example))
-        pre_state, pre_stats, _ = _train(
-            args, programs.pretrain_chunk, pre_carry, pretrain_key, logger, "pretrained", seed
-        )
-        methods["pretrained"] = (pre_state.params, fixed_lr, pre_stats)
+        pretrained = programs.init(init_key, hparams, False)
+        states["pretrained"] = _train(args, programs.chunk, pretrained, pretrain_key, logger, "pretrained", seed)
     if args.random_baseline:
-        methods["random init"] = (params0, fixed_lr, initial_stats)
+        states["random init"] = initial
 
     eval_tasks = env.sample_tasks(eval_key, args.eval_tasks)
-    eval_keys = jax.random.split(jax.random.fold_in(eval_key, 1), args.eval_tasks)
-    frozen = buf.freeze(buffer_state)
+    eval_key = jax.random.fold_in(eval_key, 1)
     curves, task_metrics = {}, {}
-    for name, (params, inner_lr, stats) in methods.items():
+    for name, state in states.items():
         modes = {"standard": 0.0, "hybrid": args.experience_weight}
         if name != "MAML" or args.adaptation_mode != "both":
             chosen = "standard" if name != "MAML" else args.adaptation_mode
             modes = {chosen: modes[chosen]}
         for mode, weight in modes.items():
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = programs.evaluate(eval_keys, eval_tasks, params, frozen, weight, stats, inner_lr)
+            returns, extra = programs.evaluate(state, eval_key, eval_tasks, weight)
             curves[label] = np.asarray(returns)
             task_metrics[label] = np.asarray(extra.get("task_metric", returns * np.nan))
 
     oracle = None
     if args.oracle:
-        oracle_returns = programs.oracle(
-            meta_rl, params0, initial_stats, optimizer, oracle_key, eval_tasks, args.oracle_iterations
-        )
-        oracle = np.asarray(oracle_returns[:, -1])
+        oracle = np.asarray(programs.oracle(initial, oracle_key, eval_tasks, args.oracle_iterations)[:, -1])
     return curves, task_metrics, oracle, train_seconds
-
-
-def _fmt(values: np.ndarray) -> list[str]:
-    mean, half = mean_ci(values)
-    return [f"{m:.1f} ± {h:.1f}" for m, h in zip(np.atleast_1d(mean), np.atleast_1d(half), strict=True)]
-
-
-def _gap_closed(curves: dict, oracle: np.ndarray | None) -> dict:
-    """Fraction of the random-init → oracle gap closed after 0 and 1 steps (Finn et al.'s MuJoCo HalfCheetah-Vel:
-    MAML 0.63 → 0.88, pretrained 0.48 → 0.60), from per-task means pooled over seeds."""
-    if oracle is None or "random init" not in curves:
-        return {}
-    floor, ceiling = float(np.mean(curves["random init"][:, 0])), float(np.mean(oracle))
-    return {
-        name: [(float(np.mean(returns[:, k])) - floor) / (ceiling - floor) for k in range(min(2, returns.shape[1]))]
-        for name, returns in curves.items()
-        if name != "random init"
-    }
-
-
-def _paired_gains(curves: dict) -> dict:
-    """Per method, the paired change in return from 0 steps after each step `[K]` (mean and 95% CI half-width)."""
-    gains = {}
-    for name, returns in curves.items():
-        mean, half = mean_ci(returns[:, 1:] - returns[:, :1])
-        gains[name] = {"mean": mean, "ci95": half}
-    return gains
-
-
-def _paired_difference(curves: dict, a: str, b: str) -> dict | None:
-    """Mean and CI of `curves[a] − curves[b]` per step (same tasks and keys), or None if either is missing."""
-    if a not in curves or b not in curves:
-        return None
-    mean, half = mean_ci(curves[a] - curves[b])
-    return {"mean": mean, "ci95": half}
 
 
 def _summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records, train_seconds, total_seconds):
     steps = list(range(args.adapt_steps + 1))
     metric_column = [] if metric_name is None else [f"{metric_name} after {args.adapt_steps}"]
     rows = [
-        [name, *_fmt(returns), *([_fmt(task_metrics[name][:, -1])[0]] if metric_name else [])]
+        [name, *format_ci(returns), *([format_ci(task_metrics[name][:, -1])[0]] if metric_name else [])]
         for name, returns in curves.items()
     ]
     if oracle is not None:
         rows.append(
             [
                 "oracle (trained on each eval task, its last iteration)",
-                _fmt(oracle)[0],
+                format_ci(oracle)[0],
                 *[""] * args.adapt_steps,
                 *[""] * len(metric_column),
             ]
         )
     table = markdown_table(["method", *[f"{k} steps" for k in steps], *metric_column], rows)
-    gains = _paired_gains(curves)
+    gains = paired_gains(curves)
     table += "\n\nPaired change from 0 steps (same tasks and keys):\n\n" + markdown_table(
         ["method", *[f"after {k}" for k in steps[1:]]],
         [
@@ -522,8 +372,8 @@ def _summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records
         ],
     )
     comparisons = {
-        "hybrid_minus_standard": _paired_difference(curves, "MAML + hybrid", "MAML + standard"),
-        "maml_minus_pretrained": _paired_difference(curves, "MAML + standard", "pretrained"),
+        "hybrid_minus_standard": paired_difference(curves, "MAML + hybrid", "MAML + standard"),
+        "maml_minus_pretrained": paired_difference(curves, "MAML + standard", "pretrained"),
     }
     if "MAML + standard" in curves and "pretrained" in curves:
         gain_diff = (curves["MAML + standard"][:, 1] - curves["MAML + standard"][:, 0]) - (
@@ -542,7 +392,7 @@ def _summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records
     if "one_step_gain_maml_minus_pretrained" in comparisons:
         g = comparisons["one_step_gain_maml_minus_pretrained"]
         table += f"\n\nOne-step gain, MAML + standard − pretrained (paired): {g['mean']:+.1f} ± {g['ci95']:.1f}"
-    gap = _gap_closed(curves, oracle)
+    gap = gap_closed(curves, oracle)
     if gap:
         table += "\n\nFraction of the random-init → oracle gap closed after 0 / 1 steps: " + "; ".join(
             f"{name} {' → '.join(f'{v:.2f}' for v in values)}" for name, values in gap.items()

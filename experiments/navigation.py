@@ -6,8 +6,9 @@
 
 A point robot moves from the origin to a goal in U[−0.5, 0.5]² (reward −distance, horizon 100, the episode ends
 within 0.01 of the goal). Return after 0 / 1 / 2 / 3 policy-gradient steps on 40 held-out goals, beside the paper's
-row (MAML −40.41 / −11.68 / −3.33 / −3.23). The pipeline, its outputs and every flag are described in
-`experiments.meta_rl`.
+row (MAML −40.41 / −11.68 / −3.33 / −3.23). Meta-trained for one step, the policy takes its first test step at the
+inner rate and later ones at a tenth of it (`--later-steps-lr-scale 1` keeps the rate: steps 2-3 then overshoot).
+The pipeline, its outputs and every flag are described in `experiments.meta_rl`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ PRESETS = {
         window=10,
         eval_tasks=40,
         eval_trajectories=40,  # MAML-RL's test script adapts with twice the training batch
+        later_steps_lr_scale=0.1,  # steps 2 and 3 at a tenth of the rate (MAML-RL's test script halves it)
         pretrained=False,  # the paper's table has no pretrained row; --pretrained adds one (doubles the time)
         oracle=False,
         checkpoint_every=50,

@@ -26,15 +26,14 @@ import matplotlib
 import numpy as np
 import optax
 
-from experiments.common import (
-    JsonlLogger,
-    make_run_dir,
+from experiments.common import JsonlLogger, make_run_dir, parse_args, train_in_chunks, write_config, write_json
+from experiments.report import (
+    REFERENCE_MAML_PAPER,
+    REFERENCE_META_SGD_PAPER,
+    format_ci,
     markdown_table,
     mean_ci,
-    parse_args,
-    train_in_chunks,
-    write_config,
-    write_json,
+    plot_ci_curve,
 )
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta import MAMLConfig, make_maml
@@ -45,14 +44,6 @@ import matplotlib.pyplot as plt
 
 METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
-# MSE after 1 step as quoted from Li et al. 2017, Table 1 (frequency U[0.8, 1.2]); the 10-shot entries could not
-# be confirmed against a copy of the paper. Finn et al. 2017 (frequency 1) report 5-shot figures after 1/5/10 steps.
-REFERENCE_META_SGD_PAPER = {
-    5: {"maml": "1.13 ± 0.18", "meta_sgd": "0.90 ± 0.16"},
-    10: {"maml": "0.77 (unconfirmed)", "meta_sgd": "0.53 (unconfirmed)"},
-    20: {"maml": "0.48 ± 0.08", "meta_sgd": "0.31 ± 0.05"},
-}
-REFERENCE_MAML_PAPER = {"maml": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,10 +108,6 @@ def _sample_tasks(dist: SinusoidDistribution, key, n_tasks: int, shots: int, que
     support = points(jax.random.split(support_key, n_tasks), tasks, shots)
     query = points(jax.random.split(query_key, n_tasks), tasks, query_points)
     return tasks, (support, query)
-
-
-def _fmt(mean: float, half: float) -> str:
-    return f"{mean:.3f} ± {half:.3f}" if np.isfinite(mean) and mean < 1e6 else "diverged"
 
 
 def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: JsonlLogger):
@@ -211,10 +198,7 @@ def _plot_curves(path: Path, curves: dict):
         for (s, method), mse in curves.items():
             if s != shots:
                 continue
-            mean, half = mean_ci(mse)
-            steps = np.arange(mean.size)
-            ax.plot(steps, mean, marker="o", ms=3, label=LABELS[method])
-            ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+            plot_ci_curve(ax, mse, LABELS[method], band=True)
         ax.set_yscale("log")
         ax.set_xlabel("gradient steps on the support")
         ax.set_ylabel("query MSE (95% CI)")
@@ -256,7 +240,7 @@ def main(args: Args) -> dict:
             }
             rows.append(
                 [shots, LABELS[method]]
-                + [_fmt(mean[k], half[k]) for k in (0, 1, min(5, args.eval_steps), args.eval_steps)]
+                + [format_ci(mse, digits=3)[k] for k in (0, 1, min(5, args.eval_steps), args.eval_steps)]
                 + [REFERENCE_META_SGD_PAPER.get(shots, {}).get(method, "")]
             )
         results["shots"][shots] = per_method

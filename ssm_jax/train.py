@@ -1,0 +1,214 @@
+"""The meta-RL training program that every entry point calls: pure `init / train / evaluate / oracle`.
+
+    trainer = make_meta_rl_trainer(env, policy, TrainerConfig(tasks_per_batch=20, ...))
+    hparams = HParams.create(inner_lr=0.1, outer_lr=3e-3, experience_weight=0.1)
+    state = trainer.init(key, hparams)                    # MAML; adapt=False gives the pretrained baseline
+    state, metrics = trainer.train(state, key, 10)        # 10 meta-iterations in one lax.scan (jit it)
+    returns, extras = trainer.evaluate(state, key, tasks) # [E, adapt_rounds + 1] on held-out tasks
+
+Static choices (sizes, the env, the model, the inner-step program) live in the frozen `TrainerConfig`: changing
+one recompiles. Traced hyperparameters (`HParams`: inner lr, outer lr, experience weight) live in the state, so a
+sweep is a `jax.vmap` over states, not a recompile (rejax's split). `TrainState` is everything a checkpoint needs:
+the MAML state (params, inner lr, optimizer state), the observation statistics, the experience buffer, the
+iteration and the hyperparameters.
+
+Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
+the adapted policy's query windows to the buffer (meta-training is the only writer; evaluation freezes it).
+
+The pretrained baseline is `init(key, hparams, adapt=False)`: the same program with inner lr 0 (the inner step is
+the identity, so the outer PPO steps train one policy on all tasks on MAML's env budget); under Meta-SGD, whose
+learned rates would leave 0, it runs a program with a fixed inner lr. The oracle trains a policy per task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ssm_jax.adapt import AdapterConfig
+from ssm_jax.adapt.rl import make_rl_adaptation
+from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
+from ssm_jax.envs.base import TaskEnv
+from ssm_jax.envs.normalize import RunningMeanStd, normalize
+from ssm_jax.meta.maml import MAMLConfig, MetaState
+from ssm_jax.meta.policy_losses import RLConfig
+from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
+from ssm_jax.models.heads import HeadedModel
+from ssm_jax.rollout import Trajectory
+from ssm_jax.types import Array, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Static trainer settings (changing one recompiles). Rounds and trajectories are per task."""
+
+    tasks_per_batch: int = 5
+    trajectories_per_task: int = 8
+    horizon: int = 200
+    inner_steps: int = 1
+    learn_inner_lr: bool = False
+    first_order: bool = False
+    inner_grad_clip: float | None = None
+    inner_objective: str = "pg"
+    outer_epochs: int = 3
+    buffer_size: int = 10_000
+    window: int = 16
+    experience_batch_size: int = 32
+    adapt_rounds: int = 3
+    later_rounds_lr_scale: float = 1.0
+    eval_trajectories: int | None = None
+
+    def __post_init__(self):
+        sizes = ("tasks_per_batch", "trajectories_per_task", "inner_steps", "outer_epochs", "adapt_rounds", "window")
+        for name in sizes:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.window > self.horizon:
+            raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
+        if self.eval_trajectories is not None and self.eval_trajectories < 1:
+            raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+
+
+@struct.dataclass
+class HParams:
+    """Traced hyperparameters (scalars; a leading run axis under a sweep)."""
+
+    inner_lr: Array
+    outer_lr: Array
+    experience_weight: Array
+
+    @classmethod
+    def create(cls, inner_lr: float = 0.1, outer_lr: float = 3e-3, experience_weight: float = 0.1) -> HParams:
+        if inner_lr <= 0 or outer_lr <= 0 or experience_weight < 0:
+            raise ValueError(
+                f"HParams need inner_lr > 0, outer_lr > 0 and experience_weight >= 0, "
+                f"got {inner_lr}, {outer_lr}, {experience_weight}"
+            )
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
+
+
+@struct.dataclass
+class TrainState:
+    meta: MetaState
+    obs_stats: RunningMeanStd
+    buffer: BufferState
+    iteration: Array
+    hparams: HParams
+
+
+class Trainer(NamedTuple):
+    """The pure training program for one (env, policy, config); see the module docstring."""
+
+    config: TrainerConfig
+    meta_rl: MetaRL
+    init: Callable[..., TrainState]
+    train: Callable[[TrainState, PRNGKey, int], tuple[TrainState, dict]]
+    evaluate: Callable[..., tuple[Array, dict]]
+    oracle: Callable[[TrainState, PRNGKey, Any, int], Array]
+
+
+def _with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
+    """`meta` whose injected Adam learning rate is `outer_lr` (the optimizer state holds the rate it applies)."""
+    opt_state = meta.opt_state
+    return meta.replace(opt_state=opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": outer_lr}))
+
+
+def _learns_inner_lr(state: TrainState) -> bool:
+    """Meta-SGD states carry a params-shaped tree of inner rates; the others a scalar."""
+    return not jax.tree_util.treedef_is_leaf(jax.tree.structure(state.meta.inner_lr))
+
+
+def make_meta_rl_trainer(
+    env: TaskEnv,
+    policy: HeadedModel,
+    config: TrainerConfig,
+    trajectory_metrics: Callable[[Trajectory], dict] | None = None,
+) -> Trainer:
+    """Builds the `Trainer` of MAML-RL on `env` with `policy`. `trajectory_metrics(traj) -> {name: scalar}` adds
+    per-round metrics to `evaluate`'s extras (e.g. a task's tracking error)."""
+    rl_config = RLConfig(inner_objective=config.inner_objective)
+    buf = make_experience_buffer(config.buffer_size)
+    optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)  # the rate comes from `HParams`
+
+    def build(learn_inner_lr: bool, num_envs: int) -> MetaRL:
+        maml_config = MAMLConfig(
+            num_inner_steps=config.inner_steps,
+            first_order=config.first_order,
+            learn_inner_lr=learn_inner_lr,
+            inner_grad_clip=config.inner_grad_clip,
+        )
+        return make_maml_rl(env, policy, maml_config, rl_config, num_envs, config.horizon, config.outer_epochs)
+
+    meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
+    fixed_lr_rl = build(False, config.trajectories_per_task) if config.learn_inner_lr else meta_rl
+    eval_rl = build(config.learn_inner_lr, config.eval_trajectories or config.trajectories_per_task)
+    adapter_config = AdapterConfig(
+        num_steps=1,
+        optimizer="sgd",
+        grad_clip_norm=config.inner_grad_clip,  # the same (optionally clipped) SGD step as the inner loop
+        experience_batch_size=config.experience_batch_size,
+    )
+    curve = make_rl_adaptation(
+        eval_rl,
+        adapter_config,
+        rl_config,
+        config.adapt_rounds,
+        trajectory_metrics,
+        later_rounds_lr_scale=config.later_rounds_lr_scale,
+    )
+
+    def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> TrainState:
+        """The state before training. The same key gives the same initial params and statistics whatever `adapt`,
+        so MAML, the pretrained baseline and random init start from one policy."""
+        params_key, stats_key = jax.random.split(key)
+        params = policy.init(params_key, jnp.zeros((1, env.observation_size)))
+        obs_stats = meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, config.tasks_per_batch), params)
+        program = meta_rl if adapt else fixed_lr_rl
+        meta = program.init(params, optimizer)
+        inner_lr = jax.tree.map(lambda x: jnp.full_like(x, hparams.inner_lr), meta.inner_lr)
+        meta = meta.replace(inner_lr=inner_lr if adapt else jax.tree.map(jnp.zeros_like, inner_lr))
+        meta = _with_outer_lr(meta, hparams.outer_lr)
+        example = (jnp.zeros((config.window, env.observation_size)), jnp.zeros((config.window, env.action_size)))
+        state = TrainState(meta, obs_stats, buf.init(example), jnp.zeros((), jnp.int32), hparams)
+        return jax.tree.map(jnp.array, state)  # every leaf its own buffer: training donates the state
+
+    def train(state: TrainState, key: PRNGKey, num_iterations: int) -> tuple[TrainState, dict]:
+        """`num_iterations` (static) meta-iterations in one `lax.scan`; metrics stacked `[num_iterations]`."""
+        program = meta_rl if _learns_inner_lr(state) or not config.learn_inner_lr else fixed_lr_rl
+
+        def iteration(state: TrainState, k: PRNGKey):
+            task_key, update_key = jax.random.split(k)
+            tasks = env.sample_tasks(task_key, config.tasks_per_batch)
+            meta = _with_outer_lr(state.meta, state.hparams.outer_lr)  # a sweep may have replaced the hparams
+            meta, obs_stats, metrics, query = program.meta_update(meta, state.obs_stats, update_key, tasks)
+            policy_obs = normalize(state.obs_stats, query.obs)  # the statistics the policy sampled them through
+            items, valid = experience_windows(policy_obs, query.action, query.done, config.window)
+            buffer = buf.add(state.buffer, items, valid)
+            return TrainState(meta, obs_stats, buffer, state.iteration + 1, state.hparams), metrics
+
+        return jax.lax.scan(iteration, state, jax.random.split(key, num_iterations))
+
+    def evaluate(state: TrainState, key: PRNGKey, tasks: Any, experience_weight: Array | float = 0.0):
+        """Adaptation curves on `tasks` (leading axis E): `(returns [E, adapt_rounds + 1], extras)`, each task with
+        its own key. Observation statistics are frozen and the buffer is read-only; `experience_weight` 0 is the
+        standard adapter, > 0 the hybrid one. The inner rate is the state's (learned under Meta-SGD; the
+        hyperparameter for the pretrained baseline, whose own is 0)."""
+        learning_rate = state.meta.inner_lr if _learns_inner_lr(state) else state.hparams.inner_lr
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        one = lambda k, task: curve(
+            k, task, state.meta.params, freeze(state.buffer), experience_weight, state.obs_stats, learning_rate
+        )
+        return jax.vmap(one)(keys, tasks)
+
+    def oracle(state: TrainState, key: PRNGKey, tasks: Any, iterations: int) -> Array:
+        """Per-task training from `state`'s params and statistics (`meta.rl.train_per_task`): `[E, iterations]`."""
+        adam = optax.adam(state.hparams.outer_lr)
+        return train_per_task(fixed_lr_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
+
+    return Trainer(config, meta_rl, init, train, evaluate, oracle)
