@@ -35,6 +35,7 @@ several seeds each writes `checkpoint_seed<k>/`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -265,6 +266,37 @@ class _Programs(NamedTuple):
     oracle: Callable
 
 
+# Fields that change what is run, not the compiled programs (the hyperparameters are traced `HParams`).
+_RUN_ONLY_FIELDS = frozenset(
+    {
+        "preset", "seed", "num_seeds", "out_dir", "resume", "plots", "checkpoint_every", "iterations", "eval_tasks",
+        "pretrained", "random_baseline", "oracle", "oracle_iterations", "inner_lr", "outer_lr", "experience_weight",
+        "adaptation_mode",
+    }
+)  # fmt: skip
+
+
+def _program_key(args: Args) -> tuple:
+    return tuple((f.name, getattr(args, f.name)) for f in dataclasses.fields(args) if f.name not in _RUN_ONLY_FIELDS)
+
+
+@functools.cache
+def _compiled(key: tuple) -> tuple:
+    """The env and the jitted trainer functions for one program key, built once per process: a second `main` with
+    other seeds, hyperparameters or output directory reuses the compiled programs."""
+    fields = dict(key)
+    chunk = fields["chunk_size"]
+    args = dataclasses.replace(Args(), **fields, iterations=chunk, checkpoint_every=chunk)
+    env, trainer = _build(args)
+    programs = _Programs(
+        init=jax.jit(trainer.init, static_argnums=2),
+        chunk=jax.jit(lambda state, key: trainer.train(state, key, chunk), donate_argnums=0),
+        evaluate=jax.jit(trainer.evaluate),
+        oracle=jax.jit(trainer.oracle, static_argnums=3),
+    )
+    return env, programs
+
+
 def main(args: Args) -> dict:
     """Meta-trains, runs the baselines and evaluates on held-out tasks for each seed; returns the results dict
     (`returns[method]`: mean return after 0..K adaptation rounds, pooled over held-out tasks and seeds)."""
@@ -274,13 +306,7 @@ def main(args: Args) -> dict:
     run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
     write_config(run_dir, args)
     logger = JsonlLogger(run_dir / "metrics.jsonl")
-    env, trainer = _build(args)
-    programs = _Programs(
-        init=jax.jit(trainer.init, static_argnums=2),
-        chunk=jax.jit(lambda state, key: trainer.train(state, key, args.chunk_size), donate_argnums=0),
-        evaluate=jax.jit(trainer.evaluate),
-        oracle=jax.jit(trainer.oracle, static_argnums=3),
-    )
+    env, programs = _compiled(_program_key(args))
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     per_seed, train_seconds = [], 0.0
     for seed in range(args.seed, args.seed + args.num_seeds):

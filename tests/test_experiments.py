@@ -55,8 +55,9 @@ def _results_without_timing(run_dir) -> dict:
     return {k: v for k, v in stored.items() if k not in ("run_dir", "train_seconds", "total_seconds")}
 
 
+@pytest.mark.slow
 def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp_path):
-    from experiments import halfcheetah_vel
+    from experiments import halfcheetah_vel, meta_rl
 
     args = dataclasses.replace(halfcheetah_vel.PRESETS["smoke"], oracle=True, num_seeds=2, out_dir=str(tmp_path / "a"))
     results = halfcheetah_vel.main(args)
@@ -90,8 +91,11 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert per_task.shape == (2 * args.eval_tasks, 4)  # held-out tasks of both seeds, pooled
     assert not np.allclose(per_task[: args.eval_tasks], per_task[args.eval_tasks :])  # seeds draw their own goals
 
-    # A fresh run of the same preset and seeds writes the same results, number for number.
-    halfcheetah_vel.main(dataclasses.replace(args, out_dir=str(tmp_path / "b")))
+    # A second run of the same preset and seeds writes the same results, number for number, on the programs the
+    # first one compiled (other seeds, hyperparameters and output directories reuse them too).
+    hits = meta_rl._compiled.cache_info().hits
+    halfcheetah_vel.main(dataclasses.replace(args, out_dir=str(tmp_path / "b"), inner_lr=args.inner_lr * 1.0))
+    assert meta_rl._compiled.cache_info().hits == hits + 1
     assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
 
 

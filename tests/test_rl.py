@@ -17,6 +17,7 @@ from ssm_jax.meta.policy_losses import PolicyBatch, RLConfig, make_policy_losses
 from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
+from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 
 def test_discounted_returns_and_gae_match_hand_computation():
@@ -107,36 +108,25 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     assert float(metrics["inner_clip_fraction"]) == 0.0  # no inner clip configured
 
 
+@pytest.mark.slow
 def test_maml_rl_learns_to_adapt_on_navigation(key):
     """Finn et al.'s 2D navigation at a test's budget: one inner step takes held-out goals from about −40 to above
     −15 (the paper: −40.4 → −11.7), far beyond what the same step does for a random policy."""
-    env, policy, rl, meta_rl = _nav_meta_rl(outer_epochs=3, num_envs=20)
-    eval_rl = _nav_meta_rl(num_envs=40)[3]  # MAML-RL tests with twice the trajectories
-    init_params = policy.init(key, jnp.zeros((1, 2)))
-    state = meta_rl.init(init_params, optax.adam(5e-3))
-    stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 20), init_params)
-
-    @jax.jit
-    def chunk(carry, key):
-        def body(carry, k):
-            task_key, update_key = jax.random.split(k)
-            state, stats, metrics, _ = meta_rl.meta_update(*carry, update_key, env.sample_tasks(task_key, 20))
-            return (state, stats), metrics
-
-        return jax.lax.scan(body, carry, jax.random.split(key, 10))
-
-    carry = (state, stats)
+    env, policy, _, _ = _nav_meta_rl()
+    config = TrainerConfig(
+        tasks_per_batch=20, trajectories_per_task=20, horizon=100, window=10, buffer_size=100, adapt_rounds=1,
+        eval_trajectories=40,  # MAML-RL tests with twice the trajectories
+    )  # fmt: skip
+    trainer = make_meta_rl_trainer(env, policy, config)
+    initial = trainer.init(key, HParams.create(inner_lr=0.1, outer_lr=5e-3))
+    train = jax.jit(trainer.train, static_argnums=2)
+    state = initial
     for k in jax.random.split(jax.random.key(1), 6):
-        carry, _ = chunk(carry, k)
-    state, stats = carry
-    adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
-    curve = jax.jit(
-        jax.vmap(make_rl_adaptation(eval_rl, adapter, rl, 1, mode="standard"), (0, 0, None, None, None, None, None))
-    )
+        state, _ = train(state, k, 10)
+    evaluate = jax.jit(trainer.evaluate)
     held_out = env.sample_tasks(jax.random.key(123), 40)
-    keys = jax.random.split(jax.random.key(7), 40)
-    trained, _ = curve(keys, held_out, state.params, None, 0.0, stats, 0.1)
-    untrained, _ = curve(keys, held_out, init_params, None, 0.0, stats, 0.1)
+    trained, _ = evaluate(state, jax.random.key(7), held_out)
+    untrained, _ = evaluate(initial, jax.random.key(7), held_out)
     pre, post = float(trained[:, 0].mean()), float(trained[:, 1].mean())
     random_gain = float((untrained[:, 1] - untrained[:, 0]).mean())
     assert post > -15.0, (pre, post)

@@ -12,12 +12,13 @@ the same convention, so one loss serves both). One `update` runs `num_steps` opt
   sampled from the (read-only) buffer at every step. While the buffer is empty the term's weight is 0.
   `experience_weight = 0` gives exactly `standard`.
 
-Guards, in order: the strategy's loss transform (`none`, `tent`, or registered), `optax.clip_by_global_norm`,
-the optimizer direction (`optax.scale_by_adam` or plain SGD) times `-learning_rate`, the per-parameter step bound
-`‖Δp‖ ≤ max_step_scale·‖p‖`, the trust-region projection onto `‖p − anchor‖ ≤ trust_region_eps`, and the EMA
-anchor update. A non-finite loss or gradient skips the step (params, optimizer state and anchor unchanged) and is
-counted. `learning_rate` and `experience_weight` live in `AdaptState` as arrays, so sweeps can vmap over them.
-Everything is pure: `jax.vmap(adapter.update)` over a task axis adapts many tasks at once.
+Guards, in order: the strategy's loss transform (`none`, `tent`, or registered), then one optax chain —
+`clip_by_global_norm`, the direction (`scale_by_adam` or plain SGD), `× −learning_rate` (traced, scalar or
+per-parameter), the per-parameter step bound `‖Δp‖ ≤ max_step_scale·‖p‖` — wrapped in `optax.apply_if_finite`,
+then the trust-region projection onto `‖p − anchor‖ ≤ trust_region_eps` and the EMA anchor update. A non-finite
+gradient skips the step (params, optimizer state and anchor unchanged) and is counted. `learning_rate` and
+`experience_weight` live in `AdaptState` as arrays, so sweeps can vmap over them. Everything is pure:
+`jax.vmap(adapter.update)` over a task axis adapts many tasks at once.
 
 `aux` may carry `"logits"` (categorical outputs `[..., K]`) or `"predictions"` (real outputs `[..., O]`); they
 feed the seeds' meta-features (predictive entropy and confidence from logits; prediction variance and feature
@@ -36,9 +37,10 @@ import optax
 from flax import struct
 
 from ssm_jax import buffer as buffer_lib
-from ssm_jax.adapt.guards import all_finite, bound_relative_step, project_to_ball
-from ssm_jax.adapt.strategies import get_strategy, predictive_entropy
-from ssm_jax.types import Array, Params, PRNGKey, PyTree, per_parameter, tree_where
+from ssm_jax.adapt.features import MetaFeatures, batch_features, track_features
+from ssm_jax.adapt.guards import bound_relative_step, project_to_ball, scale_by_traced_learning_rate
+from ssm_jax.adapt.strategies import get_strategy
+from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
 
 ADAPTATION_MODES = ("standard", "hybrid")
 OPTIMIZERS = ("adam", "sgd")
@@ -86,22 +88,6 @@ class AdapterConfig:
 
 
 @struct.dataclass
-class MetaFeatures:
-    """Exponential moving statistics of the model's outputs on the adaptation batches (scalars)."""
-
-    entropy: Array
-    confidence: Array
-    variance: Array
-    output_mean: Array
-    output_sq_mean: Array
-    updates: Array
-
-    @classmethod
-    def zeros(cls) -> MetaFeatures:
-        return cls(*(jnp.zeros((), jnp.float32) for _ in range(5)), updates=jnp.zeros((), jnp.int32))
-
-
-@struct.dataclass
 class AdaptState:
     opt_state: optax.OptState
     anchor: Params
@@ -115,47 +101,6 @@ class AdaptState:
 class Adapter(NamedTuple):
     init: Callable[[Params], AdaptState]
     update: Callable[..., tuple[AdaptState, Params, dict]]
-
-
-def _batch_features(aux: Any) -> dict:
-    """Entropy, confidence, variance and mean/second moment of the outputs named in `aux` (zeros if none)."""
-    zero = jnp.zeros((), jnp.float32)
-    stats = {"entropy": zero, "confidence": zero, "variance": zero, "mean": zero, "sq_mean": zero}
-    if not isinstance(aux, dict):
-        return stats
-    if "logits" in aux:
-        logits = aux["logits"]
-        probs = jax.nn.softmax(logits)
-        stats["entropy"] = predictive_entropy(logits)
-        stats["confidence"] = jnp.mean(jnp.max(probs, axis=-1))
-        outputs = probs
-    elif "predictions" in aux:
-        outputs = aux["predictions"]
-    else:
-        return stats
-    flat = outputs.reshape(-1, outputs.shape[-1])
-    stats["variance"] = jnp.mean(jnp.var(flat, axis=0))
-    stats["mean"] = jnp.mean(flat)
-    stats["sq_mean"] = jnp.mean(flat**2)
-    return {k: v.astype(jnp.float32) for k, v in stats.items()}
-
-
-def _track_features(features: MetaFeatures, batch: dict, decay: float) -> tuple[MetaFeatures, Array]:
-    """Updates the moving statistics; returns them and the feature shift (standardised mean change)."""
-    first = features.updates == 0
-    rate = jnp.where(first, 1.0, 1.0 - decay)
-    mix = lambda old, new: old + rate * (new - old)
-    spread = jnp.sqrt(jnp.maximum(features.output_sq_mean - features.output_mean**2, 0.0)) + 1e-6
-    shift = jnp.where(first, 0.0, jnp.abs(batch["mean"] - features.output_mean) / spread)
-    updated = MetaFeatures(
-        entropy=mix(features.entropy, batch["entropy"]),
-        confidence=mix(features.confidence, batch["confidence"]),
-        variance=mix(features.variance, batch["variance"]),
-        output_mean=mix(features.output_mean, batch["mean"]),
-        output_sq_mean=mix(features.output_sq_mean, batch["sq_mean"]),
-        updates=features.updates + 1,
-    )
-    return updated, shift
 
 
 def make_adapter(
@@ -172,11 +117,14 @@ def make_adapter(
     config = AdapterConfig() if config is None else config
     strategy = get_strategy(config.strategy)
     hybrid = mode == "hybrid"
-    direction = optax.chain(
+    transform = optax.chain(
         optax.clip_by_global_norm(config.grad_clip_norm) if config.grad_clip_norm else optax.identity(),
         optax.scale_by_adam() if config.optimizer == "adam" else optax.identity(),
+        scale_by_traced_learning_rate(),
+        bound_relative_step(config.max_step_scale) if config.max_step_scale else optax.identity(),
     )
-    step_bound = bound_relative_step(config.max_step_scale) if config.max_step_scale else None
+    if config.skip_nonfinite:  # a non-finite gradient leaves params and optimizer state as they were, and is counted
+        transform = optax.apply_if_finite(transform, max_consecutive_errors=jnp.iinfo(jnp.int32).max)
 
     def objective(params, batch, experience, weight):
         loss, aux = loss_fn(params, batch)
@@ -189,7 +137,7 @@ def make_adapter(
 
     def init(params: Params) -> AdaptState:
         return AdaptState(
-            opt_state=direction.init(params),
+            opt_state=transform.init(params),
             anchor=params,
             learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
             experience_weight=jnp.asarray(config.experience_weight, jnp.float32),
@@ -216,41 +164,32 @@ def make_adapter(
             if hybrid:
                 experience, mask = buffer_lib.sample(buffer_state, step_key, config.experience_batch_size)
                 weight = jnp.where(jnp.any(mask), astate.experience_weight, 0.0)
-            (total, (loss, experience_loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(
+            (_, (loss, experience_loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(
                 params, batch, experience, weight
             )
-            direction_updates, opt_state = direction.update(grads, astate.opt_state, params)
-            updates = jax.tree.map(
-                lambda u, lr: -lr * u, direction_updates, per_parameter(astate.learning_rate, params)
-            )
-            if step_bound is not None:
-                updates, _ = step_bound.update(updates, optax.EmptyState(), params)
+            updates, opt_state = transform.update(grads, astate.opt_state, params, learning_rate=astate.learning_rate)
             new_params = optax.apply_updates(params, updates)
-            if config.trust_region_eps is not None:
-                new_params = project_to_ball(new_params, astate.anchor, config.trust_region_eps)
+            ok = opt_state.last_finite if config.skip_nonfinite else jnp.asarray(True)
             anchor = astate.anchor
+            if config.trust_region_eps is not None:
+                projected = project_to_ball(new_params, anchor, config.trust_region_eps)
+                new_params = tree_where(ok, projected, new_params)
             if config.ema_decay is not None:
-                anchor = optax.incremental_update(new_params, anchor, 1.0 - config.ema_decay)
-            ok = all_finite(total, grads) if config.skip_nonfinite else jnp.asarray(True)
-            new_params = tree_where(ok, new_params, params)
-            astate = astate.replace(
-                opt_state=tree_where(ok, opt_state, astate.opt_state),
-                anchor=tree_where(ok, anchor, astate.anchor),
-                step=astate.step + 1,
-                skipped=astate.skipped + (~ok).astype(jnp.int32),
-            )
+                anchor = tree_where(ok, optax.incremental_update(new_params, anchor, 1.0 - config.ema_decay), anchor)
+            skipped = astate.skipped + (~ok).astype(jnp.int32)
+            astate = astate.replace(opt_state=opt_state, anchor=anchor, step=astate.step + 1, skipped=skipped)
             metrics = {
                 "loss": loss,
                 "experience_loss": experience_loss,
                 "grad_norm": optax.tree.norm(grads),
                 "skipped": ~ok,
             }
-            return (astate, new_params), (metrics, _batch_features(aux))
+            return (astate, new_params), (metrics, batch_features(aux))
 
         keys = jax.random.split(key, config.num_steps)
-        (astate, params), (steps, batch_features) = jax.lax.scan(one_step, (astate, params), keys)
-        pre_update = jax.tree.map(lambda x: x[0], batch_features)
-        features, shift = _track_features(astate.features, pre_update, config.monitor_decay)
+        (astate, params), (steps, step_features) = jax.lax.scan(one_step, (astate, params), keys)
+        pre_update = jax.tree.map(lambda x: x[0], step_features)
+        features, shift = track_features(astate.features, pre_update, config.monitor_decay)
         astate = astate.replace(features=features)
         metrics = {
             "loss_before": steps["loss"][0],

@@ -1,8 +1,8 @@
 """Stability guards for test-time adaptation that optax does not provide as such.
 
-Gradient clipping and the optimizers come from optax (`clip_by_global_norm`, `adam`, `sgd`); the EMA anchor
-uses `optax.incremental_update`. Written here: the per-parameter step bound, the trust-region projection
-and the non-finite check.
+Gradient clipping, the optimizers and the non-finite skip come from optax (`clip_by_global_norm`, `scale_by_adam`,
+`apply_if_finite`); the EMA anchor uses `optax.incremental_update`. Written here: the traced (possibly
+per-parameter) learning-rate scale, the per-parameter step bound and the trust-region projection.
 """
 
 from __future__ import annotations
@@ -11,7 +11,19 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ssm_jax.types import Array, PyTree
+from ssm_jax.types import Array, PyTree, per_parameter
+
+
+def scale_by_traced_learning_rate() -> optax.GradientTransformationExtraArgs:
+    """`u ↦ −learning_rate · u`, with `learning_rate` passed to `update` as an extra argument: a traced scalar or,
+    for Meta-SGD, a params-shaped tree of per-parameter rates (optax's `scale_by_learning_rate` takes one float)."""
+
+    def update_fn(updates, state, params=None, *, learning_rate, **extra_args):
+        del params, extra_args
+        rates = per_parameter(learning_rate, updates)
+        return jax.tree.map(lambda u, lr: -lr * u, updates, rates), state
+
+    return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update_fn)
 
 
 def bound_relative_step(max_step_scale: float) -> optax.GradientTransformation:
@@ -37,9 +49,3 @@ def project_to_ball(params: PyTree, center: PyTree, radius: float | Array) -> Py
     norm = optax.tree.norm(delta)
     scale = jnp.minimum(1.0, radius / jnp.maximum(norm, jnp.finfo(norm.dtype).tiny))
     return jax.tree.map(lambda c, d: c + scale * d, center, delta)
-
-
-def all_finite(*trees: PyTree) -> Array:
-    """True iff every leaf of every tree is finite."""
-    leaves = [leaf for tree in trees for leaf in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
