@@ -66,7 +66,7 @@ from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-ADAPTATION_MODES = ("both", "standard", "hybrid")
+ADAPTATION_MODE_CHOICES = ("both", "standard", "hybrid")
 RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d")
 
 
@@ -122,9 +122,9 @@ class Args:
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
             raise ValueError(f"unknown model {self.model!r}; expected one of {', '.join(MODEL_NAMES)}")
-        if self.adaptation_mode not in ADAPTATION_MODES:
+        if self.adaptation_mode not in ADAPTATION_MODE_CHOICES:
             raise ValueError(
-                f"adaptation_mode must be one of {', '.join(ADAPTATION_MODES)}, got {self.adaptation_mode!r}"
+                f"adaptation_mode must be one of {', '.join(ADAPTATION_MODE_CHOICES)}, got {self.adaptation_mode!r}"
             )
         if self.env not in RL_ENVS:
             raise ValueError(f"env must be a meta-RL family ({', '.join(RL_ENVS)}), got {self.env!r}")

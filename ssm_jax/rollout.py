@@ -3,13 +3,13 @@
     traj = rollout(key, env, task, policy, params, num_envs=8, horizon=200, obs_stats=stats)
     # vmap over tasks: jax.vmap(lambda k, t: rollout(k, env, t, policy, params, 8, 200))(keys, tasks)
 
-`policy` is a `HeadedModel` with a `"pi"` head (`GaussianHead` or `CategoricalHead`) and optionally a `"value"`
-head; it sees the observation standardised by `obs_stats` (a frozen `RunningMeanStd`; None feeds it raw), while
-the trajectory records the raw observation, so the losses replay it through the same statistics
-(`normalize(obs_stats, traj.obs)`). The env auto-resets; the policy carry is reset before the first step of every
-episode (popjaxrl style), and `traj.resets` records where. Re-running
-`policy.apply(params, traj.initial_carry[n], traj.obs[:, n], traj.resets[:, n])` reproduces the rollout's
-outputs, which is how the RL losses evaluate (and differentiate) a trajectory.
+`policy` is a `HeadedModel` with a `"pi"` head (`GaussianHead` or `CategoricalHead`; other heads are ignored:
+the losses use MAML-RL's linear feature baseline, not a learned value). It sees the observation standardised by
+`obs_stats` (a frozen `RunningMeanStd`; None feeds it raw), while the trajectory records the raw observation, so
+the losses replay it through the same statistics (`normalize(obs_stats, traj.obs)`). The env auto-resets; the
+policy carry is reset before the first step of every episode (popjaxrl style), and `traj.resets` records where.
+Re-running `policy.apply(params, traj.initial_carry[n], traj.obs[:, n], traj.resets[:, n])` reproduces the
+rollout's outputs, which is how the RL losses evaluate (and differentiate) a trajectory.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class Trajectory(NamedTuple):
     terminated: Array
     truncated: Array
     log_prob: Array
-    value: Array
     next_obs: Array
     resets: Array
     initial_carry: Any
@@ -99,7 +98,6 @@ def rollout(
             terminated=info["terminated"],
             truncated=info["truncated"],
             log_prob=action_log_prob(out["pi"], action),
-            value=out["value"] if "value" in out else jnp.zeros(num_envs, jnp.float32),
             next_obs=info["final_obs"],
             resets=resets,
             initial_carry=None,

@@ -212,7 +212,6 @@ def test_prepare_batch_does_not_bootstrap_at_the_fixed_horizon():
         terminated=column(np.zeros(6, bool)),
         truncated=column(done),
         log_prob=jnp.zeros((6, 1)),
-        value=jnp.zeros((6, 1)),
         next_obs=jnp.asarray(next_obs),
         resets=column(np.array([True, False, False, True, False, False])),
         initial_carry=(),
@@ -254,17 +253,8 @@ def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(ke
     tasks = env.sample_tasks(key, 2)
     stats = meta_rl.initial_obs_stats(key, tasks, params)
     assert float(stats.count) == 2 * 10 * 100 and np.all(np.asarray(stats.var) > 0)
-    np.testing.assert_allclose(
-        stats.mean,
-        jnp.mean(
-            jax.vmap(meta_rl.sample, (0, 0, None, None))(jax.random.split(key, 2), tasks, params, None).obs.reshape(
-                -1, 2
-            ),
-            axis=0,
-        ),
-        rtol=1e-4,
-        atol=1e-6,
-    )
+    sampled = jax.vmap(meta_rl.sample_trajectories, (0, 0, None, None))(jax.random.split(key, 2), tasks, params, None)
+    np.testing.assert_allclose(stats.mean, jnp.mean(sampled.obs.reshape(-1, 2), axis=0), rtol=1e-4, atol=1e-6)
     adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
     curve = jax.jit(make_rl_adaptation(meta_rl, adapter, rl, 2, mode="standard"))
     task = jax.tree.map(lambda x: x[0], tasks)

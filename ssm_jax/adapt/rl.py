@@ -70,7 +70,7 @@ def make_rl_adaptation(
             astate, params = carry
             round_key, lr_scale = inputs
             sample_key, update_key = jax.random.split(round_key)
-            traj = meta_rl.sample(sample_key, task, params, obs_stats)
+            traj = meta_rl.sample_trajectories(sample_key, task, params, obs_stats)
             batch = prepare_batch(traj, rl_config, obs_stats)
             astate = astate.replace(learning_rate=jax.tree.map(lambda lr: lr * lr_scale, first_lr))
             astate, params, _ = adapter.update(astate, params, batch, buffer_state, update_key)

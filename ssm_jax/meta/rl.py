@@ -31,7 +31,7 @@ from ssm_jax.types import Array, Params, PRNGKey
 
 class MetaRL(NamedTuple):
     maml: MAML
-    sample: Callable[[PRNGKey, Any, Params, RunningMeanStd], Trajectory]
+    sample_trajectories: Callable[[PRNGKey, Any, Params, RunningMeanStd], Trajectory]
     initial_obs_stats: Callable
     meta_update: Callable
     pretrain_update: Callable
@@ -71,12 +71,12 @@ def make_maml_rl(
     maml = make_maml(inner_loss, maml_config, outer_loss_fn=ppo_loss)
     num_inner_steps = maml_config.num_inner_steps
 
-    def sample(key, task, params, obs_stats):
+    def sample_trajectories(key, task, params, obs_stats):
         return rollout(key, env, task, policy, jax.lax.stop_gradient(params), num_envs, horizon, obs_stats)
 
     def initial_obs_stats(key: PRNGKey, tasks: Any, params: Params) -> RunningMeanStd:
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        trajs = jax.vmap(sample, in_axes=(0, 0, None, None))(keys, tasks, params, None)
+        trajs = jax.vmap(sample_trajectories, in_axes=(0, 0, None, None))(keys, tasks, params, None)
         return update_stats(RunningMeanStd.create(env.observation_size), trajs.obs)
 
     def sample_task(key, task, params, inner_lr, obs_stats):
@@ -87,7 +87,7 @@ def make_maml_rl(
 
         def round_(fast, inputs):
             round_key, is_support = inputs
-            traj = sample(round_key, task, fast, obs_stats)
+            traj = sample_trajectories(round_key, task, fast, obs_stats)
             batch = prepare_batch(traj, rl_config, obs_stats)
             fast, grad_norm = jax.lax.cond(
                 is_support,
@@ -127,7 +127,7 @@ def make_maml_rl(
 
     def pretrain_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        trajs = jax.vmap(sample, in_axes=(0, 0, None, None))(keys, tasks, state.params, obs_stats)
+        trajs = jax.vmap(sample_trajectories, in_axes=(0, 0, None, None))(keys, tasks, state.params, obs_stats)
         batches = jax.vmap(lambda t: prepare_batch(t, rl_config, obs_stats))(trajs)
 
         def epoch(state, _):
@@ -150,7 +150,7 @@ def make_maml_rl(
 
     return MetaRL(
         maml,
-        sample,
+        sample_trajectories,
         initial_obs_stats,
         meta_update,
         pretrain_update,

@@ -1,9 +1,9 @@
 """Output heads composable with any sequence core, and the distributions they parameterise.
 
-    policy = attach_heads(make_model("ssm", cfg), policy=GaussianHead(action_dim), value=ValueHead())
+    policy = attach_heads(make_model("ssm", cfg), pi=GaussianHead(action_dim), value=ValueHead())
     params = policy.init(key, xs)                 # {"core": ..., "heads": ...}
     carry, out = policy.apply(params, carry, xs, resets)
-    out["policy"].mean: [T, A], out["policy"].log_std: [T, A], out["value"]: [T]
+    out["pi"].mean: [T, A], out["pi"].log_std: [T, A], out["value"]: [T]
 
 Heads act per time step on the core's output features `[..., O]`.
 """
@@ -117,9 +117,10 @@ class HeadedModel:
 
 
 def attach_heads(core: SequenceModel, **heads: nn.Module) -> HeadedModel:
-    """Composes `core` with named heads, e.g. `attach_heads(core, policy=GaussianHead(6), value=ValueHead())`."""
+    """Composes `core` with named heads, e.g. `attach_heads(core, pi=GaussianHead(6), value=ValueHead())`
+    (the meta-RL pipeline reads the `"pi"` head)."""
     if not heads:
-        raise ValueError("attach_heads needs at least one head, e.g. policy=GaussianHead(action_dim)")
+        raise ValueError("attach_heads needs at least one head, e.g. pi=GaussianHead(action_dim)")
     return HeadedModel(core, _Heads(heads))
 
 
