@@ -40,7 +40,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,9 +57,11 @@ from experiments.report import (
     paired_difference,
     paired_gains,
     plot_adaptation,
+    save_figure,
 )
 from ssm_jax import checkpoint, envs
-from ssm_jax.envs.brax_tasks import BraxTaskEnv
+from ssm_jax.envs.brax_tasks import BACKENDS, BraxTaskEnv
+from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
@@ -73,51 +75,86 @@ RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant
 @dataclasses.dataclass(frozen=True)
 class NetworkArgs:
     state_dim: int = 32
+    """SSM / S5 state size."""
     hidden_dim: int = 64
+    """Width of every hidden layer (and of the policy features)."""
     num_layers: int = 2
+    """Layers of the sequence model (hidden layers for mlp)."""
     init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     preset: str = "cpu"
-    env: str = "halfcheetah-vel"
-    backend: str = "spring"
-    goals: str = "uniform"
+    """The preset these values came from (choose it with --preset)."""
+    env: Literal[RL_ENVS] = "halfcheetah-vel"
+    """The meta-RL task family."""
+    backend: Literal[BACKENDS] = "spring"
+    """brax physics backend (brax families only)."""
+    goals: Literal["uniform", "seed"] = "uniform"
+    """halfcheetah-vel goals: U[0, 2], or the seeds' 0.5, 1, ..., 2.5."""
     horizon: int = 200
-    model: str = "ssm"
+    """Steps per episode."""
+    model: Literal[MODEL_NAMES] = "ssm"
+    """The policy's sequence model."""
     network: NetworkArgs = NetworkArgs()
     iterations: int = 60
+    """Meta-iterations (each: tasks_per_batch tasks)."""
     chunk_size: int = 5
+    """Meta-iterations per jitted call (one host sync, log line and progress update each)."""
     tasks_per_batch: int = 5
     trajectories_per_task: int = 8
+    """Trajectories per task and sampling round."""
     inner_lr: float = 0.1
+    """Inner policy-gradient step size (the start value under --learn-inner-lr)."""
     inner_steps: int = 1
+    """Inner steps in meta-training, each on fresh trajectories."""
     learn_inner_lr: bool = False
+    """Meta-SGD: learn per-parameter inner rates and adapt with them at test time."""
     inner_grad_clip: float | None = None
+    """Clip the inner gradient to this global norm (None: no clip)."""
     first_order: bool = False
-    inner_objective: str = "pg"
+    """First-order MAML (no gradient through the inner step)."""
+    inner_objective: Literal[INNER_OBJECTIVES] = "pg"
+    """pg: vanilla policy gradient (MAML-RL); lvc: ProMP's low-variance curvature objective."""
     outer_lr: float = 3e-3
+    """Adam learning rate of the outer (PPO) steps."""
     outer_epochs: int = 3
-    adaptation_mode: str = "both"
+    """PPO epochs per meta-iteration."""
+    adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
+    """Test-time adapters evaluated for MAML."""
     buffer_size: int = 10_000
+    """ExperienceBuffer capacity in windows."""
     experience_batch_size: int = 32
+    """Windows replayed per hybrid step."""
     experience_weight: float = 0.1
+    """Weight of the hybrid adapter's behaviour-cloning term."""
     window: int = 16
+    """Steps per buffer window."""
     adapt_steps: int = 3
+    """Test-time adaptation rounds (sample, then one step)."""
     later_steps_lr_scale: float = 1.0
+    """Factor on the inner rate for test-time steps after the first."""
     eval_tasks: int = 16
+    """Held-out tasks per seed."""
     eval_trajectories: int | None = None
+    """Trajectories per test-time round (None: trajectories_per_task)."""
     pretrained: bool = True
+    """Also train and evaluate the pretrained baseline (doubles the training time)."""
     random_baseline: bool = True
+    """Also evaluate the untrained policy."""
     oracle: bool = False
+    """Also train a policy on each held-out task (the random -> oracle gap)."""
     oracle_iterations: int = 30
     checkpoint_every: int = 20
+    """Meta-iterations between checkpoints (a multiple of chunk_size)."""
     resume: str | None = None
+    """A run directory to continue from its checkpoint."""
     seed: int = 0
     num_seeds: int = 1
+    """Run seeds seed .. seed + num_seeds - 1 and pool their held-out tasks."""
     out_dir: str = "runs/halfcheetah_vel"
-    plots: bool = True
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
@@ -252,9 +289,7 @@ def _plot_learning(path: Path, records: list[dict]):
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("mean episode return (training tasks, mean over seeds)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 class _Programs(NamedTuple):

@@ -102,6 +102,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_f
     return "\n".join(lines)
 
 
+def save_figure(fig, path: Path) -> None:
+    """Writes `fig` to `path` (PNG, tight layout) and closes it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_ci_curve(ax, values: np.ndarray, label: str, band: bool = False):
     """Mean over the leading axis of `values` `[n, K + 1]` against steps 0..K, with its 95% CI as error bars (or a
     shaded band)."""
@@ -132,6 +139,4 @@ def plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, referen
     ax.set_xlabel("adaptation rounds on the held-out task")
     ax.set_ylabel("episode return\n(mean, 95% CI over tasks and seeds)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

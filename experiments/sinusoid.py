@@ -34,6 +34,7 @@ from experiments.report import (
     markdown_table,
     mean_ci,
     plot_ci_curve,
+    save_figure,
 )
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta import MAMLConfig, make_maml
@@ -186,9 +187,7 @@ def _plot_fits(path: Path, args: Args, dist, fitted: dict, eval_tasks, eval_batc
                 ax.plot(x_grid[:, 0], prediction, style, label=f"{LABELS[method]}, {steps} steps")
         ax.set_title(f"held-out task {i}")
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _plot_curves(path: Path, curves: dict):
@@ -204,9 +203,7 @@ def _plot_curves(path: Path, curves: dict):
         ax.set_ylabel("query MSE (95% CI)")
         ax.set_title(f"{shots}-shot, held-out tasks")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(args: Args) -> dict:
