@@ -155,6 +155,8 @@ class Args:
     num_seeds: int = 1
     """Run seeds seed .. seed + num_seeds - 1 and pool their held-out tasks."""
     out_dir: str = "runs/halfcheetah_vel"
+    plots: bool = True
+    """Write learning_curve.png and adaptation_curve.png."""
 
     def __post_init__(self):
         if self.model not in MODEL_NAMES:
