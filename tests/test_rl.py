@@ -19,6 +19,8 @@ from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
+SLOW = pytest.mark.slow  # over 30 s on the idle 2-core machine
+
 
 def test_discounted_returns_and_gae_match_hand_computation():
     rewards = jnp.array([1.0, 2.0, 3.0, 4.0])
@@ -134,6 +136,7 @@ def test_maml_rl_learns_to_adapt_on_navigation(key):
     assert post - pre > random_gain + 10.0, (pre, post, random_gain)
 
 
+@pytest.mark.slow
 def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
     # The flagship's pretrained baseline runs MAML's program with inner lr 0: that must be plain PPO on all tasks.
     env, policy, rl, meta_rl = _nav_meta_rl()
@@ -174,7 +177,9 @@ def test_rollout_of_experience_windows_respects_boundaries(key):
     np.testing.assert_allclose(actions[0], traj.action[:4, 0])
 
 
-@pytest.mark.parametrize("name", ["s5", "lstm", "gru", "transformer"])
+@pytest.mark.parametrize(
+    "name", [pytest.param("s5", marks=SLOW), "lstm", "gru", pytest.param("transformer", marks=SLOW)]
+)
 def test_every_model_runs_the_meta_rl_pipeline(name, key):
     """The seeds' comparison (SSM vs LSTM vs GRU vs Transformer vs MLP) needs every core to meta-train and adapt;
     ssm runs it in the halfcheetah smoke test and mlp in the navigation learning test."""

@@ -72,6 +72,7 @@ def test_same_seed_same_numbers_and_a_vmapped_sweep_equals_separate_runs(setup, 
         _assert_close(jax.tree.map(lambda x, i=i: x[i], swept.meta.params), state.meta.params)
 
 
+@pytest.mark.slow
 def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_documented_shape(setup, key):
     env, _, trainer, train = setup
     hparams = HParams.create()
