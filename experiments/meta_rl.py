@@ -19,9 +19,9 @@ by `--later-steps-lr-scale`, as MAML-RL's test script halves it) for MAML + stan
 (+ `experience_weight` x behaviour cloning on replayed windows), a pretrained baseline (the same network trained
 with PPO on all tasks and no adaptation: MAML's compiled program run with inner lr 0, on the same env budget),
 random initialisation and, with `--oracle`, a policy trained on each evaluation task (`train_per_task`; its return
-at the last training iteration). All methods see the same evaluation keys, so differences are paired. Also a task
-metric where the family has one (|v_x - v_goal| for velocity goals, speed along the goal direction, distance to
-the goal).
+at the last training iteration). All methods see the same evaluation keys, so differences are paired. Also the
+env's task metric where the family has one (`env.task_metric_name`: |v_x - v_goal| for velocity goals, speed along
+the goal direction, distance to the goal), read from the simulator through `Trajectory.metrics`.
 
 With `--num-seeds N` the whole pipeline runs for seeds `seed … seed + N − 1` (each draws its own training and
 evaluation tasks) and the tables and plots pool held-out tasks over seeds; every seed reuses the same compiled
@@ -60,7 +60,7 @@ from experiments.report import (
     save_figure,
 )
 from ssm_jax import checkpoint, envs
-from ssm_jax.envs.brax_tasks import BACKENDS, BraxTaskEnv
+from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
@@ -227,26 +227,7 @@ def _build(args: Args):
         later_rounds_lr_scale=args.later_steps_lr_scale,
         eval_trajectories=args.eval_trajectories,
     )
-    metric = _task_metric(env)
-    metric_fn = None if metric is None else (lambda traj: {"task_metric": metric[1](traj)})
-    return env, make_meta_rl_trainer(env, policy, config, metric_fn)
-
-
-def _task_metric(env) -> tuple[str, Callable] | None:
-    """The family's task-level metric per step, recovered from the reward (which adds a healthy bonus and
-    subtracts `ctrl_cost · Σ clip(a)²` on brax): |v_x − v_goal|, speed along the goal direction, or distance."""
-    if isinstance(env, envs.Navigation2D):
-        return "distance to goal", lambda traj: jnp.mean(-traj.reward)
-    if not isinstance(env, BraxTaskEnv) or env.family not in RL_ENVS:
-        return None
-
-    def task_reward(traj):
-        control = env.ctrl_cost * jnp.sum(jnp.clip(traj.action, -1.0, 1.0) ** 2, axis=-1)
-        return traj.reward - env.healthy_bonus + control
-
-    if env.family.endswith("-dir"):
-        return "speed along goal", lambda traj: jnp.mean(task_reward(traj))
-    return "|v - goal|", lambda traj: jnp.mean(-task_reward(traj))
+    return env, make_meta_rl_trainer(env, policy, config)
 
 
 def _train(args, chunk, state, key, logger, phase, seed, checkpoint_dir=None):
@@ -354,8 +335,7 @@ def main(args: Args) -> dict:
     curves, task_metrics = pooled(0), pooled(1)
     oracle = None if not args.oracle else np.concatenate([s[2] for s in per_seed])
 
-    metric = _task_metric(env)
-    metric_name = None if metric is None else metric[0]
+    metric_name = env.task_metric_name
     total_seconds = time.perf_counter() - start_time
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     results = _summarise(

@@ -37,7 +37,8 @@ class Trajectory(NamedTuple):
 
     `done = terminated | truncated`; `next_obs` is the observation after the action, before any reset (bootstrap
     from it on truncation); `resets[t]` is True where the policy carry was re-initialised before step t;
-    `initial_carry` is the policy carry before step 0 (leaves `[N, ...]`).
+    `initial_carry` is the policy carry before step 0 (leaves `[N, ...]`); `metrics` holds the env's per-step
+    diagnostics from `info["metrics"]` (`{name: [T, N]}`, e.g. `task_metric`; empty for families without any).
     """
 
     obs: Array
@@ -50,6 +51,7 @@ class Trajectory(NamedTuple):
     next_obs: Array
     resets: Array
     initial_carry: Any
+    metrics: dict
 
 
 def sample_action(key: PRNGKey, pi: GaussianParams | Array) -> Array:
@@ -101,6 +103,7 @@ def rollout(
             next_obs=info["final_obs"],
             resets=resets,
             initial_carry=None,
+            metrics=info["metrics"],
         )
         return (states, next_obs, policy_carry, done), record
 

@@ -40,7 +40,6 @@ from ssm_jax.meta.maml import MAMLConfig, MetaState
 from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.models.heads import HeadedModel
-from ssm_jax.rollout import Trajectory
 from ssm_jax.types import Array, PRNGKey
 
 
@@ -124,14 +123,9 @@ def _learns_inner_lr(state: TrainState) -> bool:
     return not jax.tree_util.treedef_is_leaf(jax.tree.structure(state.meta.inner_lr))
 
 
-def make_meta_rl_trainer(
-    env: TaskEnv,
-    policy: HeadedModel,
-    config: TrainerConfig,
-    trajectory_metrics: Callable[[Trajectory], dict] | None = None,
-) -> Trainer:
-    """Builds the `Trainer` of MAML-RL on `env` with `policy`. `trajectory_metrics(traj) -> {name: scalar}` adds
-    per-round metrics to `evaluate`'s extras (e.g. a task's tracking error)."""
+def make_meta_rl_trainer(env: TaskEnv, policy: HeadedModel, config: TrainerConfig) -> Trainer:
+    """Builds the `Trainer` of MAML-RL on `env` with `policy`. `evaluate`'s extras hold the env's per-step metrics
+    (`Trajectory.metrics`, e.g. `task_metric`) averaged over each round."""
     rl_config = RLConfig(inner_objective=config.inner_objective)
     buf = make_experience_buffer(config.buffer_size)
     optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)  # the rate comes from `HParams`
@@ -159,7 +153,6 @@ def make_meta_rl_trainer(
         adapter_config,
         rl_config,
         config.adapt_rounds,
-        trajectory_metrics,
         later_rounds_lr_scale=config.later_rounds_lr_scale,
     )
 

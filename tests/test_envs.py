@@ -61,7 +61,8 @@ def test_vmapped_reset_and_step_have_documented_shapes(name, compiled):
     next_obs, state, reward, done, info = c.step(keys, state, c.action(), c.tasks)
     assert next_obs.shape == obs.shape and reward.shape == (N_TASKS,) and done.shape == (N_TASKS,)
     assert info["final_obs"].shape == obs.shape
-    assert set(info) == {"terminated", "truncated", "final_obs"}
+    assert set(info) == {"terminated", "truncated", "final_obs", "metrics"}
+    assert ("task_metric" in info["metrics"]) == (c.env.task_metric_name is not None)
     for leaf in (next_obs, reward, info["final_obs"]):
         assert bool(jnp.all(jnp.isfinite(leaf)))
     assert np.asarray(done).dtype == bool and not bool(jnp.any(info["truncated"]))
@@ -79,6 +80,29 @@ def test_halfcheetah_vel_reward_matches_formula(compiled):
     expected = -jnp.abs(velocity - c.tasks.velocity) - 0.05 * jnp.sum(jnp.clip(action, -1, 1) ** 2, axis=-1)
     np.testing.assert_allclose(reward, expected, rtol=1e-4, atol=1e-4)
     assert float(jnp.min(c.tasks.velocity)) >= 0 and float(jnp.max(c.tasks.velocity)) <= 2
+
+
+@pytest.mark.parametrize("name", ["ant-vel", "halfcheetah-dir"])
+def test_task_metric_is_read_from_the_simulated_velocity(name, compiled):
+    """info["metrics"] carries the torso's finite-difference velocity and the task metric built on it: ant-vel's
+    |v_x − v_goal| is not off by its +1 healthy bonus (which inverting the reward got wrong)."""
+    c = compiled(name)
+    keys = jax.random.split(jax.random.key(4), N_TASKS)
+    _, state = c.reset(keys, c.tasks)
+    action = c.action(0.8)
+    _, new_state, reward, done, info = c.step(keys, state, action, c.tasks)
+    assert not bool(jnp.any(done))
+    x_before, x_after = (s.inner.pipeline_state.x.pos[:, 0, 0] for s in (state, new_state))
+    velocity = (x_after - x_before) / c.env.env.dt
+    np.testing.assert_allclose(info["metrics"]["x_velocity"], velocity, rtol=1e-4, atol=1e-4)
+    control = 0.05 * jnp.sum(action**2, axis=-1)
+    if name == "ant-vel":
+        expected = jnp.abs(velocity - c.tasks.velocity)
+        np.testing.assert_allclose(reward, 1.0 - expected - control, rtol=1e-4, atol=1e-4)
+    else:
+        expected = velocity * jnp.cos(c.tasks.angle)
+        np.testing.assert_allclose(reward, expected - control, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(info["metrics"]["task_metric"], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_brax_auto_reset_restarts_from_the_initial_state(compiled):
@@ -152,6 +176,9 @@ def test_rollout_equals_python_reference_loop_with_resets(name):
         obs, states, reward, resets, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
         np.testing.assert_allclose(traj.reward[t], reward, atol=1e-5)
         np.testing.assert_array_equal(traj.truncated[t], info["truncated"])
+        assert set(traj.metrics) == set(info["metrics"])
+        for metric_name, value in info["metrics"].items():
+            np.testing.assert_allclose(traj.metrics[metric_name][t], value, atol=1e-5)
     if name == "navigation-2d":  # the goal is out of a 5-step random walk's reach: episodes end by truncation
         np.testing.assert_array_equal(np.asarray(traj.truncated[:, 0]), [(t + 1) % 5 == 0 for t in range(horizon)])
         np.testing.assert_allclose(traj.obs[5], 0.0)  # the env reset to the origin after the first episode

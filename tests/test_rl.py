@@ -43,11 +43,11 @@ def _tiny_policy():
 def test_ppo_and_pg_losses_match_hand_computation(key):
     policy = _tiny_policy()
     params = policy.init(key, jnp.zeros((1, 2)))
-    obs = jax.random.normal(key, (3, 4, 2))
-    action = jax.random.normal(jax.random.key(1), (3, 4, 2))
-    advantage = jax.random.normal(jax.random.key(2), (3, 4))
-    old = jax.random.normal(jax.random.key(3), (3, 4)) - 2.0
-    batch = PolicyBatch(obs, action, advantage, old, jnp.zeros((3, 4), bool).at[:, 0].set(True), ())
+    obs = jax.random.normal(key, (4, 3, 2))  # time-major: T = 4 steps of N = 3 envs
+    action = jax.random.normal(jax.random.key(1), (4, 3, 2))
+    advantage = jax.random.normal(jax.random.key(2), (4, 3))
+    old = jax.random.normal(jax.random.key(3), (4, 3)) - 2.0
+    batch = PolicyBatch(obs, action, advantage, old, jnp.zeros((4, 3), bool).at[0].set(True), ())
     config = RLConfig(clip_eps=0.2)
     inner, ppo, _ = make_policy_losses(policy, config)
     _, out = jax.vmap(lambda o: policy.apply(params, (), o))(obs)
@@ -220,6 +220,7 @@ def test_prepare_batch_does_not_bootstrap_at_the_fixed_horizon():
         next_obs=jnp.asarray(next_obs),
         resets=column(np.array([True, False, False, True, False, False])),
         initial_carry=(),
+        metrics={},
     )
     gamma, lam = 0.9, 0.5
     config = RLConfig(gamma=gamma, gae_lambda=lam, normalize_advantages=False)
@@ -234,7 +235,7 @@ def test_prepare_batch_does_not_bootstrap_at_the_fixed_horizon():
         follow = 0.0 if done[t] else gamma * values[t + 1]
         delta = rewards[t] + follow - values[t]
         advantages[t] = delta + (0.0 if done[t] else gamma * lam * advantages[t + 1])
-    np.testing.assert_allclose(np.asarray(batch.advantage)[0], advantages, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(batch.advantage)[:, 0], advantages, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(advantages[done], rewards[done] - values[done], rtol=1e-6)
 
 
@@ -246,10 +247,10 @@ def test_replaying_a_normalised_trajectory_reproduces_its_log_probs(key):
     stats = RunningMeanStd(jnp.array([0.2, -0.1]), jnp.array([0.01, 0.04]), jnp.asarray(100.0))
     traj = rollout(key, env, task, policy, params, 3, 16, stats)
     log_prob = lambda s: action_log_prob(
-        policy_outputs(policy, params, prepare_batch(traj, RLConfig(), s))["pi"], jnp.swapaxes(traj.action, 0, 1)
+        policy_outputs(policy, params, prepare_batch(traj, RLConfig(), s))["pi"], traj.action
     )
-    np.testing.assert_allclose(log_prob(stats), jnp.swapaxes(traj.log_prob, 0, 1), rtol=1e-5, atol=1e-5)
-    assert not np.allclose(log_prob(None), jnp.swapaxes(traj.log_prob, 0, 1), atol=1e-2)  # the stats matter
+    np.testing.assert_allclose(log_prob(stats), traj.log_prob, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(log_prob(None), traj.log_prob, atol=1e-2)  # the stats matter
 
 
 def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(key):

@@ -17,7 +17,6 @@ rate shrinks).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -27,7 +26,6 @@ from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
 from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return, prepare_batch
 from ssm_jax.meta.rl import MetaRL
-from ssm_jax.rollout import Trajectory
 from ssm_jax.types import Array, Params, PRNGKey, PyTree
 
 
@@ -36,12 +34,12 @@ def make_rl_adaptation(
     adapter_config: AdapterConfig,
     rl_config: RLConfig,
     num_rounds: int,
-    trajectory_metrics: Callable[[Trajectory], dict] | None = None,
     mode: str = "hybrid",
     later_rounds_lr_scale: float = 1.0,
 ):
     """Builds `curve(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)`, returning
-    `(returns [K+1], metrics [K+1])` for `K = num_rounds`.
+    `(returns [K+1], metrics)` for `K = num_rounds`: `metrics[name] [K+1]` is the mean over each round's steps of
+    the env's per-step `Trajectory.metrics[name]`.
 
     With `mode="standard"` the buffer state may be None and `experience_weight` is ignored.
     """
@@ -50,7 +48,6 @@ def make_rl_adaptation(
             f"num_rounds must be >= 1 and later_rounds_lr_scale > 0, got {num_rounds}, {later_rounds_lr_scale}"
         )
     adapter = make_adapter(mode, meta_rl.inner_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
-    extra = (lambda traj: {}) if trajectory_metrics is None else trajectory_metrics
 
     def curve(
         key: PRNGKey,
@@ -74,7 +71,7 @@ def make_rl_adaptation(
             batch = prepare_batch(traj, rl_config, obs_stats)
             astate = astate.replace(learning_rate=jax.tree.map(lambda lr: lr * lr_scale, first_lr))
             astate, params, _ = adapter.update(astate, params, batch, buffer_state, update_key)
-            return (astate, params), (mean_episode_return(traj), extra(traj))
+            return (astate, params), (mean_episode_return(traj), jax.tree.map(jnp.mean, traj.metrics))
 
         # K + 1 rounds, the last one's update unused: one rollout in the program instead of two (brax compiles
         # dominate small runs), for one extra adapter update.

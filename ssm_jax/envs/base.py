@@ -7,7 +7,10 @@
 
 `done = terminated | truncated`; truncation happens when an episode reaches `env.horizon` steps. `step`
 auto-resets: the returned `obs`/`state` start the next episode when `done`, and `info` holds `terminated`,
-`truncated` and `final_obs` (the observation before the reset, for bootstrapping on truncation). Task
+`truncated`, `final_obs` (the observation before the reset, for bootstrapping on truncation) and `metrics`, the
+family's per-step diagnostics read from the simulator (`x_velocity`; `task_metric`, named by
+`env.task_metric_name`: |v_x − v_goal|, speed along the goal direction, distance to the goal), which rollouts
+record in `Trajectory.metrics` so nothing has to be recovered by inverting a reward. Task
 parameters are traced values: changing them never changes a shape or recompiles.
 
 Envs whose reset is expensive (brax: a reset is a forward-kinematics pass, about as costly to compile as a step)
@@ -68,6 +71,11 @@ class TaskEnv:
         """Whether auto-reset restarts from the state `reset` returned instead of resetting afresh."""
         return False
 
+    @property
+    def task_metric_name(self) -> str | None:
+        """What `info["metrics"]["task_metric"]` measures, or None where the family has no task metric."""
+        return None
+
     def sample_tasks(self, key: PRNGKey, n: int) -> Any:
         """`n` tasks as one TaskParams pytree with a leading axis `n`."""
         raise NotImplementedError
@@ -78,6 +86,11 @@ class TaskEnv:
     def _step(self, key: PRNGKey, inner: Any, action: Array, task: Any) -> tuple[Array, Any, Array, Array]:
         """One transition without resets: `(obs, inner, reward, terminated)`."""
         raise NotImplementedError
+
+    def _metrics(self, inner: Any, task: Any) -> dict[str, Array]:
+        """Per-step diagnostics of the state `_step` returned (scalars); none by default."""
+        del inner, task
+        return {}
 
     def reset(self, key: PRNGKey, task: Any) -> tuple[Array, EnvState]:
         """Starts an episode of `task`. Returns `(obs [obs_size], state)`."""
@@ -99,7 +112,8 @@ class TaskEnv:
         else:
             _, fresh = self.reset(reset_key, task)
         next_state = tree_where(done, fresh, state.replace(inner=inner, obs=obs, t=t))
-        info = {"terminated": terminated, "truncated": truncated, "final_obs": obs}
+        metrics = self._metrics(inner, task)
+        info = {"terminated": terminated, "truncated": truncated, "final_obs": obs, "metrics": metrics}
         return next_state.obs, next_state, jnp.asarray(reward, jnp.float32), done, info
 
 

@@ -179,15 +179,27 @@ class BraxTaskEnv(TaskEnv):
         state = self._task_env(task).step(state, action)
         return state.obs, state, self._reward(state, action, task), state.done > 0.5
 
-    def _reward(self, state, action, task) -> Array:
-        control = self.ctrl_cost * jnp.sum(action**2)
-        healthy = self.healthy_bonus
+    @property
+    def task_metric_name(self) -> str | None:
+        return {"velocity": "|v - goal|", "direction": "speed along goal"}.get(self._kind)
+
+    def _metrics(self, state, task) -> dict[str, Array]:
+        """brax's `x_velocity` and the task metric: |v_x − v_goal| (velocity goals), the velocity along the goal
+        direction (direction goals); dynamics families have no task metric."""
         metrics = state.metrics
+        out = {"x_velocity": metrics["x_velocity"]}
         if self._kind == "velocity":
-            return healthy - jnp.abs(metrics["x_velocity"] - task.velocity) - control
-        if self._kind == "direction":
+            out["task_metric"] = jnp.abs(metrics["x_velocity"] - task.velocity)
+        elif self._kind == "direction":
             along = metrics["x_velocity"] * jnp.cos(task.angle)
             if "y_velocity" in metrics:  # planar bodies (halfcheetah) move along x only
                 along = along + metrics["y_velocity"] * jnp.sin(task.angle)
-            return healthy + along - control
-        return state.reward
+            out["task_metric"] = along
+        return out
+
+    def _reward(self, state, action, task) -> Array:
+        if self._kind not in ("velocity", "direction"):
+            return state.reward
+        control = self.ctrl_cost * jnp.sum(action**2)
+        progress = self._metrics(state, task)["task_metric"]
+        return self.healthy_bonus + (-progress if self._kind == "velocity" else progress) - control

@@ -55,3 +55,10 @@ class Navigation2D(TaskEnv):
         offset = position - task.goal
         reached = jnp.all(jnp.abs(offset) < self.goal_tolerance)
         return position, position, -jnp.linalg.norm(offset), reached
+
+    @property
+    def task_metric_name(self) -> str:
+        return "distance to goal"
+
+    def _metrics(self, position: Array, task: NavigationTask) -> dict[str, Array]:
+        return {"task_metric": jnp.linalg.norm(position - task.goal)}

@@ -1,8 +1,8 @@
 """Policy losses for sequence policies, and the batch they read.
 
-`prepare_batch` turns a time-major `Trajectory` (`[T, N, ...]`) into a `PolicyBatch` whose leaves have a leading
-item axis of envs (`[N, T, ...]`), the batch convention shared with MAML and the adapters: observations standardised
-by the frozen `obs_stats`, advantages from the linear feature baseline with no bootstrap at episode ends (every task
+`prepare_batch` turns a `Trajectory` into a `PolicyBatch`, both time-major (`[T, N, ...]`, as the rollout's scan
+writes them; per-sequence maths takes `[T]` and is vmapped over the env axis 1): observations standardised by the
+frozen `obs_stats`, advantages from the linear feature baseline with no bootstrap at episode ends (every task
 here ends at its fixed horizon or terminates, and the reference pads with 0 there; only a rollout cut mid-episode
 bootstraps from the baseline at its last observation).
 
@@ -37,7 +37,7 @@ INNER_OBJECTIVES = ("pg", "lvc")
 
 
 class PolicyBatch(NamedTuple):
-    """Trajectories prepared for the policy losses; leaves env-major `[N, T, ...]` (carry leaves `[N, ...]`)."""
+    """Trajectories prepared for the policy losses; leaves time-major `[T, N, ...]` (carry leaves `[N, ...]`)."""
 
     obs: Array
     action: Array
@@ -73,7 +73,7 @@ class RLConfig:
 
 def prepare_batch(traj: Trajectory, config: RLConfig, obs_stats: RunningMeanStd | None = None) -> PolicyBatch:
     """Standardises `traj`'s observations with `obs_stats` and computes advantages from the linear baseline fitted
-    on `traj` itself (no gradient, no bootstrap at episode ends). Returns the env-major `[N, T, ...]` batch."""
+    on `traj` itself (no gradient, no bootstrap at episode ends). Returns the time-major `[T, N, ...]` batch."""
     traj = jax.lax.stop_gradient(traj)
     traj = traj._replace(obs=normalize(obs_stats, traj.obs), next_obs=normalize(obs_stats, traj.next_obs))
     returns = jax.vmap(lambda r, d: discounted_returns(r, d, config.gamma), in_axes=1, out_axes=1)(
@@ -85,21 +85,20 @@ def prepare_batch(traj: Trajectory, config: RLConfig, obs_stats: RunningMeanStd 
     )(traj.reward, values, next_values, traj.done)
     if config.normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    env_major = lambda x: jnp.swapaxes(x, 0, 1)
     return PolicyBatch(
-        obs=env_major(traj.obs),
-        action=env_major(traj.action),
-        advantage=env_major(advantages),
-        old_log_prob=env_major(traj.log_prob),
-        resets=env_major(traj.resets),
+        obs=traj.obs,
+        action=traj.action,
+        advantage=advantages,
+        old_log_prob=traj.log_prob,
+        resets=traj.resets,
         initial_carry=traj.initial_carry,
     )
 
 
 def policy_outputs(policy: HeadedModel, params: Params, batch: PolicyBatch) -> dict:
-    """Re-runs `policy` over every env's trajectory (reset-aware), returning head outputs with leaves `[N, T, ...]`."""
+    """Re-runs `policy` over every env's trajectory (reset-aware), returning head outputs with leaves `[T, N, ...]`."""
     run = lambda carry, obs, resets: policy.apply(params, carry, obs, resets)[1]
-    return jax.vmap(run)(batch.initial_carry, batch.obs, batch.resets)
+    return jax.vmap(run, in_axes=(0, 1, 1), out_axes=1)(batch.initial_carry, batch.obs, batch.resets)
 
 
 def _entropy(pi) -> Array:
