@@ -16,6 +16,7 @@ import tyro
 from tqdm.auto import tqdm
 
 from ssm_jax.checkpoint import config_to_json
+from ssm_jax.sweep import chunk_keys
 
 ArgsT = TypeVar("ArgsT")
 
@@ -89,13 +90,14 @@ def train_in_chunks(
     postfix: Callable[[Any], Mapping[str, float]] | None = None,
     start: int = 0,
 ) -> Any:
-    """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call)
+    """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call;
+    `key` may be a sweep's stacked train keys `[R]`, each run's chunks keyed as if it ran alone)
     until `iterations`, syncing to the host once per chunk for the progress bar and
     `on_chunk(iteration, state, metrics)` (the state that chunk returned, before the next call donates it).
     """
     if iterations % chunk_size:
         raise ValueError(f"iterations={iterations} must be a multiple of chunk_size={chunk_size}")
-    keys = jax.random.split(key, iterations // chunk_size)
+    keys = chunk_keys(key, iterations // chunk_size)
     with tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False) as bar:
         for chunk in range(start // chunk_size, iterations // chunk_size):
             state, metrics = update_chunk(state, keys[chunk])

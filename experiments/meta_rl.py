@@ -63,6 +63,7 @@ from ssm_jax import checkpoint, envs
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
+from ssm_jax.sweep import run_keys
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 matplotlib.use("Agg")
@@ -354,7 +355,7 @@ def _run_seed(args, seed, env, hparams, programs, logger, run_dir):
     `[eval_tasks, adapt_steps + 1]`, `oracle` is `[eval_tasks]` or None.
     """
     started = time.perf_counter()
-    init_key, train_key, pretrain_key, eval_key, oracle_key = jax.random.split(jax.random.key(seed), 5)
+    init_key, train_key, pretrain_key, eval_key, oracle_key = run_keys(seed)
     initial = programs.init(init_key, hparams, True)  # training donates its state; this one stays for random init
     state = jax.tree.map(jnp.copy, initial)
     checkpoint_dir = run_dir / ("checkpoint" if args.num_seeds == 1 else f"checkpoint_seed{seed}")

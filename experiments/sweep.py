@@ -1,0 +1,149 @@
+"""A sweep over seeds and traced hyperparameters as one compiled program (`ssm_jax.sweep`).
+
+    python -m experiments.sweep                                        # navigation: 3 seeds x inner lr 0.05, 0.1
+    python -m experiments.sweep --num-seeds 8 --inner-lr 0.1 --outer-lr 1e-3 3e-3 1e-2
+    python -m experiments.sweep --preset smoke                         # seconds, for tests
+
+Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
+program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
+run `python -m experiments.navigation --seed s --inner-lr v ...` would make alone, with the same keys. The base
+settings are the navigation experiment's `Args` (`--base.iterations`, `--base.model`, ...); only the seed and the
+`HParams` fields (inner_lr, outer_lr, experience_weight) can vary inside one program.
+
+Writes under `<out_dir>/<timestamp>/`: config.json, runs.json (one row per run), results.json (per swept value:
+return after 0..K steps, pooled over seeds and held-out tasks, mean and 95% CI; seconds per run), results.md and
+`sweep_<field>.png` per swept field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import numpy as np
+from matplotlib import pyplot as plt
+
+from experiments import navigation
+from experiments.common import make_run_dir, parse_args, train_in_chunks, write_config, write_json
+from experiments.meta_rl import Args, _build
+from experiments.report import markdown_table, mean_ci, save_figure
+from ssm_jax import sweep
+from ssm_jax.train import HParams
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepArgs:
+    base: Args = navigation.PRESETS["default"]
+    """The settings every run shares (navigation's preset; any meta-RL env)."""
+    seed: int = 0
+    num_seeds: int = 3
+    """Seeds seed .. seed + num_seeds - 1, each with every swept value."""
+    inner_lr: tuple[float, ...] = (0.05, 0.1)
+    """Inner learning rates to sweep (empty: the base's)."""
+    outer_lr: tuple[float, ...] = ()
+    """Outer learning rates to sweep (empty: the base's)."""
+    experience_weight: tuple[float, ...] = ()
+    """Hybrid experience weights to sweep (empty: the base's; the evaluation here is standard)."""
+    out_dir: str = "runs/sweep"
+    preset: str = "default"
+
+
+PRESETS = {
+    "default": SweepArgs(base=dataclasses.replace(navigation.PRESETS["default"], iterations=40, eval_tasks=20)),
+    "smoke": SweepArgs(base=navigation.PRESETS["smoke"], num_seeds=2, preset="smoke"),
+}
+
+
+def main(args: SweepArgs) -> dict:
+    swept = {name: getattr(args, name) for name in sweep.SWEEPABLE if getattr(args, name)}
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
+    base = args.base
+    run_dir = make_run_dir(args.out_dir)
+    write_config(run_dir, args)
+    env, trainer = _build(base)
+    programs = sweep.make_programs(trainer, base.chunk_size)
+    hparams = grid.hparams(HParams.create(base.inner_lr, base.outer_lr, base.experience_weight))
+    keys = grid.keys
+
+    started = time.perf_counter()
+    states = programs.init(keys.init, hparams)
+    states = train_in_chunks(
+        programs.train,
+        states,
+        keys.train,
+        base.iterations,
+        base.chunk_size,
+        f"sweep ({grid.size} runs)",
+        postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"][:, -1]))},
+    )
+    jax.block_until_ready(states)
+    train_seconds = time.perf_counter() - started
+    tasks = jax.vmap(lambda key: env.sample_tasks(key, base.eval_tasks))(keys.eval)
+    eval_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys.eval)
+    returns, _ = programs.evaluate(states, eval_keys, tasks, 0.0)
+    returns = np.asarray(returns)  # [R, E, K + 1]
+
+    runs = [{**run, "return_mean": returns[i].mean(axis=0).tolist()} for i, run in enumerate(grid.runs())]
+    aggregate = {
+        name: {
+            value: _pooled(returns[[i for i, run in enumerate(runs) if run[name] == value]])
+            for value in sorted(set(values))
+        }
+        for name, values in grid.values.items()
+    }
+    results = {
+        "runs": len(runs),
+        "train_seconds": train_seconds,
+        "seconds_per_run": train_seconds / len(runs),
+        "aggregate": aggregate,
+        "run_dir": str(run_dir),
+    }
+    write_json(run_dir / "runs.json", runs)
+    write_json(run_dir / "results.json", results)
+    table = _table(aggregate, base.adapt_steps)
+    summary = (
+        f"{len(runs)} runs ({args.num_seeds} seeds x {', '.join(f'{n} {list(v)}' for n, v in swept.items())}) of "
+        f"{base.env}, {base.iterations} meta-iterations each, trained in one vmapped program: {train_seconds:.0f} s "
+        f"({train_seconds / len(runs):.1f} s per run). Return after 0..{base.adapt_steps} standard steps, pooled "
+        f"over seeds and {base.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n{table}\n"
+    )
+    (run_dir / "results.md").write_text(summary)
+    for name, by_value in aggregate.items():
+        _plot(run_dir / f"sweep_{name}.png", name, by_value, base.adapt_steps)
+    print(summary + f"\nresults in {run_dir}")
+    return results
+
+
+def _pooled(returns: np.ndarray) -> dict:
+    """Runs' returns `[n, E, K + 1]` pooled over runs and tasks: mean and 95% half-width per step."""
+    mean, half = mean_ci(returns.reshape(-1, returns.shape[-1]))
+    return {"mean": mean.tolist(), "ci95": half.tolist()}
+
+
+def _table(aggregate: dict, steps: int) -> str:
+    rows = []
+    for name, by_value in aggregate.items():
+        for value, stats in by_value.items():
+            cells = [f"{m:.1f} ± {h:.1f}" for m, h in zip(stats["mean"], stats["ci95"], strict=True)]
+            rows.append([name, f"{value:g}", *cells])
+    return markdown_table(["field", "value", *[f"{k} steps" for k in range(steps + 1)]], rows)
+
+
+def _plot(path, name: str, by_value: dict, steps: int) -> None:
+    values = sorted(by_value)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for step in (0, 1, steps) if steps > 1 else (0, 1):
+        mean = np.array([by_value[v]["mean"][step] for v in values])
+        half = np.array([by_value[v]["ci95"][step] for v in values])
+        ax.errorbar(values, mean, yerr=half, marker="o", capsize=3, label=f"after {step} steps")
+    if len(values) > 1 and values[0] > 0 and values[-1] / values[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xlabel(name)
+    ax.set_ylabel("held-out return (mean ± 95% CI)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main(parse_args(PRESETS, "default"))

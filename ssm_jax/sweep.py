@@ -1,0 +1,123 @@
+"""Sweeps: many training runs as one compiled program, `jax.vmap` over a leading run axis (rejax / purejaxrl style).
+
+    grid = sweep.make_grid(seeds=range(4), inner_lr=(0.05, 0.1))   # 8 runs: every value with every seed
+    programs = sweep.make_programs(trainer, chunk_size=10)         # jitted, vmapped over runs: one compile each
+    states = programs.init(grid.keys.init, grid.hparams(HParams.create()))
+    states, metrics = programs.train(states, chunk_key)            # [R] states, metrics [R, chunk_size]
+    returns, extras = programs.evaluate(states, eval_keys, tasks)  # tasks with a leading run axis [R, E]
+
+Only what `TrainState` traces can vary inside one program: the seed and the `HParams` (inner_lr, outer_lr,
+experience_weight). A `TrainerConfig` field, the model or the env changes the program, so sweeping one of them means
+one program per value. An unknown field, or a static one asked to vary, is a one-line `ValueError` before anything
+compiles.
+
+Run `i` draws its keys exactly as a single run with seed `grid.seeds[i]` does (`run_keys`), so each row of a sweep
+equals the run made alone (tested, to float tolerance: vmap fuses the same maths in another order).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ssm_jax.train import HParams, Trainer, TrainerConfig
+from ssm_jax.types import PRNGKey
+
+SWEEPABLE = tuple(field.name for field in dataclasses.fields(HParams))
+
+
+class RunKeys(NamedTuple):
+    """The independent keys of one run (leaves `[R]` under a sweep): initial params and statistics, MAML
+    training, the pretrained baseline's training, held-out evaluation, the oracle."""
+
+    init: PRNGKey
+    train: PRNGKey
+    pretrain: PRNGKey
+    eval: PRNGKey
+    oracle: PRNGKey
+
+
+def run_keys(seed: int) -> RunKeys:
+    """The key schedule of the run with `seed`: five keys split from `jax.random.key(seed)`."""
+    return RunKeys(*jax.random.split(jax.random.key(seed), len(RunKeys._fields)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """`R` runs: `seeds[i]` and `values[name][i]` for each swept hyperparameter `name`."""
+
+    seeds: tuple[int, ...]
+    values: dict[str, tuple[float, ...]]
+
+    @property
+    def size(self) -> int:
+        return len(self.seeds)
+
+    @property
+    def keys(self) -> RunKeys:
+        """Each run's `run_keys(seed)`, stacked: leaves `[R]`."""
+        return jax.tree.map(lambda *keys: jnp.stack(keys), *(run_keys(seed) for seed in self.seeds))
+
+    def hparams(self, base: HParams) -> HParams:
+        """`base` with the swept fields replaced run by run: leaves `[R]`."""
+        swept = {name: jnp.asarray(values, jnp.float32) for name, values in self.values.items()}
+        full = lambda name: swept.get(name, jnp.full((self.size,), getattr(base, name), jnp.float32))
+        return HParams(**{name: full(name) for name in SWEEPABLE})
+
+    def runs(self) -> list[dict]:
+        """One `{"seed": …, name: value, …}` per run, in run order."""
+        return [
+            {"seed": seed, **{name: values[i] for name, values in self.values.items()}}
+            for i, seed in enumerate(self.seeds)
+        ]
+
+
+def make_grid(seeds: Iterable[int], **values: Iterable[float]) -> Grid:
+    """Every combination of the swept values, each with every seed (values outer, seeds inner)."""
+    seeds = tuple(int(seed) for seed in seeds)
+    static = {field.name for field in dataclasses.fields(TrainerConfig)}
+    for name in values:
+        if name in static:
+            raise ValueError(
+                f"{name!r} is a static TrainerConfig field: it changes the compiled program, so sweep it with one "
+                f"program per value; inside one program only {', '.join(SWEEPABLE)} vary"
+            )
+        if name not in SWEEPABLE:
+            raise ValueError(f"unknown sweep field {name!r}; the traced hyperparameters are {', '.join(SWEEPABLE)}")
+    values = {name: tuple(float(v) for v in vs) for name, vs in values.items()}
+    if not seeds or any(not vs for vs in values.values()):
+        raise ValueError("a sweep needs at least one seed and at least one value per swept field")
+    combos = list(itertools.product(*values.values()))
+    columns = list(zip(*[combo for combo in combos for _ in seeds], strict=True)) if values else []
+    return Grid(seeds=seeds * len(combos), values=dict(zip(values, columns, strict=True)))
+
+
+class Programs(NamedTuple):
+    """`trainer`'s functions vmapped over the run axis and jitted (one compile each, whatever `R`)."""
+
+    init: Callable
+    train: Callable
+    evaluate: Callable
+
+
+def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
+    """The keys of a run's training chunks, `[num_chunks]` (chunk `c` of a run uses the `c`-th); for a sweep's
+    stacked train keys `[R]`, `[num_chunks, R]`, each run split exactly as it would be alone."""
+    if train_key.ndim == 0:
+        return jax.random.split(train_key, num_chunks)
+    return jnp.swapaxes(jax.vmap(lambda key: jax.random.split(key, num_chunks))(train_key), 0, 1)
+
+
+def make_programs(trainer: Trainer, chunk_size: int, adapt: bool = True) -> Programs:
+    """`init(init_keys [R], hparams [R])`, `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per
+    run, the state donated), `evaluate(states [R], keys [R], tasks [R, E], experience_weight) -> ([R, E, K + 1],
+    extras)`. `adapt=False` makes `init` build the pretrained baseline's states."""
+    init = jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))
+    train = jax.vmap(lambda state, key: trainer.train(state, key, chunk_size))
+    evaluate = jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))
+    return Programs(jax.jit(init), jax.jit(train, donate_argnums=0), jax.jit(evaluate))
