@@ -115,3 +115,21 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path):
     per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
     assert float(restored["obs_stats"]["count"]) == per_round * (1 + 2 * args.iterations)
     assert np.all(np.asarray(restored["obs_stats"]["var"]) > 0)
+
+
+@pytest.mark.slow
+def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
+    """experiments.sweep trains every (seed, inner lr) run in one vmapped program; the row with navigation's own
+    inner lr and seed 0 must be the run `experiments.navigation` makes alone with seed 0."""
+    from experiments import navigation, sweep
+
+    results = sweep.main(dataclasses.replace(sweep.PRESETS["smoke"], out_dir=str(tmp_path / "sweep")))
+    run_dir = tmp_path / "sweep" / next((tmp_path / "sweep").iterdir()).name
+    runs = json.loads((run_dir / "runs.json").read_text())
+    assert [(r["seed"], r["inner_lr"]) for r in runs] == [(0, 0.05), (1, 0.05), (0, 0.1), (1, 0.1)]
+    assert set(results["aggregate"]["inner_lr"]) == {0.05, 0.1} and (run_dir / "sweep_inner_lr.png").exists()
+    nav_args = dataclasses.replace(navigation.PRESETS["smoke"], out_dir=str(tmp_path / "nav"), plots=False)
+    assert nav_args.inner_lr == 0.1 and nav_args.seed == 0
+    alone = navigation.main(nav_args)["returns"]["MAML + standard"]
+    assert runs[2]["return_mean"] == pytest.approx(alone, rel=1e-3, abs=1e-2)
+    assert runs[0]["return_mean"] != pytest.approx(alone, rel=1e-3, abs=1e-2)  # the swept value matters
