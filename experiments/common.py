@@ -27,10 +27,12 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
     parser.add_argument("--preset", default=default_preset, choices=sorted(presets))
     known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     preset = presets[known.preset]
-    return tyro.cli(
+    main_spec = getattr(sys.modules["__main__"], "__spec__", None)  # `python -m experiments.x`: name the module
+    return tyro.cli(  # a failed Args check is tyro's one error box and exit 2, before anything compiles
         type(preset),
         default=preset,
         args=rest,
+        prog=f"python -m {main_spec.name}" if main_spec is not None else None,
         description=f"Preset {known.preset!r} (choose with --preset {{{','.join(sorted(presets))}}}).",
     )
 

@@ -182,6 +182,10 @@ class Args:
             raise ValueError(f"later_steps_lr_scale must be > 0, got {self.later_steps_lr_scale}")
         if self.eval_trajectories is not None and self.eval_trajectories < 1:
             raise ValueError(f"eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if not (self.inner_lr > 0 and self.outer_lr > 0):
+            raise ValueError(f"inner_lr and outer_lr must be > 0, got {self.inner_lr} and {self.outer_lr}")
+        if min(self.buffer_size, self.experience_batch_size, self.chunk_size, self.iterations) < 1:
+            raise ValueError("buffer_size, experience_batch_size, chunk_size and iterations must be >= 1")
         if self.experience_weight < 0:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
