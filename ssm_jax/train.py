@@ -123,9 +123,13 @@ def _learns_inner_lr(state: TrainState) -> bool:
     return not jax.tree_util.treedef_is_leaf(jax.tree.structure(state.meta.inner_lr))
 
 
-def make_meta_rl_trainer(env: TaskEnv, policy: HeadedModel, config: TrainerConfig) -> Trainer:
+def make_meta_rl_trainer(
+    env: TaskEnv, policy: HeadedModel, config: TrainerConfig, task_sharding: jax.sharding.Sharding | None = None
+) -> Trainer:
     """Builds the `Trainer` of MAML-RL on `env` with `policy`. `evaluate`'s extras hold the env's per-step metrics
-    (`Trajectory.metrics`, e.g. `task_metric`) averaged over each round."""
+    (`Trajectory.metrics`, e.g. `task_metric`) averaged over each round. `task_sharding` (e.g.
+    `distributed.task_sharding(mesh)`) splits each meta-iteration's tasks over devices; None leaves placement to
+    jit."""
     rl_config = RLConfig(inner_objective=config.inner_objective)
     buf = make_experience_buffer(config.buffer_size)
     optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)  # the rate comes from `HParams`
@@ -178,6 +182,8 @@ def make_meta_rl_trainer(env: TaskEnv, policy: HeadedModel, config: TrainerConfi
         def iteration(state: TrainState, k: PRNGKey):
             task_key, update_key = jax.random.split(k)
             tasks = env.sample_tasks(task_key, config.tasks_per_batch)
+            if task_sharding is not None:
+                tasks = jax.lax.with_sharding_constraint(tasks, task_sharding)
             meta = _with_outer_lr(state.meta, state.hparams.outer_lr)  # a sweep may have replaced the hparams
             meta, obs_stats, metrics, query = program.meta_update(meta, state.obs_stats, update_key, tasks)
             policy_obs = normalize(state.obs_stats, query.obs)  # the statistics the policy sampled them through
