@@ -3,7 +3,7 @@
     grid = sweep.make_grid(seeds=range(4), inner_lr=(0.05, 0.1))   # 8 runs: every value with every seed
     programs = sweep.make_programs(trainer, chunk_size=10)         # jitted, vmapped over runs: one compile each
     states = programs.init(grid.keys.init, grid.hparams(HParams.create()))
-    states, metrics = programs.train(states, chunk_key)            # [R] states, metrics [R, chunk_size]
+    states, metrics = programs.train(states, chunk_keys)           # per-run chunk keys [R]; metrics [R, chunk_size]
     returns, extras = programs.evaluate(states, eval_keys, tasks)  # tasks with a leading run axis [R, E]
 
 Only what `TrainState` traces can vary inside one program: the seed and the `HParams` (inner_lr, outer_lr,
@@ -93,6 +93,8 @@ def make_grid(seeds: Iterable[int], **values: Iterable[float]) -> Grid:
     if not seeds or any(not vs for vs in values.values()):
         raise ValueError("a sweep needs at least one seed and at least one value per swept field")
     combos = list(itertools.product(*values.values()))
+    for combo in combos:  # HParams.create's range checks, one line each, before anything compiles
+        HParams.create(**dict(zip(values, combo, strict=True)))
     columns = list(zip(*[combo for combo in combos for _ in seeds], strict=True)) if values else []
     return Grid(seeds=seeds * len(combos), values=dict(zip(values, columns, strict=True)))
 

@@ -96,6 +96,8 @@ def test_sweep_fields_are_checked_before_anything_compiles():
         sweep.make_grid(range(2), lr=(0.1,))
     with pytest.raises(ValueError, match="at least one seed"):
         sweep.make_grid([], inner_lr=(0.1,))
+    with pytest.raises(ValueError, match="HParams need inner_lr > 0"):
+        sweep.make_grid(range(2), inner_lr=(0.1, -0.1))
 
 
 @pytest.mark.slow

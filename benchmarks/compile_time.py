@@ -1,0 +1,73 @@
+"""First compile of each experiment's training program, per sequence model.
+
+    python -m benchmarks.compile_time [--experiments navigation halfcheetah_vel] [--models ssm mlp ...]
+
+For each (experiment preset, model): the seconds to trace and lower the jitted training chunk
+(`trainer.train` over the preset's `chunk_size` meta-iterations), to compile it with XLA, and to run one chunk
+after compiling. Compiles are what a short CPU run, a test or a sweep pays once per program. Writes
+`benchmarks/results/compile_time.json` and prints a table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import tyro
+
+from benchmarks.common import print_table, write_results
+from experiments import halfcheetah_vel, navigation
+from experiments.meta_rl import _build
+from ssm_jax.models import MODEL_NAMES
+from ssm_jax.train import HParams
+
+PRESETS = {"navigation": navigation.PRESETS["default"], "halfcheetah_vel": halfcheetah_vel.PRESETS["cpu"]}
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    experiments: tuple[str, ...] = tuple(PRESETS)
+    models: tuple[str, ...] = MODEL_NAMES
+
+
+def main(args: Args) -> list[dict]:
+    unknown = sorted(set(args.experiments) - set(PRESETS)) + sorted(set(args.models) - set(MODEL_NAMES))
+    if unknown:
+        raise ValueError(f"unknown experiments or models {unknown}; choose from {list(PRESETS)} and {MODEL_NAMES}")
+    rows = []
+    for experiment in args.experiments:
+        for model in args.models:
+            preset = dataclasses.replace(PRESETS[experiment], model=model)
+            _, trainer = _build(preset)
+            hparams = HParams.create(preset.inner_lr, preset.outer_lr, preset.experience_weight)
+            state = jax.jit(trainer.init, static_argnums=2)(jax.random.key(0), hparams, True)
+            chunk = jax.jit(lambda s, k, n=preset.chunk_size: trainer.train(s, k, n))
+            start = time.perf_counter()
+            lowered = chunk.lower(state, jax.random.key(1))
+            trace_s = time.perf_counter() - start
+            start = time.perf_counter()
+            compiled = lowered.compile()
+            compile_s = time.perf_counter() - start
+            start = time.perf_counter()
+            jax.block_until_ready(compiled(state, jax.random.key(1)))
+            run_s = time.perf_counter() - start
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "model": model,
+                    "chunk_iterations": preset.chunk_size,
+                    "trace_lower_s": trace_s,
+                    "compile_s": compile_s,
+                    "first_chunk_run_s": run_s,
+                }
+            )
+            print(f"{experiment} {model}: trace {trace_s:.1f} s, compile {compile_s:.1f} s, run {run_s:.1f} s")
+    path = write_results("compile_time", rows)
+    print_table(rows, ["experiment", "model", "chunk_iterations", "trace_lower_s", "compile_s", "first_chunk_run_s"])
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
