@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import tyro
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import report
 from ssm_jax.buffer import make_experience_buffer
 
 try:
@@ -113,9 +113,7 @@ def main(args: Args) -> list[dict]:
             }
         )
         print(f"capacity {capacity}: jax {ours:.3g} items/s, seeds' deque ({BACKEND}) {reference:.3g} items/s")
-    path = write_results("buffer", rows)
-    print_table(rows, ["capacity", "jax_items_per_s", "reference_items_per_s", "reference_backend", "speedup"])
-    print(f"wrote {path}")
+    report("buffer", rows, ["capacity", "jax_items_per_s", "reference_items_per_s", "reference_backend", "speedup"])
     return rows
 
 

@@ -49,8 +49,10 @@ def write_results(name: str, rows: list[dict], out_dir: Path = RESULTS_DIR) -> P
     return path
 
 
-def print_table(rows: list[dict], columns: Sequence[str]) -> str:
-    """Prints (and returns) a markdown table of `rows` restricted to `columns`."""
-    table = markdown_table(columns, [[row[c] for c in columns] for row in rows], float_format=".4g")
-    print(table)
-    return table
+def report(name: str, rows: list[dict], columns: Sequence[str], note: str = "") -> Path:
+    """Writes `rows` to `benchmarks/results/<name>.json`, prints their markdown table restricted to `columns`, then
+    `note` and the JSON path."""
+    path = write_results(name, rows)
+    print(markdown_table(columns, [[row[c] for c in columns] for row in rows], float_format=".4g"))
+    print(f"{note}{'; ' if note else ''}wrote {path}")
+    return path

@@ -16,7 +16,7 @@ import time
 import jax
 import tyro
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import report
 from experiments import halfcheetah_vel, navigation
 from experiments.meta_rl import _build
 from ssm_jax.models import MODEL_NAMES
@@ -59,9 +59,7 @@ def main(args: Args) -> list[dict]:
                 }
             )
             print(f"{experiment} {model}: trace and lower {trace_s:.1f} s, compile {compile_s:.1f} s", flush=True)
-    path = write_results("compile_time", rows)
-    print_table(rows, ["experiment", "model", "chunk_iterations", "trace_lower_s", "compile_s"])
-    print(f"wrote {path}")
+    report("compile_time", rows, ["experiment", "model", "chunk_iterations", "trace_lower_s", "compile_s"])
     return rows
 
 

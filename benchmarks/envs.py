@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from benchmarks.common import compile_and_time, print_table, write_results
+from benchmarks.common import compile_and_time, report
 from ssm_jax import envs
 from ssm_jax.models import CategoricalHead, GaussianHead, ModelConfig, ValueHead, attach_heads, make_model
 from ssm_jax.rollout import rollout
@@ -87,8 +87,8 @@ def main(args: Args) -> list[dict]:
                 }
             )
             print(f"{family} N={n}: random {steps / t_random:.3g}/s, ssm policy {steps / t_policy:.3g}/s", flush=True)
-    path = write_results("envs", rows)
-    print_table(
+    report(
+        "envs",
         rows,
         [
             "family",
@@ -101,7 +101,6 @@ def main(args: Args) -> list[dict]:
             "compile_policy_s",
         ],
     )
-    print(f"wrote {path}")
     return rows
 
 

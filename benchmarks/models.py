@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from benchmarks.common import compile_and_time, print_table, write_results
+from benchmarks.common import compile_and_time, report
 from ssm_jax.models import MODEL_NAMES, ModelConfig, make_model
 
 
@@ -60,9 +60,8 @@ def main(args: Args) -> list[dict]:
                 }
             )
             print(f"{name} T={length}: forward {fwd * 1e3:.2f} ms, forward+grad {grad * 1e3:.2f} ms", flush=True)
-    path = write_results("models", rows)
-    print_table(rows, ["model", "T", "batch", "forward_ms", "forward_grad_ms", "compile_forward_s", "compile_grad_s"])
-    print(f"wrote {path}")
+    columns = ["model", "T", "batch", "forward_ms", "forward_grad_ms", "compile_forward_s", "compile_grad_s"]
+    report("models", rows, columns)
     return rows
 
 

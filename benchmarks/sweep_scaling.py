@@ -17,7 +17,7 @@ import time
 import jax
 import tyro
 
-from benchmarks.common import print_table, write_results
+from benchmarks.common import report
 from experiments import navigation
 from experiments.meta_rl import _build
 from ssm_jax import sweep
@@ -70,12 +70,12 @@ def main(args: Args) -> list[dict]:
     one_run = rows[0]["vmapped_s"] if rows[0]["runs"] == 1 else None
     for row in rows:
         row["vmapped_over_one"] = None if one_run is None else row["vmapped_s"] / one_run
-    path = write_results("sweep_scaling", rows)
-    print_table(
+    report(
+        "sweep_scaling",
         rows,
         ["runs", "vmapped_s", "vmapped_s_per_run", "sequential_s", "speedup_over_sequential", "vmapped_over_one"],
+        note=f"{args.iterations} meta-iterations per measurement",
     )
-    print(f"{args.iterations} meta-iterations per measurement; wrote {path}")
     return rows
 
 
