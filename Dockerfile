@@ -15,7 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MPLBACKEND=Agg
 
-RUN useradd --create-home --uid 1000 ssm
+# The work directory is made here, owned by ssm: WORKDIR would create it owned by root.
+RUN useradd --create-home --uid 1000 ssm && install -d -o ssm -g ssm /home/ssm/ssm_jax
 USER ssm
 WORKDIR /home/ssm/ssm_jax
 COPY --chown=ssm:ssm . .

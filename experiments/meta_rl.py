@@ -168,6 +168,8 @@ class Args:
             )
         if self.env not in RL_ENVS:
             raise ValueError(f"env must be a meta-RL family ({', '.join(RL_ENVS)}), got {self.env!r}")
+        if min(self.buffer_size, self.experience_batch_size, self.chunk_size) < 1:
+            raise ValueError("buffer_size, experience_batch_size and chunk_size must be >= 1")
         if self.iterations < 1 or self.iterations % self.chunk_size:
             raise ValueError(
                 f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
@@ -184,8 +186,6 @@ class Args:
             raise ValueError(f"eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
         if not (self.inner_lr > 0 and self.outer_lr > 0):
             raise ValueError(f"inner_lr and outer_lr must be > 0, got {self.inner_lr} and {self.outer_lr}")
-        if min(self.buffer_size, self.experience_batch_size, self.chunk_size, self.iterations) < 1:
-            raise ValueError("buffer_size, experience_batch_size, chunk_size and iterations must be >= 1")
         if self.experience_weight < 0:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):

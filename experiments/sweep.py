@@ -48,6 +48,12 @@ class SweepArgs:
     out_dir: str = "runs/sweep"
     preset: str = "default"
 
+    def __post_init__(self):
+        if not any(getattr(self, name) for name in sweep.SWEEPABLE):
+            raise ValueError(
+                f"sweep at least one of {', '.join(sweep.SWEEPABLE)} (seeds alone: experiments.navigation --num-seeds)"
+            )
+
 
 PRESETS = {
     "default": SweepArgs(  # navigation at half the paper's batch on each axis: about 3 minutes on 2 cores

@@ -48,7 +48,8 @@ def test_presets_and_overrides_parse():
         halfcheetah_vel.Args(resume="/some/run", num_seeds=2)
     with pytest.raises(FileNotFoundError, match="no checkpoint/ directory"):
         halfcheetah_vel.main(halfcheetah_vel.Args(resume="/nonexistent/run"))
-    for flags in (["--inner-lr", "-1"], ["--buffer-size", "0"], ["--model", "rnn"]):  # CLI: exit 2 before compiling
+    bad_flags = (["--inner-lr", "-1"], ["--buffer-size", "0"], ["--chunk-size", "0"], ["--model", "rnn"])
+    for flags in bad_flags:  # CLI: exit 2 before compiling
         with pytest.raises(SystemExit) as exit_info:
             parse_args(halfcheetah_vel.PRESETS, "cpu", flags)
         assert exit_info.value.code == 2
