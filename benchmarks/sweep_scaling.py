@@ -1,80 +1,148 @@
-"""Vmapped sweeps against sequential runs: N navigation meta-training runs as one `jax.vmap`ped program.
+"""Vmapped sweeps against sequential runs: N meta-training runs as one `jax.vmap`ped program.
 
-    python -m benchmarks.sweep_scaling [--sizes 1 2 4 8] [--iterations 5]
+    python -m benchmarks.sweep_scaling [--sizes 1 2 4 8] [--workloads navigation sinusoid]
 
-For each N, the seconds of `iterations` meta-iterations of N runs (seeds 0..N-1, navigation at the paper's
-batch: 20 tasks x 20 trajectories x horizon 100, MLP 2 x 100, one inner step, second order) trained by one
-compiled vmapped chunk, against N one-run chunks called in sequence (the one-run program compiled once). Compile
-time is excluded from both and reported apart. Writes `benchmarks/results/sweep_scaling.json` and prints a table:
-`vmapped_over_one` is the wall time of N vmapped runs over that of one run (the target: <= 2.5 at N = 8).
+For each workload and N, the seconds of N runs (seeds 0..N-1) trained by one compiled vmapped program, against N
+one-run calls in sequence (the one-run program compiled once). Compile time is excluded from both and reported
+apart. Workloads:
+
+- `navigation`: `navigation_iterations` meta-iterations at the paper's batch (20 tasks x 20 trajectories x horizon
+  100, MLP 2 x 100, one inner step, second order, three PPO epochs), through `ssm_jax.sweep.make_programs`;
+- `sinusoid`: `sinusoid_iterations` MAML updates of the paper's regression (MLP 2 x 40, meta-batch 25, 10 shots).
+
+Writes `benchmarks/results/sweep_scaling.json` and prints a table: `vmapped_over_one` is the wall time of N
+vmapped runs over that of one run (the target: <= 2.5 at N = 8).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
+import optax
 import tyro
 
 from benchmarks.common import report
-from experiments import navigation
+from experiments import navigation, sinusoid
 from experiments.meta_rl import _build
 from ssm_jax import sweep
+from ssm_jax.envs import SinusoidDistribution
+from ssm_jax.meta import MAMLConfig, make_maml
 from ssm_jax.train import HParams
+
+WORKLOADS = ("navigation", "sinusoid")
+Runner = Callable[[Sequence[int], int], object]
+"""`runner(seeds, round)` trains one run per seed (round folds into the training keys) and returns its outputs."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     sizes: tuple[int, ...] = (1, 2, 4, 8)
-    iterations: int = 5
-    """Meta-iterations timed per measurement (one chunk)."""
+    workloads: tuple[str, ...] = WORKLOADS
+    navigation_iterations: int = 5
+    """Meta-iterations timed per navigation measurement (one chunk)."""
+    sinusoid_iterations: int = 1000
+    """MAML updates timed per sinusoid measurement."""
+
+    def __post_init__(self):
+        unknown = sorted(set(self.workloads) - set(WORKLOADS))
+        if unknown:
+            raise ValueError(f"unknown workloads {unknown}; expected any of {', '.join(WORKLOADS)}")
+        if not self.sizes or min(self.sizes) < 1:
+            raise ValueError(f"sizes must be ints >= 1, got {self.sizes}")
 
 
-def _timed(fn, *args) -> tuple[float, object]:
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    return time.perf_counter() - start, out
-
-
-def main(args: Args) -> list[dict]:
-    base = dataclasses.replace(navigation.PRESETS["default"], chunk_size=args.iterations)
+def navigation_runners(iterations: int) -> Callable[[int], Runner]:
+    base = dataclasses.replace(navigation.PRESETS["default"], chunk_size=iterations)
     _, trainer = _build(base)
     hparams = HParams.create(base.inner_lr, base.outer_lr, base.experience_weight)
-    single = sweep.make_programs(trainer, args.iterations)  # N = 1 program, reused for the sequential runs
+
+    def make_runner(_: int) -> Runner:
+        programs = sweep.make_programs(trainer, iterations)
+
+        def run(seeds, round_):
+            grid = sweep.make_grid(seeds)
+            states = programs.init(grid.keys.init, grid.hparams(hparams))
+            return programs.train(states, jax.vmap(jax.random.fold_in, (0, None))(grid.keys.train, round_))
+
+        return run
+
+    return make_runner
+
+
+def sinusoid_runners(iterations: int) -> Callable[[int], Runner]:
+    args = sinusoid.PRESETS["default"]
+    model = sinusoid._model(args)
+    maml = make_maml(sinusoid._loss_fn(model), MAMLConfig(inner_lr=args.inner_lr))
+    dist = SinusoidDistribution()
+
+    def one_run(key):
+        init_key, train_key = jax.random.split(key)
+        state = maml.init(model.init(init_key, jnp.zeros((1, 1))), optax.adam(args.outer_lr))
+
+        def body(state, key):
+            _, tasks = sinusoid._sample_tasks(dist, key, args.meta_batch, 10, 10)
+            state, metrics = maml.update(state, tasks)
+            return state, metrics["meta_loss"]
+
+        return jax.lax.scan(body, state, jax.random.split(train_key, iterations))[1][-1]
+
+    def make_runner(_: int) -> Runner:
+        program = jax.jit(jax.vmap(one_run))
+        seed_keys = jax.vmap(lambda seed, round_: jax.random.fold_in(jax.random.key(seed), round_), (0, None))
+        return lambda seeds, round_: program(seed_keys(jnp.asarray(seeds), round_))
+
+    return make_runner
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    return time.perf_counter() - start
+
+
+def scaling(workload: str, make_runner: Callable[[int], Runner], sizes: Sequence[int]) -> list[dict]:
+    single = make_runner(1)  # the N = 1 program, reused for the sequential runs
+    _timed(single, [0], 0)
     rows = []
-    for n in args.sizes:
-        grid = sweep.make_grid(range(n))
-        programs = sweep.make_programs(trainer, args.iterations) if n > 1 else single
-        keys = grid.keys
-        states = programs.init(keys.init, grid.hparams(hparams))
-        compile_s, (states, _) = _timed(programs.train, states, keys.train)  # the first call compiles
-        vmapped_s, _ = _timed(programs.train, states, jax.vmap(jax.random.fold_in, (0, None))(keys.train, 1))
-        sequential_s = 0.0
-        for i in range(n):
-            one = jax.tree.map(lambda x, i=i: x[i : i + 1], keys)
-            state = single.init(one.init, sweep.make_grid([i]).hparams(hparams))
-            seconds, _ = _timed(single.train, state, one.train)
-            sequential_s += seconds
+    for n in sizes:
+        runner = make_runner(n) if n > 1 else single
+        first_s = _timed(runner, list(range(n)), 0)  # compiles (N > 1)
+        vmapped_s = _timed(runner, list(range(n)), 1)
+        sequential_s = sum(_timed(single, [i], 1) for i in range(n))
         rows.append(
             {
+                "workload": workload,
                 "runs": n,
                 "vmapped_s": vmapped_s,
                 "sequential_s": sequential_s,
                 "vmapped_s_per_run": vmapped_s / n,
                 "speedup_over_sequential": sequential_s / vmapped_s,
-                "compile_s": compile_s - vmapped_s,
+                "compile_s": max(first_s - vmapped_s, 0.0),
             }
         )
-        print(f"N={n}: vmapped {vmapped_s:.2f} s, sequential {sequential_s:.2f} s", flush=True)
-    one_run = rows[0]["vmapped_s"] if rows[0]["runs"] == 1 else None
+        print(f"{workload} N={n}: vmapped {vmapped_s:.2f} s, sequential {sequential_s:.2f} s", flush=True)
+    one_run = next((row["vmapped_s"] for row in rows if row["runs"] == 1), None)
     for row in rows:
         row["vmapped_over_one"] = None if one_run is None else row["vmapped_s"] / one_run
+    return rows
+
+
+def main(args: Args) -> list[dict]:
+    runners = {
+        "navigation": lambda: navigation_runners(args.navigation_iterations),
+        "sinusoid": lambda: sinusoid_runners(args.sinusoid_iterations),
+    }
+    rows = [row for workload in args.workloads for row in scaling(workload, runners[workload](), args.sizes)]
+    columns = ["workload", "runs", "vmapped_s", "vmapped_s_per_run", "sequential_s", "speedup_over_sequential"]
     report(
         "sweep_scaling",
         rows,
-        ["runs", "vmapped_s", "vmapped_s_per_run", "sequential_s", "speedup_over_sequential", "vmapped_over_one"],
-        note=f"{args.iterations} meta-iterations per measurement",
+        [*columns, "vmapped_over_one"],
+        note=f"navigation {args.navigation_iterations} meta-iterations, sinusoid {args.sinusoid_iterations} updates",
     )
     return rows
 

@@ -141,6 +141,9 @@ class Args:
     """Held-out tasks per seed."""
     eval_trajectories: int | None = None
     """Trajectories per test-time round (None: trajectories_per_task)."""
+    matmul_precision: Literal["highest", "default"] = "highest"
+    """Float32 matmuls: "highest" is full float32 everywhere; "default" is the backend's (TF32 on GPUs: faster,
+    and 1 of 8 navigation runs diverged with it on an H200)."""
     pretrained: bool = True
     """Also train and evaluate the pretrained baseline (doubles the training time)."""
     random_baseline: bool = True
@@ -231,6 +234,7 @@ def _build(args: Args):
         adapt_rounds=args.adapt_steps,
         later_rounds_lr_scale=args.later_steps_lr_scale,
         eval_trajectories=args.eval_trajectories,
+        matmul_precision=args.matmul_precision,
     )
     return env, make_meta_rl_trainer(env, policy, config)
 

@@ -23,6 +23,7 @@ learned rates would leave 0, it runs a program with a fixed inner lr. The oracle
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -41,6 +42,8 @@ from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.models.heads import HeadedModel
 from ssm_jax.types import Array, PRNGKey
+
+MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +65,10 @@ class TrainerConfig:
     adapt_rounds: int = 3
     later_rounds_lr_scale: float = 1.0
     eval_trajectories: int | None = None
+    matmul_precision: str | None = "highest"
+    """Precision of the float32 matmuls in every traced program: "highest" is full float32 on every backend (GPUs
+    otherwise use TF32, with which 1 of 8 navigation runs at the paper's settings diverged to NaN on an H200 while
+    all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
 
     def __post_init__(self):
         sizes = ("tasks_per_batch", "trajectories_per_task", "inner_steps", "outer_epochs", "adapt_rounds", "window")
@@ -72,6 +79,10 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
         if self.eval_trajectories is not None and self.eval_trajectories < 1:
             raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
 
 
 @struct.dataclass
@@ -121,6 +132,19 @@ def _with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
 def _learns_inner_lr(state: TrainState) -> bool:
     """Meta-SGD states carry a params-shaped tree of inner rates; the others a scalar."""
     return not jax.tree_util.treedef_is_leaf(jax.tree.structure(state.meta.inner_lr))
+
+
+def _at_precision(fn: Callable, precision: str | None) -> Callable:
+    """`fn` tracing its matmuls at `precision` (`jax.default_matmul_precision`; read when the program is traced)."""
+    if precision is None:
+        return fn
+
+    @functools.wraps(fn)
+    def traced_at_precision(*args, **kwargs):
+        with jax.default_matmul_precision(precision):
+            return fn(*args, **kwargs)
+
+    return traced_at_precision
 
 
 def make_meta_rl_trainer(
@@ -210,4 +234,5 @@ def make_meta_rl_trainer(
         adam = optax.adam(state.hparams.outer_lr)
         return train_per_task(fixed_lr_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
-    return Trainer(config, meta_rl, init, train, evaluate, oracle)
+    programs = (_at_precision(fn, config.matmul_precision) for fn in (init, train, evaluate, oracle))
+    return Trainer(config, meta_rl, *programs)

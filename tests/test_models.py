@@ -79,7 +79,7 @@ def test_vmap_over_tasks_equals_per_task(name, tiny_config, key):
     _, ys = jax.vmap(model.apply, in_axes=(None, 0, 0, 0))(params, carries, xs, resets)
     for i in range(3):
         _, ys_i = model.apply(params, model.initial_carry(), xs[i], resets[i])
-        np.testing.assert_allclose(ys[i], ys_i, atol=1e-5)
+        np.testing.assert_allclose(ys[i], ys_i, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

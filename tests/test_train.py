@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -128,3 +130,29 @@ def test_bad_configs_raise_one_line_errors():
         TrainerConfig(adapt_rounds=0)
     with pytest.raises(ValueError, match="HParams need inner_lr > 0"):
         HParams.create(inner_lr=0.0)
+    with pytest.raises(ValueError, match="TrainerConfig.matmul_precision must be one of"):
+        TrainerConfig(matmul_precision="fp8")
+
+
+def test_every_matmul_of_the_training_program_is_traced_at_the_configured_precision(setup, key):
+    env, policy, trainer, _ = setup
+    state = trainer.init(key, HParams.create())
+
+    def dot_precisions(trainer):
+        jaxpr = jax.make_jaxpr(trainer.train, static_argnums=2)(state, key, 1)
+        found = set()
+
+        def visit(jaxpr):
+            for eqn in jaxpr.eqns:
+                if eqn.primitive.name == "dot_general":
+                    found.add(eqn.params["precision"])
+                for sub in jax.core.jaxprs_in_params(eqn.params):
+                    visit(sub)
+
+        visit(jaxpr.jaxpr)
+        return found
+
+    highest = jax.lax.Precision.HIGHEST
+    assert dot_precisions(trainer) == {(highest, highest)}  # full float32 even where a GPU would use TF32
+    backend_default = make_meta_rl_trainer(env, policy, dataclasses.replace(CONFIG, matmul_precision=None))
+    assert None in dot_precisions(backend_default)  # the policy's matmuls at the backend's default

@@ -34,6 +34,12 @@ class MLPCore(nn.Module):
         cfg = self.config
         return carry, MLP((cfg.hidden_dim,) * cfg.num_layers + (cfg.output_dim,))(x)
 
+    def sequence(self, carry: tuple, xs: Array, resets: Array) -> tuple[tuple, Array]:
+        """All steps of `xs: [T, D]` as one batched call: the network has no state, so there is nothing to scan
+        (and `resets` changes nothing)."""
+        del resets
+        return self(carry, xs)
+
 
 def mlp_carry(config: ModelConfig, batch_shape: tuple[int, ...]) -> tuple:
     del config, batch_shape

@@ -19,16 +19,29 @@ class SSMCell(nn.Module):
 
     config: ModelConfig
 
-    @nn.compact
-    def __call__(self, h: Array, x: Array) -> tuple[Array, Array]:
+    def setup(self):
         cfg = self.config
-        h_next = MLP((cfg.hidden_dim, cfg.state_dim), name="mlp_a")(h) + nn.Dense(
-            cfg.state_dim, use_bias=False, name="b"
-        )(x)
-        y = MLP((cfg.hidden_dim, cfg.output_dim), name="mlp_c")(h_next) + nn.Dense(
-            cfg.output_dim, use_bias=False, name="d"
-        )(x)
-        return h_next, y
+        self.mlp_a = MLP((cfg.hidden_dim, cfg.state_dim))
+        self.b = nn.Dense(cfg.state_dim, use_bias=False)
+        self.mlp_c = MLP((cfg.hidden_dim, cfg.output_dim))
+        self.d = nn.Dense(cfg.output_dim, use_bias=False)
+
+    def __call__(self, h: Array, x: Array) -> tuple[Array, Array]:
+        h_next = self.mlp_a(h) + self.b(x)
+        return h_next, self.mlp_c(h_next) + self.d(x)
+
+    def sequence(self, h: Array, xs: Array, resets: Array) -> tuple[Array, Array]:
+        """All steps of `xs: [T, D]` (`resets: [T]` zero the state before a step). Only `h' = MLP_A(h) + B x_t` is
+        sequential: `B x` and the readout `MLP_C(h') + D x` run over all T steps at once, outside the scan."""
+
+        def recur(cell, h, inputs):
+            bx, reset = inputs
+            h = cell.mlp_a(jnp.where(reset, jnp.zeros_like(h), h)) + bx
+            return h, h
+
+        scan = nn.scan(recur, variable_broadcast="params", split_rngs={"params": False})
+        h_last, hs = scan(self, h, (self.b(xs), resets))
+        return h_last, self.mlp_c(hs) + self.d(xs)
 
 
 def ssm_carry(config: ModelConfig, batch_shape: tuple[int, ...]) -> Array:
