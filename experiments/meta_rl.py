@@ -23,13 +23,13 @@ at the last training iteration). All methods see the same evaluation keys, so di
 env's task metric where the family has one (`env.task_metric_name`: |v_x - v_goal| for velocity goals, speed along
 the goal direction, distance to the goal), read from the simulator through `Trajectory.metrics`.
 
-With `--num-seeds N` the whole pipeline runs for seeds `seed … seed + N − 1` (each draws its own training and
-evaluation tasks) and the tables and plots pool held-out tasks over seeds; every seed reuses the same compiled
-programs, so extra seeds cost run time only.
+With `--num-seeds N` the whole pipeline runs for seeds `seed … seed + N − 1` as one run axis of the vmapped
+programs (`ssm_jax.sweep.make_programs`: one compile, whatever N; each seed draws its own training and evaluation
+tasks, with the keys it would draw alone) and the tables and plots pool held-out tasks over seeds.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, learning_curve.png,
-adaptation_curve.png, and an orbax checkpoint (`--resume <run dir>` continues training; one seed only; with
-several seeds each writes `checkpoint_seed<k>/`).
+adaptation_curve.png, and an orbax checkpoint of the stacked states, `[num_seeds, ...]` (`--resume <run dir>`
+continues training; one seed only).
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ import dataclasses
 import functools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -59,11 +58,10 @@ from experiments.report import (
     plot_adaptation,
     save_figure,
 )
-from ssm_jax import checkpoint, envs
+from ssm_jax import checkpoint, envs, sweep
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
-from ssm_jax.sweep import run_keys
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 matplotlib.use("Agg")
@@ -239,28 +237,30 @@ def _build(args: Args):
     return env, make_meta_rl_trainer(env, policy, config)
 
 
-def _train(args, chunk, state, key, logger, phase, seed, checkpoint_dir=None):
-    """Runs `chunk` until `args.iterations` from `state.iteration`, logging each chunk and checkpointing the
-    `TrainState` into `checkpoint_dir`."""
+def _train(args, chunk, states, keys, logger, phase, seeds, checkpoint_dir=None):
+    """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) until `args.iterations` from the states'
+    iteration, logging one record per seed and chunk and checkpointing the stacked `TrainState` into
+    `checkpoint_dir`."""
     started = time.perf_counter()
 
-    def on_chunk(iteration, state, metrics):
+    def on_chunk(iteration, states, metrics):
         elapsed = time.perf_counter() - started
-        record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
-        logger.log({**record, **jax.tree.map(np.mean, metrics)})
+        for i, seed in enumerate(seeds):
+            record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
+            logger.log({**record, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)})
         if checkpoint_dir is not None and iteration % args.checkpoint_every == 0:
-            checkpoint.save(checkpoint_dir, state, args)
+            checkpoint.save(checkpoint_dir, states, args)
 
     return train_in_chunks(
         chunk,
-        state,
-        key,
+        states,
+        keys,
         args.iterations,
         args.chunk_size,
-        phase if args.num_seeds == 1 else f"{phase} (seed {seed})",
+        phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)",
         on_chunk=on_chunk,
         postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-        start=int(state.iteration),
+        start=int(np.max(states.iteration)),
     )
 
 
@@ -284,15 +284,6 @@ def _plot_learning(path: Path, records: list[dict]):
     save_figure(fig, path)
 
 
-class _Programs(NamedTuple):
-    """The jitted trainer functions that every seed (and the pretrained phase) shares: one compile each."""
-
-    init: Callable
-    chunk: Callable
-    evaluate: Callable
-    oracle: Callable
-
-
 # Fields that change what is run, not the compiled programs (the hyperparameters are traced `HParams`).
 _RUN_ONLY_FIELDS = frozenset(
     {
@@ -309,19 +300,13 @@ def _program_key(args: Args) -> tuple:
 
 @functools.cache
 def _compiled(key: tuple) -> tuple:
-    """The env and the jitted trainer functions for one program key, built once per process: a second `main` with
-    other seeds, hyperparameters or output directory reuses the compiled programs."""
+    """The env and the trainer's programs, vmapped over runs (`ssm_jax.sweep.make_programs`), for one program key,
+    built once per process: a second `main` with other seeds, hyperparameters or output directory reuses them."""
     fields = dict(key)
     chunk = fields["chunk_size"]
     args = dataclasses.replace(Args(), **fields, iterations=chunk, checkpoint_every=chunk)
     env, trainer = _build(args)
-    programs = _Programs(
-        init=jax.jit(trainer.init, static_argnums=2),
-        chunk=jax.jit(lambda state, key: trainer.train(state, key, chunk), donate_argnums=0),
-        evaluate=jax.jit(trainer.evaluate),
-        oracle=jax.jit(trainer.oracle, static_argnums=3),
-    )
-    return env, programs
+    return env, sweep.make_programs(trainer, chunk)
 
 
 def main(args: Args) -> dict:
@@ -335,14 +320,7 @@ def main(args: Args) -> dict:
     logger = JsonlLogger(run_dir / "metrics.jsonl")
     env, programs = _compiled(_program_key(args))
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
-    per_seed, train_seconds = [], 0.0
-    for seed in range(args.seed, args.seed + args.num_seeds):
-        curves, task_metrics, oracle, seconds = _run_seed(args, seed, env, hparams, programs, logger, run_dir)
-        per_seed.append((curves, task_metrics, oracle))
-        train_seconds += seconds
-    pooled = lambda i: {name: np.concatenate([s[i][name] for s in per_seed]) for name in per_seed[0][i]}
-    curves, task_metrics = pooled(0), pooled(1)
-    oracle = None if not args.oracle else np.concatenate([s[2] for s in per_seed])
+    curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, logger, run_dir)
 
     metric_name = env.task_metric_name
     total_seconds = time.perf_counter() - start_time
@@ -356,45 +334,49 @@ def main(args: Args) -> dict:
     return results
 
 
-def _run_seed(args, seed, env, hparams, programs, logger, run_dir):
-    """Meta-training, baselines and held-out evaluation for one seed.
+def _run_seeds(args, env, hparams, programs, logger, run_dir):
+    """Meta-training, baselines and held-out evaluation for seeds `seed … seed + num_seeds − 1`, as one run axis
+    of the vmapped programs (each run keyed as `sweep.run_keys(seed)`, so it is the run its seed makes alone).
 
     Returns `(curves, task_metrics, oracle, meta_train_seconds)`: `curves[label]` and `task_metrics[label]` are
-    `[eval_tasks, adapt_steps + 1]`, `oracle` is `[eval_tasks]` or None.
+    `[num_seeds * eval_tasks, adapt_steps + 1]` (seed-major), `oracle` is `[num_seeds * eval_tasks]` or None.
     """
     started = time.perf_counter()
-    init_key, train_key, pretrain_key, eval_key, oracle_key = run_keys(seed)
-    initial = programs.init(init_key, hparams, True)  # training donates its state; this one stays for random init
-    state = jax.tree.map(jnp.copy, initial)
-    checkpoint_dir = run_dir / ("checkpoint" if args.num_seeds == 1 else f"checkpoint_seed{seed}")
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(seeds)
+    keys, run_hparams = grid.keys, grid.hparams(hparams)
+    initial = programs.init(keys.init, run_hparams)  # training donates its states; these stay for random init
+    states = jax.tree.map(jnp.copy, initial)
+    checkpoint_dir = run_dir / "checkpoint"
     if args.resume:
-        state, _ = checkpoint.restore(checkpoint_dir, target=state)
-        print(f"resumed {run_dir} at iteration {int(state.iteration)}")
-    states = {"MAML": _train(args, programs.chunk, state, train_key, logger, "maml", seed, checkpoint_dir)}
+        states, _ = checkpoint.restore(checkpoint_dir, target=states)
+        print(f"resumed {run_dir} at iteration {int(np.max(states.iteration))}")
+    trained = {"MAML": _train(args, programs.train, states, keys.train, logger, "maml", seeds, checkpoint_dir)}
     train_seconds = time.perf_counter() - started
     if args.pretrained:
-        pretrained = programs.init(init_key, hparams, False)
-        states["pretrained"] = _train(args, programs.chunk, pretrained, pretrain_key, logger, "pretrained", seed)
+        pretrained = programs.init(keys.init, run_hparams, adapt=False)
+        trained["pretrained"] = _train(args, programs.train, pretrained, keys.pretrain, logger, "pretrained", seeds)
     if args.random_baseline:
-        states["random init"] = initial
+        trained["random init"] = initial
 
-    eval_tasks = env.sample_tasks(eval_key, args.eval_tasks)
-    eval_key = jax.random.fold_in(eval_key, 1)
+    eval_tasks = jax.vmap(lambda key: env.sample_tasks(key, args.eval_tasks))(keys.eval)
+    eval_keys = jax.vmap(jax.random.fold_in, (0, None))(keys.eval, 1)
+    pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
     curves, task_metrics = {}, {}
-    for name, state in states.items():
+    for name, state in trained.items():
         modes = {"standard": 0.0, "hybrid": args.experience_weight}
         if name != "MAML" or args.adaptation_mode != "both":
             chosen = "standard" if name != "MAML" else args.adaptation_mode
             modes = {chosen: modes[chosen]}
         for mode, weight in modes.items():
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = programs.evaluate(state, eval_key, eval_tasks, weight)
-            curves[label] = np.asarray(returns)
-            task_metrics[label] = np.asarray(extra.get("task_metric", returns * np.nan))
+            returns, extra = programs.evaluate(state, eval_keys, eval_tasks, weight)
+            curves[label] = pooled(returns)
+            task_metrics[label] = pooled(extra.get("task_metric", returns * np.nan))
 
     oracle = None
     if args.oracle:
-        oracle = np.asarray(programs.oracle(initial, oracle_key, eval_tasks, args.oracle_iterations)[:, -1])
+        oracle = pooled(programs.oracle(initial, keys.oracle, eval_tasks, iterations=args.oracle_iterations)[..., -1])
     return curves, task_metrics, oracle, train_seconds
 
 

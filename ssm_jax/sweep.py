@@ -105,6 +105,7 @@ class Programs(NamedTuple):
     init: Callable
     train: Callable
     evaluate: Callable
+    oracle: Callable
 
 
 def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
@@ -115,11 +116,23 @@ def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
     return jnp.swapaxes(jax.vmap(lambda key: jax.random.split(key, num_chunks))(train_key), 0, 1)
 
 
-def make_programs(trainer: Trainer, chunk_size: int, adapt: bool = True) -> Programs:
-    """`init(init_keys [R], hparams [R])`, `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per
-    run, the state donated), `evaluate(states [R], keys [R], tasks [R, E], experience_weight) -> ([R, E, K + 1],
-    extras)`. `adapt=False` makes `init` build the pretrained baseline's states."""
-    init = jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))
+def make_programs(trainer: Trainer, chunk_size: int) -> Programs:
+    """`init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
+    `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
+    `evaluate(states [R], keys [R], tasks [R, E], experience_weight) -> ([R, E, K + 1], extras)` and
+    `oracle(states [R], keys [R], tasks [R, E], iterations) -> [R, E, iterations]`."""
+
+    def init(keys, hparams, adapt=True):
+        return jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))(keys, hparams)
+
+    def oracle(states, keys, tasks, iterations):
+        return jax.vmap(lambda state, key, tasks: trainer.oracle(state, key, tasks, iterations))(states, keys, tasks)
+
     train = jax.vmap(lambda state, key: trainer.train(state, key, chunk_size))
     evaluate = jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))
-    return Programs(jax.jit(init), jax.jit(train, donate_argnums=0), jax.jit(evaluate))
+    return Programs(
+        jax.jit(init, static_argnames="adapt"),
+        jax.jit(train, donate_argnums=0),
+        jax.jit(evaluate),
+        jax.jit(oracle, static_argnames="iterations"),
+    )
