@@ -79,6 +79,15 @@ class SeedStateSpaceModel(nn.Module):
         return self.C(hidden) + self.D(x), hidden
 
 
+def _unroll(step, xs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """The seeds' Python loop over time: `step(x_t [B, D], h) -> (y_t, h)` for each t of `xs: [B, T, D]`."""
+    outputs = []
+    for t in range(xs.shape[1]):
+        y, hidden = step(xs[:, t], hidden)
+        outputs.append(y)
+    return torch.stack(outputs, dim=1)
+
+
 class SeedMetaMAML:
     """The seeds' `MetaMAML`: a Python loop over tasks, and over time steps inside each forward."""
 
@@ -87,11 +96,7 @@ class SeedMetaMAML:
         self.optimizer = torch.optim.Adam(model.parameters(), lr=outer_lr)
 
     def _sequence(self, params: dict, xs: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for t in range(xs.shape[1]):
-            y, hidden = functional_call(self.model, params, (xs[:, t], hidden))
-            outputs.append(y)
-        return torch.stack(outputs, dim=1)
+        return _unroll(lambda x, h: functional_call(self.model, params, (x, h)), xs, hidden)
 
     def meta_update(self, tasks: list, initial_hidden_state: torch.Tensor, loss_fn) -> float:
         self.optimizer.zero_grad()
@@ -114,12 +119,7 @@ def seed_adapter_update(model: nn.Module, optimizer, batch, hidden, loss_fn, ste
     xs, ys = batch
     for _ in range(steps):
         optimizer.zero_grad()
-        outputs = []
-        h = hidden
-        for t in range(xs.shape[1]):
-            y, h = model(xs[:, t], h)
-            outputs.append(y)
-        loss = loss_fn(torch.stack(outputs, dim=1), ys)
+        loss = loss_fn(_unroll(model, xs, hidden), ys)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         optimizer.step()

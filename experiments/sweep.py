@@ -3,6 +3,7 @@
     python -m experiments.sweep                                        # navigation: 3 seeds x inner lr 0.05, 0.1
     python -m experiments.sweep --num-seeds 8 --inner-lr 0.1 --outer-lr 1e-3 3e-3 1e-2
     python -m experiments.sweep --preset smoke                         # seconds, for tests
+    python -m experiments.sweep --distributed ...                      # one process per host; runs over all devices
 
 Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
@@ -28,7 +29,7 @@ from experiments import navigation
 from experiments.common import make_run_dir, parse_args, train_in_chunks, write_config, write_json
 from experiments.meta_rl import Args, _build
 from experiments.report import markdown_table, mean_ci, save_figure
-from ssm_jax import sweep
+from ssm_jax import distributed, sweep
 from ssm_jax.train import HParams
 
 
@@ -47,6 +48,10 @@ class SweepArgs:
     """Hybrid experience weights to sweep (empty: the base's; the evaluation here is standard)."""
     out_dir: str = "runs/sweep"
     preset: str = "default"
+    distributed: bool = False
+    """Call `jax.distributed.initialize()` first (one process per host; JAX detects SLURM, Open MPI and TPU pods).
+    With several devices the runs are split over all of them (the run count must be a multiple of the device
+    count)."""
 
     def __post_init__(self):
         if not any(getattr(self, name) for name in sweep.SWEEPABLE):
@@ -66,8 +71,12 @@ PRESETS = {
 
 
 def main(args: SweepArgs) -> dict:
+    if args.distributed:
+        distributed.initialize()
     swept = {name: getattr(args, name) for name in sweep.SWEEPABLE if getattr(args, name)}
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
+    if grid.size % jax.device_count():
+        raise ValueError(f"{grid.size} runs cannot be split evenly over {jax.device_count()} devices")
     base = args.base
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
@@ -78,6 +87,8 @@ def main(args: SweepArgs) -> dict:
 
     started = time.perf_counter()
     states = programs.init(keys.init, hparams)
+    if jax.device_count() > 1:
+        states = distributed.shard_runs(states, distributed.make_mesh())
     states = train_in_chunks(
         programs.train,
         states,

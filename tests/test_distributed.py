@@ -1,11 +1,14 @@
 """Sharding over 4 host CPU devices equals the single-device computation (in a subprocess: the device count is fixed
 when JAX starts)."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 SCRIPT = textwrap.dedent(
@@ -45,16 +48,37 @@ SCRIPT = textwrap.dedent(
     task_sharded, _ = compiled(state, jax.random.key(1))
     close(task_sharded.meta.params, reference.meta.params)
     print("sharded steps equal the single-device steps")
+
+    # experiments.sweep splits its runs over every device by itself, and refuses a run count that does not divide.
+    import dataclasses, json, sys
+    from experiments import sweep as sweep_experiment
+    smoke = dataclasses.replace(sweep_experiment.PRESETS["smoke"], out_dir=sys.argv[1])
+    try:
+        sweep_experiment.main(dataclasses.replace(smoke, num_seeds=3, inner_lr=(0.1,)))
+    except ValueError as error:
+        assert "3 runs cannot be split evenly over 4 devices" in str(error)
+    else:
+        raise AssertionError("3 runs on 4 devices should raise")
+    print(json.dumps(sweep_experiment.main(smoke)["aggregate"]))
     """
 )
 
 
 @pytest.mark.slow
-def test_sharded_runs_and_tasks_on_4_cpu_devices_equal_the_single_device_step():
+def test_sharded_runs_and_tasks_on_4_cpu_devices_equal_the_single_device_step(tmp_path):
+    from experiments import sweep as sweep_experiment
+
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-c", SCRIPT, str(tmp_path / "sharded")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sharded steps equal the single-device steps" in result.stdout
+    sharded = json.loads(result.stdout.strip().splitlines()[-1])
+    smoke = dataclasses.replace(sweep_experiment.PRESETS["smoke"], out_dir=str(tmp_path / "one"))
+    alone = json.loads(json.dumps(sweep_experiment.main(smoke)["aggregate"]))  # the same JSON keys as the script's
+    for name, by_value in alone.items():
+        for value, pooled in by_value.items():
+            np.testing.assert_allclose(sharded[name][value]["mean"], pooled["mean"], rtol=1e-3, atol=1e-3)
 
 
 def test_mesh_and_run_sharding_reject_shapes_that_do_not_divide():
