@@ -359,8 +359,7 @@ def _run_seeds(args, env, hparams, programs, logger, run_dir):
     if args.random_baseline:
         trained["random init"] = initial
 
-    eval_tasks = jax.vmap(lambda key: env.sample_tasks(key, args.eval_tasks))(keys.eval)
-    eval_keys = jax.vmap(jax.random.fold_in, (0, None))(keys.eval, 1)
+    eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.eval_tasks)
     pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
     curves, task_metrics = {}, {}
     for name, state in trained.items():

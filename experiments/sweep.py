@@ -100,8 +100,7 @@ def main(args: SweepArgs) -> dict:
     )
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
-    tasks = jax.vmap(lambda key: env.sample_tasks(key, base.eval_tasks))(keys.eval)
-    eval_keys = jax.vmap(lambda key: jax.random.fold_in(key, 1))(keys.eval)
+    tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.eval_tasks)
     returns, _ = programs.evaluate(states, eval_keys, tasks, 0.0)
     returns = np.asarray(returns)  # [R, E, K + 1]
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ssm_jax.envs.base import TaskEnv
 from ssm_jax.train import HParams, Trainer, TrainerConfig
 from ssm_jax.types import PRNGKey
 
@@ -114,6 +115,13 @@ def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
     if train_key.ndim == 0:
         return jax.random.split(train_key, num_chunks)
     return jnp.swapaxes(jax.vmap(lambda key: jax.random.split(key, num_chunks))(train_key), 0, 1)
+
+
+def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
+    """Each run's held-out tasks `[R, num_tasks]` and evaluation keys `[R]`, drawn from its `RunKeys.eval` exactly
+    as the run draws them alone."""
+    tasks = jax.vmap(lambda key: env.sample_tasks(key, num_tasks))(eval_keys)
+    return tasks, jax.vmap(jax.random.fold_in, (0, None))(eval_keys, 1)
 
 
 def make_programs(trainer: Trainer, chunk_size: int) -> Programs:
