@@ -107,7 +107,8 @@ def restore(path: str | os.PathLike, target: PyTree | None = None) -> tuple[PyTr
 
     Raises:
         FileNotFoundError: no checkpoint at `path`.
-        ValueError: the checkpoint is unreadable, incomplete or does not match `target`.
+        ValueError: the checkpoint is unreadable or incomplete, or a leaf's shape or dtype is not `target`'s (the
+            message names the first such leaf).
     """
     path = Path(path).absolute()
     if not path.is_dir():
@@ -120,5 +121,22 @@ def restore(path: str | os.PathLike, target: PyTree | None = None) -> tuple[PyTr
             else:
                 state = checkpointer.restore(path / _STATE_DIR, item=jax.tree.map(np.asarray, target))
     except Exception as err:
+        if "tree structures do not match" in str(err):  # orbax: the stored tree is not the target's
+            raise ValueError(f"checkpoint at {path} does not match the target's tree structure") from err
         raise ValueError(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
+    if target is not None:
+        _check_matches(path, state, target)
     return state, config
+
+
+def _check_matches(path: Path, state: PyTree, target: PyTree) -> None:
+    """Raises a one-line ValueError naming the first leaf whose stored shape or dtype is not the target's (orbax
+    returns the stored arrays as they are)."""
+    stored = jax.tree_util.tree_leaves_with_path(state)
+    for (key, value), expected in zip(stored, jax.tree.leaves(target), strict=True):
+        got, want = ((np.shape(x), np.asarray(x).dtype) for x in (value, expected))
+        if got != want:
+            raise ValueError(
+                f"checkpoint at {path} does not match the target at {jax.tree_util.keystr(key)}: stored "
+                f"{got[1]}{list(got[0])}, expected {want[1]}{list(want[0])}"
+            )

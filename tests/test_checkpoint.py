@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,6 +66,23 @@ def test_missing_and_corrupt_checkpoints_raise_clear_errors(tmp_path, key):
             f.write_bytes(b"garbage")
     with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*ckpt2"):
         checkpoint.restore(path, target=state)
+
+
+def test_restore_into_other_shapes_or_dtypes_names_the_first_leaf_that_differs(tmp_path, key):
+    config = ModelConfig(input_dim=3, output_dim=2, state_dim=4, hidden_dim=8)
+    params = make_model("ssm", config).init(key, jnp.zeros((5, 3)))
+    path = checkpoint.save(tmp_path / "ckpt", params, config)
+    wider = make_model("ssm", dataclasses.replace(config, hidden_dim=16)).init(key, jnp.zeros((5, 3)))
+    first = r"\['params'\]\['mlp_a'\]\['dense_0'\]\['bias'\]"
+    with pytest.raises(
+        ValueError, match=rf"does not match the target at {first}: stored float32\[8\], expected float32\[16\]$"
+    ):
+        checkpoint.restore(path, target=wider)
+    as_int = jax.tree.map(lambda x: np.zeros(x.shape, np.int32), params)
+    with pytest.raises(ValueError, match=r"\['b'\]\['kernel'\]: stored float32\[3, 4\], expected int32\[3, 4\]$"):
+        checkpoint.restore(path, target=as_int)
+    with pytest.raises(ValueError, match="does not match the target's tree structure$"):
+        checkpoint.restore(path, target=jnp.zeros(3))
 
 
 def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key):

@@ -1,6 +1,9 @@
 """Task families and rollouts. Brax compiles are the expensive part: one session-scoped jitted (reset, step)
 pair per family, spring backend, short horizons."""
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -261,3 +264,14 @@ def test_bad_names_and_options_raise():
         envs.make("navigation-2d", horizon=0)
     seed_goals = envs.make("halfcheetah-vel", goals="seed").sample_tasks(jax.random.key(0), 50).velocity
     assert set(np.round(np.asarray(seed_goals), 3).tolist()) <= {0.5, 1.0, 1.5, 2.0, 2.5}
+
+
+def test_importing_the_brax_families_prints_nothing_and_other_output_passes_through(capsys):
+    from ssm_jax.envs import brax_tasks
+
+    result = subprocess.run([sys.executable, "-c", "import ssm_jax.envs"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout == ""  # mujoco.mjx's "Failed to import warp" is dropped
+    with brax_tasks._without_optional_gpu_notices():
+        print("Failed to import warp: No module named 'warp'")
+        print("a line of our own")
+    assert capsys.readouterr().out == "a line of our own\n"

@@ -21,17 +21,37 @@ the task scales that effective mass and inertia and sets the spring scales to 0;
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
+import io
+import sys
 
 import jax
 import jax.numpy as jnp
-from brax import envs as brax_envs
 from flax import struct
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
 from ssm_jax.types import Array, PRNGKey
+
+_OPTIONAL_GPU_NOTICES = ("Failed to import warp", "Failed to import mujoco_warp")
+
+
+@contextlib.contextmanager
+def _without_optional_gpu_notices():
+    """mujoco.mjx prints "Failed to import warp: ..." on stdout at import when its optional GPU backend (NVIDIA Warp)
+    is absent, which it always is here; drop those lines and pass any other output through."""
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        yield
+    sys.stdout.writelines(
+        line for line in captured.getvalue().splitlines(keepends=True) if not line.startswith(_OPTIONAL_GPU_NOTICES)
+    )
+
+
+with _without_optional_gpu_notices():
+    from brax import envs as brax_envs
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 SEED_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
