@@ -6,6 +6,7 @@ import argparse
 import datetime
 import json
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -100,14 +101,29 @@ def train_in_chunks(
     if iterations % chunk_size:
         raise ValueError(f"iterations={iterations} must be a multiple of chunk_size={chunk_size}")
     keys = chunk_keys(key, iterations // chunk_size)
-    with tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False) as bar:
+    live, started = _live_progress(), time.perf_counter()
+    with tqdm(
+        total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False, disable=not live
+    ) as bar:
         for chunk in range(start // chunk_size, iterations // chunk_size):
             state, metrics = update_chunk(state, keys[chunk])
             metrics = jax.device_get(metrics)
             done = (chunk + 1) * chunk_size
             if on_chunk is not None:
                 on_chunk(done, state, metrics)
-            if postfix is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in postfix(metrics).items()})
+            shown = {} if postfix is None else {k: f"{v:.4g}" for k, v in postfix(metrics).items()}
+            bar.set_postfix(shown)
             bar.update(chunk_size)
+            if not live:  # a log file or CI: one plain line per chunk instead of carriage-return redraws
+                fields = "".join(f", {k} {v}" for k, v in shown.items())
+                print(
+                    f"{description}: {done}/{iterations}{fields}, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     return state
+
+
+def _live_progress() -> bool:
+    """Whether a redrawn progress bar will be readable: a terminal, or a notebook's widget."""
+    return sys.stderr.isatty() or any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)

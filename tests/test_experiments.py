@@ -1,6 +1,7 @@
 import dataclasses
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -138,3 +139,17 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
     alone = navigation.main(nav_args)["returns"]["MAML + standard"]
     assert runs[2]["return_mean"] == pytest.approx(alone, rel=1e-3, abs=1e-2)
     assert runs[0]["return_mean"] != pytest.approx(alone, rel=1e-3, abs=1e-2)  # the swept value matters
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
+    from experiments.common import train_in_chunks
+
+    def update_chunk(state, key):
+        return state + 1, {"loss": np.full(2, 10.0 - state)}
+
+    final = train_in_chunks(update_chunk, 0, jax.random.key(0), 6, 2, "demo", postfix=lambda m: {"loss": m["loss"][0]})
+    assert final == 3
+    err = capsys.readouterr().err  # captured: not a terminal
+    assert "\r" not in err
+    lines = [line.rsplit(",", 1)[0] for line in err.splitlines()]  # without the elapsed seconds
+    assert lines == ["demo: 2/6, loss 10", "demo: 4/6, loss 9", "demo: 6/6, loss 8"]
