@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import jax
 import numpy as np
@@ -122,6 +122,12 @@ def train_in_chunks(
                     flush=True,
                 )
     return state
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """A user's mistake (a bad checkpoint, say): one line on stderr, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _live_progress() -> bool:

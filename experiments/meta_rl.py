@@ -46,7 +46,14 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from experiments.common import JsonlLogger, make_run_dir, train_in_chunks, write_config, write_json
+from experiments.common import (
+    JsonlLogger,
+    exit_with_error,
+    make_run_dir,
+    train_in_chunks,
+    write_config,
+    write_json,
+)
 from experiments.report import (
     REFERENCES,
     format_ci,
@@ -191,6 +198,8 @@ class Args:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
             raise ValueError(f"num_seeds must be >= 1, and 1 with --resume; got {self.num_seeds}")
+        if self.resume is not None and not (Path(self.resume) / "checkpoint").is_dir():
+            raise ValueError(f"--resume {self.resume}: no checkpoint/ directory in that run directory")
 
 
 def _make_env(args: Args):
@@ -313,10 +322,9 @@ def main(args: Args) -> dict:
     """Meta-trains, runs the baselines and evaluates on held-out tasks for each seed; returns the results dict
     (`returns[method]`: mean return after 0..K adaptation rounds, pooled over held-out tasks and seeds)."""
     start_time = time.perf_counter()
-    if args.resume and not (Path(args.resume) / "checkpoint").is_dir():
-        raise FileNotFoundError(f"--resume {args.resume}: no checkpoint/ directory in that run directory")
     run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
-    write_config(run_dir, args)
+    if not args.resume:  # a resumed run's config is rewritten only once its checkpoint has loaded
+        write_config(run_dir, args)
     logger = JsonlLogger(run_dir / "metrics.jsonl")
     env, programs = _compiled(_program_key(args))
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
@@ -349,7 +357,11 @@ def _run_seeds(args, env, hparams, programs, logger, run_dir):
     states = jax.tree.map(jnp.copy, initial)
     checkpoint_dir = run_dir / "checkpoint"
     if args.resume:
-        states, _ = checkpoint.restore(checkpoint_dir, target=states)
+        try:
+            states, _ = checkpoint.restore(checkpoint_dir, target=states)
+        except ValueError as error:  # corrupt, or from another configuration: one line, exit 2
+            exit_with_error(f"--resume {run_dir}: {error}")
+        write_config(run_dir, args)
         print(f"resumed {run_dir} at iteration {int(np.max(states.iteration))}")
     trained = {"MAML": _train(args, programs.train, states, keys.train, logger, "maml", seeds, checkpoint_dir)}
     train_seconds = time.perf_counter() - started

@@ -47,9 +47,15 @@ def test_presets_and_overrides_parse():
         halfcheetah_vel.Args(adaptation_mode="mixed")
     with pytest.raises(ValueError, match="num_seeds must be >= 1, and 1 with --resume"):
         halfcheetah_vel.Args(resume="/some/run", num_seeds=2)
-    with pytest.raises(FileNotFoundError, match="no checkpoint/ directory"):
-        halfcheetah_vel.main(halfcheetah_vel.Args(resume="/nonexistent/run"))
-    bad_flags = (["--inner-lr", "-1"], ["--buffer-size", "0"], ["--chunk-size", "0"], ["--model", "rnn"])
+    with pytest.raises(ValueError, match="no checkpoint/ directory"):
+        halfcheetah_vel.Args(resume="/nonexistent/run")
+    bad_flags = (
+        ["--inner-lr", "-1"],
+        ["--buffer-size", "0"],
+        ["--chunk-size", "0"],
+        ["--model", "rnn"],
+        ["--resume", "/nonexistent/run"],
+    )
     for flags in bad_flags:  # CLI: exit 2 before compiling
         with pytest.raises(SystemExit) as exit_info:
             parse_args(halfcheetah_vel.PRESETS, "cpu", flags)
@@ -105,7 +111,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
 
 
-def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path):
+def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
     from ssm_jax import checkpoint
 
@@ -121,6 +127,25 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path):
     per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
     assert np.asarray(restored["obs_stats"]["count"]).tolist() == [per_round * (1 + 2 * args.iterations)]  # [runs]
     assert np.all(np.asarray(restored["obs_stats"]["var"]) > 0)
+
+    # Resuming from another configuration, or from a corrupt checkpoint: one line, exit 2, the run's config kept.
+    config_text = (run_dir / "config.json").read_text()
+    capsys.readouterr()  # the training run's progress lines
+    wider = dataclasses.replace(args, resume=str(run_dir), network=dataclasses.replace(args.network, hidden_dim=32))
+    with pytest.raises(SystemExit) as exit_info:
+        navigation.main(wider)
+    message = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in message
+    assert message.startswith(f"error: --resume {run_dir}: checkpoint at ") and message.endswith(
+        "stored float32[1, 16], expected float32[1, 32]"
+    )
+    for path in (run_dir / "checkpoint" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    with pytest.raises(SystemExit) as exit_info:
+        navigation.main(dataclasses.replace(args, resume=str(run_dir)))
+    assert exit_info.value.code == 2 and "corrupt or incomplete checkpoint" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_text() == config_text
 
 
 @pytest.mark.slow
