@@ -2,6 +2,7 @@ import dataclasses
 
 import chex
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -146,7 +147,7 @@ def test_every_matmul_of_the_training_program_is_traced_at_the_configured_precis
             for eqn in jaxpr.eqns:
                 if eqn.primitive.name == "dot_general":
                     found.add(eqn.params["precision"])
-                for sub in jax.core.jaxprs_in_params(eqn.params):
+                for sub in jax.extend.core.jaxprs_in_params(eqn.params):
                     visit(sub)
 
         visit(jaxpr.jaxpr)
