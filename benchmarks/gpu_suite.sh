@@ -12,19 +12,21 @@ stage() {  # stage SECONDS NAME COMMAND...
   local seconds=$1 name=$2
   shift 2
   echo "=== $name ($(date +%T), limit ${seconds}s)" | tee -a "$log"
-  timeout "$seconds" "$@" 2>&1 | grep -v -e "Failed to import" -e "UserWarning" | tee -a "$log"
-  echo "=== $name: exit ${PIPESTATUS[0]} ($(date +%T))" | tee -a "$log"
+  timeout "$seconds" "$@" 2>&1 | grep -v -e "UserWarning" | tee -a "$log"
+  local status=${PIPESTATUS[0]}
+  echo "=== $name: exit $status ($(date +%T))" | tee -a "$log"
+  return "$status"
 }
 python -c "import jax, sys; print(sys.version.split()[0], 'jax', jax.__version__, jax.devices())" 2>&1 | tee -a "$log"
-stage 110 maml_vs_torch python -m benchmarks.maml_vs_torch
-cp benchmarks/results/maml_vs_torch.json "$out/" 2>/dev/null
-stage 60 sweep_scaling_sinusoid python -m benchmarks.sweep_scaling --workloads sinusoid --sizes 1 2 4 8 16
-cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_sinusoid.json" 2>/dev/null
-stage 190 sweep_scaling_navigation python -m benchmarks.sweep_scaling --workloads navigation --sizes 1 2 4 8 16
-cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_navigation.json" 2>/dev/null
+# A stage's JSON is copied only when the stage finished: benchmarks/results/ also holds the committed CPU files.
+stage 150 maml_vs_torch python -m benchmarks.maml_vs_torch --reference-repeats 1 &&
+  cp benchmarks/results/maml_vs_torch.json "$out/"
+stage 60 sweep_scaling_sinusoid python -m benchmarks.sweep_scaling --workloads sinusoid --sizes 1 2 4 8 16 &&
+  cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_sinusoid.json"
+stage 190 sweep_scaling_navigation python -m benchmarks.sweep_scaling --workloads navigation --sizes 1 2 4 8 16 &&
+  cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_navigation.json"
 stage 170 navigation_paper_8_seeds python -m experiments.sweep --num-seeds 8 --inner-lr 0.1 \
   --base.iterations 100 --base.tasks-per-batch 20 --base.trajectories-per-task 20 --base.eval-tasks 40 \
-  --out-dir runs/sweep_gpu
-tar czf "$out/runs.tar.gz" runs/sweep_gpu 2>/dev/null
-stage 50 models python -m benchmarks.models
-cp benchmarks/results/models.json "$out/" 2>/dev/null
+  --out-dir runs/sweep_gpu &&
+  tar czf "$out/runs.tar.gz" runs/sweep_gpu
+stage 90 models python -m benchmarks.models && cp benchmarks/results/models.json "$out/"

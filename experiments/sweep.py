@@ -26,7 +26,7 @@ import numpy as np
 from matplotlib import pyplot as plt
 
 from experiments import navigation
-from experiments.common import make_run_dir, parse_args, train_in_chunks, write_config, write_json
+from experiments.common import exit_with_error, make_run_dir, parse_args, train_in_chunks, write_config, write_json
 from experiments.meta_rl import Args, _build
 from experiments.report import markdown_table, mean_ci, save_figure
 from ssm_jax import distributed, sweep
@@ -76,7 +76,7 @@ def main(args: SweepArgs) -> dict:
     swept = {name: getattr(args, name) for name in sweep.SWEEPABLE if getattr(args, name)}
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
     if grid.size % jax.device_count():
-        raise ValueError(f"{grid.size} runs cannot be split evenly over {jax.device_count()} devices")
+        exit_with_error(f"{grid.size} runs cannot be split evenly over {jax.device_count()} devices")
     base = args.base
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)

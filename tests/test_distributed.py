@@ -55,10 +55,10 @@ SCRIPT = textwrap.dedent(
     smoke = dataclasses.replace(sweep_experiment.PRESETS["smoke"], out_dir=sys.argv[1])
     try:
         sweep_experiment.main(dataclasses.replace(smoke, num_seeds=3, inner_lr=(0.1,)))
-    except ValueError as error:
-        assert "3 runs cannot be split evenly over 4 devices" in str(error)
+    except SystemExit as exit_info:  # one line on stderr ("3 runs cannot be split evenly over 4 devices"), exit 2
+        assert exit_info.code == 2
     else:
-        raise AssertionError("3 runs on 4 devices should raise")
+        raise AssertionError("3 runs on 4 devices should exit 2")
     print(json.dumps(sweep_experiment.main(smoke)["aggregate"]))
     """
 )
@@ -73,6 +73,7 @@ def test_sharded_runs_and_tasks_on_4_cpu_devices_equal_the_single_device_step(tm
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sharded steps equal the single-device steps" in result.stdout
+    assert "error: 3 runs cannot be split evenly over 4 devices\n" in result.stderr
     sharded = json.loads(result.stdout.strip().splitlines()[-1])
     smoke = dataclasses.replace(sweep_experiment.PRESETS["smoke"], out_dir=str(tmp_path / "one"))
     alone = json.loads(json.dumps(sweep_experiment.main(smoke)["aggregate"]))  # the same JSON keys as the script's
