@@ -12,7 +12,7 @@ The pipeline, its outputs and every flag are described in `experiments.meta_rl`.
 
 from __future__ import annotations
 
-from experiments.common import parse_args
+from experiments.common import run_main
 from experiments.meta_rl import Args, NetworkArgs, main
 
 PRESETS = {
@@ -53,4 +53,4 @@ PRESETS = {
 __all__ = ["PRESETS", "Args", "main"]
 
 if __name__ == "__main__":
-    main(parse_args(PRESETS, "cpu"))
+    run_main(main, PRESETS, "cpu")

@@ -28,15 +28,15 @@ programs (`ssm_jax.sweep.make_programs`: one compile, whatever N; each seed draw
 tasks, with the keys it would draw alone) and the tables and plots pool held-out tasks over seeds.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, learning_curve.png,
-adaptation_curve.png, and an orbax checkpoint of the stacked states, `[num_seeds, ...]` (`--resume <run dir>`
-continues training; one seed only).
+adaptation_curve.png, and orbax checkpoints of the stacked states `[num_seeds, ...]`, `checkpoints/step_<n>/`
+(`ssm_jax.runs`). `--resume <run dir>` continues MAML's training from the newest one with the run's own config.json
+and ends as the uninterrupted run would; Ctrl-C saves the last finished chunk and exits 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -46,14 +46,7 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
-from experiments.common import (
-    JsonlLogger,
-    exit_with_error,
-    make_run_dir,
-    train_in_chunks,
-    write_config,
-    write_json,
-)
+from experiments.common import write_config
 from experiments.report import (
     REFERENCES,
     format_ci,
@@ -65,17 +58,17 @@ from experiments.report import (
     plot_adaptation,
     save_figure,
 )
-from ssm_jax import checkpoint, envs, sweep
+from ssm_jax import envs, runs, sweep
+from ssm_jax.cli import exit_with_error
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
-from ssm_jax.models import MODEL_NAMES, GaussianHead, ModelConfig, attach_heads, make_model
+from ssm_jax.models import MODEL_NAMES, make_gaussian_policy
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ADAPTATION_MODE_CHOICES = ("both", "standard", "hybrid")
-RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +87,11 @@ class NetworkArgs:
 class Args:
     preset: str = "cpu"
     """The preset these values came from (choose it with --preset)."""
-    env: Literal[RL_ENVS] = "halfcheetah-vel"
+    env: Literal[envs.META_RL_ENVS] = "halfcheetah-vel"
     """The meta-RL task family."""
     backend: Literal[BACKENDS] = "spring"
     """brax physics backend (brax families only)."""
-    goals: Literal["uniform", "seed"] = "uniform"
+    goals: Literal[envs.GOAL_SETS] = "uniform"
     """halfcheetah-vel goals: U[0, 2], or the seeds' 0.5, 1, ..., 2.5."""
     horizon: int = 200
     """Steps per episode."""
@@ -174,8 +167,8 @@ class Args:
             raise ValueError(
                 f"adaptation_mode must be one of {', '.join(ADAPTATION_MODE_CHOICES)}, got {self.adaptation_mode!r}"
             )
-        if self.env not in RL_ENVS:
-            raise ValueError(f"env must be a meta-RL family ({', '.join(RL_ENVS)}), got {self.env!r}")
+        if self.env not in envs.META_RL_ENVS:
+            raise ValueError(f"env must be a meta-RL family ({', '.join(envs.META_RL_ENVS)}), got {self.env!r}")
         if min(self.buffer_size, self.experience_batch_size, self.chunk_size) < 1:
             raise ValueError("buffer_size, experience_batch_size and chunk_size must be >= 1")
         if self.iterations < 1 or self.iterations % self.chunk_size:
@@ -198,33 +191,20 @@ class Args:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
             raise ValueError(f"num_seeds must be >= 1, and 1 with --resume; got {self.num_seeds}")
-        if self.resume is not None and not (Path(self.resume) / "checkpoint").is_dir():
-            raise ValueError(f"--resume {self.resume}: no checkpoint/ directory in that run directory")
-
-
-def _make_env(args: Args):
-    if args.env == "navigation-2d":
-        return envs.make(args.env, horizon=args.horizon)
-    goals = {"goals": args.goals} if args.env == "halfcheetah-vel" else {}
-    return envs.make(args.env, backend=args.backend, horizon=args.horizon, **goals)
+        if self.resume is not None and not runs.checkpoint_steps(self.resume):
+            raise ValueError(f"--resume {self.resume}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
 
 
 def _build(args: Args):
     """The env, the policy and its trainer."""
-    env = _make_env(args)
-    net = args.network
-    core = make_model(
+    env = envs.make_meta_rl(args.env, args.horizon, args.backend, args.goals)
+    policy = make_gaussian_policy(
         args.model,
-        ModelConfig(
-            env.observation_size,
-            net.hidden_dim,
-            state_dim=net.state_dim,
-            hidden_dim=net.hidden_dim,
-            num_layers=net.num_layers,
-            window=max(args.window, 16),
-        ),
+        env.observation_size,
+        env.action_size,
+        window=max(args.window, 16),
+        **dataclasses.asdict(args.network),
     )
-    policy = attach_heads(core, pi=GaussianHead(env.action_size, init_log_std=net.init_log_std))
     config = TrainerConfig(
         tasks_per_batch=args.tasks_per_batch,
         trajectories_per_task=args.trajectories_per_task,
@@ -246,31 +226,40 @@ def _build(args: Args):
     return env, make_meta_rl_trainer(env, policy, config)
 
 
-def _train(args, chunk, states, keys, logger, phase, seeds, checkpoint_dir=None):
+def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=True):
     """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) until `args.iterations` from the states'
-    iteration, logging one record per seed and chunk and checkpointing the stacked `TrainState` into
-    `checkpoint_dir`."""
+    iteration, logging one record per seed and chunk and, with `checkpoints`, saving the stacked `TrainState` as
+    `run_dir/checkpoints/step_<n>/` every `checkpoint_every` iterations and at the end. Ctrl-C saves the last
+    finished chunk (with `checkpoints`), says where and exits 0."""
     started = time.perf_counter()
 
     def on_chunk(iteration, states, metrics):
         elapsed = time.perf_counter() - started
         for i, seed in enumerate(seeds):
             record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
-            logger.log({**record, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)})
-        if checkpoint_dir is not None and iteration % args.checkpoint_every == 0:
-            checkpoint.save(checkpoint_dir, states, args)
+            log.log({**record, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)})
+        if checkpoints and (iteration % args.checkpoint_every == 0 or iteration == args.iterations):
+            runs.save_step(run_dir, states, args, iteration)
 
-    return train_in_chunks(
-        chunk,
-        states,
-        keys,
-        args.iterations,
-        args.chunk_size,
-        phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)",
-        on_chunk=on_chunk,
-        postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-        start=int(np.max(states.iteration)),
-    )
+    try:
+        return runs.train_in_chunks(
+            chunk,
+            states,
+            keys,
+            args.iterations,
+            args.chunk_size,
+            phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)",
+            on_chunk=on_chunk,
+            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
+            start=int(np.max(states.iteration)),
+        )
+    except runs.Interrupted as stop:
+        if checkpoints:
+            path = runs.save_step(run_dir, stop.state, args, stop.iteration)
+            print(f"interrupted at iteration {stop.iteration}: saved {path}; continue with --resume {run_dir}")
+        else:
+            print(f"interrupted during {phase} at iteration {stop.iteration}; --resume {run_dir} runs it again")
+        raise SystemExit(0) from None
 
 
 def _plot_learning(path: Path, records: list[dict]):
@@ -322,17 +311,17 @@ def main(args: Args) -> dict:
     """Meta-trains, runs the baselines and evaluates on held-out tasks for each seed; returns the results dict
     (`returns[method]`: mean return after 0..K adaptation rounds, pooled over held-out tasks and seeds)."""
     start_time = time.perf_counter()
-    run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
-    if not args.resume:  # a resumed run's config is rewritten only once its checkpoint has loaded
+    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
+    if not args.resume:  # a resumed run keeps the config.json it was started with
         write_config(run_dir, args)
-    logger = JsonlLogger(run_dir / "metrics.jsonl")
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
     env, programs = _compiled(_program_key(args))
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
-    curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, logger, run_dir)
+    curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, log, run_dir)
 
     metric_name = env.task_metric_name
     total_seconds = time.perf_counter() - start_time
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    records = log.records()
     results = _summarise(
         args, run_dir, curves, task_metrics, metric_name, oracle, records, train_seconds, total_seconds
     )
@@ -342,7 +331,7 @@ def main(args: Args) -> dict:
     return results
 
 
-def _run_seeds(args, env, hparams, programs, logger, run_dir):
+def _run_seeds(args, env, hparams, programs, log, run_dir):
     """Meta-training, baselines and held-out evaluation for seeds `seed … seed + num_seeds − 1`, as one run axis
     of the vmapped programs (each run keyed as `sweep.run_keys(seed)`, so it is the run its seed makes alone).
 
@@ -355,19 +344,21 @@ def _run_seeds(args, env, hparams, programs, logger, run_dir):
     keys, run_hparams = grid.keys, grid.hparams(hparams)
     initial = programs.init(keys.init, run_hparams)  # training donates its states; these stay for random init
     states = jax.tree.map(jnp.copy, initial)
-    checkpoint_dir = run_dir / "checkpoint"
     if args.resume:
         try:
-            states, _ = checkpoint.restore(checkpoint_dir, target=states)
-        except ValueError as error:  # corrupt, or from another configuration: one line, exit 2
+            states, path = runs.restore_latest(run_dir, target=states)
+        except ValueError as error:  # damaged, or from another configuration: one line, exit 2
             exit_with_error(f"--resume {run_dir}: {error}")
-        write_config(run_dir, args)
-        print(f"resumed {run_dir} at iteration {int(np.max(states.iteration))}")
-    trained = {"MAML": _train(args, programs.train, states, keys.train, logger, "maml", seeds, checkpoint_dir)}
+        restored = int(np.max(states.iteration))
+        log.keep(lambda r: r["phase"] == "maml" and r["iteration"] <= restored)  # the rest is run again
+        print(f"resumed {run_dir} from {path.name} (iteration {restored})")
+    trained = {"MAML": _train(args, programs.train, states, keys.train, log, "maml", seeds, run_dir)}
     train_seconds = time.perf_counter() - started
     if args.pretrained:
         pretrained = programs.init(keys.init, run_hparams, adapt=False)
-        trained["pretrained"] = _train(args, programs.train, pretrained, keys.pretrain, logger, "pretrained", seeds)
+        trained["pretrained"] = _train(
+            args, programs.train, pretrained, keys.pretrain, log, "pretrained", seeds, run_dir, checkpoints=False
+        )
     if args.random_baseline:
         trained["random init"] = initial
 
@@ -496,7 +487,7 @@ def _summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records
         "train_seconds": train_seconds,
         "total_seconds": total_seconds,
     }
-    write_json(run_dir / "results.json", results)
+    runs.write_json(run_dir / "results.json", results)
     print(text)
     print(f"results in {run_dir}")
     return results

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from experiments.common import parse_args
+from experiments.common import run_main
 from experiments.meta_rl import Args, NetworkArgs, main
 
 PRESETS = {
@@ -61,4 +61,4 @@ PRESETS["smoke"] = dataclasses.replace(
 __all__ = ["PRESETS", "Args", "main"]
 
 if __name__ == "__main__":
-    main(parse_args(PRESETS, "default"))
+    run_main(main, PRESETS, "default")

@@ -26,7 +26,7 @@ import matplotlib
 import numpy as np
 import optax
 
-from experiments.common import JsonlLogger, make_run_dir, parse_args, train_in_chunks, write_config, write_json
+from experiments.common import run_main, write_config
 from experiments.report import (
     REFERENCE_MAML_PAPER,
     REFERENCE_META_SGD_PAPER,
@@ -39,6 +39,7 @@ from experiments.report import (
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta import MAMLConfig, make_maml
 from ssm_jax.models import ModelConfig, make_model
+from ssm_jax.runs import MetricsLog, make_run_dir, train_in_chunks, write_json
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -111,7 +112,7 @@ def _sample_tasks(dist: SinusoidDistribution, key, n_tasks: int, shots: int, que
     return tasks, (support, query)
 
 
-def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: JsonlLogger):
+def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: MetricsLog):
     """Meta-trains (or pretrains) one method. Returns `(params, inner_lr, maml)` (maml evaluates the params)."""
     model = _model(args)
     loss_fn = _loss_fn(model)
@@ -209,7 +210,7 @@ def _plot_curves(path: Path, curves: dict):
 def main(args: Args) -> dict:
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
-    logger = JsonlLogger(run_dir / "metrics.jsonl")
+    logger = MetricsLog(run_dir / "metrics.jsonl")
     dist = SinusoidDistribution(frequency_range=args.frequency_range)
     root = jax.random.key(args.seed)
     train_root, eval_root = jax.random.split(root)
@@ -271,4 +272,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(parse_args(PRESETS, "default"))
+    run_main(main, PRESETS, "default")

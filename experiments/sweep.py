@@ -26,10 +26,12 @@ import numpy as np
 from matplotlib import pyplot as plt
 
 from experiments import navigation
-from experiments.common import exit_with_error, make_run_dir, parse_args, train_in_chunks, write_config, write_json
+from experiments.common import run_main, write_config
 from experiments.meta_rl import Args, _build
 from experiments.report import markdown_table, mean_ci, save_figure
 from ssm_jax import distributed, sweep
+from ssm_jax.cli import exit_with_error
+from ssm_jax.runs import make_run_dir, train_in_chunks, write_json
 from ssm_jax.train import HParams
 
 
@@ -166,4 +168,4 @@ def _plot(path, name: str, by_value: dict, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(parse_args(PRESETS, "default"))
+    run_main(main, PRESETS, "default")

@@ -31,6 +31,10 @@ _CONFIG_FILE = "config.json"
 _STATE_DIR = "state"
 
 
+class CorruptCheckpoint(ValueError):
+    """The checkpoint's files are unreadable or incomplete (as opposed to made by another configuration)."""
+
+
 def _encode(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
@@ -107,8 +111,9 @@ def restore(path: str | os.PathLike, target: PyTree | None = None) -> tuple[PyTr
 
     Raises:
         FileNotFoundError: no checkpoint at `path`.
-        ValueError: the checkpoint is unreadable or incomplete, or a leaf's shape or dtype is not `target`'s (the
-            message names the first such leaf).
+        CorruptCheckpoint: the checkpoint is unreadable or incomplete (a `ValueError`).
+        ValueError: a leaf's shape or dtype, or the tree structure, is not `target`'s (the message names the first
+            leaf that differs).
     """
     path = Path(path).absolute()
     if not path.is_dir():
@@ -123,7 +128,7 @@ def restore(path: str | os.PathLike, target: PyTree | None = None) -> tuple[PyTr
     except Exception as err:
         if "tree structures do not match" in str(err):  # orbax: the stored tree is not the target's
             raise ValueError(f"checkpoint at {path} does not match the target's tree structure") from err
-        raise ValueError(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
+        raise CorruptCheckpoint(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
     if target is not None:
         _check_matches(path, state, target)
     return state, config

@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -47,7 +48,7 @@ def test_presets_and_overrides_parse():
         halfcheetah_vel.Args(adaptation_mode="mixed")
     with pytest.raises(ValueError, match="num_seeds must be >= 1, and 1 with --resume"):
         halfcheetah_vel.Args(resume="/some/run", num_seeds=2)
-    with pytest.raises(ValueError, match="no checkpoint/ directory"):
+    with pytest.raises(ValueError, match="no checkpoint in it"):
         halfcheetah_vel.Args(resume="/nonexistent/run")
     bad_flags = (
         ["--inner-lr", "-1"],
@@ -83,7 +84,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
         "adaptation_curve.png",
     ):
         assert (run_dir / name).stat().st_size > 0, name
-    assert (run_dir / "checkpoint" / "config.json").exists()  # both seeds' states, stacked on a leading run axis
+    assert (run_dir / "checkpoints" / "latest" / "config.json").exists()  # both seeds' states, stacked
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {(r["phase"], r["seed"]) for r in records} == {(p, s) for p in ("maml", "pretrained") for s in (0, 1)}
     for name in ("inner_kl", "inner_grad_norm", "inner_clip_fraction"):
@@ -121,7 +122,7 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     stored = json.loads((run_dir / "results.json").read_text())
     assert stored["returns"]["MAML + standard"] == pytest.approx(results["returns"]["MAML + standard"])
     assert results["task_metric_name"] == "distance to goal"
-    restored, config = checkpoint.restore(run_dir / "checkpoint")
+    restored, config = checkpoint.restore(run_dir / "checkpoints" / "latest")
     assert config == args
     # warm-up round, then (support + query) rounds per meta-iteration, each tasks x trajectories x horizon
     per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
@@ -139,13 +140,40 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     assert message.startswith(f"error: --resume {run_dir}: checkpoint at ") and message.endswith(
         "stored float32[1, 16], expected float32[1, 32]"
     )
-    for path in (run_dir / "checkpoint" / "state").rglob("*"):
-        if path.is_file():
+    for path in (run_dir / "checkpoints").rglob("*"):  # every step's state: none is left to fall back on
+        if path.is_file() and "state" in path.parts:
             path.write_bytes(b"garbage")
     with pytest.raises(SystemExit) as exit_info:
         navigation.main(dataclasses.replace(args, resume=str(run_dir)))
     assert exit_info.value.code == 2 and "corrupt or incomplete checkpoint" in capsys.readouterr().err
     assert (run_dir / "config.json").read_text() == config_text
+
+
+def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path):
+    """A run killed after its step-2 checkpoint, with records logged past it, resumes from step 2 and writes the
+    uninterrupted run's metrics (each iteration once) and results."""
+    from experiments import navigation
+    from ssm_jax import runs
+
+    args = dataclasses.replace(
+        navigation.PRESETS["smoke"], iterations=4, checkpoint_every=2, pretrained=True, plots=False
+    )
+    navigation.main(dataclasses.replace(args, out_dir=str(tmp_path / "a")))
+    navigation.main(dataclasses.replace(args, out_dir=str(tmp_path / "b")))
+    (uninterrupted,) = (tmp_path / "a").iterdir()
+    (killed,) = (tmp_path / "b").iterdir()
+    shutil.rmtree(killed / "checkpoints" / "step_4")  # killed before its step-4 checkpoint, after logging to 4
+    (killed / "checkpoints" / "latest").unlink()
+    (killed / "metrics.jsonl").write_text((killed / "metrics.jsonl").read_text() + '{"phase": "maml", "iter')
+    navigation.main(dataclasses.replace(args, resume=str(killed)))
+    assert runs.checkpoint_steps(killed) == [2, 4]
+    without_time = lambda run: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in runs.MetricsLog(
+        run / "metrics.jsonl").records()]  # fmt: skip
+    assert [(r["phase"], r["iteration"]) for r in without_time(killed)] == [
+        (phase, i) for phase in ("maml", "pretrained") for i in range(1, 5)
+    ]
+    assert without_time(killed) == without_time(uninterrupted)
+    assert _results_without_timing(killed) == _results_without_timing(uninterrupted)
 
 
 @pytest.mark.slow
@@ -167,7 +195,7 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
 
 
 def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
-    from experiments.common import train_in_chunks
+    from ssm_jax.runs import train_in_chunks
 
     def update_chunk(state, key):
         return state + 1, {"loss": np.full(2, 10.0 - state)}

@@ -24,6 +24,8 @@ _REGISTRY = {
     "navigation-2d": (Navigation2D, {}),
 }
 ENV_NAMES = tuple(_REGISTRY)
+META_RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d")
+GOAL_SETS = ("uniform", "seed")
 
 
 def make(name: str, **options) -> TaskEnv:
@@ -38,9 +40,21 @@ def make(name: str, **options) -> TaskEnv:
     return cls(**fixed, **options)
 
 
+def make_meta_rl(name: str, horizon: int, backend: str = "spring", goals: str = "uniform") -> TaskEnv:
+    """The meta-RL family `name` (one of `META_RL_ENVS`) with the options that apply to it: `backend` for the brax
+    families, `goals` (U[0, 2] or the seeds' 0.5, 1, ..., 2.5) for halfcheetah-vel."""
+    if name not in META_RL_ENVS:
+        raise ValueError(f"unknown meta-RL family {name!r}; expected one of {', '.join(META_RL_ENVS)}")
+    if name == "navigation-2d":
+        return make(name, horizon=horizon)
+    return make(name, backend=backend, horizon=horizon, **({"goals": goals} if name == "halfcheetah-vel" else {}))
+
+
 __all__ = [
     "BACKENDS",
     "ENV_NAMES",
+    "GOAL_SETS",
+    "META_RL_ENVS",
     "BraxTaskEnv",
     "DirectionTask",
     "DynamicsTask",
@@ -54,6 +68,7 @@ __all__ = [
     "TaskEnv",
     "VelocityTask",
     "make",
+    "make_meta_rl",
     "normalize",
     "update_stats",
 ]

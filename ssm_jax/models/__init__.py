@@ -10,7 +10,7 @@ from ssm_jax.models.heads import (
     ValueHead,
     attach_heads,
 )
-from ssm_jax.models.registry import MODEL_NAMES, make_model
+from ssm_jax.models.registry import MODEL_NAMES, make_gaussian_policy, make_model
 
 __all__ = [
     "MODEL_NAMES",
@@ -23,5 +23,6 @@ __all__ = [
     "SequenceModel",
     "ValueHead",
     "attach_heads",
+    "make_gaussian_policy",
     "make_model",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 from ssm_jax.models.base import ModelConfig, SequenceModel
+from ssm_jax.models.heads import GaussianHead, HeadedModel, attach_heads
 from ssm_jax.models.mlp import MLPCore, mlp_carry
 from ssm_jax.models.recurrent import RecurrentCore, gru_carry, lstm_carry
 from ssm_jax.models.s5 import S5Core, s5_carry
@@ -38,3 +39,23 @@ def make_model(name: str, config: ModelConfig) -> SequenceModel:
         )
     module_fn, carry_fn = _BUILDERS[name]
     return SequenceModel(name, config, module_fn(config), functools.partial(carry_fn, config))
+
+
+def make_gaussian_policy(
+    name: str,
+    observation_size: int,
+    action_size: int,
+    *,
+    hidden_dim: int = 64,
+    state_dim: int = 32,
+    num_layers: int = 2,
+    window: int = 16,
+    init_log_std: float = 0.0,
+) -> HeadedModel:
+    """The meta-RL policy: the sequence model `name` reading `[T, observation_size]` observations into
+    `hidden_dim` features, under a Gaussian head `pi` over `action_size` actions (initial log-std
+    `init_log_std`). `window` is the transformer's key/value window."""
+    config = ModelConfig(
+        observation_size, hidden_dim, state_dim=state_dim, hidden_dim=hidden_dim, num_layers=num_layers, window=window
+    )
+    return attach_heads(make_model(name, config), pi=GaussianHead(action_size, init_log_std=init_log_std))

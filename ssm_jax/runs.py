@@ -1,0 +1,232 @@
+"""A training run on disk, host side: its directory, metrics log, chunked training loop and step checkpoints.
+
+    run_dir = make_run_dir("runs/cli")                       # runs/cli/<UTC timestamp>/
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    state = train_in_chunks(chunk, state, key, 100, 10, "train", on_chunk=...)  # progress, Ctrl-C at a chunk end
+    save_step(run_dir, state, config, step=100)              # checkpoints/step_100/ and checkpoints/latest
+    state, path = restore_latest(run_dir, target=state)      # the newest intact step
+
+Resume is exact: training chunk `c` always draws key `c` of `sweep.chunk_keys`, a checkpoint holds the whole
+`TrainState`, and `MetricsLog.keep` drops what a killed run logged after its last checkpoint, so a resumed run ends
+with the params and metrics of the uninterrupted one. Ctrl-C during `train_in_chunks` lets the chunk in flight
+finish and raises `Interrupted` with that chunk's state, for the caller to save (a second Ctrl-C aborts at once).
+Every experiment, the CLI and the notebook use these; the training maths itself is `ssm_jax.train`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from ssm_jax import checkpoint
+from ssm_jax.sweep import chunk_keys
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+_STEP = re.compile(r"step_(\d+)")
+
+
+def make_run_dir(root: str | Path) -> Path:
+    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken)."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    root = Path(root)
+    for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
+        path = root / f"{stamp}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run directory under {root}")
+
+
+def to_python(tree: Any) -> Any:
+    """Arrays and numpy scalars to plain Python floats/ints/lists, for JSON."""
+
+    def convert(x):
+        array = np.asarray(x)
+        return array.item() if array.ndim == 0 else array.tolist()
+
+    return jax.tree.map(convert, jax.device_get(tree))
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(to_python(value), indent=2, allow_nan=True))
+
+
+class MetricsLog:
+    """`metrics.jsonl`: one JSON object per line, appended."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.touch()
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(to_python(dict(record))) + "\n")
+
+    def records(self) -> list[dict]:
+        """Every complete record (a line cut short by a kill is skipped)."""
+        records = []
+        for line in self.path.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):
+                records.append(json.loads(line))
+        return records
+
+    def keep(self, predicate: Callable[[dict], bool]) -> None:
+        """Rewrites the log with only the records `predicate` accepts (a resume drops what follows its checkpoint)."""
+        kept = "".join(json.dumps(r) + "\n" for r in self.records() if predicate(r))
+        staging = self.path.with_name(f".{self.path.name}.keep")
+        staging.write_text(kept)
+        os.replace(staging, self.path)
+
+
+class Interrupted(Exception):
+    """Ctrl-C during `train_in_chunks`: `state` is the last finished chunk's, at `iteration`."""
+
+    def __init__(self, iteration: int, state: Any):
+        super().__init__(f"interrupted at iteration {iteration}")
+        self.iteration = iteration
+        self.state = state
+
+
+@contextlib.contextmanager
+def _interrupt_at_chunk_end() -> Iterator[Callable[[], bool]]:
+    """Turns the first SIGINT into a request the loop reads at the end of a chunk; the second raises at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requested = []
+
+    def request(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+        print("\ninterrupt: stopping after the chunk in flight (Ctrl-C again aborts)", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, request)
+    try:
+        yield lambda: bool(requested)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train_in_chunks(
+    update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
+    state: Any,
+    key: jax.Array,
+    iterations: int,
+    chunk_size: int,
+    description: str,
+    on_chunk: Callable[[int, Any, Any], None] | None = None,
+    postfix: Callable[[Any], Mapping[str, float]] | None = None,
+    start: int = 0,
+) -> Any:
+    """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call;
+    `key` may be a sweep's stacked train keys `[R]`, each run's chunks keyed as if it ran alone) from iteration
+    `start` until `iterations`, syncing to the host once per chunk for the progress bar and
+    `on_chunk(iteration, state, metrics)` (the state that chunk returned, before the next call donates it).
+
+    Raises:
+        Interrupted: Ctrl-C; raised once the chunk in flight has finished and `on_chunk` has seen it.
+    """
+    if iterations % chunk_size or start % chunk_size:
+        raise ValueError(f"iterations={iterations} and start={start} must be multiples of chunk_size={chunk_size}")
+    keys = chunk_keys(key, iterations // chunk_size)
+    live, started = _live_progress(), time.perf_counter()
+    bar = tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False, disable=not live)
+    with bar, _interrupt_at_chunk_end() as interrupt_requested:
+        for chunk in range(start // chunk_size, iterations // chunk_size):
+            state, metrics = update_chunk(state, keys[chunk])
+            metrics = jax.device_get(metrics)
+            done = (chunk + 1) * chunk_size
+            if on_chunk is not None:
+                on_chunk(done, state, metrics)
+            shown = {} if postfix is None else {k: f"{v:.4g}" for k, v in postfix(metrics).items()}
+            bar.set_postfix(shown)
+            bar.update(chunk_size)
+            if not live:  # a log file or CI: one plain line per chunk instead of carriage-return redraws
+                fields = "".join(f", {k} {v}" for k, v in shown.items())
+                print(
+                    f"{description}: {done}/{iterations}{fields}, {time.perf_counter() - started:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if interrupt_requested() and done < iterations:
+                raise Interrupted(done, state)
+    return state
+
+
+def _live_progress() -> bool:
+    """Whether a redrawn progress bar will be readable: a terminal, or a notebook's widget."""
+    return sys.stderr.isatty() or any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
+
+
+def checkpoint_steps(run_dir: str | Path) -> list[int]:
+    """The steps saved under `run_dir/checkpoints/` (complete ones: a save is atomic), ascending."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(int(m.group(1)) for p in root.iterdir() if (m := _STEP.fullmatch(p.name)) and p.is_dir())
+
+
+def run_dir_of(path: str | Path) -> Path:
+    """The run directory of `path`: a run directory itself, its `checkpoints/latest` or a `checkpoints/step_<n>/`."""
+    path = Path(path)
+    return path.parent.parent if _STEP.fullmatch(path.name) or path.name == LATEST else path
+
+
+def save_step(run_dir: str | Path, state: Any, config: Any, step: int, keep: int = 2) -> Path:
+    """Saves `state` and `config` as `run_dir/checkpoints/step_<step>/`, points `latest` at it and removes all but
+    the newest `keep` steps (the one before the newest stays, should the newest ever be damaged)."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    root = Path(run_dir) / CHECKPOINTS
+    path = checkpoint.save(root / f"step_{step}", state, config)
+    link = root / f".{LATEST}.new"
+    link.unlink(missing_ok=True)
+    link.symlink_to(path.name)
+    os.replace(link, root / LATEST)
+    for old in checkpoint_steps(run_dir)[:-keep]:
+        shutil.rmtree(root / f"step_{old}")
+    return path
+
+
+def restore_latest(run_dir: str | Path, target: Any) -> tuple[Any, Path]:
+    """The newest step under `run_dir/checkpoints/` that restores into `target`: `(state, its path)`. A damaged
+    step is skipped with a one-line warning on stderr, and the one before it is used.
+
+    Raises:
+        FileNotFoundError: no checkpoint in `run_dir`.
+        ValueError: every step is damaged, or the newest was made by another configuration (its message names the
+            first leaf whose shape or dtype differs).
+    """
+    steps = checkpoint_steps(run_dir)
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {run_dir} (expected {CHECKPOINTS}/step_<n>/)")
+    damaged = []
+    for step in reversed(steps):
+        path = Path(run_dir) / CHECKPOINTS / f"step_{step}"
+        try:
+            state, _ = checkpoint.restore(path, target=target)
+        except checkpoint.CorruptCheckpoint as error:
+            damaged.append(str(error))
+            print(f"warning: {error}; trying the step before it", file=sys.stderr)
+            continue
+        return state, path
+    raise ValueError(f"no intact checkpoint in {run_dir}: {damaged[0]}")

@@ -1,0 +1,155 @@
+"""`ssm-jax train | eval | adapt | info`: exact resume after SIGKILL and Ctrl-C, the JSON it writes, and a user's
+mistakes as one line with exit code 2."""
+
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from ssm_jax import checkpoint, cli, runs
+
+TINY = [
+    "--config", "basic", "--policy.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
+    "--trainer.trajectories-per-task", "4", "--iterations", "40", "--chunk-size", "5", "--checkpoint-every", "5",
+]  # fmt: skip
+
+
+def _train(out_dir: Path, *flags: str) -> Path:
+    assert cli.main(["train", "--out-dir", str(out_dir), *TINY, *flags]) == 0
+    (run_dir,) = out_dir.iterdir()
+    return run_dir
+
+
+def _train_until(out_dir: Path, records: int, sig: int) -> subprocess.Popen:
+    """`ssm-jax train` in a subprocess, sent `sig` once metrics.jsonl holds `records` records."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(out_dir), *TINY]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        logs = list(out_dir.glob("*/metrics.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= records:
+            process.send_signal(sig)
+            break
+        time.sleep(0.01)
+    process.wait(timeout=240)
+    return process
+
+
+def _final(run_dir: Path) -> tuple[list, list[dict]]:
+    state, _ = checkpoint.restore(run_dir / runs.CHECKPOINTS / runs.LATEST)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [np.asarray(x) for x in jax.tree.leaves(state)], records
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("uninterrupted"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, uninterrupted, sig, capsys):
+    process = _train_until(tmp_path, records=2, sig=sig)
+    (run_dir,) = tmp_path.iterdir()
+    steps = runs.checkpoint_steps(run_dir)
+    assert steps and steps[-1] < 40, steps  # stopped mid-run
+    if sig == signal.SIGINT:  # Ctrl-C: the chunk in flight finishes and is saved; exit 0, saying where
+        out = process.stdout.read()
+        assert process.returncode == 0 and "Traceback" not in process.stderr.read()
+        assert f"saved {run_dir.absolute() / runs.CHECKPOINTS / f'step_{steps[-1]}'}" in out
+        assert f"ssm-jax train --resume {run_dir}" in out
+    else:
+        assert process.returncode == -signal.SIGKILL
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    assert f"(iteration {steps[-1]})" in capsys.readouterr().out
+
+    leaves, records = _final(run_dir)
+    expected_leaves, expected_records = _final(uninterrupted)
+    assert [r["iteration"] for r in records] == list(range(5, 45, 5))  # each iteration exactly once
+    assert records == expected_records
+    assert len(leaves) == len(expected_leaves)
+    for got, want in zip(leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path, uninterrupted, capsys):
+    out = tmp_path / "eval.json"
+    result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--episodes", "6", "--output", str(out)])
+    assert result == 0
+    stored = json.loads(out.read_text())
+    assert stored["checkpoint"] == str(uninterrupted.absolute() / runs.CHECKPOINTS / "step_40")
+    assert stored["iteration"] == 40 and len(stored["returns"]) == 6
+    assert stored["return_mean"] == pytest.approx(np.mean(stored["returns"]), rel=1e-5)
+    assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
+
+    flags = ["--checkpoint", str(uninterrupted), "--episodes", "4", "--adapt-steps", "2", "--output"]
+    for mode in ("standard", "hybrid"):
+        assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode]) == 0
+    standard, hybrid = (json.loads((tmp_path / f"{m}.json").read_text()) for m in ("standard", "hybrid"))
+    per_task = np.asarray(standard["per_task_returns"])
+    assert per_task.shape == (4, 3) and standard["adaptation_mode"] == "standard"
+    np.testing.assert_allclose(standard["paired_gain"]["mean"], (per_task[:, 1:] - per_task[:, :1]).mean(0), 1e-4)
+    assert standard["returns"][0] == hybrid["returns"][0]  # the buffer changes the steps, not the policy before them
+    assert standard["returns"][1] != hybrid["returns"][1]
+    assert "after 2 steps" in capsys.readouterr().out
+
+    # Damage the newest step: the previous one is used, with a one-line warning.
+    damaged = tmp_path / "damaged"
+    shutil.copytree(uninterrupted, damaged, symlinks=True)
+    for path in (damaged / runs.CHECKPOINTS / "step_40" / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")
+    assert cli.main(["eval", "--checkpoint", str(damaged), "--episodes", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: corrupt or incomplete checkpoint at" in err and "step_40" in err
+    assert json.loads((damaged / "eval.json").read_text())["iteration"] == 35
+
+
+def _error(argv: list[str], capsys) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and "Traceback" not in err, err
+    assert err.startswith("error: ")
+    return err
+
+
+def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsys):
+    train = ["train", "--out-dir", str(tmp_path / "runs")]
+    assert "unknown config 'cheetah'" in _error([*train, "--config", "cheetah"], capsys)
+    assert "invalid value 'cheetah' for --env.name" in _error([*train, "--env.name", "cheetah"], capsys)
+    assert "invalid value 'rnn' for --policy.model" in _error([*train, "--policy.model", "rnn"], capsys)
+    assert "inner_lr > 0" in _error([*train, "--inner-lr", "-1"], capsys)
+    assert "--inner-lr" in _error([*train, "--inner-lr", "fast"], capsys)
+    assert "unrecognized argument(s) --buffer" in _error([*train, "--buffer", "3"], capsys)
+    assert "multiple of chunk_size" in _error([*train, "--iterations", "7"], capsys)
+    assert not (tmp_path / "runs").exists()  # nothing written for a rejected command
+    assert "unknown command 'fit'" in _error(["fit"], capsys)
+    assert f"no checkpoint at {tmp_path / 'nope'}" in _error(["eval", "--checkpoint", str(tmp_path / "nope")], capsys)
+    assert "not a run directory" in _error(["train", "--resume", str(tmp_path)], capsys)
+    assert "episodes must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--episodes", "1"], capsys)
+
+    resume = ["train", "--resume", str(uninterrupted)]
+    message = _error([*resume, "--policy.hidden-dim", "32"], capsys)
+    assert message.endswith("--policy.hidden-dim 32 (the run has 16); a resumed run keeps its config")
+
+    # A checkpoint another configuration made: the first leaf that differs, by name and size.
+    other = tmp_path / "other"
+    shutil.copytree(uninterrupted, other, symlinks=True)
+    config = checkpoint.config_from_json((other / "config.json").read_text())
+    wider = dataclasses.replace(config, policy=dataclasses.replace(config.policy, hidden_dim=32))
+    (other / "config.json").write_text(checkpoint.config_to_json(wider))
+    message = _error(["eval", "--checkpoint", str(other / runs.CHECKPOINTS / "step_35")], capsys)
+    assert "does not match the target at .meta.params" in message
+    assert message.endswith("stored float32[16], expected float32[32]")
