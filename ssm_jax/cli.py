@@ -39,6 +39,7 @@ import tyro
 
 from ssm_jax import envs, runs, sweep
 from ssm_jax.adapt import strategy_names
+from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.checkpoint import config_from_json, config_to_json, restore
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.models import MODEL_NAMES, make_gaussian_policy
@@ -337,7 +338,7 @@ class EvalArgs:
 class AdaptArgs(EvalArgs):
     adapt_steps: int = 3
     """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
-    adaptation_mode: Literal["standard", "hybrid"] = "standard"
+    adaptation_mode: Literal[ADAPTATION_MODES] = "standard"
     """hybrid adds experience_weight x behaviour cloning on windows replayed from the run's buffer."""
     trajectories: int | None = None
     """Trajectories per round (None: the run's TrainerConfig.eval_trajectories or trajectories_per_task)."""
@@ -451,7 +452,7 @@ def info() -> dict:
         "versions": versions,
         "models": list(MODEL_NAMES),
         "envs": list(envs.META_RL_ENVS),
-        "adaptation_modes": ["standard", "hybrid"],
+        "adaptation_modes": list(ADAPTATION_MODES),
         "strategies": list(strategy_names()),
         "configs": list(CONFIGS),
     }

@@ -33,7 +33,8 @@ import optax
 from flax import struct
 
 from ssm_jax.adapt import AdapterConfig
-from ssm_jax.adapt.rl import make_rl_adaptation
+from ssm_jax.adapt.adapter import Adapter
+from ssm_jax.adapt.rl import make_policy_adapter, make_rl_adaptation
 from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, normalize
@@ -113,10 +114,16 @@ class TrainState:
 
 
 class Trainer(NamedTuple):
-    """The pure training program for one (env, policy, config); see the module docstring."""
+    """The pure training program for one (env, policy, config); see the module docstring. `adapter` is the test-time
+    adapter `evaluate` uses (hybrid; experience weight 0 makes it the standard one), for interactive use
+    (`ssm_jax.agent`) with `adaptation_lr(state)` and `rl_config`."""
 
     config: TrainerConfig
+    env: TaskEnv
+    policy: HeadedModel
+    rl_config: RLConfig
     meta_rl: MetaRL
+    adapter: Adapter
     init: Callable[..., TrainState]
     train: Callable[[TrainState, PRNGKey, int], tuple[TrainState, dict]]
     evaluate: Callable[..., tuple[Array, dict]]
@@ -132,6 +139,12 @@ def _with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
 def _learns_inner_lr(state: TrainState) -> bool:
     """Meta-SGD states carry a params-shaped tree of inner rates; the others a scalar."""
     return not jax.tree_util.treedef_is_leaf(jax.tree.structure(state.meta.inner_lr))
+
+
+def adaptation_lr(state: TrainState) -> Any:
+    """The inner rate test-time adaptation uses: the learned per-parameter rates under Meta-SGD, else the
+    hyperparameter (the pretrained baseline's own rate is 0)."""
+    return state.meta.inner_lr if _learns_inner_lr(state) else state.hparams.inner_lr
 
 
 def _at_precision(fn: Callable, precision: str | None) -> Callable:
@@ -176,6 +189,7 @@ def make_meta_rl_trainer(
         grad_clip_norm=config.inner_grad_clip,  # the same (optionally clipped) SGD step as the inner loop
         experience_batch_size=config.experience_batch_size,
     )
+    adapter = make_policy_adapter(eval_rl, adapter_config)
     curve = make_rl_adaptation(
         eval_rl,
         adapter_config,
@@ -222,7 +236,7 @@ def make_meta_rl_trainer(
         its own key. Observation statistics are frozen and the buffer is read-only; `experience_weight` 0 is the
         standard adapter, > 0 the hybrid one. The inner rate is the state's (learned under Meta-SGD; the
         hyperparameter for the pretrained baseline, whose own is 0)."""
-        learning_rate = state.meta.inner_lr if _learns_inner_lr(state) else state.hparams.inner_lr
+        learning_rate = adaptation_lr(state)
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
         one = lambda k, task: curve(
             k, task, state.meta.params, freeze(state.buffer), experience_weight, state.obs_stats, learning_rate
@@ -235,4 +249,4 @@ def make_meta_rl_trainer(
         return train_per_task(fixed_lr_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
     programs = (_at_precision(fn, config.matmul_precision) for fn in (init, train, evaluate, oracle))
-    return Trainer(config, meta_rl, *programs)
+    return Trainer(config, env, policy, rl_config, meta_rl, adapter, *programs)

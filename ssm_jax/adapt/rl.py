@@ -22,11 +22,17 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
+from ssm_jax.adapt.adapter import Adapter, AdapterConfig, make_adapter
 from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return, prepare_batch
 from ssm_jax.meta.rl import MetaRL
 from ssm_jax.types import Array, Params, PRNGKey, PyTree
+
+
+def make_policy_adapter(meta_rl: MetaRL, adapter_config: AdapterConfig, mode: str = "hybrid") -> Adapter:
+    """The test-time adapter of a meta-RL policy: `meta_rl`'s inner policy-gradient loss on the current task's
+    batch, plus (hybrid) behaviour cloning on replayed (observation window -> action) items."""
+    return make_adapter(mode, meta_rl.inner_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
 
 
 def make_rl_adaptation(
@@ -47,7 +53,7 @@ def make_rl_adaptation(
         raise ValueError(
             f"num_rounds must be >= 1 and later_rounds_lr_scale > 0, got {num_rounds}, {later_rounds_lr_scale}"
         )
-    adapter = make_adapter(mode, meta_rl.inner_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
+    adapter = make_policy_adapter(meta_rl, adapter_config, mode)
 
     def curve(
         key: PRNGKey,
