@@ -275,3 +275,21 @@ def test_importing_the_brax_families_prints_nothing_and_other_output_passes_thro
         print("Failed to import warp: No module named 'warp'")
         print("a line of our own")
     assert capsys.readouterr().out == "a line of our own\n"
+
+
+def test_loading_halfcheetah_is_quiet_and_other_stderr_passes_through():
+    """mujoco's `settotalmass` deprecation (written from C to fd 2) and brax's "not maintained" UserWarning are
+    dropped where the model loads; anything else written meanwhile still reaches stderr."""
+    script = (
+        "import os, warnings\n"
+        "from ssm_jax.envs import brax_tasks\n"
+        "warnings.simplefilter('always')\n"
+        "with brax_tasks._without_model_loading_notices():\n"
+        "    brax_tasks._brax_env('halfcheetah', 'spring')\n"
+        "    os.write(2, b'a line of our own\\n')\n"
+        "    warnings.warn('a warning of our own')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "settotalmass" not in result.stderr and "not actively being maintained" not in result.stderr
+    assert "a line of our own" in result.stderr and "a warning of our own" in result.stderr
