@@ -3,7 +3,6 @@ the papers' reference numbers."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,10 @@ import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+
+from ssm_jax.report import mean_ci, plot_ci_curve, save_figure
+
+__all__ = ["mean_ci", "plot_ci_curve", "save_figure"]  # with the experiments' own helpers below
 
 # Finn et al. 2017: mean return after 0/1/2/3 gradient steps (HalfCheetah: MuJoCo, horizon 200; the authors' result
 # files and the paper's Fig. 5; navigation: appendix Table 4). Compare shapes for brax, values for navigation.
@@ -41,16 +44,6 @@ REFERENCE_META_SGD_PAPER = {
     20: {"maml": "0.48 ± 0.08", "meta_sgd": "0.31 ± 0.05"},
 }
 REFERENCE_MAML_PAPER = {"maml": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
-
-
-def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and 95% normal-approximation half-width over `axis`."""
-    values = np.asarray(values, dtype=np.float64)
-    n = values.shape[axis]
-    with np.errstate(invalid="ignore", over="ignore"):  # diverged runs give inf/nan, reported as such
-        mean = values.mean(axis=axis)
-        half = 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
-    return mean, half
 
 
 def format_ci(values: np.ndarray, digits: int = 1) -> list[str]:
@@ -100,26 +93,6 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_f
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def save_figure(fig, path: Path) -> None:
-    """Writes `fig` to `path` (PNG, tight layout) and closes it."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_ci_curve(ax, values: np.ndarray, label: str, band: bool = False):
-    """Mean over the leading axis of `values` `[n, K + 1]` against steps 0..K, with its 95% CI as error bars (or a
-    shaded band)."""
-    mean, half = mean_ci(values)
-    steps = np.arange(mean.size)
-    if band:
-        ax.plot(steps, mean, marker="o", ms=3, label=label)
-        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
-    else:
-        ax.errorbar(steps, mean, yerr=half, marker="o", capsize=3, label=label)
-    return steps
 
 
 def plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, reference: dict):

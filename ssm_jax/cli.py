@@ -8,12 +8,12 @@
     ssm-jax info
 
 `train` writes `<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
-metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json and
-orbax checkpoints `checkpoints/step_<n>/` every `checkpoint_every` iterations and at the end, with
-`checkpoints/latest` pointing at the newest. Ctrl-C finishes the chunk in flight, saves it, says where and exits 0;
-`--resume` after Ctrl-C or a kill ends with the params and metrics of the uninterrupted run. `eval` and `adapt`
-evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
-tasks), print a table and write eval.json / adapt.json beside the checkpoint's run.
+metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json,
+learning_curve.png and orbax checkpoints `checkpoints/step_<n>/` every `checkpoint_every` iterations and at the
+end, with `checkpoints/latest` pointing at the newest. Ctrl-C finishes the chunk in flight, saves it, says where
+and exits 0; `--resume` after Ctrl-C or a kill ends with the params and metrics of the uninterrupted run. `eval`
+and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
+tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve with its 95% CI) into the run.
 
 A user's mistake (an unknown config, env, model or flag value, a missing, damaged or mismatched checkpoint, a flag
 that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn, TypeVar
 
 import jax
+import matplotlib.pyplot as plt
 import numpy as np
 import tyro
 
@@ -43,6 +44,7 @@ from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.checkpoint import config_from_json, config_to_json, restore
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.models import MODEL_NAMES, make_gaussian_policy
+from ssm_jax.report import mean_ci, plot_ci_curve, save_figure
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 
 ConfigT = TypeVar("ConfigT")
@@ -312,6 +314,14 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
         "seconds": time.perf_counter() - started,
     }
     runs.write_json(run_dir / "train.json", summary)
+    records = log.records()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, label in (("pre_adaptation_return", "before the inner step"), ("post_adaptation_return", "after it")):
+        ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean episode return (training tasks)")
+    ax.legend()
+    save_figure(fig, run_dir / "learning_curve.png")
     rows = [["run", str(run_dir)], ["iterations", str(summary["iteration"])]]
     rows += [[k, f"{v:.4g}"] for k, v in summary["final_metrics"].items()]
     print(_summary_table(rows))
@@ -380,18 +390,12 @@ def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
     return _Restored(run_dir, path, config, trainer, state, jax.tree.map(lambda x: x[0], tasks), keys[0])
 
 
-def _ci(values: np.ndarray) -> tuple[Any, Any, Any]:
-    """Mean, standard deviation and the half-width of the 95% CI (normal approximation) over axis 0."""
-    mean, std = np.mean(values, axis=0), np.std(values, axis=0, ddof=1)
-    return mean, std, 1.96 * std / np.sqrt(values.shape[0])
-
-
 def evaluate(args: EvalArgs) -> dict:
     """`ssm-jax eval`: the trained policy's return on held-out tasks, one episode each, no adaptation."""
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
     returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, 0.0)
     returns = np.asarray(returns[:, 0])
-    mean, std, half = _ci(returns)
+    (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
     result = {
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
@@ -416,8 +420,8 @@ def adapt(args: AdaptArgs) -> dict:
     weight = run.config.experience_weight if args.adaptation_mode == "hybrid" else 0.0
     returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, weight)
     returns = np.asarray(returns)
-    mean, std, half = _ci(returns)
-    gain_mean, _, gain_half = _ci(returns[:, 1:] - returns[:, :1])
+    (mean, half), std = mean_ci(returns), np.std(returns, axis=0, ddof=1)
+    gain_mean, gain_half = mean_ci(returns[:, 1:] - returns[:, :1])
     result = {
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
@@ -429,7 +433,14 @@ def adapt(args: AdaptArgs) -> dict:
         "paired_gain": {"mean": gain_mean, "ci95": gain_half},
         "per_task_returns": returns,
     }
-    runs.write_json(Path(args.output) if args.output else run.run_dir / "adapt.json", result)
+    output = Path(args.output) if args.output else run.run_dir / "adapt.json"
+    runs.write_json(output, result)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True)
+    ax.set_xlabel("adaptation steps on the held-out task")
+    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.episodes} tasks)")
+    ax.legend()
+    save_figure(fig, output.with_suffix(".png"))
     rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.episodes)]]
     for k in range(args.adapt_steps + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"

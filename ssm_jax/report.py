@@ -1,0 +1,40 @@
+"""Confidence intervals and curve plots, shared by the CLI, the experiments and the notebook."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and 95% normal-approximation half-width over `axis`."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.shape[axis]
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged runs give inf/nan, reported as such
+        mean = values.mean(axis=axis)
+        half = 1.96 * values.std(axis=axis, ddof=1) / math.sqrt(n) if n > 1 else np.zeros_like(mean)
+    return mean, half
+
+
+def save_figure(fig, path: Path) -> None:
+    """Writes `fig` to `path` (PNG, tight layout) and closes it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_ci_curve(ax, values: np.ndarray, label: str, band: bool = False):
+    """Mean over the leading axis of `values` `[n, K + 1]` against steps 0..K, with its 95% CI as error bars (or a
+    shaded band)."""
+    mean, half = mean_ci(values)
+    steps = np.arange(mean.size)
+    if band:
+        ax.plot(steps, mean, marker="o", ms=3, label=label)
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.2)
+    else:
+        ax.errorbar(steps, mean, yerr=half, marker="o", capsize=3, label=label)
+    return steps
