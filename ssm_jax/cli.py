@@ -436,7 +436,7 @@ def adapt(args: AdaptArgs) -> dict:
     output = Path(args.output) if args.output else run.run_dir / "adapt.json"
     runs.write_json(output, result)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True)
+    ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
     ax.set_xlabel("adaptation steps on the held-out task")
     ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.episodes} tasks)")
     ax.legend()
