@@ -245,17 +245,18 @@ def train(argv: Sequence[str]) -> int:
     if known.config is not None and known.config not in CONFIGS:
         raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(CONFIGS)}")
     prog = "ssm-jax train"
+    also = f"Also --config {{{','.join(CONFIGS)}}}, --out-dir DIR (default runs/cli), --resume RUN_DIR."
     if known.resume is not None:
         run_dir = Path(known.resume)
         _load_run_config(run_dir)
         if known.config is not None:
             raise UsageError(f"--resume {run_dir}: --config {known.config}; a resumed run keeps its config")
-        config = resumed_config(run_dir, rest, prog)
+        config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
         if not runs.checkpoint_steps(run_dir):
             raise UsageError(f"--resume {run_dir}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
     else:
         name = known.config or "basic"
-        config = parse(RunConfig, rest, prog, f"Config {name!r} (choose with --config).", CONFIGS[name])
+        config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", CONFIGS[name])
         run_dir = runs.make_run_dir(known.out_dir)
         (run_dir / "config.json").write_text(config_to_json(config))
     try:
