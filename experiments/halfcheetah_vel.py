@@ -13,14 +13,15 @@ The pipeline, its outputs and every flag are described in `experiments.meta_rl`.
 from __future__ import annotations
 
 from experiments.common import run_main
-from experiments.meta_rl import Args, NetworkArgs, main
+from experiments.meta_rl import Args, main
+from ssm_jax.models import NetworkConfig
 
 PRESETS = {
     "cpu": Args(),
     "smoke": Args(
         preset="smoke",
         horizon=20,
-        network=NetworkArgs(state_dim=8, hidden_dim=16),
+        network=NetworkConfig(state_dim=8, hidden_dim=16),
         iterations=2,
         chunk_size=1,
         tasks_per_batch=2,

@@ -62,25 +62,13 @@ from ssm_jax import envs, runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
-from ssm_jax.models import MODEL_NAMES, make_gaussian_policy
+from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 ADAPTATION_MODE_CHOICES = ("both", "standard", "hybrid")
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkArgs:
-    state_dim: int = 32
-    """SSM / S5 state size."""
-    hidden_dim: int = 64
-    """Width of every hidden layer (and of the policy features)."""
-    num_layers: int = 2
-    """Layers of the sequence model (hidden layers for mlp)."""
-    init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +85,7 @@ class Args:
     """Steps per episode."""
     model: Literal[MODEL_NAMES] = "ssm"
     """The policy's sequence model."""
-    network: NetworkArgs = NetworkArgs()
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     iterations: int = 60
     """Meta-iterations (each: tasks_per_batch tasks)."""
     chunk_size: int = 5
@@ -199,11 +187,7 @@ def _build(args: Args):
     """The env, the policy and its trainer."""
     env = envs.make_meta_rl(args.env, args.horizon, args.backend, args.goals)
     policy = make_gaussian_policy(
-        args.model,
-        env.observation_size,
-        env.action_size,
-        window=max(args.window, 16),
-        **dataclasses.asdict(args.network),
+        args.model, env.observation_size, env.action_size, args.network, window=max(args.window, 16)
     )
     config = TrainerConfig(
         tasks_per_batch=args.tasks_per_batch,

@@ -16,7 +16,8 @@ from __future__ import annotations
 import dataclasses
 
 from experiments.common import run_main
-from experiments.meta_rl import Args, NetworkArgs, main
+from experiments.meta_rl import Args, main
+from ssm_jax.models import NetworkConfig
 
 PRESETS = {
     "default": Args(
@@ -24,7 +25,7 @@ PRESETS = {
         env="navigation-2d",
         horizon=100,
         model="mlp",
-        network=NetworkArgs(state_dim=32, hidden_dim=100, num_layers=2),
+        network=NetworkConfig(state_dim=32, hidden_dim=100, num_layers=2),
         iterations=100,
         chunk_size=10,
         tasks_per_batch=20,
@@ -47,7 +48,7 @@ PRESETS = {
 PRESETS["smoke"] = dataclasses.replace(
     PRESETS["default"],
     preset="smoke",
-    network=NetworkArgs(state_dim=8, hidden_dim=16, num_layers=2),
+    network=NetworkConfig(state_dim=8, hidden_dim=16, num_layers=2),
     iterations=2,
     chunk_size=1,
     tasks_per_batch=2,

@@ -1,7 +1,7 @@
 """`ssm-jax train | eval | adapt | info` (also `python -m ssm_jax`): the library's trainer from the command line.
 
     ssm-jax train --config navigation                      # a named config; every field is a flag
-    ssm-jax train --config basic --iterations 40 --policy.model ssm --trainer.tasks-per-batch 8
+    ssm-jax train --config basic --iterations 40 --model ssm --trainer.tasks-per-batch 8
     ssm-jax train --resume runs/cli/<stamp>                # continues from checkpoints/latest, bit for bit
     ssm-jax eval  --checkpoint runs/cli/<stamp> --episodes 32
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-steps 3 --adaptation-mode hybrid
@@ -43,7 +43,7 @@ from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.checkpoint import config_from_json, config_to_json, restore
 from ssm_jax.envs.brax_tasks import BACKENDS
-from ssm_jax.models import MODEL_NAMES, make_gaussian_policy
+from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.report import mean_ci, plot_ci_curve, save_figure
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 
@@ -114,24 +114,13 @@ class EnvConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PolicyConfig:
-    model: Literal[MODEL_NAMES] = "mlp"
-    """The policy's sequence model."""
-    hidden_dim: int = 64
-    """Width of every hidden layer and of the policy features."""
-    state_dim: int = 32
-    """SSM / S5 state size."""
-    num_layers: int = 2
-    init_log_std: float = 0.0
-    """Initial log standard deviation of the Gaussian policy."""
-
-
-@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One training run: the env, the policy, the trainer's static config and the traced hyperparameters."""
 
     env: EnvConfig = EnvConfig()
-    policy: PolicyConfig = PolicyConfig()
+    model: Literal[MODEL_NAMES] = "mlp"
+    """The policy's sequence model."""
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     inner_lr: float = 0.1
     outer_lr: float = 3e-3
@@ -158,7 +147,7 @@ class RunConfig:
 
 
 _NAVIGATION = RunConfig(
-    policy=PolicyConfig(model="mlp", hidden_dim=100),
+    network=NetworkConfig(hidden_dim=100),
     trainer=TrainerConfig(
         tasks_per_batch=20, trajectories_per_task=20, horizon=100, window=10, eval_trajectories=40,
         later_rounds_lr_scale=0.1,
@@ -167,14 +156,14 @@ _NAVIGATION = RunConfig(
 )  # fmt: skip
 _HALFCHEETAH = RunConfig(
     env=EnvConfig(name="halfcheetah-vel"),
-    policy=PolicyConfig(model="ssm"),
+    model="ssm",
     trainer=TrainerConfig(tasks_per_batch=5, trajectories_per_task=8, horizon=200),
     iterations=60,
     chunk_size=5,
 )
 CONFIGS: dict[str, RunConfig] = {
     "basic": RunConfig(
-        policy=PolicyConfig(model="mlp", hidden_dim=32),
+        network=NetworkConfig(hidden_dim=32),
         trainer=TrainerConfig(
             tasks_per_batch=8, trajectories_per_task=8, horizon=50, window=10, later_rounds_lr_scale=0.1
         ),
@@ -183,7 +172,7 @@ CONFIGS: dict[str, RunConfig] = {
         checkpoint_every=5,
     ),
     "navigation": _NAVIGATION,
-    "navigation-ssm": dataclasses.replace(_NAVIGATION, policy=PolicyConfig(model="ssm", hidden_dim=100)),
+    "navigation-ssm": dataclasses.replace(_NAVIGATION, model="ssm"),
     "halfcheetah-vel": _HALFCHEETAH,
     "halfcheetah-dir": dataclasses.replace(_HALFCHEETAH, env=EnvConfig(name="halfcheetah-dir")),
 }
@@ -196,11 +185,7 @@ def build(config: RunConfig) -> tuple[envs.TaskEnv, Trainer]:
     """The env and the trainer `config` describes."""
     env = envs.make_meta_rl(config.env.name, config.trainer.horizon, config.env.backend, config.env.goals)
     policy = make_gaussian_policy(
-        config.policy.model,
-        env.observation_size,
-        env.action_size,
-        window=max(config.trainer.window, 16),
-        **{k: v for k, v in dataclasses.asdict(config.policy).items() if k != "model"},
+        config.model, env.observation_size, env.action_size, config.network, window=max(config.trainer.window, 16)
     )
     return env, make_meta_rl_trainer(env, policy, config.trainer)
 

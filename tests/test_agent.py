@@ -14,6 +14,7 @@ import pytest
 from ssm_jax import cli
 from ssm_jax.agent import AdaptationAgent, AgentCoordinator, MetaMAMLAgent
 from ssm_jax.meta.policy_losses import policy_outputs, prepare_batch
+from ssm_jax.models import NetworkConfig
 from ssm_jax.rollout import action_log_prob
 
 HORIZON = 20
@@ -23,7 +24,8 @@ HORIZON = 20
 def trained():
     config = dataclasses.replace(
         cli.CONFIGS["basic"],
-        policy=cli.PolicyConfig(model="ssm", hidden_dim=16, state_dim=8),
+        model="ssm",
+        network=NetworkConfig(hidden_dim=16, state_dim=8),
         trainer=dataclasses.replace(cli.CONFIGS["basic"].trainer, horizon=HORIZON, tasks_per_batch=4),
     )
     env, trainer = cli.build(config)
@@ -46,6 +48,7 @@ def test_act_compiles_once_across_100_calls_and_episodes(trained):
     assert action.shape == (env.action_size,)
 
 
+@pytest.mark.slow
 def test_coordinator_runs_two_agents_and_their_steps_replay_into_the_losses(trained):
     env, trainer, state = trained
     maml = MetaMAMLAgent(trainer, state, jax.random.key(0))

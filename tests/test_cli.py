@@ -18,7 +18,7 @@ import pytest
 from ssm_jax import checkpoint, cli, runs
 
 TINY = [
-    "--config", "basic", "--policy.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
+    "--config", "basic", "--network.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
     "--trainer.trajectories-per-task", "4", "--iterations", "40", "--chunk-size", "5", "--checkpoint-every", "5",
 ]  # fmt: skip
 
@@ -82,6 +82,7 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
         np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.slow
 def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path, uninterrupted, capsys):
     out = tmp_path / "eval.json"
     result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--episodes", "6", "--output", str(out)])
@@ -129,7 +130,7 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     train = ["train", "--out-dir", str(tmp_path / "runs")]
     assert "unknown config 'cheetah'" in _error([*train, "--config", "cheetah"], capsys)
     assert "invalid value 'cheetah' for --env.name" in _error([*train, "--env.name", "cheetah"], capsys)
-    assert "invalid value 'rnn' for --policy.model" in _error([*train, "--policy.model", "rnn"], capsys)
+    assert "invalid value 'rnn' for --model" in _error([*train, "--model", "rnn"], capsys)
     assert "inner_lr > 0" in _error([*train, "--inner-lr", "-1"], capsys)
     assert "--inner-lr" in _error([*train, "--inner-lr", "fast"], capsys)
     assert "unrecognized argument(s) --buffer" in _error([*train, "--buffer", "3"], capsys)
@@ -141,14 +142,14 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "episodes must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--episodes", "1"], capsys)
 
     resume = ["train", "--resume", str(uninterrupted)]
-    message = _error([*resume, "--policy.hidden-dim", "32"], capsys)
-    assert message.endswith("--policy.hidden-dim 32 (the run has 16); a resumed run keeps its config")
+    message = _error([*resume, "--network.hidden-dim", "32"], capsys)
+    assert message.endswith("--network.hidden-dim 32 (the run has 16); a resumed run keeps its config")
 
     # A checkpoint another configuration made: the first leaf that differs, by name and size.
     other = tmp_path / "other"
     shutil.copytree(uninterrupted, other, symlinks=True)
     config = checkpoint.config_from_json((other / "config.json").read_text())
-    wider = dataclasses.replace(config, policy=dataclasses.replace(config.policy, hidden_dim=32))
+    wider = dataclasses.replace(config, network=dataclasses.replace(config.network, hidden_dim=32))
     (other / "config.json").write_text(checkpoint.config_to_json(wider))
     message = _error(["eval", "--checkpoint", str(other / runs.CHECKPOINTS / "step_35")], capsys)
     assert "does not match the target at .meta.params" in message

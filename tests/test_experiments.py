@@ -17,6 +17,7 @@ def test_smoke_experiment_fits_every_requested_model():
         assert r["loss_after"] < r["loss_before"]
 
 
+@pytest.mark.slow
 def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
     args = dataclasses.replace(sinusoid.PRESETS["smoke"], methods=("maml", "meta_sgd"), out_dir=str(tmp_path))
     results = sinusoid.main(args)
@@ -112,6 +113,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
 
 
+@pytest.mark.slow
 def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
     from ssm_jax import checkpoint

@@ -177,9 +177,7 @@ def test_rollout_of_experience_windows_respects_boundaries(key):
     np.testing.assert_allclose(actions[0], traj.action[:4, 0])
 
 
-@pytest.mark.parametrize(
-    "name", [pytest.param("s5", marks=SLOW), "lstm", "gru", pytest.param("transformer", marks=SLOW)]
-)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=SLOW) for name in ("s5", "lstm", "transformer")] + ["gru"])
 def test_every_model_runs_the_meta_rl_pipeline(name, key):
     """The seeds' comparison (SSM vs LSTM vs GRU vs Transformer vs MLP) needs every core to meta-train and adapt;
     ssm runs it in the halfcheetah smoke test and mlp in the navigation learning test."""

@@ -37,6 +37,7 @@ def _leaves_equal(a, b):
     )
 
 
+@pytest.mark.slow
 def test_trainer_equals_the_hand_written_meta_rl_loop(setup, key):
     env, policy, trainer, train = setup
     hparams = HParams.create(inner_lr=0.1, outer_lr=1e-2, experience_weight=0.1)
@@ -61,6 +62,7 @@ def test_trainer_equals_the_hand_written_meta_rl_loop(setup, key):
     assert int(state.iteration) == 2 and int(state.buffer.size) == int(buffer.size) > 0
 
 
+@pytest.mark.slow
 def test_same_seed_same_numbers_and_a_traced_hyperparameter_changes_them(setup, key):
     _, _, trainer, train = setup
     outer_lrs = (1e-3, 3e-2)
@@ -70,6 +72,7 @@ def test_same_seed_same_numbers_and_a_traced_hyperparameter_changes_them(setup, 
     assert not _leaves_equal(runs[0][0].meta.params, runs[1][0].meta.params)
 
 
+@pytest.mark.slow
 def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(setup):
     _, _, trainer, train = setup
     grid = sweep.make_grid(range(4), inner_lr=(0.05, 0.2))

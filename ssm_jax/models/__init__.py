@@ -10,7 +10,7 @@ from ssm_jax.models.heads import (
     ValueHead,
     attach_heads,
 )
-from ssm_jax.models.registry import MODEL_NAMES, make_gaussian_policy, make_model
+from ssm_jax.models.registry import MODEL_NAMES, NetworkConfig, make_gaussian_policy, make_model
 
 __all__ = [
     "MODEL_NAMES",
@@ -19,6 +19,7 @@ __all__ = [
     "GaussianParams",
     "HeadedModel",
     "ModelConfig",
+    "NetworkConfig",
     "RegressionHead",
     "SequenceModel",
     "ValueHead",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from ssm_jax.models.base import ModelConfig, SequenceModel
@@ -41,21 +42,32 @@ def make_model(name: str, config: ModelConfig) -> SequenceModel:
     return SequenceModel(name, config, module_fn(config), functools.partial(carry_fn, config))
 
 
+@dataclasses.dataclass(frozen=True)
+class NetworkConfig:
+    """Sizes of a meta-RL policy network (`make_gaussian_policy`)."""
+
+    state_dim: int = 32
+    """SSM / S5 state size."""
+    hidden_dim: int = 64
+    """Width of every hidden layer (and of the policy features)."""
+    num_layers: int = 2
+    """Layers of the sequence model (hidden layers for mlp)."""
+    init_log_std: float = 0.0
+    """Initial log standard deviation of the Gaussian policy."""
+
+
 def make_gaussian_policy(
-    name: str,
-    observation_size: int,
-    action_size: int,
-    *,
-    hidden_dim: int = 64,
-    state_dim: int = 32,
-    num_layers: int = 2,
-    window: int = 16,
-    init_log_std: float = 0.0,
+    name: str, observation_size: int, action_size: int, network: NetworkConfig = NetworkConfig(), window: int = 16
 ) -> HeadedModel:
     """The meta-RL policy: the sequence model `name` reading `[T, observation_size]` observations into
-    `hidden_dim` features, under a Gaussian head `pi` over `action_size` actions (initial log-std
-    `init_log_std`). `window` is the transformer's key/value window."""
+    `network.hidden_dim` features, under a Gaussian head `pi` over `action_size` actions. `window` is the
+    transformer's key/value window."""
     config = ModelConfig(
-        observation_size, hidden_dim, state_dim=state_dim, hidden_dim=hidden_dim, num_layers=num_layers, window=window
+        observation_size,
+        network.hidden_dim,
+        state_dim=network.state_dim,
+        hidden_dim=network.hidden_dim,
+        num_layers=network.num_layers,
+        window=window,
     )
-    return attach_heads(make_model(name, config), pi=GaussianHead(action_size, init_log_std=init_log_std))
+    return attach_heads(make_model(name, config), pi=GaussianHead(action_size, init_log_std=network.init_log_std))
