@@ -76,7 +76,15 @@ def config_to_json(config: Any) -> str:
 
 
 def config_from_json(text: str) -> Any:
-    return _decode(json.loads(text))
+    """The config `config_to_json` wrote.
+
+    Raises:
+        ValueError: the text is not such a config, or names a class this version of the code does not have.
+    """
+    try:
+        return _decode(json.loads(text))
+    except (ImportError, AttributeError, TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"a config this version cannot read ({type(error).__name__}: {error})") from error
 
 
 def save(path: str | os.PathLike, state: PyTree, config: Any) -> Path:

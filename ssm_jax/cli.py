@@ -93,7 +93,7 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UsageError(f"--resume {run_dir}: not a run directory (no config.json)")
-    stored = config_from_json(path.read_text())
+    stored = _read_config(path)
     config = parse(type(stored), args, prog, f"Resuming {run_dir}.", stored)
     contradicting = [d for d in _differences(stored, config) if d[0] not in ignored]
     if contradicting:
@@ -207,9 +207,16 @@ def _differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, A
     return [] if stored == given else [(prefix.rstrip("."), given, stored)]
 
 
+def _read_config(path: Path) -> Any:
+    try:
+        return config_from_json(path.read_text())
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def _load_run_config(run_dir: Path) -> RunConfig:
     path = run_dir / "config.json"
-    config = config_from_json(path.read_text()) if path.is_file() else None
+    config = _read_config(path) if path.is_file() else None
     if not isinstance(config, RunConfig):
         raise UsageError(f"{run_dir} is not a run directory of ssm-jax train (no RunConfig in config.json)")
     return config
@@ -338,11 +345,18 @@ class AdaptArgs(EvalArgs):
     """hybrid adds experience_weight x behaviour cloning on windows replayed from the run's buffer."""
     trajectories: int | None = None
     """Trajectories per round (None: the run's TrainerConfig.eval_trajectories or trajectories_per_task)."""
+    online: bool = False
+    """Also adapt during one episode per task (every --online-every steps, on the last --online-window steps),
+    against the same episodes with no adaptation."""
+    online_every: int = 10
+    online_window: int = 20
 
     def __post_init__(self):
         super().__post_init__()
         if self.adapt_steps < 1 or (self.trajectories is not None and self.trajectories < 1):
             raise ValueError(f"adapt_steps and trajectories must be >= 1, got {self.adapt_steps}, {self.trajectories}")
+        if min(self.online_every, self.online_window) < 1:
+            raise ValueError(f"online_every and online_window must be >= 1: {self.online_every}, {self.online_window}")
 
 
 class _Restored(NamedTuple):
@@ -419,6 +433,8 @@ def adapt(args: AdaptArgs) -> dict:
         "paired_gain": {"mean": gain_mean, "ci95": gain_half},
         "per_task_returns": returns,
     }
+    if args.online:
+        result["online"] = _adapt_online(args, run, weight)
     output = Path(args.output) if args.output else run.run_dir / "adapt.json"
     runs.write_json(output, result)
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -431,8 +447,44 @@ def adapt(args: AdaptArgs) -> dict:
     for k in range(args.adapt_steps + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
         rows.append([f"after {k} steps", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
+    if args.online:
+        online = result["online"]
+        rows.append(["online, frozen", f"{online['frozen_mean']:.2f} ± {online['frozen_ci95']:.2f}"])
+        rows.append(
+            [
+                f"online, every {args.online_every}",
+                f"{online['adapting_mean']:.2f} ± {online['adapting_ci95']:.2f}   (paired gain "
+                f"{online['paired_gain']:+.2f} ± {online['paired_gain_ci95']:.2f}; "
+                f"{online['adaptations']:.0f} updates)",
+            ]
+        )
     print(_summary_table(rows))
     return result
+
+
+def _adapt_online(args: AdaptArgs, run: _Restored, weight: float) -> dict:
+    """One episode per held-out task adapting online, and the same episodes frozen (paired)."""
+    horizon = run.config.trainer.horizon
+    if args.online_window > horizon:
+        raise UsageError(f"--online-window {args.online_window} exceeds the run's horizon {horizon}")
+    online = jax.jit(run.trainer.evaluate_online, static_argnames=("window", "every"))
+    adapting, updates = online(run.state, run.key, run.tasks, weight, args.online_window, args.online_every)
+    frozen, _ = online(run.state, run.key, run.tasks, weight, args.online_window, horizon + 1)
+    adapting, frozen = np.asarray(adapting), np.asarray(frozen)
+    (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
+    gain, gain_half = mean_ci(adapting - frozen)
+    return {
+        "every": args.online_every,
+        "window": args.online_window,
+        "adapting_mean": adapting_mean,
+        "adapting_ci95": adapting_half,
+        "frozen_mean": frozen_mean,
+        "frozen_ci95": frozen_half,
+        "paired_gain": gain,
+        "paired_gain_ci95": gain_half,
+        "adaptations": float(np.mean(updates)),
+        "per_task": {"adapting": adapting, "frozen": frozen},
+    }
 
 
 def info() -> dict:

@@ -34,7 +34,7 @@ from flax import struct
 
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.adapter import Adapter
-from ssm_jax.adapt.rl import make_policy_adapter, make_rl_adaptation
+from ssm_jax.adapt.rl import make_online_rl_episode, make_policy_adapter, make_rl_adaptation
 from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, normalize
@@ -128,6 +128,7 @@ class Trainer(NamedTuple):
     train: Callable[[TrainState, PRNGKey, int], tuple[TrainState, dict]]
     evaluate: Callable[..., tuple[Array, dict]]
     oracle: Callable[[TrainState, PRNGKey, Any, int], Array]
+    evaluate_online: Callable[..., tuple[Array, Array]]
 
 
 def _with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
@@ -248,5 +249,20 @@ def make_meta_rl_trainer(
         adam = optax.adam(state.hparams.outer_lr)
         return train_per_task(fixed_lr_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
-    programs = (_at_precision(fn, config.matmul_precision) for fn in (init, train, evaluate, oracle))
+    def evaluate_online(
+        state: TrainState, key: PRNGKey, tasks: Any, experience_weight: Array | float, window: int, every: int
+    ) -> tuple[Array, Array]:
+        """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
+        steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
+        `experience_weight` 0 is standard, > 0 hybrid). `every > horizon` never adapts: the same episodes, frozen.
+        Returns `(returns [E], adaptations [E])`."""
+        episode = make_online_rl_episode(eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every)
+        learning_rate = adaptation_lr(state)
+        one = lambda k, task: episode(
+            k, task, state.meta.params, freeze(state.buffer), experience_weight, state.obs_stats, learning_rate
+        )
+        return jax.vmap(one)(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]), tasks)
+
+    functions = (init, train, evaluate, oracle, evaluate_online)
+    programs = (_at_precision(fn, config.matmul_precision) for fn in functions)
     return Trainer(config, env, policy, rl_config, meta_rl, adapter, *programs)

@@ -94,8 +94,9 @@ def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path,
     assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
 
     flags = ["--checkpoint", str(uninterrupted), "--episodes", "4", "--adapt-steps", "2", "--output"]
+    online = ["--online", "--online-window", "5", "--online-every", "5"]
     for mode in ("standard", "hybrid"):
-        assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode]) == 0
+        assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode, *online]) == 0
     standard, hybrid = (json.loads((tmp_path / f"{m}.json").read_text()) for m in ("standard", "hybrid"))
     per_task = np.asarray(standard["per_task_returns"])
     assert per_task.shape == (4, 3) and standard["adaptation_mode"] == "standard"
@@ -103,6 +104,12 @@ def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path,
     assert standard["returns"][0] == hybrid["returns"][0]  # the buffer changes the steps, not the policy before them
     assert standard["returns"][1] != hybrid["returns"][1]
     assert "after 2 steps" in capsys.readouterr().out
+    # --online: one episode per task adapting at steps 5, 10, 15, 20 of 20, against the same episodes frozen
+    assert standard["online"]["adaptations"] == 4 and standard["online"]["window"] == 5
+    adapting, frozen = (np.asarray(standard["online"]["per_task"][k]) for k in ("adapting", "frozen"))
+    assert adapting.shape == frozen.shape == (4,) and not np.allclose(adapting, frozen)
+    assert standard["online"]["paired_gain"] == pytest.approx(np.mean(adapting - frozen), rel=1e-5)
+    assert (tmp_path / "standard.png").exists()
 
     # Damage the newest step: the previous one is used, with a one-line warning.
     damaged = tmp_path / "damaged"

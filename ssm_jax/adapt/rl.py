@@ -23,9 +23,13 @@ import jax
 import jax.numpy as jnp
 
 from ssm_jax.adapt.adapter import Adapter, AdapterConfig, make_adapter
-from ssm_jax.envs.normalize import RunningMeanStd
+from ssm_jax.adapt.online import make_online_adaptation
+from ssm_jax.envs.base import TaskEnv
+from ssm_jax.envs.normalize import RunningMeanStd, normalize
 from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return, prepare_batch
 from ssm_jax.meta.rl import MetaRL
+from ssm_jax.models.heads import HeadedModel
+from ssm_jax.rollout import Trajectory, action_log_prob, sample_action
 from ssm_jax.types import Array, Params, PRNGKey, PyTree
 
 
@@ -87,3 +91,73 @@ def make_rl_adaptation(
         return returns, metrics
 
     return curve
+
+
+def make_online_rl_episode(
+    meta_rl: MetaRL,
+    env: TaskEnv,
+    policy: HeadedModel,
+    adapter_config: AdapterConfig,
+    rl_config: RLConfig,
+    horizon: int,
+    window: int,
+    every: int,
+):
+    """Builds `episode(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate)`: one episode of
+    `horizon` steps in which the policy adapts while it acts. Every `every` steps, once `window` transitions have
+    been seen, the online adapter (`adapt.online`) takes one adapter step (hybrid; `experience_weight` 0 is the
+    standard one) on the policy-gradient batch of the last `window` transitions (advantages from that window alone);
+    the next actions come from the updated params, with the policy's carry kept.
+
+    Returns `(return, adaptations)`: the episode's undiscounted return (its first episode, should the env end it
+    early) and how many updates were taken.
+    """
+    if window > horizon:
+        raise ValueError(f"window={window} must not exceed horizon={horizon}")
+
+    def window_trajectory(items) -> Trajectory:
+        column = {k: v[:, None] for k, v in items.items()}
+        column["resets"] = column["resets"].at[0].set(True)  # the replay starts the carry afresh
+        return Trajectory(**column, initial_carry=policy.initial_carry((1,)), metrics={})
+
+    def episode(key, task, params, buffer_state, experience_weight, obs_stats, learning_rate):
+        window_loss = lambda p, items: meta_rl.inner_loss(
+            p, prepare_batch(window_trajectory(items), rl_config, obs_stats)
+        )
+        adapter = make_adapter("hybrid", window_loss, adapter_config, experience_loss_fn=meta_rl.bc_loss)
+        online = make_online_adaptation(adapter, window, every)
+        reset_key, steps_key = jax.random.split(key)
+        obs, env_state = env.reset(reset_key, task)
+        example = {
+            "obs": obs, "action": jnp.zeros(env.action_size), "reward": jnp.zeros(()), "done": jnp.zeros((), bool),
+            "terminated": jnp.zeros((), bool), "truncated": jnp.zeros((), bool), "log_prob": jnp.zeros(()),
+            "next_obs": obs, "resets": jnp.zeros((), bool),
+        }  # fmt: skip
+        state = online.init(params, example)
+        state = state.replace(
+            adapt_state=state.adapt_state.replace(
+                experience_weight=jnp.asarray(experience_weight, jnp.float32),
+                learning_rate=jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate),
+            )
+        )
+
+        def step(carry, step_key):
+            state, env_state, obs, policy_carry, reset = carry
+            action_key, env_key, adapt_key = jax.random.split(step_key, 3)
+            policy_carry, out = policy.step(state.params, policy_carry, normalize(obs_stats, obs), reset)
+            action = sample_action(action_key, out["pi"])
+            next_obs, env_state, reward, done, info = env.step(env_key, env_state, action, task)
+            item = {
+                "obs": obs, "action": action, "reward": reward, "done": done, "terminated": info["terminated"],
+                "truncated": info["truncated"], "log_prob": action_log_prob(out["pi"], action),
+                "next_obs": info["final_obs"], "resets": reset,
+            }  # fmt: skip
+            state, metrics = online.step(state, item, buffer_state, adapt_key)
+            return (state, env_state, next_obs, policy_carry, done), (reward, done, metrics["adapted"])
+
+        first = (state, env_state, obs, policy.initial_carry(()), jnp.ones((), bool))
+        _, (rewards, dones, adapted) = jax.lax.scan(step, first, jax.random.split(steps_key, horizon))
+        before_first_end = (jnp.cumsum(dones) - dones) == 0
+        return jnp.sum(jnp.where(before_first_end, rewards, 0.0)), jnp.sum(adapted)
+
+    return episode
