@@ -298,16 +298,15 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
         path = save(stop.iteration, stop.state)
         print(f"interrupted at iteration {stop.iteration}: saved {path}; continue: ssm-jax train --resume {run_dir}")
         return 0
-    last = log.records()[-1]
+    records = log.records()
     summary = {
         "run_dir": str(run_dir),
         "iteration": int(state.iteration),
         "checkpoint": str(run_dir / runs.CHECKPOINTS / runs.LATEST),
-        "final_metrics": {k: v for k, v in last.items() if k != "iteration"},
+        "final_metrics": {k: v for k, v in records[-1].items() if k != "iteration"},
         "seconds": time.perf_counter() - started,
     }
     runs.write_json(run_dir / "train.json", summary)
-    records = log.records()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for key, label in (("pre_adaptation_return", "before the inner step"), ("post_adaptation_return", "after it")):
         ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
