@@ -138,7 +138,8 @@ def _inner_step(trainer: Trainer, state: TrainState, params, traj: Trajectory):
     return fast, batch, grad_norm
 
 
-def _meta_step(trainer: Trainer, state: TrainState, support, query, observations):
+def _meta_step(trainer: Trainer, state: TrainState, support, query_traj: Trajectory, observations):
+    query = prepare_batch(query_traj, trainer.rl_config, state.obs_stats)
     one_task = lambda batch, axes: jax.tree.map(lambda x: x.reshape((1,) * axes + x.shape), batch)
     meta, metrics = trainer.meta_rl.maml.update(state.meta, (one_task(support, 2), one_task(query, 1)))
     obs_stats = update_stats(state.obs_stats, observations)
@@ -176,9 +177,8 @@ class MetaMAMLAgent(_PolicyAgent):
         if self._support is None:
             raise ValueError("update() needs adapt() first: the meta-step differentiates through the inner step")
         query = self._take_trajectory()
-        query_batch = prepare_batch(query, self.trainer.rl_config, self.state.obs_stats)
         observations = jnp.concatenate([self._support_obs, query.obs], axis=1)
-        self.state, metrics = self._meta_step(self.state, self._support, query_batch, observations)
+        self.state, metrics = self._meta_step(self.state, self._support, query, observations)
         self.params, self._support = self.state.meta.params, None
         return {**{k: float(v) for k, v in metrics.items()}, "return": float(mean_episode_return(query))}
 
