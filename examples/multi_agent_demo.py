@@ -18,7 +18,8 @@ import numpy as np
 import tyro
 
 from ssm_jax import cli
-from ssm_jax.agent import AdaptationAgent, AgentCoordinator, MetaMAMLAgent
+from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
+from ssm_jax.coordinator import AgentCoordinator
 
 
 @dataclasses.dataclass(frozen=True)

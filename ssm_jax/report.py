@@ -20,6 +20,12 @@ def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return mean, half
 
 
+def aligned_table(rows: list[list[str]]) -> str:
+    """`[[name, value], ...]` as lines with the names left-aligned in one column."""
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
 def save_figure(fig, path: Path) -> None:
     """Writes `fig` to `path` (PNG, tight layout) and closes it."""
     fig.tight_layout()

@@ -6,11 +6,8 @@
     state, metrics = trainer.train(state, key, 10)        # 10 meta-iterations in one lax.scan (jit it)
     returns, extras = trainer.evaluate(state, key, tasks) # [E, adapt_rounds + 1] on held-out tasks
 
-Static choices (sizes, the env, the model, the inner-step program) live in the frozen `TrainerConfig`: changing
-one recompiles. Traced hyperparameters (`HParams`: inner lr, outer lr, experience weight) live in the state, so a
-sweep is a `jax.vmap` over states, not a recompile (rejax's split). `TrainState` is everything a checkpoint needs:
-the MAML state (params, inner lr, optimizer state), the observation statistics, the experience buffer, the
-iteration and the hyperparameters.
+`TrainerConfig` (static: changing one recompiles), `HParams` (traced: a sweep is a `jax.vmap` over states) and
+`TrainState` (everything a checkpoint needs) are defined in `ssm_jax.train_config` and re-exported here.
 
 Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
 the adapted policy's query windows to the buffer (meta-training is the only writer; evaluation freezes it).
@@ -22,7 +19,6 @@ learned rates would leave 0, it runs a program with a fixed inner lr. The oracle
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -30,87 +26,29 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from flax import struct
 
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.adapter import Adapter
 from ssm_jax.adapt.rl import make_online_rl_episode, make_policy_adapter, make_rl_adaptation
-from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
+from ssm_jax.buffer import experience_windows, freeze, make_experience_buffer
 from ssm_jax.envs.base import TaskEnv
-from ssm_jax.envs.normalize import RunningMeanStd, normalize
+from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.maml import MAMLConfig, MetaState
 from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.models.heads import HeadedModel
+from ssm_jax.train_config import MATMUL_PRECISIONS, HParams, TrainerConfig, TrainState
 from ssm_jax.types import Array, PRNGKey
 
-MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerConfig:
-    """Static trainer settings (changing one recompiles). Rounds and trajectories are per task."""
-
-    tasks_per_batch: int = 5
-    trajectories_per_task: int = 8
-    horizon: int = 200
-    inner_steps: int = 1
-    learn_inner_lr: bool = False
-    first_order: bool = False
-    inner_grad_clip: float | None = None
-    inner_objective: str = "pg"
-    outer_epochs: int = 3
-    buffer_size: int = 10_000
-    window: int = 16
-    experience_batch_size: int = 32
-    adapt_rounds: int = 3
-    later_rounds_lr_scale: float = 1.0
-    eval_trajectories: int | None = None
-    matmul_precision: str | None = "highest"
-    """Precision of the float32 matmuls in every traced program: "highest" is full float32 on every backend (GPUs
-    otherwise use TF32, with which 1 of 8 navigation runs at the paper's settings diverged to NaN on an H200 while
-    all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
-
-    def __post_init__(self):
-        sizes = ("tasks_per_batch", "trajectories_per_task", "inner_steps", "outer_epochs", "adapt_rounds", "window")
-        for name in sizes:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.window > self.horizon:
-            raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
-        if self.eval_trajectories is not None and self.eval_trajectories < 1:
-            raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
-            )
-
-
-@struct.dataclass
-class HParams:
-    """Traced hyperparameters (scalars; a leading run axis under a sweep)."""
-
-    inner_lr: Array
-    outer_lr: Array
-    experience_weight: Array
-
-    @classmethod
-    def create(cls, inner_lr: float = 0.1, outer_lr: float = 3e-3, experience_weight: float = 0.1) -> HParams:
-        if inner_lr <= 0 or outer_lr <= 0 or experience_weight < 0:
-            raise ValueError(
-                f"HParams need inner_lr > 0, outer_lr > 0 and experience_weight >= 0, "
-                f"got {inner_lr}, {outer_lr}, {experience_weight}"
-            )
-        return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
-
-
-@struct.dataclass
-class TrainState:
-    meta: MetaState
-    obs_stats: RunningMeanStd
-    buffer: BufferState
-    iteration: Array
-    hparams: HParams
+__all__ = [
+    "MATMUL_PRECISIONS",
+    "HParams",
+    "TrainState",
+    "Trainer",
+    "TrainerConfig",
+    "adaptation_lr",
+    "make_meta_rl_trainer",
+]  # fmt: skip
 
 
 class Trainer(NamedTuple):

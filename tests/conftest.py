@@ -1,17 +1,36 @@
-"""CPU-only test setup: tiny configs and a fresh typed key per test."""
+"""CPU-only test setup: tiny configs, a fresh typed key per test and one compilation cache per test session."""
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import jax
 import pytest
 
 from ssm_jax.models import ModelConfig
 
+# Many tests build the same small programs again (a fresh closure is a fresh `jax.jit`, but the same HLO). One
+# persistent compilation cache per session, which xdist workers and the tests' subprocesses inherit through the
+# environment, turns those recompiles into loads. It starts empty every session, so no result or timing depends
+# on an earlier run.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssm_jax_tests_xla_")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update(
+    "jax_persistent_cache_min_compile_time_secs", float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"])
+)
+
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE:
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

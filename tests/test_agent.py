@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from ssm_jax import cli
-from ssm_jax.agent import AdaptationAgent, AgentCoordinator, MetaMAMLAgent
+from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
+from ssm_jax.coordinator import AgentCoordinator
 from ssm_jax.meta.policy_losses import policy_outputs, prepare_batch
 from ssm_jax.models import NetworkConfig
 from ssm_jax.rollout import action_log_prob

@@ -267,11 +267,11 @@ def test_bad_names_and_options_raise():
 
 
 def test_importing_the_brax_families_prints_nothing_and_other_output_passes_through(capsys):
-    from ssm_jax.envs import brax_tasks
+    from ssm_jax.envs import brax_notices
 
     result = subprocess.run([sys.executable, "-c", "import ssm_jax.envs"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0 and result.stdout == ""  # mujoco.mjx's "Failed to import warp" is dropped
-    with brax_tasks._without_optional_gpu_notices():
+    with brax_notices.without_optional_gpu_notices():
         print("Failed to import warp: No module named 'warp'")
         print("a line of our own")
     assert capsys.readouterr().out == "a line of our own\n"
@@ -282,9 +282,9 @@ def test_loading_halfcheetah_is_quiet_and_other_stderr_passes_through():
     dropped where the model loads; anything else written meanwhile still reaches stderr."""
     script = (
         "import os, warnings\n"
-        "from ssm_jax.envs import brax_tasks\n"
+        "from ssm_jax.envs import brax_notices, brax_tasks\n"
         "warnings.simplefilter('always')\n"
-        "with brax_tasks._without_model_loading_notices():\n"
+        "with brax_notices.without_model_loading_notices():\n"
         "    brax_tasks._brax_env('halfcheetah', 'spring')\n"
         "    os.write(2, b'a line of our own\\n')\n"
         "    warnings.warn('a warning of our own')\n"

@@ -21,69 +21,17 @@ the task scales that effective mass and inertia and sets the spring scales to 0;
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
-import io
-import os
-import sys
-import tempfile
-import warnings
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
+from ssm_jax.envs.brax_notices import brax_envs, without_model_loading_notices
 from ssm_jax.types import Array, PRNGKey
-
-_OPTIONAL_GPU_NOTICES = ("Failed to import warp", "Failed to import mujoco_warp")
-
-
-@contextlib.contextmanager
-def _without_optional_gpu_notices():
-    """mujoco.mjx prints "Failed to import warp: ..." on stdout at import when its optional GPU backend (NVIDIA Warp)
-    is absent, which it always is here; drop those lines and pass any other output through."""
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        yield
-    sys.stdout.writelines(
-        line for line in captured.getvalue().splitlines(keepends=True) if not line.startswith(_OPTIONAL_GPU_NOTICES)
-    )
-
-
-with _without_optional_gpu_notices():
-    from brax import envs as brax_envs
-
-_MODEL_LOADING_NOTICE = "WARNING: compiler attribute 'settotalmass' is deprecated"
-_UNMAINTAINED_WARNING = "Brax System, piplines and environments are not actively being maintained"
-
-
-@contextlib.contextmanager
-def _without_model_loading_notices():
-    """Loading brax's halfcheetah makes mujoco warn (from C, on file descriptor 2) that the model's `settotalmass`
-    is deprecated, and brax warn that it is unmaintained, on every run. Drop exactly those two; any other output
-    passes through."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=_UNMAINTAINED_WARNING)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines, after_notice = captured.read().decode(errors="replace").splitlines(keepends=True), False
-            for line in lines:
-                dropped = line.startswith(_MODEL_LOADING_NOTICE) or (after_notice and not line.strip())
-                after_notice = line.startswith(_MODEL_LOADING_NOTICE)  # mujoco follows it with a blank line
-                if not dropped:
-                    sys.stderr.write(line)
-
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 SEED_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
@@ -122,7 +70,7 @@ _TERMINATING = ("ant", "walker2d")
 def _brax_env(name: str, backend: str):
     kwargs = {"use_contact_forces": False} if name == "ant" else {}
     # the cached System must hold concrete arrays, even if first built in a trace
-    with jax.ensure_compile_time_eval(), _without_model_loading_notices():
+    with jax.ensure_compile_time_eval(), without_model_loading_notices():
         return brax_envs.get_environment(name, backend=backend, **kwargs)
 
 

@@ -1,0 +1,95 @@
+"""`ssm-jax train | eval | adapt | info` (also `python -m ssm_jax`): the library's trainer from the command line.
+
+    ssm-jax train --config navigation                      # a named config; every field is a flag
+    ssm-jax train --config basic --iterations 40 --model ssm --trainer.tasks-per-batch 8
+    ssm-jax train --resume runs/cli/<stamp>                # continues from checkpoints/latest, bit for bit
+    ssm-jax eval  --checkpoint runs/cli/<stamp> --episodes 32
+    ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-steps 3 --adaptation-mode hybrid
+    ssm-jax info
+
+`train` writes `<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
+metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json,
+learning_curve.png and orbax checkpoints `checkpoints/step_<n>/` every `checkpoint_every` iterations and at the
+end, with `checkpoints/latest` pointing at the newest. Ctrl-C finishes the chunk in flight, saves it, says where
+and exits 0; `--resume` after Ctrl-C or a kill ends with the params and metrics of the uninterrupted run. `eval`
+and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
+tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve with its 95% CI) into the run.
+
+A user's mistake (an unknown config, env, model or flag value, a missing, damaged or mismatched checkpoint, a flag
+that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import platform
+import sys
+from collections.abc import Sequence
+
+import jax
+
+from ssm_jax import envs
+from ssm_jax.adapt import strategy_names
+from ssm_jax.adapt.adapter import ADAPTATION_MODES
+from ssm_jax.cli.configs import CONFIGS, EnvConfig, RunConfig, build, initial_state
+from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
+from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
+from ssm_jax.cli.training import train
+from ssm_jax.models import MODEL_NAMES
+from ssm_jax.report import aligned_table
+
+__all__ = [
+    "CONFIGS", "AdaptArgs", "EnvConfig", "EvalArgs", "RunConfig", "UsageError", "adapt", "build", "evaluate",
+    "exit_with_error", "info", "initial_state", "main", "parse", "resumed_config", "train",
+]  # fmt: skip
+
+
+def info() -> dict:
+    """`ssm-jax info`: devices, versions, models, envs, adaptation strategies and named configs."""
+    packages = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "brax", "gymnax", "mujoco", "tyro", "numpy")
+    versions = {}
+    for name in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[name] = importlib.metadata.version(name)
+    result = {
+        "python": platform.python_version(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "versions": versions,
+        "models": list(MODEL_NAMES),
+        "envs": list(envs.META_RL_ENVS),
+        "adaptation_modes": list(ADAPTATION_MODES),
+        "strategies": list(strategy_names()),
+        "configs": list(CONFIGS),
+    }
+    rows = [[k, ", ".join(v) if isinstance(v, list) else str(v)] for k, v in result.items() if k != "versions"]
+    rows += [[name, version] for name, version in versions.items()]
+    print(aligned_table(rows))
+    return result
+
+
+_COMMANDS = ("train", "eval", "adapt", "info")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The `ssm-jax` entry point; returns the exit code (a `UsageError` exits 2 with one line)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: ssm-jax {{{','.join(_COMMANDS)}}} [--help] [flags]\n\n{__doc__}")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "train":
+            return train(rest)
+        if command == "eval":
+            evaluate(parse(EvalArgs, rest, "ssm-jax eval", "Return on held-out tasks, no adaptation."))
+        elif command == "adapt":
+            adapt(parse(AdaptArgs, rest, "ssm-jax adapt", "Test-time adaptation on held-out tasks."))
+        elif command == "info":
+            info()
+        else:
+            raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
+    except UsageError as error:
+        exit_with_error(str(error))
+    return 0

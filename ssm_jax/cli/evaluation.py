@@ -1,0 +1,185 @@
+"""`ssm-jax eval` and `ssm-jax adapt`: a trained run's return on held-out tasks, before and after adaptation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ssm_jax import runs, sweep
+from ssm_jax.adapt.adapter import ADAPTATION_MODES
+from ssm_jax.checkpoint import restore
+from ssm_jax.cli.configs import RunConfig, build, initial_state, load_run_config
+from ssm_jax.cli.parsing import UsageError
+from ssm_jax.report import aligned_table, mean_ci, plot_ci_curve, save_figure
+from ssm_jax.train import Trainer, TrainState
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalArgs:
+    checkpoint: str
+    """A run directory of `ssm-jax train` (its latest step) or one of its checkpoints/step_<n>/."""
+    episodes: int = 16
+    """Held-out tasks, one episode each."""
+    seed: int | None = None
+    """Seed of the held-out tasks (None: the run's own, whose tasks training never drew)."""
+    output: str | None = None
+    """JSON path (None: eval.json in the run directory)."""
+
+    def __post_init__(self):
+        if self.episodes < 2:
+            raise ValueError(f"episodes must be >= 2 (a confidence interval needs two), got {self.episodes}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptArgs(EvalArgs):
+    adapt_steps: int = 3
+    """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
+    adaptation_mode: Literal[ADAPTATION_MODES] = "standard"
+    """hybrid adds experience_weight x behaviour cloning on windows replayed from the run's buffer."""
+    trajectories: int | None = None
+    """Trajectories per round (None: the run's TrainerConfig.eval_trajectories or trajectories_per_task)."""
+    online: bool = False
+    """Also adapt during one episode per task (every --online-every steps, on the last --online-window steps),
+    against the same episodes with no adaptation."""
+    online_every: int = 10
+    online_window: int = 20
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.adapt_steps < 1 or (self.trajectories is not None and self.trajectories < 1):
+            raise ValueError(f"adapt_steps and trajectories must be >= 1, got {self.adapt_steps}, {self.trajectories}")
+        if min(self.online_every, self.online_window) < 1:
+            raise ValueError(f"online_every and online_window must be >= 1: {self.online_every}, {self.online_window}")
+
+
+class _Restored(NamedTuple):
+    run_dir: Path
+    checkpoint: Path
+    config: RunConfig
+    trainer: Trainer
+    state: TrainState
+    tasks: Any
+    """Held-out tasks `[episodes]`."""
+    key: jax.Array
+
+
+def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
+    """`args.checkpoint` restored into a trainer with `trainer_changes` (evaluation sizes only: the params do not
+    depend on them), with `args.episodes` held-out tasks of the run's seed (or `args.seed`) and their key."""
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise UsageError(f"no checkpoint at {path}")
+    run_dir = runs.run_dir_of(path)
+    config = load_run_config(run_dir)
+    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, **trainer_changes))
+    env, trainer = build(config)
+    target = initial_state(config, trainer)
+    try:
+        state, path = runs.restore_latest(run_dir, target) if path == run_dir else (restore(path, target)[0], path)
+    except (FileNotFoundError, ValueError) as error:
+        raise UsageError(str(error)) from None
+    eval_key = sweep.run_keys(config.seed if args.seed is None else args.seed).eval
+    tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.episodes)
+    return _Restored(run_dir, path, config, trainer, state, jax.tree.map(lambda x: x[0], tasks), keys[0])
+
+
+def evaluate(args: EvalArgs) -> dict:
+    """`ssm-jax eval`: the trained policy's return on held-out tasks, one episode each, no adaptation."""
+    run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
+    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, 0.0)
+    returns = np.asarray(returns[:, 0])
+    (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
+    result = {
+        "checkpoint": str(run.checkpoint),
+        "iteration": int(run.state.iteration),
+        "episodes": args.episodes,
+        "return_mean": float(mean),
+        "return_std": float(std),
+        "return_ci95": float(half),
+        "returns": returns,
+    }
+    runs.write_json(Path(args.output) if args.output else run.run_dir / "eval.json", result)
+    print(aligned_table([["checkpoint", str(run.checkpoint)], ["episodes", str(args.episodes)],
+                          ["return", f"{mean:.2f} ± {half:.2f} (std {std:.2f})"]]))  # fmt: skip
+    return result
+
+
+def adapt(args: AdaptArgs) -> dict:
+    """`ssm-jax adapt`: return on held-out tasks after 0..K rounds of standard or hybrid adaptation."""
+    changes = {"adapt_rounds": args.adapt_steps}
+    if args.trajectories is not None:
+        changes["eval_trajectories"] = args.trajectories
+    run = _restore(args, changes)
+    weight = run.config.experience_weight if args.adaptation_mode == "hybrid" else 0.0
+    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, weight)
+    returns = np.asarray(returns)
+    (mean, half), std = mean_ci(returns), np.std(returns, axis=0, ddof=1)
+    gain_mean, gain_half = mean_ci(returns[:, 1:] - returns[:, :1])
+    result = {
+        "checkpoint": str(run.checkpoint),
+        "iteration": int(run.state.iteration),
+        "adaptation_mode": args.adaptation_mode,
+        "episodes": args.episodes,
+        "returns": mean,
+        "returns_std": std,
+        "returns_ci95": half,
+        "paired_gain": {"mean": gain_mean, "ci95": gain_half},
+        "per_task_returns": returns,
+    }
+    if args.online:
+        result["online"] = _adapt_online(args, run, weight)
+    output = Path(args.output) if args.output else run.run_dir / "adapt.json"
+    runs.write_json(output, result)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
+    ax.set_xlabel("adaptation steps on the held-out task")
+    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.episodes} tasks)")
+    ax.legend()
+    save_figure(fig, output.with_suffix(".png"))
+    rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.episodes)]]
+    for k in range(args.adapt_steps + 1):
+        gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
+        rows.append([f"after {k} steps", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
+    if args.online:
+        online = result["online"]
+        rows.append(["online, frozen", f"{online['frozen_mean']:.2f} ± {online['frozen_ci95']:.2f}"])
+        rows.append(
+            [
+                f"online, every {args.online_every}",
+                f"{online['adapting_mean']:.2f} ± {online['adapting_ci95']:.2f}   (paired gain "
+                f"{online['paired_gain']:+.2f} ± {online['paired_gain_ci95']:.2f}; "
+                f"{online['adaptations']:.0f} updates)",
+            ]
+        )
+    print(aligned_table(rows))
+    return result
+
+
+def _adapt_online(args: AdaptArgs, run: _Restored, weight: float) -> dict:
+    """One episode per held-out task adapting online, and the same episodes frozen (paired)."""
+    horizon = run.config.trainer.horizon
+    if args.online_window > horizon:
+        raise UsageError(f"--online-window {args.online_window} exceeds the run's horizon {horizon}")
+    online = jax.jit(run.trainer.evaluate_online, static_argnames=("window", "every"))
+    adapting, updates = online(run.state, run.key, run.tasks, weight, args.online_window, args.online_every)
+    frozen, _ = online(run.state, run.key, run.tasks, weight, args.online_window, horizon + 1)
+    adapting, frozen = np.asarray(adapting), np.asarray(frozen)
+    (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
+    gain, gain_half = mean_ci(adapting - frozen)
+    return {
+        "every": args.online_every,
+        "window": args.online_window,
+        "adapting_mean": adapting_mean,
+        "adapting_ci95": adapting_half,
+        "frozen_mean": frozen_mean,
+        "frozen_ci95": frozen_half,
+        "paired_gain": gain,
+        "paired_gain_ci95": gain_half,
+        "adaptations": float(np.mean(updates)),
+        "per_task": {"adapting": adapting, "frozen": frozen},
+    }

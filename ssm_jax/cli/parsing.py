@@ -1,0 +1,86 @@
+"""How `ssm-jax` and the experiments read their flags: tyro with one-line errors, and resumed configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import tyro
+
+from ssm_jax.checkpoint import config_from_json
+
+ConfigT = TypeVar("ConfigT")
+
+
+class UsageError(Exception):
+    """A user's mistake: printed as one line, exit code 2."""
+
+
+def exit_with_error(message: str) -> NoReturn:
+    """One line on stderr, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _one_line(event: Any) -> None:
+    """tyro's parse-error hook: the common mistakes become a one-line `UsageError` instead of tyro's box."""
+    errors = tyro._errors  # pinned tyro; its hook module is private, so anything unrecognised keeps tyro's box
+    if isinstance(event, errors.InvalidChoice):
+        name = event.argument.display_name()
+        raise UsageError(f"invalid value {event.value!r} for {name}; expected one of {', '.join(event.choices)}")
+    if isinstance(event, errors.UnrecognizedArgs):
+        raise UsageError(f"unrecognized argument(s) {' '.join(event.tokens)} (see {event.prog} --help)")
+    if isinstance(event, errors.InstantiationFailure):
+        name = "" if event.argument is None else f"{'/'.join(event.argument.lowered.name_or_flags)}: "
+        raise UsageError(f"{name}{' '.join(str(event.message).split())}")
+
+
+def parse(
+    cls: type[ConfigT], args: Sequence[str], prog: str, description: str, default: ConfigT | None = None
+) -> ConfigT:
+    """`tyro.cli(cls, default=default, args=args)`.
+
+    Raises:
+        UsageError: a bad flag or value (including a `__post_init__` ValueError), in one line, before anything
+            compiles (tyro's own box remains for rarer mistakes, with exit code 2 too).
+    """
+    defaults = {} if default is None else {"default": default}
+    with tyro._errors.on_parse_error(_one_line):
+        return tyro.cli(cls, args=list(args), prog=prog, description=description, **defaults)
+
+
+def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Sequence[str] = ()) -> Any:
+    """The config stored in `run_dir/config.json`, with `args` parsed on top of it: a resumed run keeps its own
+    config, so a flag that changes a field (other than those `ignored`) is a `UsageError` naming it."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume {run_dir}: not a run directory (no config.json)")
+    stored = read_config(path)
+    config = parse(type(stored), args, prog, f"Resuming {run_dir}.", stored)
+    contradicting = [d for d in _differences(stored, config) if d[0] not in ignored]
+    if contradicting:
+        field, given, kept = contradicting[0]
+        flag = "--" + field.replace("_", "-")
+        raise UsageError(f"--resume {run_dir}: {flag} {given!r} (the run has {kept!r}); a resumed run keeps its config")
+    return config
+
+
+def _differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """`(dotted field, given value, stored value)` for every leaf field where two configs differ."""
+    if dataclasses.is_dataclass(stored) and type(stored) is type(given):
+        return [
+            diff
+            for f in dataclasses.fields(stored)
+            for diff in _differences(getattr(stored, f.name), getattr(given, f.name), f"{prefix}{f.name}.")
+        ]
+    return [] if stored == given else [(prefix.rstrip("."), given, stored)]
+
+
+def read_config(path: Path) -> Any:
+    try:
+        return config_from_json(path.read_text())
+    except ValueError as error:
+        raise UsageError(str(error)) from None

@@ -1,0 +1,113 @@
+"""`ssm-jax train`: meta-trains one run in jitted chunks, with checkpoints, exact resume and Ctrl-C saves."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ssm_jax import runs, sweep
+from ssm_jax.checkpoint import config_to_json
+from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_run_config
+from ssm_jax.cli.parsing import UsageError, parse, resumed_config
+from ssm_jax.report import aligned_table, save_figure
+from ssm_jax.train import TrainState
+
+
+def train(argv: Sequence[str]) -> int:
+    """`ssm-jax train`: meta-trains one run with checkpoints; see the module docstring."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    pre.add_argument("--resume", default=None)
+    pre.add_argument("--out-dir", default="runs/cli")
+    known, rest = pre.parse_known_args(argv)
+    if known.config is not None and known.config not in CONFIGS:
+        raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(CONFIGS)}")
+    prog = "ssm-jax train"
+    also = f"Also --config {{{','.join(CONFIGS)}}}, --out-dir DIR (default runs/cli), --resume RUN_DIR."
+    if known.resume is not None:
+        run_dir = Path(known.resume)
+        load_run_config(run_dir)
+        if known.config is not None:
+            raise UsageError(f"--resume {run_dir}: --config {known.config}; a resumed run keeps its config")
+        config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
+        if not runs.checkpoint_steps(run_dir):
+            raise UsageError(f"--resume {run_dir}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
+    else:
+        name = known.config or "basic"
+        config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", CONFIGS[name])
+        run_dir = runs.make_run_dir(known.out_dir)
+        (run_dir / "config.json").write_text(config_to_json(config))
+    try:
+        return _train(config, run_dir, resume=known.resume is not None)
+    except BaseException:
+        if known.resume is None and not runs.checkpoint_steps(run_dir):
+            shutil.rmtree(run_dir)  # a run that failed before its first checkpoint leaves nothing behind
+        raise
+
+
+def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
+    started = time.perf_counter()
+    _, trainer = build(config)
+    state = initial_state(config, trainer)
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    if resume:
+        try:
+            state, path = runs.restore_latest(run_dir, target=state)
+        except ValueError as error:
+            raise UsageError(f"--resume {run_dir}: {error}") from None
+        restored = int(state.iteration)
+        log.keep(lambda record: record["iteration"] <= restored)  # what a killed run logged after its checkpoint
+        print(f"resumed {run_dir} from {path.name} (iteration {restored})")
+
+    def save(iteration: int, state: TrainState) -> Path:
+        return runs.save_step(run_dir, state, config, iteration, keep=config.keep_checkpoints)
+
+    def on_chunk(iteration: int, state: TrainState, metrics: dict) -> None:
+        log.log({"iteration": iteration, **jax.tree.map(np.mean, metrics)})
+        if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
+            save(iteration, state)
+
+    chunk = jax.jit(lambda state, key: trainer.train(state, key, config.chunk_size), donate_argnums=0)
+    try:
+        state = runs.train_in_chunks(
+            chunk,
+            state,
+            sweep.run_keys(config.seed).train,
+            config.iterations,
+            config.chunk_size,
+            "train",
+            on_chunk=on_chunk,
+            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
+            start=int(state.iteration),
+        )
+    except runs.Interrupted as stop:
+        path = save(stop.iteration, stop.state)
+        print(f"interrupted at iteration {stop.iteration}: saved {path}; continue: ssm-jax train --resume {run_dir}")
+        return 0
+    records = log.records()
+    summary = {
+        "run_dir": str(run_dir),
+        "iteration": int(state.iteration),
+        "checkpoint": str(run_dir / runs.CHECKPOINTS / runs.LATEST),
+        "final_metrics": {k: v for k, v in records[-1].items() if k != "iteration"},
+        "seconds": time.perf_counter() - started,
+    }
+    runs.write_json(run_dir / "train.json", summary)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for key, label in (("pre_adaptation_return", "before the inner step"), ("post_adaptation_return", "after it")):
+        ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean episode return (training tasks)")
+    ax.legend()
+    save_figure(fig, run_dir / "learning_curve.png")
+    rows = [["run", str(run_dir)], ["iterations", str(summary["iteration"])]]
+    rows += [[k, f"{v:.4g}"] for k, v in summary["final_metrics"].items()]
+    print(aligned_table(rows))
+    return 0

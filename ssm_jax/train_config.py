@@ -1,0 +1,89 @@
+"""What a meta-RL run is: its static `TrainerConfig`, its traced `HParams` and the `TrainState` a checkpoint holds.
+
+Static choices (sizes, the env, the model, the inner-step program) live in the frozen `TrainerConfig`: changing one
+recompiles. Traced hyperparameters (`HParams`) live in the state, so a sweep is a `jax.vmap` over states, not a
+recompile (rejax's split). `ssm_jax.train` builds the program that runs on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import struct
+
+from ssm_jax.buffer import BufferState
+from ssm_jax.envs.normalize import RunningMeanStd
+from ssm_jax.meta.maml import MetaState
+from ssm_jax.types import Array
+
+MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Static trainer settings (changing one recompiles). Rounds and trajectories are per task."""
+
+    tasks_per_batch: int = 5
+    trajectories_per_task: int = 8
+    horizon: int = 200
+    inner_steps: int = 1
+    learn_inner_lr: bool = False
+    first_order: bool = False
+    inner_grad_clip: float | None = None
+    inner_objective: str = "pg"
+    outer_epochs: int = 3
+    buffer_size: int = 10_000
+    window: int = 16
+    experience_batch_size: int = 32
+    adapt_rounds: int = 3
+    later_rounds_lr_scale: float = 1.0
+    eval_trajectories: int | None = None
+    matmul_precision: str | None = "highest"
+    """Precision of the float32 matmuls in every traced program: "highest" is full float32 on every backend (GPUs
+    otherwise use TF32, with which 1 of 8 navigation runs at the paper's settings diverged to NaN on an H200 while
+    all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
+
+    def __post_init__(self):
+        sizes = ("tasks_per_batch", "trajectories_per_task", "inner_steps", "outer_epochs", "adapt_rounds", "window")
+        for name in sizes:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.window > self.horizon:
+            raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
+        if self.eval_trajectories is not None and self.eval_trajectories < 1:
+            raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
+
+
+@struct.dataclass
+class HParams:
+    """Traced hyperparameters (scalars; a leading run axis under a sweep)."""
+
+    inner_lr: Array
+    outer_lr: Array
+    experience_weight: Array
+
+    @classmethod
+    def create(cls, inner_lr: float = 0.1, outer_lr: float = 3e-3, experience_weight: float = 0.1) -> HParams:
+        if inner_lr <= 0 or outer_lr <= 0 or experience_weight < 0:
+            raise ValueError(
+                f"HParams need inner_lr > 0, outer_lr > 0 and experience_weight >= 0, "
+                f"got {inner_lr}, {outer_lr}, {experience_weight}"
+            )
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
+
+
+@struct.dataclass
+class TrainState:
+    """Everything a checkpoint needs: the MAML state (params, inner lr, optimizer state), the observation
+    statistics, the experience buffer, the iteration and the hyperparameters."""
+
+    meta: MetaState
+    obs_stats: RunningMeanStd
+    buffer: BufferState
+    iteration: Array
+    hparams: HParams
