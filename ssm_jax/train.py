@@ -33,7 +33,7 @@ from ssm_jax.adapt.rl import make_online_rl_episode, make_policy_adapter, make_r
 from ssm_jax.buffer import experience_windows, freeze, make_experience_buffer
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import normalize
-from ssm_jax.meta.maml import MAMLConfig, MetaState
+from ssm_jax.meta.maml import MAMLConfig, with_outer_lr
 from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.models.heads import HeadedModel
@@ -67,12 +67,6 @@ class Trainer(NamedTuple):
     evaluate: Callable[..., tuple[Array, dict]]
     oracle: Callable[[TrainState, PRNGKey, Any, int], Array]
     evaluate_online: Callable[..., tuple[Array, Array]]
-
-
-def _with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
-    """`meta` whose injected Adam learning rate is `outer_lr` (the optimizer state holds the rate it applies)."""
-    opt_state = meta.opt_state
-    return meta.replace(opt_state=opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": outer_lr}))
 
 
 def _learns_inner_lr(state: TrainState) -> bool:
@@ -147,7 +141,7 @@ def make_meta_rl_trainer(
         meta = program.init(params, optimizer)
         inner_lr = jax.tree.map(lambda x: jnp.full_like(x, hparams.inner_lr), meta.inner_lr)
         meta = meta.replace(inner_lr=inner_lr if adapt else jax.tree.map(jnp.zeros_like, inner_lr))
-        meta = _with_outer_lr(meta, hparams.outer_lr)
+        meta = with_outer_lr(meta, hparams.outer_lr)
         example = (jnp.zeros((config.window, env.observation_size)), jnp.zeros((config.window, env.action_size)))
         state = TrainState(meta, obs_stats, buf.init(example), jnp.zeros((), jnp.int32), hparams)
         return jax.tree.map(jnp.array, state)  # every leaf its own buffer: training donates the state
@@ -161,7 +155,7 @@ def make_meta_rl_trainer(
             tasks = env.sample_tasks(task_key, config.tasks_per_batch)
             if task_sharding is not None:
                 tasks = jax.lax.with_sharding_constraint(tasks, task_sharding)
-            meta = _with_outer_lr(state.meta, state.hparams.outer_lr)  # a sweep may have replaced the hparams
+            meta = with_outer_lr(state.meta, state.hparams.outer_lr)  # a sweep may have replaced the hparams
             meta, obs_stats, metrics, query = program.meta_update(meta, state.obs_stats, update_key, tasks)
             policy_obs = normalize(state.obs_stats, query.obs)  # the statistics the policy sampled them through
             items, valid = experience_windows(policy_obs, query.action, query.done, config.window)

@@ -68,6 +68,12 @@ class MetaState:
     optimizer: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
+def with_outer_lr(meta: MetaState, outer_lr: Array) -> MetaState:
+    """`meta` whose optimizer (built with `optax.inject_hyperparams`) applies the learning rate `outer_lr`."""
+    opt_state = meta.opt_state
+    return meta.replace(opt_state=opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": outer_lr}))
+
+
 class MAML(NamedTuple):
     loss_fn: LossFn
     config: MAMLConfig

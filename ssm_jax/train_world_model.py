@@ -1,0 +1,198 @@
+"""The world-model program: meta-training data, MAML (or the pretrained baseline), and held-out evaluation.
+
+    trainer = make_world_model_trainer(env, "ssm", NetworkConfig(), WorldModelTrainerConfig())
+    data = trainer.prepare(key)                                 # meta-training pool, its statistics, the buffer
+    state = trainer.init(key, hparams)                          # adapt=False: the pretrained baseline
+    state, metrics = trainer.train(state, data, key, 100)       # 100 meta-iterations in one lax.scan (jit it)
+    held_out = trainer.held_out(key, data.stats)                # support and query of unseen tasks
+    mse, open_loop = trainer.evaluate(state, data, held_out, key, experience_weight)   # [E, adapt_steps + 1]
+    mse, open_loop = trainer.scratch(key, held_out, data.stats) # a model trained on the support alone, [E]
+
+`prepare` samples `train_tasks` tasks, collects `trajectories_per_task` random-action trajectories of each, fits
+the standardisation on them (meta-training data only) and fills the ExperienceBuffer with their windows (input
+window → target window); nothing else ever writes the buffer, and evaluation reads it frozen. Each meta-iteration
+draws `tasks_per_batch` pool tasks and takes MAML's outer step on their (support, query) windows, disjoint
+trajectories. The pretrained baseline is the same program with inner lr 0 (its outer step then fits the query
+windows of every task with one model). Evaluation adapts with the library's adapters (`standard`, or `hybrid`
+with `experience_weight` > 0): plain SGD steps at the inner lr, the step MAML was meta-trained with, each scored by
+the query's one-step MSE and its open-loop error. `HParams` are traced, as in `ssm_jax.train`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
+from ssm_jax.buffer import BufferState, freeze, make_experience_buffer
+from ssm_jax.envs.base import TaskEnv
+from ssm_jax.meta.maml import MAMLConfig, MetaState, make_maml, with_outer_lr
+from ssm_jax.meta.world_model import WorldModel, WorldModelConfig, WorldModelStats, make_world_model
+from ssm_jax.models import NetworkConfig
+from ssm_jax.train_config import HParams
+from ssm_jax.types import Array, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class WorldModelTrainerConfig:
+    """Static sizes (changing one recompiles)."""
+
+    model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
+    train_tasks: int = 64
+    """Meta-training tasks in the pool."""
+    trajectories_per_task: int = 8
+    """Per task; the first `model.support_trajectories` are its support, the rest its query."""
+    tasks_per_batch: int = 16
+    inner_steps: int = 1
+    adapt_steps: int = 3
+    """Evaluated adaptation steps (0..adapt_steps)."""
+    eval_tasks: int = 16
+    buffer_size: int = 4096
+    experience_batch_size: int = 32
+    scratch_steps: int = 200
+    """Adam steps of the from-scratch baseline on the support."""
+    scratch_lr: float = 3e-3
+
+    def __post_init__(self):
+        sizes = ("train_tasks", "tasks_per_batch", "inner_steps", "adapt_steps", "eval_tasks", "scratch_steps")
+        for name in (*sizes, "buffer_size", "experience_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"WorldModelTrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.tasks_per_batch > self.train_tasks:
+            raise ValueError(f"tasks_per_batch={self.tasks_per_batch} exceeds train_tasks={self.train_tasks}")
+        if self.trajectories_per_task <= self.model.support_trajectories:
+            raise ValueError(
+                f"trajectories_per_task={self.trajectories_per_task} must exceed the support's "
+                f"{self.model.support_trajectories} (the query needs trajectories of its own)"
+            )
+
+
+@struct.dataclass
+class WorldModelData:
+    """Meta-training windows `(support, query)` with leaves `[train_tasks, M, W, ...]`, their statistics and the
+    frozen buffer of their windows."""
+
+    support: dict
+    query: dict
+    stats: WorldModelStats
+    buffer: BufferState
+
+
+@struct.dataclass
+class WorldModelState:
+    meta: MetaState
+    hparams: HParams
+
+
+class WorldModelTrainer(NamedTuple):
+    config: WorldModelTrainerConfig
+    world_model: WorldModel
+    prepare: Callable[[PRNGKey], WorldModelData]
+    held_out: Callable[[PRNGKey, WorldModelStats], tuple[dict, dict]]
+    init: Callable[..., WorldModelState]
+    train: Callable[..., tuple[WorldModelState, dict]]
+    evaluate: Callable[..., tuple[Array, Array]]
+    scratch: Callable[..., tuple[Array, Array]]
+
+
+def make_world_model_trainer(
+    env: TaskEnv, model_name: str, network: NetworkConfig, config: WorldModelTrainerConfig = WorldModelTrainerConfig()
+) -> WorldModelTrainer:
+    """Builds the world-model `WorldModelTrainer` for `env`'s tasks; see the module docstring."""
+    wm = make_world_model(env, model_name, network, config.model)
+    maml = make_maml(wm.loss, MAMLConfig(inner_lr=1.0, num_inner_steps=config.inner_steps))  # rate: HParams
+    buf = make_experience_buffer(config.buffer_size)
+    # Adam on the meta-gradient clipped to norm 1: an inner step that overshoots early in training otherwise leaves a
+    # huge gradient in Adam's second moment, which then stalls the outer loop for about 1 / (1 - b2) iterations
+    clipped_adam = lambda learning_rate: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    optimizer = optax.inject_hyperparams(clipped_adam)(learning_rate=0.0)  # the rate comes from HParams
+
+    # one SGD step at the traced inner lr, hybrid at a traced weight (weight 0 is the standard step, bit for bit)
+    step = make_adapter(
+        "hybrid",
+        wm.loss,
+        AdapterConfig(
+            learning_rate=1.0,
+            num_steps=1,
+            optimizer="sgd",
+            grad_clip_norm=None,
+            experience_batch_size=config.experience_batch_size,
+        ),
+    )
+    fit = make_adapter("standard", wm.loss, AdapterConfig(config.scratch_lr, config.scratch_steps, grad_clip_norm=None))
+
+    def prepare(key: PRNGKey) -> WorldModelData:
+        task_key, data_key, buffer_key = jax.random.split(key, 3)
+        transitions = wm.collect(data_key, env.sample_tasks(task_key, config.train_tasks), config.trajectories_per_task)
+        stats = wm.fit_stats(transitions)
+        support, query = wm.support_query(transitions, stats)
+        items = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), wm.windows(transitions, stats))
+        count = jax.tree.leaves(items)[0].shape[0]
+        kept = jax.random.permutation(buffer_key, count)[: config.buffer_size]  # a random subset when it overflows
+        buffer = buf.add(buf.init(jax.tree.map(lambda x: x[0], items)), jax.tree.map(lambda x: x[kept], items))
+        return WorldModelData(support, query, stats, freeze(buffer))
+
+    def held_out(key: PRNGKey, stats: WorldModelStats) -> tuple[dict, dict]:
+        """Support and query windows `[eval_tasks, M, W, ...]` of unseen tasks, standardised with `stats`."""
+        task_key, data_key = jax.random.split(key)
+        tasks = env.sample_tasks(task_key, config.eval_tasks)
+        return wm.support_query(wm.collect(data_key, tasks, config.trajectories_per_task), stats)
+
+    def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> WorldModelState:
+        meta = maml.init(wm.init(key), optimizer)
+        inner_lr = hparams.inner_lr if adapt else jnp.zeros_like(hparams.inner_lr)
+        return WorldModelState(meta.replace(inner_lr=inner_lr), hparams)
+
+    def train(state: WorldModelState, data: WorldModelData, key: PRNGKey, num_iterations: int):
+        """`num_iterations` meta-iterations; metrics `{name: [num_iterations]}` (MAML's losses)."""
+
+        def iteration(meta: MetaState, step_key: PRNGKey):
+            index = jax.random.choice(step_key, config.train_tasks, (config.tasks_per_batch,), replace=False)
+            tasks = jax.tree.map(lambda x: x[index], (data.support, data.query))
+            return maml.update(with_outer_lr(meta, state.hparams.outer_lr), tasks)
+
+        meta, metrics = jax.lax.scan(iteration, state.meta, jax.random.split(key, num_iterations))
+        return state.replace(meta=meta), metrics
+
+    def evaluate(state: WorldModelState, data: WorldModelData, held: tuple[dict, dict], key: PRNGKey, weight=0.0):
+        """Query one-step MSE and open-loop error after 0..adapt_steps steps on each held-out task's support:
+        `([E, adapt_steps + 1], [E, adapt_steps + 1])`. `weight` > 0 adapts in hybrid mode on the buffer."""
+
+        def one_task(support, query, task_key):
+            astate = step.init(state.meta.params)
+            astate = astate.replace(learning_rate=state.hparams.inner_lr, experience_weight=jnp.asarray(weight))
+            score = lambda p: (wm.loss(p, query)[0], wm.open_loop_error(p, query, data.stats))
+
+            def body(carry, step_key):
+                astate, params = carry
+                astate, params, _ = step.update(astate, params, support, data.buffer, step_key)
+                return (astate, params), score(params)
+
+            keys = jax.random.split(task_key, config.adapt_steps)
+            _, (mse, open_loop) = jax.lax.scan(body, (astate, state.meta.params), keys)
+            mse0, open_loop0 = score(state.meta.params)
+            return jnp.append(mse0, mse), jnp.append(open_loop0, open_loop)
+
+        support, query = held
+        return jax.vmap(one_task)(support, query, jax.random.split(key, config.eval_tasks))
+
+    def scratch(key: PRNGKey, held: tuple[dict, dict], stats: WorldModelStats) -> tuple[Array, Array]:
+        """A fresh model per held-out task, `scratch_steps` Adam steps on its support alone: query `(mse, open
+        loop)`, each `[E]`."""
+
+        def one_task(support, query, task_key):
+            init_key, fit_key = jax.random.split(task_key)
+            params = wm.init(init_key)
+            _, params, _ = fit.update(fit.init(params), params, support, None, fit_key)
+            return wm.loss(params, query)[0], wm.open_loop_error(params, query, stats)
+
+        support, query = held
+        return jax.vmap(one_task)(support, query, jax.random.split(key, config.eval_tasks))
+
+    return WorldModelTrainer(config, wm, prepare, held_out, init, train, evaluate, scratch)
