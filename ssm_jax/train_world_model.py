@@ -109,8 +109,11 @@ def make_world_model_trainer(
     maml = make_maml(wm.loss, MAMLConfig(inner_lr=1.0, num_inner_steps=config.inner_steps))  # rate: HParams
     buf = make_experience_buffer(config.buffer_size)
     # Adam on the meta-gradient clipped to norm 1: an inner step that overshoots early in training otherwise leaves a
-    # huge gradient in Adam's second moment, which then stalls the outer loop for about 1 / (1 - b2) iterations
-    clipped_adam = lambda learning_rate: optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
+    # huge gradient in Adam's second moment, which then stalls the outer loop for about 1 / (1 - b2) iterations; an
+    # inner step that overflows (a non-finite meta-gradient) skips the outer update instead of poisoning the params
+    clipped_adam = lambda learning_rate: optax.apply_if_finite(
+        optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate)), jnp.iinfo(jnp.int32).max
+    )
     optimizer = optax.inject_hyperparams(clipped_adam)(learning_rate=0.0)  # the rate comes from HParams
 
     # one SGD step at the traced inner lr, hybrid at a traced weight (weight 0 is the standard step, bit for bit)

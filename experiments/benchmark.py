@@ -1,0 +1,230 @@
+"""The seeds' serious benchmark, for real: task family × sequence model × adaptation mode × seeds.
+
+    python -m experiments.benchmark                                   # cpu preset: world models, 6 models, 2 families
+    python -m experiments.benchmark --preset smoke                    # 2 models x 1 family x 2 seeds, for tests
+    python -m experiments.benchmark --objective rl --envs navigation-2d --methods ssm mlp
+    python -m experiments.benchmark --match-params 5000               # every model sized to about 5000 parameters
+    python -m experiments.benchmark --resume runs/benchmark/<stamp>   # skips the cells already written
+
+A cell is one (family, model): its seeds run as one vmapped program (one compile per cell), MAML-trained, then
+adapted on held-out tasks in each mode: `none` (no step), `standard` and `hybrid` (one step, the step MAML was
+trained for). `--objective world_model` scores the query's one-step prediction MSE (`experiments.world_model`,
+lower is better); `--objective rl` the episode return (`experiments.meta_rl`, the flagship's trainer, higher is
+better). Each cell writes `cells/<family>__<model>.json` with its per-task scores; the run aggregates them into
+results.md / results.json (mean and 95% CI per mode, and per cell the paired difference hybrid − standard with
+its CI and a plain verdict: helps, hurts or ties) and benchmark.png (bars per family). `--match-params N` sizes
+each model's hidden width so that its parameter count is the closest to N; the tables give every count.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Literal
+
+import jax
+import matplotlib
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments import meta_rl, navigation, world_model
+from experiments.common import run_main, write_config
+from experiments.report import format_ci, markdown_table, mean_ci, save_figure
+from ssm_jax import envs, runs
+from ssm_jax.meta.world_model import make_world_model
+from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+OBJECTIVES = ("world_model", "rl")
+MODES = ("none", "standard", "hybrid")
+FAMILIES = {"world_model": world_model.WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    preset: str = "cpu"
+    """The preset these values came from (choose it with --preset)."""
+    objective: Literal[OBJECTIVES] = "world_model"
+    """world_model: query MSE of a meta-learned dynamics model; rl: return of a meta-RL policy."""
+    envs: tuple[str, ...] = ("pendulum-params", "halfcheetah-vel")
+    """Task families (world_model: any of experiments.world_model's; rl: any meta-RL family)."""
+    methods: tuple[Literal[MODEL_NAMES], ...] = MODEL_NAMES
+    """Sequence models."""
+    num_seeds: int = 5
+    seed: int = 0
+    match_params: int | None = None
+    """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
+    world_model: world_model.Args = dataclasses.field(default_factory=lambda: world_model.PRESETS["cpu"])
+    """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
+    rl: meta_rl.Args = dataclasses.field(default_factory=lambda: navigation.PRESETS["default"])
+    """The meta-RL cell's settings (the navigation preset; env, model, seeds and output are set per cell)."""
+    resume: str | None = None
+    """A run directory of this benchmark: its config is kept and its finished cells are skipped."""
+    out_dir: str = "runs/benchmark"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.envs) - set(FAMILIES[self.objective]))
+        if not self.envs or unknown:
+            raise ValueError(
+                f"envs {unknown} are not {self.objective} families ({', '.join(FAMILIES[self.objective])})"
+            )
+        if not self.methods or self.num_seeds < 1:
+            raise ValueError("the benchmark needs at least one method and num_seeds >= 1")
+        if self.match_params is not None and self.match_params < 1:
+            raise ValueError(f"match_params must be >= 1, got {self.match_params}")
+
+
+PRESETS = {"cpu": Args()}
+PRESETS["smoke"] = dataclasses.replace(
+    Args(),
+    preset="smoke",
+    envs=("pendulum-params",),
+    methods=("ssm", "mlp"),
+    num_seeds=2,
+    world_model=world_model.PRESETS["smoke"],
+    rl=navigation.PRESETS["smoke"],
+)
+
+
+def parameter_count(args: Args, env_name: str, method: str, network: NetworkConfig) -> int:
+    """Parameters of `method` at `network`'s sizes for the objective's model (shapes only, nothing runs)."""
+    if args.objective == "world_model":
+        base = dataclasses.replace(args.world_model, env=env_name)
+        model = make_world_model(world_model.make_env(base), method, network, base.trainer.model)
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+    else:
+        env = envs.make_meta_rl(env_name, args.rl.horizon, args.rl.backend, args.rl.goals)
+        policy = make_gaussian_policy(method, env.observation_size, env.action_size, network, max(args.rl.window, 16))
+        shapes = jax.eval_shape(policy.init, jax.random.key(0), jax.ShapeDtypeStruct((1, env.observation_size), float))
+    return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
+
+
+def matched_network(args: Args, env_name: str, method: str, base: NetworkConfig) -> NetworkConfig:
+    """`base` with the hidden width (4..1024, a multiple of 4 for the transformer's heads) whose count is closest to
+    `args.match_params`; the count grows with the width, so a bisection finds it."""
+    count = lambda width: parameter_count(args, env_name, method, dataclasses.replace(base, hidden_dim=width))
+    low, high = 1, 256  # widths 4 * low .. 4 * high
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if count(4 * middle) < args.match_params else (low, middle)
+    candidates = {4 * w for w in (low - 1, low) if w >= 1}
+    return dataclasses.replace(base, hidden_dim=min(candidates, key=lambda w: abs(count(w) - args.match_params)))
+
+
+def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
+    """One (family, model) cell over `args.num_seeds` vmapped seeds: per-task scores after 0..K steps per mode."""
+    base = args.world_model if args.objective == "world_model" else args.rl
+    network = base.network if args.match_params is None else matched_network(args, env_name, method, base.network)
+    if args.objective == "world_model":
+        cell = dataclasses.replace(
+            base, env=env_name, model=method, network=network, seed=args.seed, num_seeds=args.num_seeds
+        )
+        results = world_model.run_seeds(cell, world_model.make_env(cell))
+        curves = {mode: results["mse"][f"MAML + {mode}"] for mode in MODES}
+        extra = {"open_loop": {mode: results["open_loop"][f"MAML + {mode}"] for mode in MODES}}
+        extra["baselines"] = {k: v for k, v in results["mse"].items() if not k.startswith("MAML")}
+    else:
+        cell = dataclasses.replace(
+            base, env=env_name, model=method, network=network, seed=args.seed, num_seeds=args.num_seeds,
+            adaptation_mode="both", out_dir=str(cell_dir), plots=False,
+        )  # fmt: skip
+        per_task = meta_rl.main(cell)["per_task_returns"]
+        standard = np.asarray(per_task["MAML + standard"])
+        curves = {"none": standard[:, :1], "standard": standard, "hybrid": np.asarray(per_task["MAML + hybrid"])}
+        extra = {"baselines": {k: v for k, v in per_task.items() if not k.startswith("MAML")}}
+    count = parameter_count(args, env_name, method, network)
+    return {
+        "env": env_name,
+        "method": method,
+        "parameters": count,
+        "network": dataclasses.asdict(network),
+        "curves": curves,
+        **extra,
+    }
+
+
+def _score(curves: dict, mode: str) -> np.ndarray:
+    """Per-task score after one step (`none`: before any)."""
+    values = np.asarray(curves[mode])
+    return values[:, min(1, values.shape[1] - 1)]
+
+
+def aggregate(args: Args, cells: list[dict]) -> tuple[str, list[dict]]:
+    """The markdown table and its rows: mean ± 95% CI per mode after one step, hybrid − standard paired."""
+    lower_is_better = args.objective == "world_model"
+    rows, table = [], []
+    for cell in cells:
+        scores = {mode: _score(cell["curves"], mode) for mode in MODES}
+        diff_mean, diff_half = mean_ci(scores["hybrid"] - scores["standard"])
+        better = -diff_mean if lower_is_better else diff_mean
+        if not np.isfinite(diff_mean):
+            verdict = "cannot be compared (a mode diverged)"
+        else:
+            verdict = "ties" if abs(diff_mean) <= diff_half else ("helps" if better > 0 else "hurts")
+        rows.append(
+            {
+                "env": cell["env"], "method": cell["method"], "parameters": cell["parameters"],
+                **{mode: mean_ci(scores[mode]) for mode in MODES},
+                "hybrid_minus_standard": (diff_mean, diff_half), "verdict": f"hybrid {verdict}",
+            }
+        )  # fmt: skip
+        formatted = [format_ci(scores[mode], 4 if lower_is_better else 1)[0] for mode in MODES]
+        diff = format_ci(scores["hybrid"] - scores["standard"], 4 if lower_is_better else 1)[0]
+        table.append([cell["env"], cell["method"], cell["parameters"], *formatted, diff, f"hybrid {verdict}"])
+    metric = "query one-step MSE (lower is better)" if lower_is_better else "episode return (higher is better)"
+    header = ["family", "model", "parameters", "none", "standard, 1 step", "hybrid, 1 step", "hybrid − standard", ""]
+    n = args.num_seeds * (args.world_model.trainer.eval_tasks if lower_is_better else args.rl.eval_tasks)
+    text = (
+        f"**{metric}**, mean ± 95% CI over {n} held-out tasks ({args.num_seeds} seeds pooled); the last columns "
+        f"are the paired difference and what it says (a CI that contains 0 ties).\n\n{markdown_table(header, table)}"
+    )
+    return text, rows
+
+
+def _plot(path: Path, args: Args, rows: list[dict]) -> None:
+    families = list(dict.fromkeys(r["env"] for r in rows))
+    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.6), squeeze=False)
+    for ax, family in zip(axes[0], families, strict=True):
+        cells = [r for r in rows if r["env"] == family]
+        x = np.arange(len(cells))
+        for i, mode in enumerate(MODES):
+            means, halves = zip(*(r[mode] for r in cells), strict=True)
+            ax.bar(x + (i - 1) * 0.27, means, 0.27, yerr=halves, capsize=2, label=mode)
+        ax.set_xticks(x, [r["method"] for r in cells])
+        ax.set_title(family)
+        if args.objective == "world_model":
+            ax.set_yscale("log")
+    axes[0][0].set_ylabel("query MSE" if args.objective == "world_model" else "episode return")
+    axes[0][0].legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def main(args: Args) -> dict:
+    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
+    if not args.resume:
+        write_config(run_dir, args)
+    (run_dir / "cells").mkdir(exist_ok=True)
+    started, cells = time.perf_counter(), []
+    grid = [(family, method) for family in args.envs for method in args.methods]
+    for family, method in tqdm(grid, desc="cells", dynamic_ncols=True):
+        path = run_dir / "cells" / f"{family}__{method}.json"
+        if not path.exists():  # --resume: a finished cell is read, not run again
+            runs.write_json(path, run_cell(args, family, method, run_dir / "cells" / f"{family}__{method}"))
+        cells.append(json.loads(path.read_text()))
+    text, rows = aggregate(args, cells)
+    title = f"# Benchmark ({args.objective}): {len(args.envs)} families × {len(args.methods)} models × 3 modes\n\n"
+    (run_dir / "results.md").write_text(title + text + "\n")
+    results = {"objective": args.objective, "rows": rows, "seconds": time.perf_counter() - started}
+    runs.write_json(run_dir / "results.json", results)
+    _plot(run_dir / "benchmark.png", args, rows)
+    print(title + text)
+    print(f"wrote {run_dir}")
+    return results
+
+
+if __name__ == "__main__":
+    run_main(main, PRESETS, "cpu")

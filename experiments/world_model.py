@@ -1,0 +1,235 @@
+"""Meta-learned world models (the seeds' supervised objective, with the action): MAML vs pretrained vs scratch.
+
+    python -m experiments.world_model                              # cpu preset: SSM on pendulum-params, ~1-2 min
+    python -m experiments.world_model --env halfcheetah-gravity    # the dynamics change (also ant-mass)
+    python -m experiments.world_model --env halfcheetah-vel        # the reward changes
+    python -m experiments.world_model --preset smoke               # seconds, for tests
+    python -m experiments.world_model --preset paper --num-seeds 5 # larger pool and model, more iterations
+
+A sequence model predicts `(next_obs − obs, reward)` from `(obs, action)` windows of random-action trajectories
+(`ssm_jax.train_world_model`). MAML meta-trains it across a pool of tasks of the family; the pretrained baseline
+is the same program with inner lr 0 (one model fitted to every task); the scratch baseline trains a fresh model on
+each held-out task's support alone. On held-out tasks each model adapts on the support (disjoint trajectories from
+the query) in mode `none` (no step), `standard` (SGD steps at the inner lr) or `hybrid` (plus `experience_weight` ×
+the loss on windows replayed from the meta-training buffer), scored after 0..K steps by the query's one-step MSE
+and 10-step open-loop error, in standardised units (statistics of the meta-training data). Seeds run as one
+vmapped program; every method sees the same held-out data, so differences are paired.
+
+Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, mse.png and
+open_loop.png (error against adaptation steps per method and mode).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Literal
+
+import jax
+import matplotlib
+import numpy as np
+
+from experiments.common import run_main, write_config
+from experiments.report import format_ci, markdown_table, mean_ci, plot_ci_curve, save_figure
+from ssm_jax import envs, runs
+from ssm_jax.envs.brax_tasks import BACKENDS
+from ssm_jax.meta.world_model import WorldModelConfig
+from ssm_jax.models import MODEL_NAMES, NetworkConfig
+from ssm_jax.train_config import HParams
+from ssm_jax.train_world_model import WorldModelTrainerConfig, make_world_model_trainer
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
+METHODS = ("MAML", "pretrained")
+MODES = ("none", "standard", "hybrid")
+METRICS = {"mse": "one-step MSE", "open_loop": "10-step open-loop error"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    preset: str = "cpu"
+    """The preset these values came from (choose it with --preset)."""
+    env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
+    """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
+    backend: Literal[BACKENDS] = "spring"
+    """brax physics backend (brax families only)."""
+    model: Literal[MODEL_NAMES] = "ssm"
+    """The world model's sequence model."""
+    network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))
+    trainer: WorldModelTrainerConfig = dataclasses.field(default_factory=WorldModelTrainerConfig)
+    inner_lr: float = 0.3
+    """Inner SGD step size in meta-training, and the adaptation step size at test time."""
+    outer_lr: float = 3e-3
+    experience_weight: float = 0.1
+    """Weight of the replayed-window loss in hybrid adaptation."""
+    iterations: int = 300
+    chunk_size: int = 50
+    seed: int = 0
+    num_seeds: int = 1
+    """Seeds seed .. seed + num_seeds - 1, one vmapped program."""
+    out_dir: str = "runs/world_model"
+
+    def __post_init__(self):
+        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
+        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
+            raise ValueError(f"iterations={self.iterations} must be a positive multiple of chunk_size")
+        if self.num_seeds < 1:
+            raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}")
+
+
+PRESETS = {"cpu": Args()}
+PRESETS["smoke"] = dataclasses.replace(
+    Args(),
+    preset="smoke",
+    network=NetworkConfig(state_dim=8, hidden_dim=16),
+    trainer=WorldModelTrainerConfig(
+        model=WorldModelConfig(horizon=20, window=10, support_trajectories=2),
+        train_tasks=4,
+        trajectories_per_task=3,
+        tasks_per_batch=2,
+        eval_tasks=3,
+        buffer_size=64,
+        experience_batch_size=8,
+        scratch_steps=5,
+    ),
+    iterations=4,
+    chunk_size=2,
+)
+PRESETS["paper"] = dataclasses.replace(
+    Args(),
+    preset="paper",
+    network=NetworkConfig(state_dim=64, hidden_dim=128),
+    trainer=WorldModelTrainerConfig(
+        model=WorldModelConfig(horizon=200, window=20, support_trajectories=4),
+        train_tasks=256,
+        trajectories_per_task=8,
+        tasks_per_batch=32,
+        eval_tasks=40,
+        buffer_size=20_000,
+    ),
+    iterations=3000,
+    chunk_size=100,
+)
+
+
+def make_env(args: Args) -> envs.TaskEnv:
+    options = {"backend": args.backend} if args.env in envs.FAMILIES else {}
+    return envs.make(args.env, horizon=args.trainer.model.horizon, **options)
+
+
+def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None) -> dict:
+    """Every method and mode for `args.num_seeds` seeds, vmapped. Returns per-task arrays pooled over seeds:
+    `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1], "scratch": [S * E]}, "parameters": int}`."""
+    trainer = make_world_model_trainer(env, args.model, args.network, args.trainer)
+    seeds = np.arange(args.seed, args.seed + args.num_seeds)
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 6))(
+        seeds
+    )  # prepare, init, train, held, eval, scratch
+    hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
+    data = jax.jit(jax.vmap(trainer.prepare))(keys[:, 0])
+    held = jax.jit(jax.vmap(trainer.held_out))(keys[:, 3], data.stats)
+    chunk = jax.jit(jax.vmap(lambda state, d, k: trainer.train(state, d, k, args.chunk_size)))
+    evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, 0, None)))
+    pooled = lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:])
+    results = {name: {} for name in METRICS}
+    for method in METHODS:
+        state = jax.jit(jax.vmap(trainer.init, in_axes=(0, None, None)), static_argnums=2)(
+            keys[:, 1], hparams, method == "MAML"
+        )
+
+        def on_chunk(iteration, state, metrics, method=method):
+            if log is not None:
+                log.log({"method": method, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
+
+        state = runs.train_in_chunks(
+            lambda s, k: chunk(s, data, k),
+            state,
+            keys[:, 2],
+            args.iterations,
+            args.chunk_size,
+            f"{method} ({args.model}, {args.env})",
+            on_chunk=on_chunk,
+            postfix=lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))},
+        )
+        for mode, weight in (("standard", 0.0), ("hybrid", args.experience_weight)):
+            for name, values in zip(METRICS, evaluate(state, data, held, keys[:, 4], weight), strict=True):
+                if mode == "standard":
+                    results[name][f"{method} + none"] = pooled(values)[:, :1]
+                results[name][f"{method} + {mode}"] = pooled(values)
+    scratch = jax.jit(jax.vmap(trainer.scratch))(keys[:, 5], held, data.stats)
+    for name, values in zip(METRICS, scratch, strict=True):
+        results[name]["scratch"] = pooled(values)[:, None]
+    params = trainer.world_model.init(jax.random.key(0))
+    results["parameters"] = int(sum(x.size for x in jax.tree.leaves(params)))
+    return results
+
+
+def _plot(path: Path, curves: dict, ylabel: str) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    for name, values in curves.items():
+        if values.shape[1] > 1:
+            ax.set_xticks(plot_ci_curve(ax, values, name))
+        else:
+            mean, _ = mean_ci(values[:, 0])
+            ax.axhline(mean, ls="--", color="k" if name == "scratch" else "grey", lw=1, label=f"{name} ({mean:.3g})")
+    ax.set_yscale("log")
+    ax.set_xlabel("adaptation steps on the held-out task's support")
+    ax.set_ylabel(f"query {ylabel}\n(mean, 95% CI over tasks)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def report(results: dict, steps: int) -> str:
+    """Markdown tables (error after 0..K steps, 95% CIs) per metric, and paired differences after one step."""
+    lines = []
+    header = ["method + mode", *(f"{k} steps" for k in range(steps + 1))]
+    for name, label in METRICS.items():
+        curves = results[name]
+        rows = [
+            [method, *format_ci(values, 4), *["—"] * (steps + 1 - values.shape[1])] for method, values in curves.items()
+        ]
+        lines += [f"**{label}** (standardised units; lower is better)", "", markdown_table(header, rows), ""]
+        maml = curves["MAML + standard"]
+        for other in ("MAML + hybrid", "pretrained + none", "pretrained + standard"):
+            diff = format_ci(curves[other][:, min(1, curves[other].shape[1] - 1)] - maml[:, 1], 4)[0]
+            lines.append(f"- {other} − MAML + standard after one step: {diff}")
+        lines.append(
+            f"- scratch − MAML + standard after one step: {format_ci(curves['scratch'][:, 0] - maml[:, 1], 4)[0]}"
+        )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(args: Args) -> dict:
+    env = make_env(args)
+    run_dir = runs.make_run_dir(args.out_dir)
+    write_config(run_dir, args)
+    started = time.perf_counter()
+    results = run_seeds(args, env, runs.MetricsLog(run_dir / "metrics.jsonl"))
+    summary = {
+        "env": args.env,
+        "model": args.model,
+        "parameters": results["parameters"],
+        "seeds": args.num_seeds,
+        "held_out_tasks": args.num_seeds * args.trainer.eval_tasks,
+        "seconds": time.perf_counter() - started,
+        **{name: {k: mean_ci(v)[0] for k, v in results[name].items()} for name in METRICS},
+        "ci95": {name: {k: mean_ci(v)[1] for k, v in results[name].items()} for name in METRICS},
+        "per_task": {name: results[name] for name in METRICS},
+    }
+    runs.write_json(run_dir / "results.json", summary)
+    text = report(results, args.trainer.adapt_steps)
+    title = f"# World model: {args.model} on {args.env} ({summary['parameters']} parameters)\n\n"
+    (run_dir / "results.md").write_text(title + text)
+    for name, label in METRICS.items():
+        _plot(run_dir / f"{name}.png", results[name], label)
+    print(title + text)
+    print(f"wrote {run_dir}")
+    return summary
+
+
+if __name__ == "__main__":
+    run_main(main, PRESETS, "cpu")

@@ -1,0 +1,90 @@
+"""`experiments.world_model` and `experiments.benchmark`: outputs, the aggregated table, resume, matched sizes."""
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import benchmark, world_model
+from experiments.common import parse_args
+
+
+def test_arguments_are_checked_before_anything_runs():
+    with pytest.raises(ValueError, match="are not world_model families"):
+        benchmark.Args(envs=("navigation-2d",))
+    with pytest.raises(ValueError, match="are not rl families"):
+        benchmark.Args(objective="rl", envs=("pendulum-params",))
+    with pytest.raises(ValueError, match="match_params must be >= 1"):
+        benchmark.Args(match_params=0)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(benchmark.PRESETS, "cpu", ["--methods", "rnn"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(world_model.PRESETS, "cpu", ["--inner-lr", "0"])
+    assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize("objective, env", [("world_model", "pendulum-params"), ("rl", "navigation-2d")])
+def test_match_params_picks_the_width_whose_count_is_closest(objective, env):
+    args = benchmark.Args(objective=objective, envs=(env,), match_params=5000)
+    for method in ("mlp", "ssm", "transformer"):
+        base = args.world_model.network if objective == "world_model" else args.rl.network
+        network = benchmark.matched_network(args, env, method, base)
+        count = lambda width, method=method: benchmark.parameter_count(
+            args, env, method, dataclasses.replace(base, hidden_dim=width)
+        )
+        chosen = abs(count(network.hidden_dim) - 5000)
+        assert chosen <= abs(count(network.hidden_dim + 4) - 5000)
+        assert network.hidden_dim == 4 or chosen <= abs(count(network.hidden_dim - 4) - 5000)
+        assert chosen < 0.25 * 5000, (method, network, count(network.hidden_dim))
+
+
+@pytest.mark.slow
+def test_world_model_smoke_writes_every_output(tmp_path):
+    args = dataclasses.replace(world_model.PRESETS["smoke"], out_dir=str(tmp_path), num_seeds=2)
+    summary = world_model.main(args)
+    run_dir = next(tmp_path.iterdir())
+    for name in ("config.json", "metrics.jsonl", "results.json", "results.md", "mse.png", "open_loop.png"):
+        assert (run_dir / name).stat().st_size > 0
+    stored = json.loads((run_dir / "results.json").read_text())
+    tasks = 2 * args.trainer.eval_tasks
+    for method in ("MAML", "pretrained"):
+        assert np.asarray(stored["per_task"]["mse"][f"{method} + standard"]).shape == (tasks, 4)
+        assert np.asarray(stored["per_task"]["mse"][f"{method} + none"]).shape == (tasks, 1)
+    assert np.asarray(stored["per_task"]["open_loop"]["scratch"]).shape == (tasks, 1)
+    assert summary["parameters"] > 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["iteration"]) for r in records] == [
+        ("MAML", 2),
+        ("MAML", 4),
+        ("pretrained", 2),
+        ("pretrained", 4),
+    ]
+
+
+@pytest.mark.slow
+def test_benchmark_smoke_writes_the_aggregated_table_and_resume_skips_finished_cells(tmp_path):
+    command = [sys.executable, "-m", "experiments.benchmark", "--preset", "smoke", "--out-dir", str(tmp_path)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run_dir = next(tmp_path.iterdir())
+    table = (run_dir / "results.md").read_text()
+    assert "| none | standard, 1 step | hybrid, 1 step | hybrid − standard |" in table
+    rows = [line for line in table.splitlines() if line.startswith("| pendulum-params |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["ssm", "mlp"]
+    assert all(
+        "hybrid helps" in row or "hybrid hurts" in row or "hybrid ties" in row or "diverged" in row for row in rows
+    )
+    for method in ("ssm", "mlp"):
+        cell = json.loads((run_dir / "cells" / f"pendulum-params__{method}.json").read_text())
+        assert set(cell["curves"]) == {"none", "standard", "hybrid"}
+        assert np.asarray(cell["curves"]["hybrid"]).shape == (2 * 3, 4)  # 2 seeds x 3 held-out tasks, 0..3 steps
+    assert (run_dir / "benchmark.png").stat().st_size > 0
+    written = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")}
+    again = subprocess.run([*command[:3], "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")} == written
+    assert (run_dir / "results.md").read_text() == table
