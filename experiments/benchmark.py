@@ -78,7 +78,18 @@ class Args:
             raise ValueError(f"match_params must be >= 1, got {self.match_params}")
 
 
-PRESETS = {"cpu": Args()}
+_WORLD_MODEL_CPU = world_model.PRESETS["cpu"]
+PRESETS = {
+    "cpu": Args(
+        world_model=dataclasses.replace(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
+            _WORLD_MODEL_CPU,
+            iterations=200,
+            trainer=dataclasses.replace(
+                _WORLD_MODEL_CPU.trainer, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
+            ),
+        )
+    )
+}
 PRESETS["smoke"] = dataclasses.replace(
     Args(),
     preset="smoke",
