@@ -171,11 +171,13 @@ def _plot(path: Path, curves: dict, ylabel: str) -> None:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for name, values in curves.items():
         if values.shape[1] > 1:
-            ax.set_xticks(plot_ci_curve(ax, values, name))
+            ax.set_xticks(plot_ci_curve(ax, values, name, band=True))
         else:
             mean, _ = mean_ci(values[:, 0])
             ax.axhline(mean, ls="--", color="k" if name == "scratch" else "grey", lw=1, label=f"{name} ({mean:.3g})")
     ax.set_yscale("log")
+    before = max(float(np.mean(values[:, 0])) for values in curves.values())
+    ax.set_ylim(top=30 * before)  # a diverging baseline would otherwise flatten every other curve
     ax.set_xlabel("adaptation steps on the held-out task's support")
     ax.set_ylabel(f"query {ylabel}\n(mean, 95% CI over tasks)")
     ax.legend(fontsize=7)

@@ -50,6 +50,8 @@ class WorldModelTrainerConfig:
     """Per task; the first `model.support_trajectories` are its support, the rest its query."""
     tasks_per_batch: int = 16
     inner_steps: int = 1
+    inner_grad_clip: float | None = None
+    """Clip each inner (and test-time) gradient to this global norm; None: no clip. `metrics` log how often."""
     adapt_steps: int = 3
     """Evaluated adaptation steps (0..adapt_steps)."""
     eval_tasks: int = 16
@@ -106,7 +108,9 @@ def make_world_model_trainer(
 ) -> WorldModelTrainer:
     """Builds the world-model `WorldModelTrainer` for `env`'s tasks; see the module docstring."""
     wm = make_world_model(env, model_name, network, config.model)
-    maml = make_maml(wm.loss, MAMLConfig(inner_lr=1.0, num_inner_steps=config.inner_steps))  # rate: HParams
+    maml = make_maml(
+        wm.loss, MAMLConfig(inner_lr=1.0, num_inner_steps=config.inner_steps, inner_grad_clip=config.inner_grad_clip)
+    )  # rate: HParams
     buf = make_experience_buffer(config.buffer_size)
     # Adam on the meta-gradient clipped to norm 1: an inner step that overshoots early in training otherwise leaves a
     # huge gradient in Adam's second moment, which then stalls the outer loop for about 1 / (1 - b2) iterations; an
@@ -124,7 +128,7 @@ def make_world_model_trainer(
             learning_rate=1.0,
             num_steps=1,
             optimizer="sgd",
-            grad_clip_norm=None,
+            grad_clip_norm=config.inner_grad_clip,
             experience_batch_size=config.experience_batch_size,
         ),
     )

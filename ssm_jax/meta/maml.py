@@ -166,7 +166,7 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
     def meta_loss(params: Params, task: tuple[PyTree, PyTree], inner_lr: PyTree | None = None):
         """Query loss after adapting on the support. Returns `(loss, metrics)` for one task."""
         support, query = task
-        fast = adapt(params, support, inner_lr)
+        fast, grad_norms = adapt_with_grad_norms(params, support, inner_lr)
         loss = outer_loss_fn(fast, query)[0]
         frozen = jax.lax.stop_gradient
         last_support = jax.tree.map(lambda x: x[-1], support) if config.support_per_step else support
@@ -175,6 +175,10 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
             "post_support_loss": frozen(loss_fn(fast, last_support)[0]),
             "pre_query_loss": frozen(outer_loss_fn(params, query)[0]),
             "post_query_loss": frozen(loss),
+            "inner_grad_norm": grad_norms[0],  # before any clip; under vmap over tasks, metrics average
+            "inner_clip_fraction": jnp.mean(
+                grad_norms > (jnp.inf if config.inner_grad_clip is None else config.inner_grad_clip)
+            ),
         }
         return loss, metrics
 
