@@ -184,6 +184,7 @@ def _plot(path: Path, curves: dict, ylabel: str) -> None:
     save_figure(fig, path)
 
 
+@np.errstate(invalid="ignore", over="ignore")  # a diverged baseline's inf - inf prints as "diverged"
 def report(results: dict, steps: int) -> str:
     """Markdown tables (error after 0..K steps, 95% CIs) per metric, and paired differences after one step."""
     lines = []

@@ -109,7 +109,7 @@ class WorldModel(NamedTuple):
     open_loop_error: Callable[[Params, dict, WorldModelStats], Array]
 
 
-def _features(env: TaskEnv, transitions: Transitions) -> tuple[Array, Array]:
+def _features(transitions: Transitions) -> tuple[Array, Array]:
     inputs = jnp.concatenate([transitions.obs, transitions.action], axis=-1)
     targets = jnp.concatenate([transitions.next_obs - transitions.obs, transitions.reward[..., None]], axis=-1)
     return inputs, targets
@@ -152,21 +152,20 @@ def make_world_model(
 
     def fit_stats(transitions: Transitions) -> WorldModelStats:
         """Statistics of every transition in `transitions` (pass meta-training data only)."""
-        inputs, targets = _features(env, transitions)
+        inputs, targets = _features(transitions)
         fit = lambda x: update_stats(RunningMeanStd.create(x.shape[-1]), x)
         return WorldModelStats(fit(inputs), fit(targets))
 
     def windows(transitions: Transitions, stats: WorldModelStats) -> dict:
         """Non-overlapping standardised windows of every trajectory: `{"inputs", "targets", "mask"}` with leaves
         `[..., N * (T // W), W, ...]` for transitions `[..., N, T, ...]`."""
-        inputs, targets = _features(env, transitions)
+        inputs, targets = _features(transitions)
         items = {
             "inputs": normalize(stats.inputs, inputs),
             "targets": normalize(stats.targets, targets),
             "done": transitions.done,
         }
-        cut = lambda item: cut_windows(item, item["done"], config.window, stride=config.window)[0]
-        per_trajectory = cut
+        per_trajectory = lambda item: cut_windows(item, item["done"], config.window, stride=config.window)[0]
         for _ in range(transitions.done.ndim - 1):
             per_trajectory = jax.vmap(per_trajectory)
         cut_items = per_trajectory(items)  # [..., N, M, W, ...]
