@@ -122,12 +122,12 @@ def make_env(args: Args) -> envs.TaskEnv:
 
 def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None) -> dict:
     """Every method and mode for `args.num_seeds` seeds, vmapped. Returns per-task arrays pooled over seeds:
-    `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1], "scratch": [S * E]}, "parameters": int}`."""
+    `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
+    "parameters": int}`."""
     trainer = make_world_model_trainer(env, args.model, args.network, args.trainer)
     seeds = np.arange(args.seed, args.seed + args.num_seeds)
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 6))(
-        seeds
-    )  # prepare, init, train, held, eval, scratch
+    # per seed: prepare, init, train, held-out data, evaluation, scratch
+    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 6))(seeds)
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     data = jax.jit(jax.vmap(trainer.prepare))(keys[:, 0])
     held = jax.jit(jax.vmap(trainer.held_out))(keys[:, 3], data.stats)
