@@ -111,7 +111,7 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
 
 
 @pytest.mark.slow
-def test_maml_rl_learns_to_adapt_on_navigation(key):
+def test_maml_rl_learns_to_adapt_on_navigation(key, fully_optimised_jit):
     """Finn et al.'s 2D navigation at a test's budget: one inner step takes held-out goals from about −40 to above
     −15 (the paper: −40.4 → −11.7), far beyond what the same step does for a random policy."""
     env, policy, _, _ = _nav_meta_rl()
@@ -121,7 +121,7 @@ def test_maml_rl_learns_to_adapt_on_navigation(key):
     )  # fmt: skip
     trainer = make_meta_rl_trainer(env, policy, config)
     initial = trainer.init(key, HParams.create(inner_lr=0.1, outer_lr=5e-3))
-    train = jax.jit(trainer.train, static_argnums=2)
+    train = fully_optimised_jit(trainer.train, static_argnums=2)
     state = initial
     for k in jax.random.split(jax.random.key(1), 6):
         state, _ = train(state, k, 10)

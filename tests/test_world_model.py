@@ -126,7 +126,7 @@ def test_the_pretrained_baseline_trains_with_no_inner_step(tiny):
 
 
 @pytest.mark.slow
-def test_meta_trained_ssm_world_model_adapts_to_held_out_pendulums():
+def test_meta_trained_ssm_world_model_adapts_to_held_out_pendulums(fully_optimised_jit):
     """Held-out pendulum-params tasks: the meta-trained SSM's query MSE after one adaptation step is below its
     pre-adaptation MSE and below a model trained from scratch on the support alone (about a minute on CPU)."""
     config = dataclasses.replace(
@@ -136,7 +136,7 @@ def test_meta_trained_ssm_world_model_adapts_to_held_out_pendulums():
     trainer = make_world_model_trainer(env, "ssm", NetworkConfig(state_dim=16, hidden_dim=32), config)
     data = jax.jit(trainer.prepare)(jax.random.key(0))
     state = trainer.init(jax.random.key(1), HParams.create(0.3, 3e-3, 0.1))
-    state, _ = jax.jit(trainer.train, static_argnums=3)(state, data, jax.random.key(2), 300)
+    state, _ = fully_optimised_jit(trainer.train, static_argnums=3)(state, data, jax.random.key(2), 300)
     held = jax.jit(trainer.held_out)(jax.random.key(3), data.stats)
     mse, open_loop = jax.jit(trainer.evaluate)(state, data, held, jax.random.key(4), 0.0)
     scratch_mse, _ = jax.jit(trainer.scratch)(jax.random.key(5), held, data.stats)
