@@ -17,10 +17,12 @@ T = 10
 
 
 def _setup(name, config, key):
+    """The model, its params and inputs `[T, input_dim]`. Init and the equivalence tests' applies are jitted: an
+    eager Flax init or transformer apply dispatches (and compiles) op by op, 5-10x slower than one program."""
     model = make_model(name, config)
     k_init, k_x = jax.random.split(key)
     xs = jax.random.normal(k_x, (T, config.input_dim))
-    return model, model.init(k_init, xs), xs
+    return model, jax.jit(model.init)(k_init, xs), xs
 
 
 def _run_steps(model, params, carry, xs, resets):
@@ -41,7 +43,7 @@ def _assert_trees_close(a, b, atol):
 def test_apply_equals_repeated_step(name, tiny_config, key):
     model, params, xs = _setup(name, tiny_config, key)
     resets = jnp.zeros(T, bool).at[4].set(True)
-    carry_seq, ys_seq = model.apply(params, model.initial_carry(), xs, resets)
+    carry_seq, ys_seq = jax.jit(model.apply)(params, model.initial_carry(), xs, resets)
     carry_step, ys_step = _run_steps(model, params, model.initial_carry(), xs, resets)
     assert ys_seq.shape == (T, tiny_config.output_dim)
     np.testing.assert_allclose(ys_seq, ys_step, atol=1e-5)
@@ -64,9 +66,10 @@ def test_reset_restarts_from_initial_carry(name, tiny_config, key):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_chunked_apply_carries_state(name, tiny_config, key):
     model, params, xs = _setup(name, tiny_config, key)
-    _, ys = model.apply(params, model.initial_carry(), xs)
-    carry, ys_a = model.apply(params, model.initial_carry(), xs[:4])
-    _, ys_b = model.apply(params, carry, xs[4:])
+    apply = jax.jit(model.apply)
+    _, ys = apply(params, model.initial_carry(), xs)
+    carry, ys_a = apply(params, model.initial_carry(), xs[:4])
+    _, ys_b = apply(params, carry, xs[4:])
     np.testing.assert_allclose(jnp.concatenate([ys_a, ys_b]), ys, atol=1e-5)
 
 
@@ -76,9 +79,10 @@ def test_vmap_over_tasks_equals_per_task(name, tiny_config, key):
     xs = jax.random.normal(jax.random.key(1), (3, T, tiny_config.input_dim))
     resets = jnp.zeros((3, T), bool).at[1, 5].set(True)
     carries = model.initial_carry((3,))
-    _, ys = jax.vmap(model.apply, in_axes=(None, 0, 0, 0))(params, carries, xs, resets)
+    _, ys = jax.jit(jax.vmap(model.apply, in_axes=(None, 0, 0, 0)))(params, carries, xs, resets)
+    apply = jax.jit(model.apply)
     for i in range(3):
-        _, ys_i = model.apply(params, model.initial_carry(), xs[i], resets[i])
+        _, ys_i = apply(params, model.initial_carry(), xs[i], resets[i])
         np.testing.assert_allclose(ys[i], ys_i, rtol=1e-5, atol=1e-5)
 
 
@@ -154,13 +158,13 @@ def test_transformer_window_limits_attention(key):
 def test_heads_compose_with_any_core(tiny_config, key):
     policy = attach_heads(make_model("gru", tiny_config), pi=GaussianHead(4), value=ValueHead())
     xs = jax.random.normal(key, (T, tiny_config.input_dim))
-    params = policy.init(key, xs)
-    _, out = policy.apply(params, policy.initial_carry(), xs)
+    params = jax.jit(policy.init)(key, xs)
+    _, out = jax.jit(policy.apply)(params, policy.initial_carry(), xs)
     assert out["pi"].mean.shape == (T, 4) and out["pi"].log_std.shape == (T, 4) and out["value"].shape == (T,)
-    _, step_out = policy.step(params, policy.initial_carry(), xs[0])
+    _, step_out = jax.jit(policy.step)(params, policy.initial_carry(), xs[0])
     np.testing.assert_allclose(step_out["pi"].mean, out["pi"].mean[0], atol=1e-6)
     discrete = attach_heads(make_model("ssm", tiny_config), pi=CategoricalHead(5))
-    _, logits = discrete.apply(discrete.init(key, xs), discrete.initial_carry(), xs)
+    _, logits = jax.jit(discrete.apply)(jax.jit(discrete.init)(key, xs), discrete.initial_carry(), xs)
     assert logits["pi"].shape == (T, 5)
 
 
