@@ -9,7 +9,7 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite is compile-bound: most tests build a program, run it for milliseconds and compare. XLA's CPU backend
 # at LLVM -O0 without its expensive passes compiles those programs 1.3-3x faster (the whole --runslow suite
-# 22:00 -> 15:28 on 2 cores) and computes the same HLO; only the machine code is less optimised. The few
+# 22:00 -> 14:00 on 2 cores) and computes the same HLO; only the machine code is less optimised. The few
 # execution-bound learning tests compile at XLA's defaults through `fully_optimised_jit`. A user's own XLA_FLAGS win.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
 import jax
