@@ -72,11 +72,10 @@ def test_hybrid_with_zero_weight_is_standard_bit_for_bit(params, filled_buffer, 
 def test_hybrid_with_experience_changes_update(params, filled_buffer, key):
     cfg = AdapterConfig(experience_weight=1.0)
     batch = make_task(key)
-    _, p_std, _ = make_adapter("standard", regression_loss, cfg).update(
-        make_adapter("standard", regression_loss, cfg).init(params), params, batch, None, key
-    )
+    standard = make_adapter("standard", regression_loss, cfg)
+    _, p_std, _ = jax.jit(standard.update)(standard.init(params), params, batch, None, key)
     hybrid = make_adapter("hybrid", regression_loss, cfg)
-    _, p_hyb, metrics = hybrid.update(hybrid.init(params), params, batch, filled_buffer, key)
+    _, p_hyb, metrics = jax.jit(hybrid.update)(hybrid.init(params), params, batch, filled_buffer, key)
     assert not _tree_equal(p_std, p_hyb)
     assert float(metrics["experience_loss"]) > 0
 
@@ -121,7 +120,7 @@ def test_max_step_bound_holds_per_parameter(params, key):
     scale = 1e-3
     cfg = AdapterConfig(learning_rate=0.5, num_steps=1, max_step_scale=scale, optimizer="sgd", grad_clip_norm=None)
     adapter = make_adapter("standard", regression_loss, cfg)
-    _, adapted, _ = adapter.update(adapter.init(params), params, make_task(key), None, key)
+    _, adapted, _ = jax.jit(adapter.update)(adapter.init(params), params, make_task(key), None, key)
     ratios = [
         float(jnp.linalg.norm(new - old) / jnp.linalg.norm(old))
         for new, old in zip(jax.tree.leaves(adapted), jax.tree.leaves(params), strict=True)
@@ -142,7 +141,7 @@ def test_tent_moves_entropy_in_expected_direction(key):
     def entropy_after(weight):
         cfg = AdapterConfig(strategy="tent", entropy_weight=weight, num_steps=10, learning_rate=0.01)
         adapter = make_adapter("standard", unsupervised_loss, cfg)
-        _, adapted, _ = adapter.update(adapter.init(params), params, xs, None, key)
+        _, adapted, _ = jax.jit(adapter.update)(adapter.init(params), params, xs, None, key)
         return float(predictive_entropy(unsupervised_loss(adapted, xs)[1]["logits"]))
 
     before = float(predictive_entropy(unsupervised_loss(params, xs)[1]["logits"]))

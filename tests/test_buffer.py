@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ssm_jax import buffer
 from ssm_jax.buffer import cut_windows, make_experience_buffer
+
+# Jitted once for the whole module: an eager call compiles every primitive for every new shape, and hypothesis
+# draws many capacities and batch sizes (16 s eager, against a compile per distinct shape).
+_init = jax.jit(buffer.init, static_argnums=0)
+_add = jax.jit(buffer.add)
+_ordered = jax.jit(buffer.ordered)
+_sample = jax.jit(buffer.sample, static_argnums=2)
 
 
 def _item(value):
@@ -22,21 +30,19 @@ def _item(value):
     seed=st.integers(0, 99),
 )
 def test_buffer_matches_deque_model(capacity, batches, seed):
-    buf = make_experience_buffer(capacity)
-    add = jax.jit(buf.add)
-    state = buf.init(_item(0))
+    state = _init(capacity, _item(0))
     reference = deque(maxlen=capacity)
     counter = 1
     for n in batches:
         values = np.arange(counter, counter + n)
         counter += n
-        state = add(state, {"obs": jnp.repeat(jnp.asarray(values, jnp.float32)[:, None], 2, 1), "target": values})
+        state = _add(state, {"obs": jnp.repeat(jnp.asarray(values, jnp.float32)[:, None], 2, 1), "target": values})
         reference.extend(values.tolist())
-    items, mask = buf.ordered(state)
-    assert int(buf.size(state)) == len(reference)
+    items, mask = _ordered(state)
+    assert int(buffer.size(state)) == len(reference)
     np.testing.assert_array_equal(np.asarray(mask), np.arange(capacity) < len(reference))
     np.testing.assert_array_equal(np.asarray(items["target"])[: len(reference)], list(reference))
-    batch, sample_mask = buf.sample(state, jax.random.key(seed), 16)
+    batch, sample_mask = _sample(state, jax.random.key(seed), 16)
     assert bool(jnp.all(sample_mask)) == bool(reference)
     if reference:
         assert set(np.asarray(batch["target"]).tolist()) <= set(reference)

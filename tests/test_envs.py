@@ -153,7 +153,7 @@ def test_rollout_equals_python_reference_loop_with_resets(name):
     env = _make(name, horizon=5)
     policy = _policy(env)
     task = jax.tree.map(lambda x: x[0], env.sample_tasks(jax.random.key(4), 1))
-    params = policy.init(jax.random.key(5), jnp.zeros((1, env.observation_size)))
+    params = jax.jit(policy.init)(jax.random.key(5), jnp.zeros((1, env.observation_size)))
     key, num_envs, horizon = jax.random.key(6), 2, 13
     traj = jax.jit(lambda k: rollout(k, env, task, policy, params, num_envs, horizon))(key)
     assert traj.obs.shape == (horizon, num_envs, env.observation_size)
@@ -162,21 +162,26 @@ def test_rollout_equals_python_reference_loop_with_resets(name):
     from ssm_jax.rollout import action_log_prob, sample_action
 
     reset_key, steps_key = jax.random.split(key)
-    obs, states = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(reset_key, num_envs), task)
+    obs, states = jax.jit(jax.vmap(env.reset, in_axes=(0, None)))(jax.random.split(reset_key, num_envs), task)
     carry = policy.initial_carry((num_envs,))
     fresh = policy.initial_carry((num_envs,))
     resets = jnp.ones(num_envs, bool)
     env_step = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
-    policy_step = jax.jit(jax.vmap(policy.step, in_axes=(None, 0, 0, None)))
-    for t, step_key in enumerate(jax.random.split(steps_key, horizon)):
+
+    @jax.jit  # one step of the policy's side, compiled once (eager, it would compile op by op)
+    def policy_step(carry, obs, resets, step_key):
         action_key, env_key = jax.random.split(step_key)
         carry = jax.tree.map(lambda c, f: jnp.where(resets.reshape(-1, *[1] * (c.ndim - 1)), f, c), carry, fresh)
-        carry, out = policy_step(params, carry, obs, False)
+        carry, out = jax.vmap(policy.step, in_axes=(None, 0, 0, None))(params, carry, obs, False)
         action = sample_action(action_key, out["pi"])
+        return carry, action, action_log_prob(out["pi"], action), jax.random.split(env_key, num_envs)
+
+    for t, step_key in enumerate(jax.random.split(steps_key, horizon)):
+        carry, action, log_prob, env_keys = policy_step(carry, obs, resets, step_key)
         np.testing.assert_allclose(traj.action[t], action, atol=1e-5)
-        np.testing.assert_allclose(traj.log_prob[t], action_log_prob(out["pi"], action), atol=1e-4)
+        np.testing.assert_allclose(traj.log_prob[t], log_prob, atol=1e-4)
         np.testing.assert_array_equal(traj.resets[t], resets)
-        obs, states, reward, resets, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
+        obs, states, reward, resets, info = env_step(env_keys, states, action, task)
         np.testing.assert_allclose(traj.reward[t], reward, atol=1e-5)
         np.testing.assert_array_equal(traj.truncated[t], info["truncated"])
         assert set(traj.metrics) == set(info["metrics"])
@@ -209,7 +214,7 @@ def test_trajectory_can_be_re_evaluated_and_is_deterministic():
     env = _make("navigation-2d", horizon=4)
     policy = _policy(env, "ssm")
     task = envs.NavigationTask(jnp.array([0.3, -0.2]))
-    params = policy.init(jax.random.key(7), jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(jax.random.key(7), jnp.zeros((1, 2)))
     run = jax.jit(lambda k: rollout(k, env, task, policy, params, 3, 10))
     traj, again = run(jax.random.key(8)), run(jax.random.key(8))
     for a, b in zip(jax.tree.leaves(traj), jax.tree.leaves(again), strict=True):
@@ -221,7 +226,7 @@ def test_trajectory_can_be_re_evaluated_and_is_deterministic():
         _, out = policy.apply(params, carry, obs, resets)
         return action_log_prob(out["pi"], actions)
 
-    log_probs = jax.vmap(replay, in_axes=(0, 1, 1, 1), out_axes=1)(
+    log_probs = jax.jit(jax.vmap(replay, in_axes=(0, 1, 1, 1), out_axes=1))(
         traj.initial_carry, traj.obs, traj.resets, traj.action
     )
     np.testing.assert_allclose(log_probs, traj.log_prob, atol=1e-4)
@@ -230,11 +235,12 @@ def test_trajectory_can_be_re_evaluated_and_is_deterministic():
 def test_rollout_vmaps_over_tasks():
     env = _make("navigation-2d", horizon=6)
     policy = _policy(env, "mlp")
-    params = policy.init(jax.random.key(0), jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(jax.random.key(0), jnp.zeros((1, 2)))
     tasks = env.sample_tasks(jax.random.key(1), 4)
     keys = jax.random.split(jax.random.key(2), 4)
-    batched = jax.jit(jax.vmap(lambda k, t: rollout(k, env, t, policy, params, 2, 6)))(keys, tasks)
-    single = rollout(keys[2], env, jax.tree.map(lambda x: x[2], tasks), policy, params, 2, 6)
+    one_task = jax.jit(lambda k, t: rollout(k, env, t, policy, params, 2, 6))
+    batched = jax.jit(jax.vmap(one_task))(keys, tasks)
+    single = one_task(keys[2], jax.tree.map(lambda x: x[2], tasks))
     np.testing.assert_allclose(batched.reward[2], single.reward, atol=1e-6)
 
 

@@ -161,9 +161,9 @@ def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path)
         navigation.PRESETS["smoke"], iterations=4, checkpoint_every=2, pretrained=True, plots=False
     )
     navigation.main(dataclasses.replace(args, out_dir=str(tmp_path / "a")))
-    navigation.main(dataclasses.replace(args, out_dir=str(tmp_path / "b")))
     (uninterrupted,) = (tmp_path / "a").iterdir()
-    (killed,) = (tmp_path / "b").iterdir()
+    killed = tmp_path / "b" / uninterrupted.name  # a rerun reproduces a run (the halfcheetah smoke test)
+    shutil.copytree(uninterrupted, killed, symlinks=True)
     shutil.rmtree(killed / "checkpoints" / "step_4")  # killed before its step-4 checkpoint, after logging to 4
     (killed / "checkpoints" / "latest").unlink()
     (killed / "metrics.jsonl").write_text((killed / "metrics.jsonl").read_text() + '{"phase": "maml", "iter')

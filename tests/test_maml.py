@@ -1,3 +1,5 @@
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,9 @@ from ssm_jax.meta import MAMLConfig, make_maml, sequence_mse_loss
 from ssm_jax.models import ModelConfig, make_model
 
 NET = make_model("mlp", ModelConfig(input_dim=1, output_dim=1, hidden_dim=6, num_layers=2))
+# Eager calls compile every primitive for every new shape; the tests below jit what they evaluate, hand
+# computations included (same maths, one compile).
+init_net = jax.jit(NET.init)
 
 
 def point_loss(params, batch):
@@ -17,6 +22,7 @@ def point_loss(params, batch):
     return jnp.mean((preds - y) ** 2), {"predictions": preds}
 
 
+@functools.partial(jax.jit, static_argnames=("n_tasks", "shots"))
 def sine_tasks(key, n_tasks=2, shots=5):
     k_amp, k_phase, k_x = jax.random.split(key, 3)
     amp = jax.random.uniform(k_amp, (n_tasks, 1, 1), minval=0.5, maxval=2.0)
@@ -54,7 +60,7 @@ def _f64(tree):
 
 def test_second_order_meta_gradient_matches_finite_differences(x64):
     maml = make_maml(point_loss, MAMLConfig(inner_lr=0.1, num_inner_steps=2))
-    params = _f64(NET.init(jax.random.key(0), jnp.zeros((1, 1))))
+    params = _f64(init_net(jax.random.key(0), jnp.zeros((1, 1))))
     tasks = _f64(sine_tasks(jax.random.key(1)))
     f = jax.jit(lambda p: maml.outer_loss(p, None, tasks)[0])
     grad = _flat(jax.grad(f)(params))
@@ -62,13 +68,13 @@ def test_second_order_meta_gradient_matches_finite_differences(x64):
     fd = _central_differences(f, params)
     assert _rel_err(grad, fd) < 1e-3
     first_order = make_maml(point_loss, MAMLConfig(inner_lr=0.1, num_inner_steps=2, first_order=True))
-    fo_grad = _flat(jax.grad(lambda p: first_order.outer_loss(p, None, tasks)[0])(params))
+    fo_grad = _flat(jax.jit(jax.grad(lambda p: first_order.outer_loss(p, None, tasks)[0]))(params))
     assert _rel_err(fo_grad, fd) > 1e-2  # the check above is sensitive to the second-order terms
 
 
 def test_first_order_equals_hand_written_stop_gradient(x64):
     maml = make_maml(point_loss, MAMLConfig(inner_lr=0.1, num_inner_steps=2, first_order=True))
-    params = _f64(NET.init(jax.random.key(0), jnp.zeros((1, 1))))
+    params = _f64(init_net(jax.random.key(0), jnp.zeros((1, 1))))
     tasks = _f64(sine_tasks(jax.random.key(2)))
 
     def by_hand(params):
@@ -82,13 +88,13 @@ def test_first_order_equals_hand_written_stop_gradient(x64):
             losses.append(point_loss(fast, query)[0])
         return jnp.mean(jnp.stack(losses))
 
-    ours = jax.grad(lambda p: maml.outer_loss(p, None, tasks)[0])(params)
-    np.testing.assert_allclose(_flat(ours), _flat(jax.grad(by_hand)(params)), rtol=1e-10, atol=1e-12)
+    ours = jax.jit(jax.grad(lambda p: maml.outer_loss(p, None, tasks)[0]))(params)
+    np.testing.assert_allclose(_flat(ours), _flat(jax.jit(jax.grad(by_hand))(params)), rtol=1e-10, atol=1e-12)
 
 
 def test_meta_sgd_learning_rate_gradient_matches_finite_differences(x64):
     maml = make_maml(point_loss, MAMLConfig(inner_lr=0.1, num_inner_steps=2, learn_inner_lr=True))
-    state = maml.init(_f64(NET.init(jax.random.key(0), jnp.zeros((1, 1)))), optax.adam(1e-3))
+    state = maml.init(_f64(init_net(jax.random.key(0), jnp.zeros((1, 1)))), optax.adam(1e-3))
     assert jax.tree.structure(state.inner_lr) == jax.tree.structure(state.params)
     tasks = _f64(sine_tasks(jax.random.key(3)))
     f = jax.jit(lambda lr: maml.outer_loss(state.params, lr, tasks)[0])
@@ -106,6 +112,7 @@ def test_maml_over_sequence_models_jitted_vmapped_no_retrace(name, key):
     loss_fn = sequence_mse_loss(model)
     maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.05, num_inner_steps=2))
 
+    @jax.jit
     def tasks_for(key, n=3):
         xs = jax.random.normal(key, (n, 2, 4, 10, 2))  # [tasks, support|query, B, T, D]
         scale = jnp.linspace(-1.0, 1.0, n)[:, None, None, None, None]
@@ -113,9 +120,10 @@ def test_maml_over_sequence_models_jitted_vmapped_no_retrace(name, key):
         return (xs[:, 0], ys[:, 0]), (xs[:, 1], ys[:, 1])
 
     tasks = tasks_for(key)
-    state = maml.init(model.init(key, tasks[0][0][0, 0]), optax.adam(1e-2))
-    batch_loss, _ = maml.outer_loss(state.params, None, tasks)
-    per_task = [maml.meta_loss(state.params, jax.tree.map(lambda x, i=i: x[i], tasks))[0] for i in range(3)]
+    state = maml.init(jax.jit(model.init)(key, tasks[0][0][0, 0]), optax.adam(1e-2))
+    batch_loss, _ = jax.jit(maml.outer_loss)(state.params, None, tasks)
+    meta_loss = jax.jit(maml.meta_loss)
+    per_task = [meta_loss(state.params, jax.tree.map(lambda x, i=i: x[i], tasks))[0] for i in range(3)]
     np.testing.assert_allclose(batch_loss, jnp.mean(jnp.stack(per_task)), rtol=1e-5)
 
     @jax.jit
@@ -146,21 +154,22 @@ def test_bad_input_raises_before_tracing(key):
 
 def test_support_per_step_descends_on_each_batch_in_turn_and_reports_grad_norms(key):
     """MAML-RL's K inner steps each use their own support batch: step k on support[k], the norms before clipping."""
-    params = NET.init(key, jnp.zeros((5, 1)))
+    params = init_net(key, jnp.zeros((5, 1)))
     (x, y), _ = sine_tasks(jax.random.key(3), n_tasks=3)  # three batches, one per inner step
     config = MAMLConfig(inner_lr=0.05, num_inner_steps=3, support_per_step=True, inner_grad_clip=0.5)
     maml = make_maml(point_loss, config)
-    fast, norms = maml.adapt_with_grad_norms(params, (x, y))
+    fast, norms = jax.jit(maml.adapt_with_grad_norms)(params, (x, y))
+    support_grad = jax.jit(lambda p, batch: jax.grad(lambda p: point_loss(p, batch)[0])(p))
     expected, expected_norms = params, []
     for k in range(3):
-        grads = jax.grad(lambda p, k=k: point_loss(p, (x[k], y[k]))[0])(expected)
+        grads = support_grad(expected, (x[k], y[k]))
         expected_norms.append(float(optax.tree.norm(grads)))
         scale = min(1.0, 0.5 / expected_norms[-1])
         expected = jax.tree.map(lambda p, g: p - 0.05 * scale * g, expected, grads)
     chex.assert_trees_all_close(fast, expected, atol=1e-6)
     np.testing.assert_allclose(norms, expected_norms, rtol=1e-5)
-    first_step, first_norm = maml.inner_step(params, (x[0], y[0]))
-    grads = jax.grad(lambda p: point_loss(p, (x[0], y[0]))[0])(params)
+    first_step, first_norm = jax.jit(maml.inner_step)(params, (x[0], y[0]))
+    grads = support_grad(params, (x[0], y[0]))
     scale = min(1.0, 0.5 / expected_norms[0])
     chex.assert_trees_all_close(first_step, jax.tree.map(lambda p, g: p - 0.05 * scale * g, params, grads), atol=1e-6)
     np.testing.assert_allclose(first_norm, expected_norms[0], rtol=1e-5)

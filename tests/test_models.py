@@ -55,11 +55,12 @@ def test_reset_restarts_from_initial_carry(name, tiny_config, key):
     model, params, xs = _setup(name, tiny_config, key)
     cut = 6
     resets = jnp.zeros(T, bool).at[cut].set(True)
-    _, ys = model.apply(params, model.initial_carry(), xs, resets)
-    _, ys_tail = model.apply(params, model.initial_carry(), xs[cut:])
+    apply = jax.jit(model.apply)
+    _, ys = apply(params, model.initial_carry(), xs, resets)
+    _, ys_tail = apply(params, model.initial_carry(), xs[cut:])
     np.testing.assert_allclose(ys[cut:], ys_tail, atol=1e-5)
     if name != "mlp":  # the head of the sequence must matter to a stateful model
-        _, ys_no_reset = model.apply(params, model.initial_carry(), xs)
+        _, ys_no_reset = apply(params, model.initial_carry(), xs)
         assert not np.allclose(ys_no_reset[cut:], ys_tail, atol=1e-4)
 
 

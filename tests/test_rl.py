@@ -42,7 +42,7 @@ def _tiny_policy():
 
 def test_ppo_and_pg_losses_match_hand_computation(key):
     policy = _tiny_policy()
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     obs = jax.random.normal(key, (4, 3, 2))  # time-major: T = 4 steps of N = 3 envs
     action = jax.random.normal(jax.random.key(1), (4, 3, 2))
     advantage = jax.random.normal(jax.random.key(2), (4, 3))
@@ -50,18 +50,17 @@ def test_ppo_and_pg_losses_match_hand_computation(key):
     batch = PolicyBatch(obs, action, advantage, old, jnp.zeros((4, 3), bool).at[0].set(True), ())
     config = RLConfig(clip_eps=0.2)
     inner, ppo, _ = make_policy_losses(policy, config)
-    _, out = jax.vmap(lambda o: policy.apply(params, (), o))(obs)
-    mean, log_std = out["pi"].mean, out["pi"].log_std
+    _, out = jax.jit(jax.vmap(lambda o: policy.apply(params, (), o)))(obs)
+    mean, log_std, action, advantage, old = (np.asarray(x) for x in (out["pi"].mean, out["pi"].log_std, *batch[1:4]))
     log_prob = np.sum(-0.5 * ((action - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1)
     ratio = np.exp(log_prob - old)
     surrogate = np.minimum(ratio * advantage, np.clip(ratio, 0.8, 1.2) * advantage)
-    np.testing.assert_allclose(ppo(params, batch)[0], -surrogate.mean(), rtol=1e-5)
-    np.testing.assert_allclose(inner(params, batch)[0], -(log_prob * advantage).mean(), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(ppo)(params, batch)[0], -surrogate.mean(), rtol=1e-5)
+    np.testing.assert_allclose(jax.jit(inner)(params, batch)[0], -(log_prob * advantage).mean(), rtol=1e-5)
     lvc_batch = batch._replace(old_log_prob=jnp.asarray(log_prob))
-    grad_pg = jax.grad(lambda p: inner(p, batch)[0])(params)
-    grad_lvc = jax.grad(lambda p: make_policy_losses(policy, RLConfig(inner_objective="lvc"))[0](p, lvc_batch)[0])(
-        params
-    )
+    lvc = make_policy_losses(policy, RLConfig(inner_objective="lvc"))[0]
+    grad_pg = jax.jit(jax.grad(lambda p: inner(p, batch)[0]))(params)
+    grad_lvc = jax.jit(jax.grad(lambda p: lvc(p, lvc_batch)[0]))(params)
     for a, b in zip(jax.tree.leaves(grad_pg), jax.tree.leaves(grad_lvc), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # LVC has the PG gradient at the sampling params
     with pytest.raises(ValueError, match="inner_objective must be one of pg, lvc"):
@@ -78,7 +77,7 @@ def _nav_meta_rl(outer_epochs=1, num_envs=10):
 def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     chex.clear_trace_counter()
     env, policy, _, meta_rl = _nav_meta_rl()
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     state = meta_rl.init(params, optax.adam(1e-3))
     stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 4), params)
 
@@ -140,7 +139,7 @@ def test_maml_rl_learns_to_adapt_on_navigation(key, fully_optimised_jit):
 def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
     # The flagship's pretrained baseline runs MAML's program with inner lr 0: that must be plain PPO on all tasks.
     env, policy, rl, meta_rl = _nav_meta_rl()
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     optimizer = optax.sgd(0.1)  # not Adam: its g / |g| amplifies float32 round-off on near-zero gradients
     state = meta_rl.init(params, optimizer).replace(inner_lr=jnp.zeros((), jnp.float32))
     stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 3), params)
@@ -156,7 +155,7 @@ def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
 
 def test_train_per_task_oracle_improves_on_each_goal(key):
     env, policy, _, meta_rl = _nav_meta_rl(outer_epochs=3)
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     tasks = env.sample_tasks(jax.random.key(11), 4)
     train = jax.jit(train_per_task, static_argnums=(0, 3, 6))
     stats = meta_rl.initial_obs_stats(key, tasks, params)
@@ -169,7 +168,7 @@ def test_rollout_of_experience_windows_respects_boundaries(key):
     env = envs.make("navigation-2d", horizon=5)
     policy = _tiny_policy()
     far_goal = envs.NavigationTask(jnp.array([0.5, 0.5]))  # out of reach in 5 steps: episodes end by truncation
-    traj = rollout(key, env, far_goal, policy, policy.init(key, jnp.zeros((1, 2))), 2, 12)
+    traj = rollout(key, env, far_goal, policy, jax.jit(policy.init)(key, jnp.zeros((1, 2))), 2, 12)
     (obs, actions), valid = experience_windows(traj.obs[None], traj.action[None], traj.done[None], 4)
     assert obs.shape == (2 * 3, 4, 2)
     # episodes end at steps 4 and 9: windows [0,4) ok, [4,8) crosses the end at 4, [8,12) crosses 9
@@ -186,7 +185,7 @@ def test_every_model_runs_the_meta_rl_pipeline(name, key):
     policy = attach_heads(make_model(name, cfg), pi=GaussianHead(2))
     rl = RLConfig()
     meta_rl = make_maml_rl(env, policy, MAMLConfig(inner_lr=0.1, inner_grad_clip=1.0), rl, 2, 6)
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     state = meta_rl.init(params, optax.adam(1e-3))
     stats = meta_rl.initial_obs_stats(key, env.sample_tasks(key, 2), params)
     state, stats, metrics, _ = jax.jit(meta_rl.meta_update)(state, stats, key, env.sample_tasks(key, 2))
@@ -240,12 +239,12 @@ def test_prepare_batch_does_not_bootstrap_at_the_fixed_horizon():
 def test_replaying_a_normalised_trajectory_reproduces_its_log_probs(key):
     env = envs.make("navigation-2d", horizon=7)
     policy = attach_heads(make_model("gru", ModelConfig(2, 8, hidden_dim=8, num_layers=1)), pi=GaussianHead(2))
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     task = envs.NavigationTask(jnp.array([0.3, -0.2]))
     stats = RunningMeanStd(jnp.array([0.2, -0.1]), jnp.array([0.01, 0.04]), jnp.asarray(100.0))
     traj = rollout(key, env, task, policy, params, 3, 16, stats)
-    log_prob = lambda s: action_log_prob(
-        policy_outputs(policy, params, prepare_batch(traj, RLConfig(), s))["pi"], traj.action
+    log_prob = jax.jit(
+        lambda s: action_log_prob(policy_outputs(policy, params, prepare_batch(traj, RLConfig(), s))["pi"], traj.action)
     )
     np.testing.assert_allclose(log_prob(stats), traj.log_prob, rtol=1e-5, atol=1e-5)
     assert not np.allclose(log_prob(None), traj.log_prob, atol=1e-2)  # the stats matter
@@ -253,7 +252,7 @@ def test_replaying_a_normalised_trajectory_reproduces_its_log_probs(key):
 
 def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(key):
     env, policy, rl, meta_rl = _nav_meta_rl()
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     tasks = env.sample_tasks(key, 2)
     stats = meta_rl.initial_obs_stats(key, tasks, params)
     assert float(stats.count) == 2 * 10 * 100 and np.all(np.asarray(stats.var) > 0)
@@ -274,7 +273,7 @@ def test_evaluation_uses_the_frozen_statistics_and_meta_training_updates_them(ke
 
 def test_later_rounds_lr_scale_changes_only_the_steps_after_the_first(key):
     env, policy, rl, meta_rl = _nav_meta_rl()
-    params = policy.init(key, jnp.zeros((1, 2)))
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
     task = jax.tree.map(lambda x: x[0], env.sample_tasks(key, 1))
     adapter = AdapterConfig(learning_rate=0.1, num_steps=1, optimizer="sgd", grad_clip_norm=None)
     curves = {

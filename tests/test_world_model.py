@@ -2,6 +2,7 @@
 read-only buffer) and a learning test on held-out pendulums."""
 
 import dataclasses
+import types
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,20 @@ def tiny():
     return env, trainer, data
 
 
+@pytest.fixture(scope="module")
+def jitted(tiny):
+    """The tiny trainer's functions, each compiled once for the module (an eager call compiles op by op)."""
+    _, trainer, _ = tiny
+    return types.SimpleNamespace(
+        init=jax.jit(trainer.init, static_argnames="adapt"),
+        held_out=jax.jit(trainer.held_out),
+        evaluate=jax.jit(trainer.evaluate),
+        train=jax.jit(trainer.train, static_argnums=3),
+        collect=jax.jit(trainer.world_model.collect, static_argnums=2),
+        support_query=jax.jit(trainer.world_model.support_query),
+    )
+
+
 def test_loss_masks_every_step_after_an_episode_end():
     env = envs.make("pendulum-params", horizon=8)
     wm = make_world_model(env, "mlp", NETWORK, WorldModelConfig(horizon=8, window=8, open_loop_steps=4))
@@ -42,25 +57,26 @@ def test_loss_masks_every_step_after_an_episode_end():
     obs = jax.random.normal(key, (1, 8, 3))
     done = jnp.zeros((1, 8), bool).at[0, 3].set(True)  # the episode ends at step 3; steps 4..7 are the next one
     transitions = Transitions(obs, jnp.ones((1, 8, 1)), obs + 0.1, jnp.arange(8.0)[None], done)
-    stats = wm.fit_stats(transitions)
-    batch = wm.windows(transitions, stats)
+    batch = jax.jit(lambda t: wm.windows(t, wm.fit_stats(t)))(transitions)
     np.testing.assert_array_equal(batch["mask"][0], [True] * 4 + [False] * 4)
-    params = wm.init(key)
-    loss = wm.loss(params, batch)[0]
+    params = jax.jit(wm.init)(key)
+    loss_of = jax.jit(lambda batch: wm.loss(params, batch)[0])
     after_the_end = {**batch, "targets": batch["targets"].at[0, 4:].set(1e3)}
     before_the_end = {**batch, "targets": batch["targets"].at[0, 3].set(1e3)}
-    assert float(wm.loss(params, after_the_end)[0]) == float(loss)
-    assert float(wm.loss(params, before_the_end)[0]) > 1e4 * float(loss)
+    loss = float(loss_of(batch))
+    assert float(loss_of(after_the_end)) == loss
+    assert float(loss_of(before_the_end)) > 1e4 * loss
 
 
 def test_support_and_query_are_disjoint_trajectories():
     env = envs.make("pendulum-params", horizon=12)
     wm = make_world_model(env, "mlp", NETWORK, TINY.model)
-    transitions = wm.collect(jax.random.key(1), env.sample_tasks(jax.random.key(2), 2), 3)
-    stats = wm.fit_stats(transitions)
-    support, query = wm.support_query(transitions, stats)
-    first_two = wm.windows(jax.tree.map(lambda x: x[:, :2], transitions), stats)
-    last_one = wm.windows(jax.tree.map(lambda x: x[:, 2:], transitions), stats)
+    transitions = jax.jit(wm.collect, static_argnums=2)(jax.random.key(1), env.sample_tasks(jax.random.key(2), 2), 3)
+    stats = jax.jit(wm.fit_stats)(transitions)
+    support, query = jax.jit(wm.support_query)(transitions, stats)
+    windows = jax.jit(wm.windows)
+    first_two = windows(jax.tree.map(lambda x: x[:, :2], transitions), stats)
+    last_one = windows(jax.tree.map(lambda x: x[:, 2:], transitions), stats)
     jax.tree.map(np.testing.assert_array_equal, support, first_two)
     jax.tree.map(np.testing.assert_array_equal, query, last_one)
     for task in range(2):  # no query window repeats a support window's random actions
@@ -71,57 +87,56 @@ def test_support_and_query_are_disjoint_trajectories():
         wm.support_query(jax.tree.map(lambda x: x[:, :2], transitions), stats)
 
 
-def test_statistics_come_from_the_meta_training_data_only(tiny):
-    env, trainer, data = tiny
-    wm = trainer.world_model
+def test_statistics_come_from_the_meta_training_data_only(tiny, jitted):
+    env, _, data = tiny
     task_key, data_key, _ = jax.random.split(jax.random.key(0), 3)
-    meta_training = wm.collect(data_key, env.sample_tasks(task_key, TINY.train_tasks), TINY.trajectories_per_task)
+    meta_training = jitted.collect(data_key, env.sample_tasks(task_key, TINY.train_tasks), TINY.trajectories_per_task)
     inputs = np.concatenate([meta_training.obs, meta_training.action], -1).reshape(-1, 4)
     np.testing.assert_allclose(data.stats.inputs.mean, inputs.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(data.stats.inputs.var, inputs.var(0), rtol=1e-4)
     assert int(data.stats.inputs.count) == inputs.shape[0]
     # held-out data is standardised with those statistics, never fitted: other held-out tasks change nothing
-    support, _ = trainer.held_out(jax.random.key(7), data.stats)
-    held_transitions = wm.collect(
+    support, _ = jitted.held_out(jax.random.key(7), data.stats)
+    held_transitions = jitted.collect(
         jax.random.split(jax.random.key(7))[1],
         env.sample_tasks(jax.random.split(jax.random.key(7))[0], TINY.eval_tasks),
         TINY.trajectories_per_task,
     )
-    expected = wm.support_query(held_transitions, data.stats)[0]
+    expected = jitted.support_query(held_transitions, data.stats)[0]
     jax.tree.map(np.testing.assert_array_equal, support, expected)
 
 
-def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny):
-    _, trainer, data = tiny
+def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny, jitted):
+    _, _, data = tiny
     assert data.buffer.frozen and int(buffer.size(data.buffer)) == TINY.buffer_size
-    state = trainer.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
-    held = trainer.held_out(jax.random.key(2), data.stats)
+    state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
+    held = jitted.held_out(jax.random.key(2), data.stats)
     before = jax.tree.map(np.asarray, data.buffer)
-    mse, open_loop = trainer.evaluate(state, data, held, jax.random.key(3), 0.5)
+    mse, open_loop = jitted.evaluate(state, data, held, jax.random.key(3), 0.5)
     assert mse.shape == open_loop.shape == (TINY.eval_tasks, TINY.adapt_steps + 1)
     jax.tree.map(np.testing.assert_array_equal, data.buffer, before)
     with pytest.raises(ValueError, match="frozen"):
         buffer.add(data.buffer, jax.tree.map(lambda x: x[:1], data.buffer.items))
 
 
-def test_hybrid_with_zero_weight_is_the_standard_step_and_a_weight_changes_it(tiny):
-    _, trainer, data = tiny
-    state = trainer.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
-    held = trainer.held_out(jax.random.key(2), data.stats)
-    standard, _ = trainer.evaluate(state, data, held, jax.random.key(3), 0.0)
-    hybrid, _ = trainer.evaluate(state, data, held, jax.random.key(3), 0.5)
+def test_hybrid_with_zero_weight_is_the_standard_step_and_a_weight_changes_it(tiny, jitted):
+    _, _, data = tiny
+    state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
+    held = jitted.held_out(jax.random.key(2), data.stats)
+    standard, _ = jitted.evaluate(state, data, held, jax.random.key(3), 0.0)
+    hybrid, _ = jitted.evaluate(state, data, held, jax.random.key(3), 0.5)
     np.testing.assert_array_equal(standard[:, 0], hybrid[:, 0])
     assert not np.allclose(standard[:, 1:], hybrid[:, 1:])
 
 
-def test_the_pretrained_baseline_trains_with_no_inner_step(tiny):
-    _, trainer, data = tiny
+def test_the_pretrained_baseline_trains_with_no_inner_step(tiny, jitted):
+    _, _, data = tiny
     hparams = HParams.create(0.1, 1e-3, 0.1)
-    pretrained = trainer.init(jax.random.key(1), hparams, adapt=False)
-    _, metrics = trainer.train(pretrained, data, jax.random.key(2), 2)
+    pretrained = jitted.init(jax.random.key(1), hparams, adapt=False)
+    _, metrics = jitted.train(pretrained, data, jax.random.key(2), 2)
     np.testing.assert_array_equal(metrics["pre_query_loss"], metrics["post_query_loss"])
-    maml = trainer.init(jax.random.key(1), hparams)
-    _, metrics = trainer.train(maml, data, jax.random.key(2), 2)
+    maml = jitted.init(jax.random.key(1), hparams)
+    _, metrics = jitted.train(maml, data, jax.random.key(2), 2)
     assert np.all(metrics["post_support_loss"] < metrics["pre_support_loss"])
 
 
