@@ -102,8 +102,8 @@ def test_statistics_come_from_the_meta_training_data_only(tiny, jitted):
         env.sample_tasks(jax.random.split(jax.random.key(7))[0], TINY.eval_tasks),
         TINY.trajectories_per_task,
     )
-    expected = jitted.support_query(held_transitions, data.stats)[0]
-    jax.tree.map(np.testing.assert_array_equal, support, expected)
+    expected = jitted.support_query(held_transitions, data.stats)[0]  # another program: rounding may differ
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), support, expected)
 
 
 def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny, jitted):
@@ -134,7 +134,8 @@ def test_the_pretrained_baseline_trains_with_no_inner_step(tiny, jitted):
     hparams = HParams.create(0.1, 1e-3, 0.1)
     pretrained = jitted.init(jax.random.key(1), hparams, adapt=False)
     _, metrics = jitted.train(pretrained, data, jax.random.key(2), 2)
-    np.testing.assert_array_equal(metrics["pre_query_loss"], metrics["post_query_loss"])
+    # the same loss at the same params, fused at two places of one program: equal up to rounding
+    np.testing.assert_allclose(metrics["pre_query_loss"], metrics["post_query_loss"], rtol=1e-6)
     maml = jitted.init(jax.random.key(1), hparams)
     _, metrics = jitted.train(maml, data, jax.random.key(2), 2)
     assert np.all(metrics["post_support_loss"] < metrics["pre_support_loss"])
