@@ -107,7 +107,6 @@ def test_agent_misuse_is_a_clear_error(trained):
         coordinator.run_episodes(env, env.sample_tasks(jax.random.key(0), 2), 1, 5, jax.random.key(1))
 
 
-@pytest.mark.slow
 def test_multi_agent_demo_runs_two_agents_on_two_tasks(capsys):
     demo = runpy.run_path(str(Path(__file__).parents[1] / "examples" / "multi_agent_demo.py"), run_name="demo")
     results = demo["main"](demo["Args"](iterations=5, episodes=2))

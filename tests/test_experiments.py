@@ -113,7 +113,6 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
 
 
-@pytest.mark.slow
 def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
     from ssm_jax import checkpoint

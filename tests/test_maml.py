@@ -105,7 +105,7 @@ def test_meta_sgd_learning_rate_gradient_matches_finite_differences(x64):
     assert not np.allclose(_flat(new_state.inner_lr), _flat(state.inner_lr))
 
 
-@pytest.mark.parametrize("name", ["ssm", pytest.param("lstm", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["ssm", "lstm"])
 def test_maml_over_sequence_models_jitted_vmapped_no_retrace(name, key):
     chex.clear_trace_counter()
     model = make_model(name, ModelConfig(input_dim=2, output_dim=1, state_dim=8, hidden_dim=16))

@@ -19,7 +19,7 @@ from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
-SLOW = pytest.mark.slow  # over 30 s on the idle 2-core machine
+SLOW = pytest.mark.slow  # over 15 s on the idle 2-core machine
 
 
 def test_discounted_returns_and_gae_match_hand_computation():
@@ -135,7 +135,6 @@ def test_maml_rl_learns_to_adapt_on_navigation(key, fully_optimised_jit):
     assert post - pre > random_gain + 10.0, (pre, post, random_gain)
 
 
-@pytest.mark.slow
 def test_meta_update_with_zero_inner_lr_is_a_ppo_step_on_the_query(key):
     # The flagship's pretrained baseline runs MAML's program with inner lr 0: that must be plain PPO on all tasks.
     env, policy, rl, meta_rl = _nav_meta_rl()

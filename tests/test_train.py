@@ -62,7 +62,6 @@ def test_trainer_equals_the_hand_written_meta_rl_loop(setup, key):
     assert int(state.iteration) == 2 and int(state.buffer.size) == int(buffer.size) > 0
 
 
-@pytest.mark.slow
 def test_same_seed_same_numbers_and_a_traced_hyperparameter_changes_them(setup, key):
     _, _, trainer, train = setup
     outer_lrs = (1e-3, 3e-2)
@@ -106,7 +105,6 @@ def test_sweep_fields_are_checked_before_anything_compiles():
         sweep.make_grid(range(2), inner_lr=(0.1, -0.1))
 
 
-@pytest.mark.slow
 def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_documented_shape(setup, key):
     env, _, trainer, train = setup
     hparams = HParams.create()
