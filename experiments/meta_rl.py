@@ -64,6 +64,7 @@ from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
+from ssm_jax.train_config import OUTER_OPTIMIZERS
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -109,6 +110,10 @@ class Args:
     """Adam learning rate of the outer (PPO) steps."""
     outer_epochs: int = 3
     """PPO epochs per meta-iteration."""
+    outer_optimizer: Literal[OUTER_OPTIMIZERS] = "ppo"
+    """ppo: outer_epochs Adam steps on the clipped surrogate; trpo: one trust-region step (MAML-RL's)."""
+    max_kl: float = 0.01
+    """The trpo step's bound on the adapted policies' KL (nats)."""
     adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
     """Test-time adapters evaluated for MAML."""
     buffer_size: int = 10_000
@@ -177,6 +182,11 @@ class Args:
             raise ValueError(f"inner_lr and outer_lr must be > 0, got {self.inner_lr} and {self.outer_lr}")
         if self.experience_weight < 0:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
+        if not self.max_kl > 0 or (self.outer_optimizer == "trpo" and self.learn_inner_lr):
+            raise ValueError(
+                f"max_kl must be > 0 (got {self.max_kl}) and --learn-inner-lr needs --outer-optimizer ppo "
+                "(the trpo step does not learn inner rates)"
+            )
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
             raise ValueError(f"num_seeds must be >= 1, and 1 with --resume; got {self.num_seeds}")
         if self.resume is not None and not runs.checkpoint_steps(self.resume):
@@ -199,6 +209,8 @@ def _build(args: Args):
         inner_grad_clip=args.inner_grad_clip,
         inner_objective=args.inner_objective,
         outer_epochs=args.outer_epochs,
+        outer_optimizer=args.outer_optimizer,
+        max_kl=args.max_kl,
         buffer_size=args.buffer_size,
         window=args.window,
         experience_batch_size=args.experience_batch_size,

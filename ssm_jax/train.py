@@ -36,6 +36,7 @@ from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.maml import MAMLConfig, with_outer_lr
 from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
+from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models.heads import HeadedModel
 from ssm_jax.train_config import MATMUL_PRECISIONS, HParams, TrainerConfig, TrainState
 from ssm_jax.types import Array, PRNGKey
@@ -111,7 +112,10 @@ def make_meta_rl_trainer(
             learn_inner_lr=learn_inner_lr,
             inner_grad_clip=config.inner_grad_clip,
         )
-        return make_maml_rl(env, policy, maml_config, rl_config, num_envs, config.horizon, config.outer_epochs)
+        trust_region = TrustRegionConfig(max_kl=config.max_kl) if config.outer_optimizer == "trpo" else None
+        return make_maml_rl(
+            env, policy, maml_config, rl_config, num_envs, config.horizon, config.outer_epochs, trust_region
+        )
 
     meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
     fixed_lr_rl = build(False, config.trajectories_per_task) if config.learn_inner_lr else meta_rl

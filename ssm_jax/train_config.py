@@ -17,6 +17,7 @@ from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.maml import MetaState
 from ssm_jax.types import Array
 
+OUTER_OPTIMIZERS = ("ppo", "trpo")
 MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
@@ -33,6 +34,10 @@ class TrainerConfig:
     inner_grad_clip: float | None = None
     inner_objective: str = "pg"
     outer_epochs: int = 3
+    outer_optimizer: str = "ppo"
+    """"ppo": `outer_epochs` Adam steps on the clipped surrogate; "trpo": one trust-region step (MAML-RL's)."""
+    max_kl: float = 0.01
+    """The TRPO step's bound on the adapted policies' KL, nats (MAML-RL's `step_size`)."""
     buffer_size: int = 10_000
     window: int = 16
     experience_batch_size: int = 32
@@ -53,6 +58,14 @@ class TrainerConfig:
             raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
         if self.eval_trajectories is not None and self.eval_trajectories < 1:
             raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(
+                f"TrainerConfig.outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}"
+            )
+        if self.outer_optimizer == "trpo" and self.learn_inner_lr:
+            raise ValueError("TrainerConfig: the trpo outer step does not learn inner rates (learn_inner_lr needs ppo)")
+        if not self.max_kl > 0:
+            raise ValueError(f"TrainerConfig.max_kl must be > 0, got {self.max_kl}")
         if self.matmul_precision not in MATMUL_PRECISIONS:
             raise ValueError(
                 f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"

@@ -49,7 +49,7 @@ def test_ppo_and_pg_losses_match_hand_computation(key):
     old = jax.random.normal(jax.random.key(3), (4, 3)) - 2.0
     batch = PolicyBatch(obs, action, advantage, old, jnp.zeros((4, 3), bool).at[0].set(True), ())
     config = RLConfig(clip_eps=0.2)
-    inner, ppo, _ = make_policy_losses(policy, config)
+    inner, ppo = make_policy_losses(policy, config)[:2]
     _, out = jax.jit(jax.vmap(lambda o: policy.apply(params, (), o)))(obs)
     mean, log_std, action, advantage, old = (np.asarray(x) for x in (out["pi"].mean, out["pi"].log_std, *batch[1:4]))
     log_prob = np.sum(-0.5 * ((action - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1)

@@ -7,14 +7,15 @@ here ends at its fixed horizon or terminates, and the reference pads with 0 ther
 bootstraps from the baseline at its last observation).
 
 Losses, each `loss(params, batch) -> (loss, aux)`: `pg_loss` (vanilla policy gradient, MAML-RL's inner step),
-`lvc_loss` (ProMP's low-variance curvature objective, `exp(log π − log π_old)·A`), `ppo_loss` (clipped surrogate,
-optional KL penalty; the outer step) and `behaviour_cloning_loss` (MSE of action means on replayed windows; the
-hybrid adapter's experience term).
+`surrogate_loss` (the likelihood-ratio surrogate `exp(log π − log π_old)·A`: ProMP's low-variance curvature inner
+objective, and the TRPO outer step's loss), `ppo_loss` (clipped surrogate, optional KL penalty; the default outer
+step) and `behaviour_cloning_loss` (MSE of action means on replayed windows; the hybrid adapter's experience term).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -34,6 +35,15 @@ from ssm_jax.rollout import Trajectory, action_log_prob
 from ssm_jax.types import Array, Params
 
 INNER_OBJECTIVES = ("pg", "lvc")
+
+
+class PolicyLosses(NamedTuple):
+    """`inner` is `pg` or `surrogate`, as `RLConfig.inner_objective` says."""
+
+    inner: Callable
+    ppo: Callable
+    surrogate: Callable
+    behaviour_cloning: Callable
 
 
 class PolicyBatch(NamedTuple):
@@ -112,7 +122,7 @@ def policy_kl(policy: HeadedModel, params: Params, new_params: Params, batch: Po
     return jnp.mean(kl)
 
 
-def make_policy_losses(policy: HeadedModel, config: RLConfig):
+def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
     """The policy losses for `policy`, each `loss(params, batch) -> (loss, aux)`; see the module docstring."""
 
     def log_probs(params, batch):
@@ -124,7 +134,7 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig):
         loss = -jnp.mean(log_prob * batch.advantage) - config.entropy_coef * jnp.mean(_entropy(pi))
         return loss, {"log_prob": log_prob}
 
-    def lvc_loss(params, batch: PolicyBatch):
+    def surrogate_loss(params, batch: PolicyBatch):
         log_prob, pi = log_probs(params, batch)
         ratio = jnp.exp(log_prob - batch.old_log_prob)
         loss = -jnp.mean(ratio * batch.advantage) - config.entropy_coef * jnp.mean(_entropy(pi))
@@ -148,8 +158,8 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig):
         mean = pi.mean if isinstance(pi, GaussianParams) else jax.nn.softmax(pi)
         return jnp.mean((mean - actions) ** 2), {}
 
-    inner = pg_loss if config.inner_objective == "pg" else lvc_loss
-    return inner, ppo_loss, behaviour_cloning_loss
+    inner = pg_loss if config.inner_objective == "pg" else surrogate_loss
+    return PolicyLosses(inner, ppo_loss, surrogate_loss, behaviour_cloning_loss)
 
 
 def mean_episode_return(traj: Trajectory) -> Array:

@@ -6,8 +6,10 @@ apply the same frozen statistics, and `meta_update` merges the raw observations 
 `make_maml_rl` builds the meta-step on the MAML core: per task (vmapped), for each of the K inner steps it samples
 support trajectories with the current fast params and takes one inner PG/LVC step (differentiable), then samples
 query trajectories with the adapted policy and takes `outer_epochs` optimizer steps on the PPO surrogate of the
-adapted policy, differentiated through the inner steps (second order unless `first_order`). It logs the size of
-the inner step: KL(pre ‖ post) on the support, the inner gradient norm and the fraction of clipped inner steps.
+adapted policy, differentiated through the inner steps (second order unless `first_order`); with a
+`TrustRegionConfig` it instead takes one TRPO step (`meta.trust_region`) on the likelihood-ratio surrogate under a
+bound on the adapted policies' KL on the query, as MAML-RL does. It logs the size of the inner step: KL(pre ‖ post)
+on the support, the inner gradient norm and the fraction of clipped inner steps.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, update_stats
 from ssm_jax.meta.maml import MAML, MAMLConfig, MetaState, make_maml
 from ssm_jax.meta.policy_losses import RLConfig, make_policy_losses, mean_episode_return, policy_kl, prepare_batch
+from ssm_jax.meta.trust_region import TrustRegionConfig, trust_region_step
 from ssm_jax.models.heads import HeadedModel
 from ssm_jax.rollout import Trajectory, rollout
 from ssm_jax.types import Array, Params, PRNGKey
@@ -50,8 +53,10 @@ def make_maml_rl(
     num_envs: int,
     horizon: int,
     outer_epochs: int = 1,
+    trust_region: TrustRegionConfig | None = None,
 ) -> MetaRL:
-    """MAML-RL on `env` with `policy`: `num_envs` trajectories of `horizon` steps per task and sampling round.
+    """MAML-RL on `env` with `policy`: `num_envs` trajectories of `horizon` steps per task and sampling round. The
+    outer step is `outer_epochs` optimizer steps on the PPO surrogate, or with `trust_region` one TRPO step.
 
     - `initial_obs_stats(key, tasks, params) -> RunningMeanStd`: statistics of one round of rollouts of `params`
       on raw observations (tasks with a leading axis), to start training from.
@@ -66,7 +71,10 @@ def make_maml_rl(
     """
     if outer_epochs < 1:
         raise ValueError(f"outer_epochs must be >= 1, got {outer_epochs}")
-    inner_loss, ppo_loss, bc_loss = make_policy_losses(policy, rl_config)
+    if trust_region is not None and maml_config.learn_inner_lr:
+        raise ValueError("the TRPO outer step does not learn inner rates; learn_inner_lr needs the PPO outer step")
+    losses = make_policy_losses(policy, rl_config)
+    inner_loss, ppo_loss, bc_loss = losses.inner, losses.ppo, losses.behaviour_cloning
     maml_config = dataclasses.replace(maml_config, support_per_step=True)
     maml = make_maml(inner_loss, maml_config, outer_loss_fn=ppo_loss)
     num_inner_steps = maml_config.num_inner_steps
@@ -103,6 +111,20 @@ def make_maml_rl(
         query = jax.tree.map(lambda x: x[num_inner_steps], batches)
         return support, query, trajs, adapted, grad_norms[:num_inner_steps]
 
+    def outer_update(state: MetaState, support: Any, query: Any) -> tuple[MetaState, dict]:
+        """The outer step on tasks `[E]`: PPO epochs, or one TRPO step on the likelihood-ratio surrogate of the
+        adapted policies within `max_kl` of the adapted policies that sampled the queries."""
+        if trust_region is None:
+            update = lambda s, _: maml.update(s, (support, query))
+            state, metrics = jax.lax.scan(update, state, None, length=outer_epochs)
+            return state, jax.tree.map(lambda m: m[-1], metrics)
+
+        adapt = lambda params: jax.vmap(maml.adapt, in_axes=(None, 0, None))(params, support, state.inner_lr)
+        surrogate = lambda fast: (jnp.mean(jax.vmap(lambda p, b: losses.surrogate(p, b)[0])(fast, query)), {})
+        kl = lambda old, new: jnp.mean(jax.vmap(lambda p, q, b: policy_kl(policy, p, q, b))(old, new, query))
+        params, metrics = trust_region_step(adapt, surrogate, kl, state.params, trust_region)
+        return state.replace(params=params, step=state.step + 1), metrics
+
     def meta_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
         support, query, trajs, adapted, grad_norms = jax.vmap(sample_task, in_axes=(0, 0, None, None, None))(
@@ -111,8 +133,7 @@ def make_maml_rl(
         first_support = jax.tree.map(lambda x: x[:, 0], support)
         inner_kl = jax.vmap(policy_kl, in_axes=(None, None, 0, 0))(policy, state.params, adapted, first_support)
         clip = maml_config.inner_grad_clip
-        state, metrics = jax.lax.scan(lambda s, _: maml.update(s, (support, query)), state, None, length=outer_epochs)
-        metrics = jax.tree.map(lambda m: m[-1], metrics)
+        state, metrics = outer_update(state, support, query)
         episode_returns = jax.vmap(jax.vmap(mean_episode_return))(trajs)  # [E, K + 1]
         metrics.update(
             pre_adaptation_return=jnp.mean(episode_returns[:, 0]),
