@@ -13,8 +13,16 @@ from ssm_jax.envs import RunningMeanStd
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta import MAMLConfig
 from ssm_jax.meta.estimators import discounted_returns, episode_time, gae, linear_baseline
-from ssm_jax.meta.policy_losses import PolicyBatch, RLConfig, make_policy_losses, policy_outputs, prepare_batch
+from ssm_jax.meta.policy_losses import (
+    PolicyBatch,
+    RLConfig,
+    make_policy_losses,
+    policy_kl,
+    policy_outputs,
+    prepare_batch,
+)
 from ssm_jax.meta.rl import make_maml_rl, train_per_task
+from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
@@ -107,6 +115,49 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     assert float(metrics["meta_grad_norm"]) > 0
     assert float(metrics["inner_kl"]) > 0 and float(metrics["inner_grad_norm"]) > 0
     assert float(metrics["inner_clip_fraction"]) == 0.0  # no inner clip configured
+
+
+def test_trpo_meta_step_moves_the_adapted_policies_within_max_kl(key):
+    """The TRPO outer step, measured from outside: re-adapting the new params on the same support moves the adapted
+    policies by at most `max_kl` on the query (MAML-RL's constraint), and the likelihood-ratio surrogate falls."""
+    env = envs.make("navigation-2d", horizon=20)
+    policy = attach_heads(make_model("mlp", ModelConfig(2, 16, hidden_dim=16)), pi=GaussianHead(2))
+    rl = RLConfig()
+    maml_config = MAMLConfig(inner_lr=0.1)
+    trust_region = TrustRegionConfig(max_kl=0.01)
+    meta_rl = make_maml_rl(env, policy, maml_config, rl, 8, 20, trust_region=trust_region)
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
+    state = meta_rl.init(params, optax.adam(1e-3))
+    tasks = env.sample_tasks(key, 3)
+    stats = meta_rl.initial_obs_stats(key, tasks, params)
+
+    @jax.jit
+    def step_and_measure(state):
+        new_state, _, metrics, _ = meta_rl.meta_update(state, stats, key, tasks)
+        sample_key = jax.random.split(key, 3)  # meta_update's per-task keys: the same support and query
+        trajectories = jax.vmap(lambda k, task: _support_and_query(meta_rl, rl, stats, k, task, state.params))
+        support, query, old_adapted = trajectories(sample_key, tasks)
+        readapt = jax.vmap(lambda b: meta_rl.maml.inner_step(new_state.params, b, 0.1)[0])(support)
+        kl = jnp.mean(jax.vmap(lambda p, q, b: policy_kl(policy, p, q, b))(old_adapted, readapt, query))
+        loss = make_policy_losses(policy, rl).surrogate  # TRPO's objective: the unclipped likelihood ratio times A
+        surrogate = lambda adapted: jnp.mean(jax.vmap(lambda p, b: loss(p, b)[0])(adapted, query))
+        return metrics, kl, surrogate(old_adapted), surrogate(readapt), new_state
+
+    metrics, kl, before, after, new_state = step_and_measure(state)
+    assert float(metrics["outer_step_accepted"]) == 1.0
+    assert 0 < float(kl) <= 0.01 and float(kl) == pytest.approx(float(metrics["outer_kl"]), rel=1e-3)
+    assert float(after) < float(before)
+    assert int(new_state.step) == 1
+    with pytest.raises(ValueError, match="does not learn inner rates"):
+        make_maml_rl(env, policy, MAMLConfig(learn_inner_lr=True), rl, 8, 20, trust_region=trust_region)
+
+
+def _support_and_query(meta_rl, rl, stats, key, task, params):
+    support_key, query_key = jax.random.split(key)
+    support = prepare_batch(meta_rl.sample_trajectories(support_key, task, params, stats), rl, stats)
+    adapted = meta_rl.maml.inner_step(params, support, 0.1)[0]
+    query = prepare_batch(meta_rl.sample_trajectories(query_key, task, adapted, stats), rl, stats)
+    return support, query, adapted
 
 
 @pytest.mark.slow
