@@ -114,6 +114,8 @@ class Args:
     """ppo: outer_epochs Adam steps on the clipped surrogate; trpo: one trust-region step (MAML-RL's)."""
     max_kl: float = 0.01
     """The trpo step's bound on the adapted policies' KL (nats)."""
+    normalize_observations: bool = True
+    """Standardise the policy's inputs with running statistics (False: raw, as MAML-RL's navigation)."""
     adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
     """Test-time adapters evaluated for MAML."""
     buffer_size: int = 10_000
@@ -211,6 +213,7 @@ def _build(args: Args):
         outer_epochs=args.outer_epochs,
         outer_optimizer=args.outer_optimizer,
         max_kl=args.max_kl,
+        normalize_observations=args.normalize_observations,
         buffer_size=args.buffer_size,
         window=args.window,
         experience_batch_size=args.experience_batch_size,

@@ -114,7 +114,15 @@ def make_meta_rl_trainer(
         )
         trust_region = TrustRegionConfig(max_kl=config.max_kl) if config.outer_optimizer == "trpo" else None
         return make_maml_rl(
-            env, policy, maml_config, rl_config, num_envs, config.horizon, config.outer_epochs, trust_region
+            env,
+            policy,
+            maml_config,
+            rl_config,
+            num_envs,
+            config.horizon,
+            config.outer_epochs,
+            trust_region,
+            config.normalize_observations,
         )
 
     meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)

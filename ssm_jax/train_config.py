@@ -38,6 +38,8 @@ class TrainerConfig:
     """"ppo": `outer_epochs` Adam steps on the clipped surrogate; "trpo": one trust-region step (MAML-RL's)."""
     max_kl: float = 0.01
     """The TRPO step's bound on the adapted policies' KL, nats (MAML-RL's `step_size`)."""
+    normalize_observations: bool = True
+    """Standardise policy inputs with running statistics; False passes them raw (MAML-RL's navigation)."""
     buffer_size: int = 10_000
     window: int = 16
     experience_batch_size: int = 32

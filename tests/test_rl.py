@@ -117,6 +117,33 @@ def test_maml_rl_meta_step_jitted_vmapped_single_trace(key):
     assert float(metrics["inner_clip_fraction"]) == 0.0  # no inner clip configured
 
 
+def test_raw_observations_keep_the_identity_statistics(key):
+    """`normalize_observations=False` (MAML-RL's navigation): the statistics stay mean 0 / variance 1 through
+    meta-training, and sampling through them is sampling raw observations, bit for bit."""
+    env = envs.make("navigation-2d", horizon=10)
+    policy = attach_heads(make_model("mlp", ModelConfig(2, 8, hidden_dim=8)), pi=GaussianHead(2))
+    meta_rl = make_maml_rl(env, policy, MAMLConfig(inner_lr=0.1), RLConfig(), 4, 10, normalize_observations=False)
+    params = jax.jit(policy.init)(key, jnp.zeros((1, 2)))
+    tasks = env.sample_tasks(key, 2)
+
+    @jax.jit
+    def train_then_sample(state):
+        stats = meta_rl.initial_obs_stats(key, tasks, params)
+        state, stats, _, _ = meta_rl.meta_update(state, stats, key, tasks)
+        task = jax.tree.map(lambda x: x[0], tasks)
+        return (
+            stats,
+            meta_rl.sample_trajectories(key, task, params, stats),
+            meta_rl.sample_trajectories(key, task, params, None),
+        )
+
+    stats, through_stats, raw = train_then_sample(meta_rl.init(params, optax.adam(1e-3)))
+    np.testing.assert_array_equal(stats.mean, 0.0)
+    np.testing.assert_array_equal(stats.var, 1.0)
+    for a, b in zip(jax.tree.leaves(through_stats), jax.tree.leaves(raw), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_trpo_meta_step_moves_the_adapted_policies_within_max_kl(key):
     """The TRPO outer step, measured from outside: re-adapting the new params on the same support moves the adapted
     policies by at most `max_kl` on the query (MAML-RL's constraint), and the likelihood-ratio surrogate falls."""

@@ -54,9 +54,12 @@ def make_maml_rl(
     horizon: int,
     outer_epochs: int = 1,
     trust_region: TrustRegionConfig | None = None,
+    normalize_observations: bool = True,
 ) -> MetaRL:
     """MAML-RL on `env` with `policy`: `num_envs` trajectories of `horizon` steps per task and sampling round. The
-    outer step is `outer_epochs` optimizer steps on the PPO surrogate, or with `trust_region` one TRPO step.
+    outer step is `outer_epochs` optimizer steps on the PPO surrogate, or with `trust_region` one TRPO step. With
+    `normalize_observations=False` the statistics stay the identity (mean 0, variance 1): the policy sees raw
+    observations, as MAML-RL's does.
 
     - `initial_obs_stats(key, tasks, params) -> RunningMeanStd`: statistics of one round of rollouts of `params`
       on raw observations (tasks with a leading axis), to start training from.
@@ -82,10 +85,13 @@ def make_maml_rl(
     def sample_trajectories(key, task, params, obs_stats):
         return rollout(key, env, task, policy, jax.lax.stop_gradient(params), num_envs, horizon, obs_stats)
 
+    def merge_stats(obs_stats: RunningMeanStd, obs: Array) -> RunningMeanStd:
+        return update_stats(obs_stats, obs) if normalize_observations else obs_stats
+
     def initial_obs_stats(key: PRNGKey, tasks: Any, params: Params) -> RunningMeanStd:
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
         trajs = jax.vmap(sample_trajectories, in_axes=(0, 0, None, None))(keys, tasks, params, None)
-        return update_stats(RunningMeanStd.create(env.observation_size), trajs.obs)
+        return merge_stats(RunningMeanStd.create(env.observation_size), trajs.obs)
 
     def sample_task(key, task, params, inner_lr, obs_stats):
         """K support rounds, each sampled with the current fast params and followed by one inner step, then a query
@@ -144,7 +150,7 @@ def make_maml_rl(
             inner_lr_mean=jnp.mean(jnp.stack([jnp.mean(x) for x in jax.tree.leaves(state.inner_lr)])),
         )
         query_traj = jax.tree.map(lambda x: x[:, -1], trajs)
-        return state, update_stats(obs_stats, trajs.obs), metrics, query_traj
+        return state, merge_stats(obs_stats, trajs.obs), metrics, query_traj
 
     def pretrain_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
@@ -162,7 +168,7 @@ def make_maml_rl(
 
         state, losses = jax.lax.scan(epoch, state, None, length=outer_epochs)
         metrics = {"loss": losses[-1], "return": jnp.mean(jax.vmap(mean_episode_return)(trajs))}
-        return state, update_stats(obs_stats, trajs.obs), metrics
+        return state, merge_stats(obs_stats, trajs.obs), metrics
 
     def init_pretrain(params: Params, optimizer: optax.GradientTransformation) -> MetaState:
         """State for `pretrain_update` (a plain optimizer over params, whatever the MAML config)."""

@@ -4,9 +4,10 @@
 
 The natural-gradient direction `F⁻¹(−∇L)` comes from `cg_iters` conjugate-gradient iterations on Fisher-vector
 products, each the exact Hessian-vector product of the KL at `params` (MAML-RL approximates it with finite
-differences). The step is scaled so that its quadratic KL estimate equals `max_kl`,
-then shrunk by `backtrack_ratio` until the loss improves and the exact KL is within `max_kl`; if no candidate of
-`max_backtracks` does, the params stay (rllab's `ConjugateGradientOptimizer`, with its defaults).
+differences). The step is scaled so that its quadratic KL estimate equals `max_kl`, then shrunk by
+`backtrack_ratio` until the loss improves and the exact KL is within `max_kl`; if no candidate of `max_backtracks`
+does, the params stay (rllab's `ConjugateGradientOptimizer`, with its defaults). The line search stops at the
+first accepted candidate (a `lax.while_loop`), so a step that fits costs one extra evaluation.
 """
 
 from __future__ import annotations
