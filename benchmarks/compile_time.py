@@ -22,7 +22,7 @@ from experiments.meta_rl import _build
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.train import HParams
 
-PRESETS = {"navigation": navigation.PRESETS["default"], "halfcheetah_vel": halfcheetah_vel.PRESETS["cpu"]}
+PRESETS = {"navigation": navigation.PRESETS["ppo"], "halfcheetah_vel": halfcheetah_vel.PRESETS["cpu"]}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ class Args:
 
 
 def navigation_runners(iterations: int) -> Callable[[int], Runner]:
-    base = dataclasses.replace(navigation.PRESETS["default"], chunk_size=iterations)
+    base = dataclasses.replace(navigation.PRESETS["ppo"], chunk_size=iterations)
     _, trainer = _build(base)
     hparams = HParams.create(base.inner_lr, base.outer_lr, base.experience_weight)
 

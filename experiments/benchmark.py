@@ -60,7 +60,7 @@ class Args:
     """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
     world_model: world_model.Args = dataclasses.field(default_factory=lambda: world_model.PRESETS["cpu"])
     """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
-    rl: meta_rl.Args = dataclasses.field(default_factory=lambda: navigation.PRESETS["default"])
+    rl: meta_rl.Args = dataclasses.field(default_factory=lambda: navigation.PRESETS["ppo"])
     """The meta-RL cell's settings (the navigation preset; env, model, seeds and output are set per cell)."""
     resume: str | None = None
     """A run directory of this benchmark: its config is kept and its finished cells are skipped."""
@@ -97,7 +97,7 @@ PRESETS["smoke"] = dataclasses.replace(
     methods=("ssm", "mlp"),
     num_seeds=2,
     world_model=world_model.PRESETS["smoke"],
-    rl=navigation.PRESETS["smoke"],
+    rl=dataclasses.replace(navigation.PRESETS["smoke"], **navigation.PPO),
 )
 
 

@@ -7,9 +7,10 @@
 
 Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
-run `python -m experiments.navigation --seed s --inner-lr v ...` would make alone, with the same keys. The base
-settings are the navigation experiment's `Args` (`--base.iterations`, `--base.model`, ...); only the seed and the
-`HParams` fields (inner_lr, outer_lr, experience_weight) can vary inside one program.
+run `python -m experiments.navigation --preset ppo --seed s --inner-lr v ...` would make alone, with the same keys.
+The base settings are the navigation experiment's `Args` (`--base.iterations`, `--base.model`, ...; its `ppo`
+preset: a sweep of TRPO runs would take four times as long); only the seed and the `HParams` fields (inner_lr,
+outer_lr, experience_weight) can vary inside one program.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, runs.json (one row per run), results.json (per swept value:
 return after 0..K steps, pooled over seeds and held-out tasks, mean and 95% CI; seconds per run), results.md and
@@ -37,8 +38,8 @@ from ssm_jax.train import HParams
 
 @dataclasses.dataclass(frozen=True)
 class SweepArgs:
-    base: Args = navigation.PRESETS["default"]
-    """The settings every run shares (navigation's preset; any meta-RL env)."""
+    base: Args = navigation.PRESETS["ppo"]
+    """The settings every run shares (navigation's ppo preset; any meta-RL env)."""
     seed: int = 0
     num_seeds: int = 3
     """Seeds seed .. seed + num_seeds - 1, each with every swept value."""
@@ -63,12 +64,16 @@ class SweepArgs:
 
 
 PRESETS = {
-    "default": SweepArgs(  # navigation at half the paper's batch on each axis: about 3 minutes on 2 cores
+    "default": SweepArgs(  # navigation (ppo) at half the paper's batch on each axis: about 3 minutes on 2 cores
         base=dataclasses.replace(
-            navigation.PRESETS["default"], iterations=40, tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20
+            navigation.PRESETS["ppo"], iterations=40, tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20
         )
     ),
-    "smoke": SweepArgs(base=navigation.PRESETS["smoke"], num_seeds=2, preset="smoke"),
+    "smoke": SweepArgs(
+        base=dataclasses.replace(navigation.PRESETS["smoke"], **navigation.PPO),
+        num_seeds=2,
+        preset="smoke",
+    ),
 }
 
 

@@ -117,7 +117,8 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     from experiments import navigation
     from ssm_jax import checkpoint
 
-    args = dataclasses.replace(navigation.PRESETS["smoke"], out_dir=str(tmp_path), plots=False)
+    smoke = navigation.PRESETS["smoke"]  # MAML-RL's navigation passes raw positions; here they are standardised
+    args = dataclasses.replace(smoke, normalize_observations=True, out_dir=str(tmp_path), plots=False)
     results = navigation.main(args)
     run_dir = next(tmp_path.iterdir())
     stored = json.loads((run_dir / "results.json").read_text())
@@ -188,7 +189,7 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
     runs = json.loads((run_dir / "runs.json").read_text())
     assert [(r["seed"], r["inner_lr"]) for r in runs] == [(0, 0.05), (1, 0.05), (0, 0.1), (1, 0.1)]
     assert set(results["aggregate"]["inner_lr"]) == {0.05, 0.1} and (run_dir / "sweep_inner_lr.png").exists()
-    nav_args = dataclasses.replace(navigation.PRESETS["smoke"], out_dir=str(tmp_path / "nav"), plots=False)
+    nav_args = dataclasses.replace(sweep.PRESETS["smoke"].base, out_dir=str(tmp_path / "nav"), plots=False)
     assert nav_args.inner_lr == 0.1 and nav_args.seed == 0
     alone = navigation.main(nav_args)["returns"]["MAML + standard"]
     assert runs[2]["return_mean"] == pytest.approx(alone, rel=1e-3, abs=1e-2)

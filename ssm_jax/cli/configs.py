@@ -89,8 +89,9 @@ CONFIGS: dict[str, RunConfig] = {
     "halfcheetah-dir": dataclasses.replace(_HALFCHEETAH, env=EnvConfig(name="halfcheetah-dir")),
 }
 """Named configs for `ssm-jax train --config NAME`: basic (2D navigation in seconds), navigation and
-navigation-ssm (Finn et al.'s settings, as `experiments.navigation`), halfcheetah-vel and halfcheetah-dir (the
-flagship's CPU preset)."""
+navigation-ssm (Finn et al.'s batch with PPO outer steps, as `experiments.navigation --preset ppo`; add
+`--trainer.outer-optimizer trpo --trainer.no-normalize-observations --inner-lr 0.5` for MAML-RL's own setup, the
+experiment's default), halfcheetah-vel and halfcheetah-dir (the flagship's CPU preset)."""
 
 
 def build(config: RunConfig) -> tuple[envs.TaskEnv, Trainer]:
