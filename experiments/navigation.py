@@ -1,6 +1,6 @@
 """2D navigation (Finn et al. 2017, appendix Table 4): MAML-RL with an MLP (2 × 100, ReLU) or SSM policy.
 
-    python -m experiments.navigation                    # default preset: MAML-RL's settings, ~13 min on 2 cores
+    python -m experiments.navigation                    # default preset: MAML-RL's settings, ~10 min on 2 cores
     python -m experiments.navigation --preset ppo       # PPO outer steps, standardised inputs: ~3.5 min
     python -m experiments.navigation --model ssm        # the seeds' SSM policy
     python -m experiments.navigation --preset smoke     # seconds, for tests
