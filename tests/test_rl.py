@@ -161,9 +161,9 @@ def test_trpo_meta_step_moves_the_adapted_policies_within_max_kl(key):
     @jax.jit
     def step_and_measure(state):
         new_state, _, metrics, _ = meta_rl.meta_update(state, stats, key, tasks)
-        sample_key = jax.random.split(key, 3)  # meta_update's per-task keys: the same support and query
+        task_keys = jax.random.split(key, 3)  # meta_update's per-task keys: the same support and query
         trajectories = jax.vmap(lambda k, task: _support_and_query(meta_rl, rl, stats, k, task, state.params))
-        support, query, old_adapted = trajectories(sample_key, tasks)
+        support, query, old_adapted = trajectories(task_keys, tasks)
         readapt = jax.vmap(lambda b: meta_rl.maml.inner_step(new_state.params, b, 0.1)[0])(support)
         kl = jnp.mean(jax.vmap(lambda p, q, b: policy_kl(policy, p, q, b))(old_adapted, readapt, query))
         loss = make_policy_losses(policy, rl).surrogate  # TRPO's objective: the unclipped likelihood ratio times A
