@@ -114,6 +114,8 @@ class Args:
     """ppo: outer_epochs Adam steps on the clipped surrogate; trpo: one trust-region step (MAML-RL's)."""
     max_kl: float = 0.01
     """The trpo step's bound on the adapted policies' KL (nats)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations (Fisher-vector products, the trpo step's main cost) per trpo step."""
     normalize_observations: bool = True
     """Standardise the policy's inputs with running statistics (False: raw, as MAML-RL's navigation)."""
     adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
@@ -184,10 +186,10 @@ class Args:
             raise ValueError(f"inner_lr and outer_lr must be > 0, got {self.inner_lr} and {self.outer_lr}")
         if self.experience_weight < 0:
             raise ValueError(f"experience_weight must be >= 0, got {self.experience_weight}")
-        if not self.max_kl > 0 or (self.outer_optimizer == "trpo" and self.learn_inner_lr):
+        if not self.max_kl > 0 or self.cg_iters < 1 or (self.outer_optimizer == "trpo" and self.learn_inner_lr):
             raise ValueError(
-                f"max_kl must be > 0 (got {self.max_kl}) and --learn-inner-lr needs --outer-optimizer ppo "
-                "(the trpo step does not learn inner rates)"
+                f"max_kl must be > 0 and cg_iters >= 1 (got {self.max_kl}, {self.cg_iters}), and --learn-inner-lr "
+                "needs --outer-optimizer ppo (the trpo step does not learn inner rates)"
             )
         if self.num_seeds < 1 or (self.resume and self.num_seeds != 1):
             raise ValueError(f"num_seeds must be >= 1, and 1 with --resume; got {self.num_seeds}")
@@ -213,6 +215,7 @@ def _build(args: Args):
         outer_epochs=args.outer_epochs,
         outer_optimizer=args.outer_optimizer,
         max_kl=args.max_kl,
+        cg_iters=args.cg_iters,
         normalize_observations=args.normalize_observations,
         buffer_size=args.buffer_size,
         window=args.window,

@@ -112,7 +112,9 @@ def make_meta_rl_trainer(
             learn_inner_lr=learn_inner_lr,
             inner_grad_clip=config.inner_grad_clip,
         )
-        trust_region = TrustRegionConfig(max_kl=config.max_kl) if config.outer_optimizer == "trpo" else None
+        trust_region = None
+        if config.outer_optimizer == "trpo":
+            trust_region = TrustRegionConfig(max_kl=config.max_kl, cg_iters=config.cg_iters)
         return make_maml_rl(
             env,
             policy,

@@ -38,6 +38,8 @@ class TrainerConfig:
     """"ppo": `outer_epochs` Adam steps on the clipped surrogate; "trpo": one trust-region step (MAML-RL's)."""
     max_kl: float = 0.01
     """The TRPO step's bound on the adapted policies' KL, nats (MAML-RL's `step_size`)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations (Fisher-vector products) per TRPO step; rllab's default is 10."""
     normalize_observations: bool = True
     """Standardise policy inputs with running statistics; False passes them raw (MAML-RL's navigation)."""
     buffer_size: int = 10_000
@@ -52,7 +54,15 @@ class TrainerConfig:
     all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
 
     def __post_init__(self):
-        sizes = ("tasks_per_batch", "trajectories_per_task", "inner_steps", "outer_epochs", "adapt_rounds", "window")
+        sizes = (
+            "tasks_per_batch",
+            "trajectories_per_task",
+            "inner_steps",
+            "outer_epochs",
+            "cg_iters",
+            "adapt_rounds",
+            "window",
+        )
         for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")

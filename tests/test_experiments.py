@@ -57,6 +57,7 @@ def test_presets_and_overrides_parse():
         ["--chunk-size", "0"],
         ["--model", "rnn"],
         ["--resume", "/nonexistent/run"],
+        ["--cg-iters", "0"],
     )
     for flags in bad_flags:  # CLI: exit 2 before compiling
         with pytest.raises(SystemExit) as exit_info:

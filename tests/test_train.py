@@ -130,6 +130,8 @@ def test_bad_configs_raise_one_line_errors():
         TrainerConfig(horizon=10, window=20)
     with pytest.raises(ValueError, match="TrainerConfig.adapt_rounds must be >= 1"):
         TrainerConfig(adapt_rounds=0)
+    with pytest.raises(ValueError, match="TrainerConfig.cg_iters must be >= 1"):
+        TrainerConfig(cg_iters=0)
     with pytest.raises(ValueError, match="HParams need inner_lr > 0"):
         HParams.create(inner_lr=0.0)
     with pytest.raises(ValueError, match="TrainerConfig.matmul_precision must be one of"):

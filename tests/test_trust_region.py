@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_jax.meta.trust_region import TrustRegionConfig, trust_region_step
+from ssm_jax.meta.trust_region import TrustRegionConfig, conjugate_gradient, trust_region_step
 
 FISHER = jnp.array([[4.0, 1.0, 0.0], [1.0, 2.0, 0.5], [0.0, 0.5, 1.0]])
 START = {"w": jnp.array([0.3, -0.2, 0.1])}
@@ -42,6 +42,33 @@ def test_step_follows_the_natural_gradient_to_the_kl_bound(mixing):
     assert 0.8**2 * 0.01 * 0.999 < float(metrics["outer_kl"]) <= 0.01
     assert float(metrics["meta_loss"]) == pytest.approx(float(gradient @ (mixing @ START["w"])))
     assert float(metrics["aux"]) == 1.0  # the loss's aux at the starting params comes back
+
+
+def test_one_cg_iteration_steps_along_the_gradient_to_the_kl_bound():
+    """Truncated CG: after one iteration the direction is the steepest descent, `−g`, and the step is scaled so
+    that its quadratic KL `½ sᵀ F s` is max_kl (the curvature CG reports, `xᵀ b`, equals `xᵀ F x`)."""
+    gradient = jnp.array([1.0, -2.0, 0.5])
+    loss = lambda p: (gradient @ p["w"], {})
+    config = TrustRegionConfig(max_kl=0.01, cg_iters=1, cg_damping=0.0)
+    params, metrics = jax.jit(lambda: trust_region_step(identity, loss, quadratic_kl, START, config))()
+    g = np.asarray(gradient)
+    full = -g * np.sqrt(2 * 0.01 / (g @ np.asarray(FISHER) @ g))
+    ratio = 0.8 ** float(metrics["outer_backtracks"])
+    np.testing.assert_allclose(params["w"], START["w"] + ratio * full, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 10])
+def test_conjugate_gradient_matches_the_krylov_minimiser(iters):
+    """CG from zero after k iterations minimises `½ xᵀ A x − bᵀ x` over the Krylov space {b, Ab, …, A^(k−1) b}
+    (exact after 3 in 3 dimensions), and `xᵀ A x = xᵀ b` at every iterate."""
+    b = {"w": jnp.array([1.0, -2.0, 0.5])}
+    matvec = lambda v: {"w": FISHER @ v["w"]}
+    x = jax.jit(lambda: conjugate_gradient(matvec, b, iters))()["w"]
+    a, bb = np.asarray(FISHER, np.float64), np.asarray(b["w"], np.float64)
+    basis = np.stack([np.linalg.matrix_power(a, i) @ bb for i in range(min(iters, 3))], axis=1)
+    expected = basis @ np.linalg.solve(basis.T @ a @ basis, basis.T @ bb)
+    np.testing.assert_allclose(x, expected, rtol=1e-4, atol=1e-6)
+    assert float(x @ FISHER @ x) == pytest.approx(float(x @ b["w"]), rel=1e-5)
 
 
 def test_params_stay_when_no_candidate_improves_the_loss():

@@ -115,11 +115,23 @@ def _entropy(pi) -> Array:
     return gaussian_entropy(pi) if isinstance(pi, GaussianParams) else categorical_entropy(pi)
 
 
-def policy_kl(policy: HeadedModel, params: Params, new_params: Params, batch: PolicyBatch) -> Array:
-    """Mean over the batch's steps of KL(π_params ‖ π_new_params), in nats: the size of an update."""
-    pre, post = policy_outputs(policy, params, batch)["pi"], policy_outputs(policy, new_params, batch)["pi"]
+def distribution_kl(pre, post) -> Array:
+    """Mean over steps of KL(pre ‖ post) of two action distributions (`GaussianParams` or logits), in nats."""
     kl = gaussian_kl(pre, post) if isinstance(pre, GaussianParams) else categorical_kl(pre, post)
     return jnp.mean(kl)
+
+
+def policy_kl(policy: HeadedModel, params: Params, new_params: Params, batch: PolicyBatch) -> Array:
+    """Mean over the batch's steps of KL(π_params ‖ π_new_params), in nats: the size of an update."""
+    return distribution_kl(policy_outputs(policy, params, batch)["pi"], policy_outputs(policy, new_params, batch)["pi"])
+
+
+def surrogate_objective(pi, batch: PolicyBatch, entropy_coef: float = 0.0) -> tuple[Array, Array]:
+    """The likelihood-ratio surrogate `−mean(exp(log π − log π_old)·A)` (minus `entropy_coef` × entropy) of the
+    action distribution `pi` (leaves `[T, N, ...]`) on `batch`; returns `(loss, log_prob [T, N])`."""
+    log_prob = action_log_prob(pi, batch.action)
+    ratio = jnp.exp(log_prob - batch.old_log_prob)
+    return -jnp.mean(ratio * batch.advantage) - entropy_coef * jnp.mean(_entropy(pi)), log_prob
 
 
 def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
@@ -135,9 +147,7 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
         return loss, {"log_prob": log_prob}
 
     def surrogate_loss(params, batch: PolicyBatch):
-        log_prob, pi = log_probs(params, batch)
-        ratio = jnp.exp(log_prob - batch.old_log_prob)
-        loss = -jnp.mean(ratio * batch.advantage) - config.entropy_coef * jnp.mean(_entropy(pi))
+        loss, log_prob = surrogate_objective(policy_outputs(policy, params, batch)["pi"], batch, config.entropy_coef)
         return loss, {"log_prob": log_prob}
 
     def ppo_loss(params, batch: PolicyBatch):

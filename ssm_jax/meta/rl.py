@@ -25,7 +25,16 @@ import optax
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, update_stats
 from ssm_jax.meta.maml import MAML, MAMLConfig, MetaState, make_maml
-from ssm_jax.meta.policy_losses import RLConfig, make_policy_losses, mean_episode_return, policy_kl, prepare_batch
+from ssm_jax.meta.policy_losses import (
+    RLConfig,
+    distribution_kl,
+    make_policy_losses,
+    mean_episode_return,
+    policy_kl,
+    policy_outputs,
+    prepare_batch,
+    surrogate_objective,
+)
 from ssm_jax.meta.trust_region import TrustRegionConfig, trust_region_step
 from ssm_jax.models.heads import HeadedModel
 from ssm_jax.rollout import Trajectory, rollout
@@ -125,10 +134,17 @@ def make_maml_rl(
             state, metrics = jax.lax.scan(update, state, None, length=outer_epochs)
             return state, jax.tree.map(lambda m: m[-1], metrics)
 
-        adapt = lambda params: jax.vmap(maml.adapt, in_axes=(None, 0, None))(params, support, state.inner_lr)
-        surrogate = lambda fast: (jnp.mean(jax.vmap(lambda p, b: losses.surrogate(p, b)[0])(fast, query)), {})
-        kl = lambda old, new: jnp.mean(jax.vmap(lambda p, q, b: policy_kl(policy, p, q, b))(old, new, query))
-        params, metrics = trust_region_step(adapt, surrogate, kl, state.params, trust_region)
+        # The step reads the adapted policies' action distributions on the queries: the KL's Hessian is then
+        # elementwise, and each Fisher-vector product is one linearised pass through the adaptation and the policy.
+        def adapted_policies(params):
+            adapted = jax.vmap(maml.adapt, in_axes=(None, 0, None))(params, support, state.inner_lr)
+            return jax.vmap(lambda fast, batch: policy_outputs(policy, fast, batch)["pi"])(adapted, query)
+
+        def surrogate(pi):
+            loss = jax.vmap(lambda p, b: surrogate_objective(p, b, rl_config.entropy_coef)[0])(pi, query)
+            return jnp.mean(loss), {}
+
+        params, metrics = trust_region_step(adapted_policies, surrogate, distribution_kl, state.params, trust_region)
         return state.replace(params=params, step=state.step + 1), metrics
 
     def meta_update(state: MetaState, obs_stats: RunningMeanStd, key: PRNGKey, tasks: Any):
