@@ -9,8 +9,8 @@ Every run of the grid (each swept value with each seed) meta-trains in one `jax.
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
 run `python -m experiments.navigation --preset ppo --seed s --inner-lr v ...` would make alone, with the same keys.
 The base settings are the navigation experiment's `Args` (`--base.iterations`, `--base.model`, ...; its `ppo`
-preset: a sweep of TRPO runs would take four times as long); only the seed and the `HParams` fields (inner_lr,
-outer_lr, experience_weight) can vary inside one program.
+preset, whose three PPO epochs cost less than the default's TRPO step); only the seed and the `HParams` fields
+(inner_lr, outer_lr, experience_weight) can vary inside one program.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, runs.json (one row per run), results.json (per swept value:
 return after 0..K steps, pooled over seeds and held-out tasks, mean and 95% CI; seconds per run), results.md and

@@ -90,8 +90,8 @@ CONFIGS: dict[str, RunConfig] = {
 }
 """Named configs for `ssm-jax train --config NAME`: basic (2D navigation in seconds), navigation and
 navigation-ssm (Finn et al.'s batch with PPO outer steps, as `experiments.navigation --preset ppo`; add
-`--trainer.outer-optimizer trpo --trainer.no-normalize-observations --inner-lr 0.5` for MAML-RL's own setup, the
-experiment's default), halfcheetah-vel and halfcheetah-dir (the flagship's CPU preset)."""
+`--trainer.outer-optimizer trpo --trainer.cg-iters 4 --trainer.no-normalize-observations --inner-lr 0.5` for
+MAML-RL's own setup, the experiment's default), halfcheetah-vel and halfcheetah-dir (the flagship's CPU preset)."""
 
 
 def build(config: RunConfig) -> tuple[envs.TaskEnv, Trainer]:
