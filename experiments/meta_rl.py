@@ -294,8 +294,11 @@ _RUN_ONLY_FIELDS = frozenset(
 )  # fmt: skip
 
 
-def _program_key(args: Args) -> tuple:
-    return tuple((f.name, getattr(args, f.name)) for f in dataclasses.fields(args) if f.name not in _RUN_ONLY_FIELDS)
+def compiled_programs(args: Args) -> tuple:
+    """The env and the trainer's vmapped programs for `args` (an `Args` or a subclass's instance), built once per
+    process for each program: a second `main` with other seeds, hyperparameters or output directory reuses them."""
+    fields = dataclasses.fields(Args)  # a subclass's own fields are its business, not the programs'
+    return _compiled(tuple((f.name, getattr(args, f.name)) for f in fields if f.name not in _RUN_ONLY_FIELDS))
 
 
 @functools.cache
@@ -317,7 +320,7 @@ def main(args: Args) -> dict:
     if not args.resume:  # a resumed run keeps the config.json it was started with
         write_config(run_dir, args)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
-    env, programs = _compiled(_program_key(args))
+    env, programs = compiled_programs(args)
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, log, run_dir)
 

@@ -12,9 +12,9 @@
 Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
 the adapted policy's query windows to the buffer (meta-training is the only writer; evaluation freezes it).
 
-The pretrained baseline is `init(key, hparams, adapt=False)`: the same program with inner lr 0 (the inner step is
-the identity, so the outer PPO steps train one policy on all tasks on MAML's env budget); under Meta-SGD, whose
-learned rates would leave 0, it runs a program with a fixed inner lr. The oracle trains a policy per task.
+The pretrained baseline is `init(key, hparams, adapt=False)`: a state whose `train` runs `meta.rl`'s
+`pretrain_update` instead (the same outer step on every trajectory of MAML's env budget, no inner step). The oracle
+trains a policy per task with that update.
 """
 
 from __future__ import annotations
@@ -128,7 +128,6 @@ def make_meta_rl_trainer(
         )
 
     meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
-    fixed_lr_rl = build(False, config.trajectories_per_task) if config.learn_inner_lr else meta_rl
     eval_rl = build(config.learn_inner_lr, config.eval_trajectories or config.trajectories_per_task)
     adapter_config = AdapterConfig(
         num_steps=1,
@@ -151,18 +150,20 @@ def make_meta_rl_trainer(
         params_key, stats_key = jax.random.split(key)
         params = policy.init(params_key, jnp.zeros((1, env.observation_size)))
         obs_stats = meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, config.tasks_per_batch), params)
-        program = meta_rl if adapt else fixed_lr_rl
-        meta = program.init(params, optimizer)
-        inner_lr = jax.tree.map(lambda x: jnp.full_like(x, hparams.inner_lr), meta.inner_lr)
-        meta = meta.replace(inner_lr=inner_lr if adapt else jax.tree.map(jnp.zeros_like, inner_lr))
+        if adapt:
+            meta = meta_rl.init(params, optimizer)
+            meta = meta.replace(inner_lr=jax.tree.map(lambda x: jnp.full_like(x, hparams.inner_lr), meta.inner_lr))
+        else:
+            meta = meta_rl.init_pretrain(params, optimizer)
         meta = with_outer_lr(meta, hparams.outer_lr)
         example = (jnp.zeros((config.window, env.observation_size)), jnp.zeros((config.window, env.action_size)))
-        state = TrainState(meta, obs_stats, buf.init(example), jnp.zeros((), jnp.int32), hparams)
+        state = TrainState(meta, obs_stats, buf.init(example), jnp.zeros((), jnp.int32), hparams, adapt)
         return jax.tree.map(jnp.array, state)  # every leaf its own buffer: training donates the state
 
     def train(state: TrainState, key: PRNGKey, num_iterations: int) -> tuple[TrainState, dict]:
-        """`num_iterations` (static) meta-iterations in one `lax.scan`; metrics stacked `[num_iterations]`."""
-        program = meta_rl if _learns_inner_lr(state) or not config.learn_inner_lr else fixed_lr_rl
+        """`num_iterations` (static) meta-iterations in one `lax.scan` (MAML's, or the pretrained baseline's for a
+        state made with `adapt=False`); metrics stacked `[num_iterations]`."""
+        update = meta_rl.meta_update if state.meta_learning else meta_rl.pretrain_update
 
         def iteration(state: TrainState, k: PRNGKey):
             task_key, update_key = jax.random.split(k)
@@ -170,11 +171,11 @@ def make_meta_rl_trainer(
             if task_sharding is not None:
                 tasks = jax.lax.with_sharding_constraint(tasks, task_sharding)
             meta = with_outer_lr(state.meta, state.hparams.outer_lr)  # a sweep may have replaced the hparams
-            meta, obs_stats, metrics, query = program.meta_update(meta, state.obs_stats, update_key, tasks)
-            policy_obs = normalize(state.obs_stats, query.obs)  # the statistics the policy sampled them through
-            items, valid = experience_windows(policy_obs, query.action, query.done, config.window)
+            meta, obs_stats, metrics, sampled = update(meta, state.obs_stats, update_key, tasks)
+            policy_obs = normalize(state.obs_stats, sampled.obs)  # the statistics the policy sampled them through
+            items, valid = experience_windows(policy_obs, sampled.action, sampled.done, config.window)
             buffer = buf.add(state.buffer, items, valid)
-            return TrainState(meta, obs_stats, buffer, state.iteration + 1, state.hparams), metrics
+            return state.replace(meta=meta, obs_stats=obs_stats, buffer=buffer, iteration=state.iteration + 1), metrics
 
         return jax.lax.scan(iteration, state, jax.random.split(key, num_iterations))
 
@@ -193,7 +194,7 @@ def make_meta_rl_trainer(
     def oracle(state: TrainState, key: PRNGKey, tasks: Any, iterations: int) -> Array:
         """Per-task training from `state`'s params and statistics (`meta.rl.train_per_task`): `[E, iterations]`."""
         adam = optax.adam(state.hparams.outer_lr)
-        return train_per_task(fixed_lr_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
+        return train_per_task(meta_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
     def evaluate_online(
         state: TrainState, key: PRNGKey, tasks: Any, experience_weight: Array | float, window: int, every: int

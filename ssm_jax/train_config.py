@@ -105,10 +105,13 @@ class HParams:
 @struct.dataclass
 class TrainState:
     """Everything a checkpoint needs: the MAML state (params, inner lr, optimizer state), the observation
-    statistics, the experience buffer, the iteration and the hyperparameters."""
+    statistics, the experience buffer, the iteration and the hyperparameters; and, static, which program trains
+    it."""
 
     meta: MetaState
     obs_stats: RunningMeanStd
     buffer: BufferState
     iteration: Array
     hparams: HParams
+    meta_learning: bool = struct.field(pytree_node=False, default=True)
+    """True: MAML; False: the pretrained baseline. Static: the two are different programs."""

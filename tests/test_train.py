@@ -11,6 +11,7 @@ import pytest
 from ssm_jax import envs, sweep
 from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.normalize import normalize
+from ssm_jax.meta.policy_losses import prepare_batch
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 
@@ -123,6 +124,37 @@ def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_document
     for adapt in (True, False):  # an eager init's state shares no buffer with `hparams` or with itself
         donating(trainer.init(key, hparams, adapt=adapt), jax.random.key(7), 1)
     assert float(hparams.inner_lr) == pytest.approx(0.1)
+
+
+def test_pretrained_baseline_samples_maml_budget_and_learns_from_every_trajectory(setup, key):
+    env, _, trainer, _ = setup
+    meta_rl, rounds, n = trainer.meta_rl, CONFIG.inner_steps + 1, CONFIG.trajectories_per_task
+    hparams = HParams.create(outer_lr=1e-2)
+    state = trainer.init(key, hparams, adapt=False)
+    tasks = env.sample_tasks(jax.random.key(1), CONFIG.tasks_per_batch)
+    new, _, metrics, trajs = jax.jit(meta_rl.pretrain_update)(state.meta, state.obs_stats, jax.random.key(2), tasks)
+    maml = trainer.init(key, hparams)
+    maml_metrics = jax.jit(meta_rl.meta_update)(maml.meta, maml.obs_stats, jax.random.key(2), tasks)[2]
+    budget = CONFIG.tasks_per_batch * rounds * n * CONFIG.horizon
+    assert float(metrics["env_steps"]) == float(maml_metrics["env_steps"]) == budget
+    assert trajs.obs.shape[:3] == (CONFIG.tasks_per_batch, CONFIG.horizon, rounds * n)
+
+    def ppo_epochs(trajs):  # the outer step by hand, on the trajectories given
+        batches = jax.vmap(lambda t: prepare_batch(t, trainer.rl_config, state.obs_stats))(trajs)
+        objective = lambda p: jnp.mean(jax.vmap(lambda b: meta_rl.outer_loss(p, b)[0])(batches))
+        params, opt_state = state.meta.params, state.meta.opt_state
+        for _ in range(CONFIG.outer_epochs):
+            updates, opt_state = state.meta.optimizer.update(jax.grad(objective)(params), opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return params
+
+    every = jax.jit(ppo_epochs)(trajs)
+    query_only = jax.tree.map(lambda x: x[:, :, -n:], trajs._replace(initial_carry=None))  # leaves [E, T, N', ...]
+    query_only = query_only._replace(initial_carry=jax.tree.map(lambda x: x[:, -n:], trajs.initial_carry))
+    query_only = jax.jit(ppo_epochs)(query_only)
+    _assert_close(new.params, every)  # the update is the outer step on all (K + 1) x N trajectories ...
+    moved = lambda params: np.concatenate([np.ravel(x) for x in jax.tree.leaves(params)])
+    assert not np.allclose(moved(every), moved(query_only), atol=1e-4)  # ... so it depends on the support rounds'
 
 
 def test_bad_configs_raise_one_line_errors():

@@ -47,6 +47,7 @@ class MAMLConfig:
     learn_inner_lr: bool = False
     inner_grad_clip: float | None = None
     support_per_step: bool = False
+    loss_diagnostics: bool = True
 
     def __post_init__(self):
         if self.inner_grad_clip is not None and not self.inner_grad_clip > 0:
@@ -169,17 +170,20 @@ def make_maml(loss_fn: LossFn, config: MAMLConfig | None = None, outer_loss_fn: 
         fast, grad_norms = adapt_with_grad_norms(params, support, inner_lr)
         loss = outer_loss_fn(fast, query)[0]
         frozen = jax.lax.stop_gradient
-        last_support = jax.tree.map(lambda x: x[-1], support) if config.support_per_step else support
         metrics = {
-            "pre_support_loss": frozen(loss_fn(params, last_support)[0]),
-            "post_support_loss": frozen(loss_fn(fast, last_support)[0]),
-            "pre_query_loss": frozen(outer_loss_fn(params, query)[0]),
             "post_query_loss": frozen(loss),
             "inner_grad_norm": grad_norms[0],  # before any clip; under vmap over tasks, metrics average
             "inner_clip_fraction": jnp.mean(
                 grad_norms > (jnp.inf if config.inner_grad_clip is None else config.inner_grad_clip)
             ),
         }
+        if config.loss_diagnostics:
+            last_support = jax.tree.map(lambda x: x[-1], support) if config.support_per_step else support
+            metrics.update(
+                pre_support_loss=frozen(loss_fn(params, last_support)[0]),
+                post_support_loss=frozen(loss_fn(fast, last_support)[0]),
+                pre_query_loss=frozen(outer_loss_fn(params, query)[0]),
+            )
         return loss, metrics
 
     def outer_loss(params: Params, inner_lr: PyTree | None, tasks: tuple[PyTree, PyTree]):

@@ -1,0 +1,213 @@
+"""Budget study: MAML against the fair pretrained baseline at growing env budgets, on the same held-out tasks.
+
+    python -m experiments.budget_study                         # HalfCheetah-Vel, 1M / 3M / 10M env steps, 64 goals
+    python -m experiments.budget_study --preset dir            # HalfCheetah-Dir, the same budgets
+    python -m experiments.budget_study --budgets 1e6 3e6       # any budgets (env steps per method)
+    python -m experiments.budget_study --preset smoke          # seconds, for tests
+
+Each method trains once, to the largest budget, with the CPU preset's batch (`experiments.halfcheetah_vel`). At
+each budget (its env steps rounded up to whole chunks of meta-iterations) the training pauses and both methods are
+evaluated on the same held-out tasks with the same keys: the return before and after one adaptation step, and the
+paired difference of their one-step gains. A smaller budget's row is exactly the run that stops there: the
+hyperparameters are constant and chunk `c` always draws the same key (`sweep.chunk_keys`).
+
+Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json (rewritten after every budget, so
+an interrupted study keeps the budgets it finished), results.md and budget_study.png (return after 0 and 1 steps
+against env steps). Ctrl-C stops at the end of a chunk and keeps what was evaluated; the study has no resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import jax
+import matplotlib.pyplot as plt
+import numpy as np
+
+from experiments import halfcheetah_vel
+from experiments.common import run_main, write_config
+from experiments.meta_rl import Args, compiled_programs
+from experiments.report import markdown_table, mean_ci, save_figure
+from ssm_jax import runs, sweep
+from ssm_jax.train import HParams
+
+METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer's init
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyArgs(Args):
+    budgets: tuple[float, ...] = (1e6, 3e6, 1e7)
+    """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;
+    --iterations is not read)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.budgets or any(b <= 0 for b in self.budgets) or list(self.budgets) != sorted(set(self.budgets)):
+            raise ValueError(f"budgets must be positive and strictly ascending, got {self.budgets}")
+
+
+def env_steps_per_iteration(args: Args) -> int:
+    """The env steps one meta-iteration samples, for either method: K + 1 rounds of trajectories per task."""
+    return args.tasks_per_batch * (args.inner_steps + 1) * args.trajectories_per_task * args.horizon
+
+
+def budget_iterations(args: StudyArgs) -> list[int]:
+    """Each budget's meta-iterations: its env steps rounded up to whole chunks."""
+    chunks = [math.ceil(b / (env_steps_per_iteration(args) * args.chunk_size)) for b in args.budgets]
+    return [c * args.chunk_size for c in chunks]
+
+
+def main(args: StudyArgs) -> dict:
+    """Trains both methods to each budget in turn, evaluates them there, and writes the table and plot."""
+    run_dir = runs.make_run_dir(args.out_dir)
+    write_config(run_dir, args)
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    iterations = budget_iterations(args)
+    # The training programs are the flagship's; the evaluation takes one adaptation step, the one compared.
+    env, programs = compiled_programs(args)
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(seeds)
+    keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.eval_tasks)
+
+    def evaluate(states) -> np.ndarray:  # [R * E, adapt_steps + 1], seed-major
+        returns = np.asarray(programs.evaluate(states, eval_keys, eval_tasks, 0.0)[0])
+        return returns.reshape(-1, returns.shape[-1])
+
+    states = {name: programs.init(keys.init, hparams, adapt=adapt) for name, adapt in METHODS.items()}
+    random_init = evaluate(states["MAML"])
+    train_keys = {"MAML": keys.train, "pretrained": keys.pretrain}
+    seconds = dict.fromkeys(METHODS, 0.0)
+    rows, results = [], {}
+    for budget, until in zip(args.budgets, iterations, strict=True):
+        curves = {}
+        for name in METHODS:
+            started = time.perf_counter()
+            states[name] = _train_to(args, programs, states[name], train_keys[name], until, log, name)
+            seconds[name] += time.perf_counter() - started
+            curves[name] = evaluate(states[name])
+        rows.append(_budget_row(budget, until, until * env_steps_per_iteration(args), curves, seconds))
+        results = _write(args, run_dir, rows, random_init)
+    return results
+
+
+def _train_to(args, programs, states, key, until, log, phase):
+    """Trains `states` (stacked runs) from their iteration to `until`, one log record per seed and chunk. Chunk `c`
+    draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
+    seeds = range(args.seed, args.seed + args.num_seeds)
+
+    def on_chunk(iteration, _, metrics):
+        for i, seed in enumerate(seeds):
+            means = jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)
+            log.log({"phase": phase, "seed": seed, "iteration": iteration, **means})
+
+    try:
+        return runs.train_in_chunks(
+            programs.train,
+            states,
+            key,
+            until,
+            args.chunk_size,
+            f"{phase} to {until} iterations",
+            on_chunk=on_chunk,
+            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
+            start=int(np.max(states.iteration)),
+        )
+    except runs.Interrupted as stop:
+        print(f"interrupted during {phase} at iteration {stop.iteration}; results.json keeps the finished budgets")
+        raise SystemExit(0) from None
+
+
+def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
+    """One budget's numbers: per method the return after 0 and 1 steps and the one-step gain (mean, 95% CI over
+    held-out tasks and seeds), the paired difference of the gains, env steps and training seconds so far."""
+    gains = {name: returns[:, 1] - returns[:, 0] for name, returns in curves.items()}
+    summary = lambda values: dict(zip(("mean", "ci95"), map(float, mean_ci(values)), strict=True))
+    return {
+        "budget": budget,
+        "iterations": iterations,
+        "env_steps": env_steps,
+        "train_seconds": dict(seconds),
+        "returns": {name: [summary(returns[:, k]) for k in range(2)] for name, returns in curves.items()},
+        "one_step_gain": {name: summary(gain) for name, gain in gains.items()},
+        "gain_difference": summary(gains["MAML"] - gains["pretrained"]),
+        "per_task_returns": curves,
+    }
+
+
+def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> dict:
+    """results.json, results.md and budget_study.png for the budgets finished so far; returns the results dict."""
+    fmt = lambda s: f"{s['mean']:.1f} ± {s['ci95']:.1f}"
+    table = markdown_table(
+        ["env steps", "iterations", "MAML 0 → 1 step", "pretrained 0 → 1 step", "gain MAML − pretrained",
+         "train wall (MAML + pretrained)"],
+        [
+            [
+                f"{r['env_steps']:,}",
+                r["iterations"],
+                *[f"{fmt(r['returns'][m][0])} → {fmt(r['returns'][m][1])}" for m in METHODS],
+                f"{r['gain_difference']['mean']:+.1f} ± {r['gain_difference']['ci95']:.1f}",
+                " + ".join(f"{r['train_seconds'][m] / 60:.1f}" for m in METHODS) + " min",
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+    separated = [r for r in rows if r["gain_difference"]["mean"] - r["gain_difference"]["ci95"] > 0]
+    verdict = (
+        f"MAML's one-step gain beats pretrained's, paired 95% CI clear of zero, from {separated[0]['env_steps']:,} env "
+        "steps on."
+        if separated
+        else "At no budget run here is MAML's one-step gain above pretrained's with the paired 95% CI clear of zero."
+    )
+    random_mean, random_half = mean_ci(random_init)
+    text = (
+        f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {args.eval_tasks} held-out tasks x "
+        f"{args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out tasks); "
+        f"the gain difference is paired (same tasks and keys). {env_steps_per_iteration(args):,} env steps per "
+        f"meta-iteration for either method ({args.tasks_per_batch} tasks x {args.inner_steps + 1} rounds x "
+        f"{args.trajectories_per_task} trajectories x horizon {args.horizon}). Random init: "
+        f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"
+        f"{table}\n\n{verdict}\n"
+    )
+    (run_dir / "results.md").write_text(text)
+    results = {"run_dir": str(run_dir), "rows": rows, "random_init": random_init, "verdict": verdict}
+    runs.write_json(run_dir / "results.json", results)
+    if args.plots:
+        _plot(run_dir / "budget_study.png", rows, random_mean)
+    print(text)
+    print(f"results in {run_dir}")
+    return results
+
+
+def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    steps = np.array([r["env_steps"] for r in rows]) / 1e6
+    for name, color in zip(METHODS, ("C0", "C1"), strict=True):
+        for k, style in ((0, ":"), (1, "-")):
+            mean = [r["returns"][name][k]["mean"] for r in rows]
+            half = [r["returns"][name][k]["ci95"] for r in rows]
+            label = f"{name}, {'before adapting' if k == 0 else 'after 1 step'}"
+            ax.errorbar(steps, mean, yerr=half, color=color, ls=style, marker="o", ms=4, capsize=3, label=label)
+    ax.axhline(random_mean[0], color="grey", ls="--", label="random init")
+    ax.set_xscale("log")
+    ax.set_xlabel("env steps per method (millions)")
+    ax.set_ylabel("episode return on held-out tasks\n(mean, 95% CI)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+PRESETS = {
+    "vel": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["cpu"]), "preset": "vel", "eval_tasks": 64, "adapt_steps": 1,
+                        "adaptation_mode": "standard", "out_dir": "runs/budget_study"}),
+    "dir": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["cpu"]), "preset": "dir", "env": "halfcheetah-dir",
+                        "eval_tasks": 64, "adapt_steps": 1, "adaptation_mode": "standard",
+                        "out_dir": "runs/budget_study"}),
+    "smoke": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["smoke"]), "preset": "smoke", "budgets": (160, 320),
+                          "adapt_steps": 1, "adaptation_mode": "standard", "out_dir": "runs/budget_study"}),
+}  # fmt: skip
+
+if __name__ == "__main__":
+    run_main(main, PRESETS, "vel")
