@@ -18,7 +18,7 @@ import tyro
 
 from benchmarks.common import report
 from experiments import halfcheetah_vel, navigation
-from experiments.meta_rl import _build
+from experiments.meta_rl import build_trainer
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.train import HParams
 
@@ -39,7 +39,7 @@ def main(args: Args) -> list[dict]:
     for experiment in args.experiments:
         for model in args.models:
             preset = dataclasses.replace(PRESETS[experiment], model=model)
-            _, trainer = _build(preset)
+            _, trainer = build_trainer(preset)
             hparams = HParams.create(preset.inner_lr, preset.outer_lr, preset.experience_weight)
             state = jax.jit(trainer.init, static_argnums=2)(jax.random.key(0), hparams, True)
             chunk = jax.jit(lambda s, k, n=preset.chunk_size: trainer.train(s, k, n))

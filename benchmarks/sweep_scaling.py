@@ -27,7 +27,7 @@ import tyro
 
 from benchmarks.common import report
 from experiments import navigation, sinusoid
-from experiments.meta_rl import _build
+from experiments.meta_rl import build_trainer
 from ssm_jax import sweep
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta import MAMLConfig, make_maml
@@ -57,7 +57,7 @@ class Args:
 
 def navigation_runners(iterations: int) -> Callable[[int], Runner]:
     base = dataclasses.replace(navigation.PRESETS["ppo"], chunk_size=iterations)
-    _, trainer = _build(base)
+    _, trainer = build_trainer(base)
     hparams = HParams.create(base.inner_lr, base.outer_lr, base.experience_weight)
 
     def make_runner(_: int) -> Runner:

@@ -16,8 +16,8 @@ Evaluation on held-out tasks (a fixed set drawn from a separate key): mean episo
 rounds (each round samples trajectories with the current policy, then takes one policy-gradient step with the
 inner learning rate, or the learned per-parameter rates with `--learn-inner-lr`; steps after the first scale it
 by `--later-steps-lr-scale`, as MAML-RL's test script halves it) for MAML + standard, MAML + hybrid
-(+ `experience_weight` x behaviour cloning on replayed windows), a pretrained baseline (the same network trained
-with PPO on all tasks and no adaptation: MAML's compiled program run with inner lr 0, on the same env budget),
+(+ `experience_weight` x behaviour cloning on replayed windows), a pretrained baseline (one policy trained by the
+same outer step on every trajectory of MAML's env budget, with no inner step: `ssm_jax.meta.rl.pretrain_update`),
 random initialisation and, with `--oracle`, a policy trained on each evaluation task (`train_per_task`; its return
 at the last training iteration). All methods see the same evaluation keys, so differences are paired. Also the
 env's task metric where the family has one (`env.task_metric_name`: |v_x - v_goal| for velocity goals, speed along
@@ -140,7 +140,8 @@ class Args:
     """Float32 matmuls: "highest" is full float32 everywhere; "default" is the backend's (TF32 on GPUs: faster,
     and 1 of 8 navigation runs diverged with it on an H200)."""
     pretrained: bool = True
-    """Also train and evaluate the pretrained baseline (doubles the training time)."""
+    """Also train and evaluate the pretrained baseline (MAML's env budget; it takes no inner step, so it trains in
+    about 3/4 of MAML's time on the CPU preset)."""
     random_baseline: bool = True
     """Also evaluate the untrained policy."""
     oracle: bool = False
@@ -197,7 +198,7 @@ class Args:
             raise ValueError(f"--resume {self.resume}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
 
 
-def _build(args: Args):
+def build_trainer(args: Args):
     """The env, the policy and its trainer."""
     env = envs.make_meta_rl(args.env, args.horizon, args.backend, args.goals)
     policy = make_gaussian_policy(
@@ -269,7 +270,7 @@ def _plot_learning(path: Path, records: list[dict]):
     for phase, key, label in (
         ("maml", "pre_adaptation_return", "MAML, before adaptation"),
         ("maml", "post_adaptation_return", "MAML, after 1 step"),
-        ("pretrained", "post_adaptation_return", "pretrained (PPO on all tasks)"),
+        ("pretrained", "post_adaptation_return", "pretrained (the outer step on all tasks)"),
     ):
         by_iteration = {}
         for r in records:
@@ -308,7 +309,7 @@ def _compiled(key: tuple) -> tuple:
     fields = dict(key)
     chunk = fields["chunk_size"]
     args = dataclasses.replace(Args(), **fields, iterations=chunk, checkpoint_every=chunk)
-    env, trainer = _build(args)
+    env, trainer = build_trainer(args)
     return env, sweep.make_programs(trainer, chunk)
 
 

@@ -28,7 +28,7 @@ from matplotlib import pyplot as plt
 
 from experiments import navigation
 from experiments.common import run_main, write_config
-from experiments.meta_rl import Args, _build
+from experiments.meta_rl import Args, build_trainer
 from experiments.report import markdown_table, mean_ci, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
@@ -87,7 +87,7 @@ def main(args: SweepArgs) -> dict:
     base = args.base
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
-    env, trainer = _build(base)
+    env, trainer = build_trainer(base)
     programs = sweep.make_programs(trainer, base.chunk_size)
     hparams = grid.hparams(HParams.create(base.inner_lr, base.outer_lr, base.experience_weight))
     keys = grid.keys

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssm_jax import checkpoint, cli, runs
+from ssm_jax import checkpoint, cli, runs, sweep
 
 TINY = [
     "--config", "basic", "--network.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
@@ -161,3 +161,16 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     message = _error(["eval", "--checkpoint", str(other / runs.CHECKPOINTS / "step_35")], capsys)
     assert "does not match the target at .meta.params" in message
     assert message.endswith("stored float32[16], expected float32[32]")
+
+
+def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
+    from ssm_jax.cli.configs import CONFIGS, build, initial_state, training_key
+
+    config = dataclasses.replace(CONFIGS["basic"], method="pretrained")
+    _, trainer = build(config)
+    state = initial_state(config, trainer)
+    assert not state.meta_learning and float(state.meta.inner_lr) == 0.0  # train() runs pretrain_update on it
+    assert initial_state(CONFIGS["basic"], trainer).meta_learning
+    keys = sweep.run_keys(0)
+    assert jax.random.key_data(training_key(config)).tolist() == jax.random.key_data(keys.pretrain).tolist()
+    assert jax.random.key_data(training_key(CONFIGS["basic"])).tolist() == jax.random.key_data(keys.train).tolist()

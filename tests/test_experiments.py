@@ -209,3 +209,33 @@ def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
     assert "\r" not in err
     lines = [line.rsplit(",", 1)[0] for line in err.splitlines()]  # without the elapsed seconds
     assert lines == ["demo: 2/6, loss 10", "demo: 4/6, loss 9", "demo: 6/6, loss 8"]
+
+
+def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
+    from experiments import budget_study
+
+    vel = budget_study.PRESETS["vel"]
+    assert budget_study.env_steps_per_iteration(vel) == 5 * 2 * 8 * 200
+    assert budget_study.budget_iterations(vel) == [65, 190, 625]  # 1.04M, 3.04M, 10.0M env steps
+    for bad in ((), (3e6, 1e6), (1e6, 1e6), (0.0,)):
+        with pytest.raises(ValueError, match="budgets must be positive and strictly ascending"):
+            dataclasses.replace(vel, budgets=bad)
+
+
+@pytest.mark.slow
+def test_budget_study_smoke_preset_evaluates_both_methods_at_each_budget(tmp_path):
+    from experiments import budget_study
+
+    results = budget_study.main(dataclasses.replace(budget_study.PRESETS["smoke"], out_dir=str(tmp_path)))
+    assert [(r["iterations"], r["env_steps"]) for r in results["rows"]] == [(1, 160), (2, 320)]
+    for row in results["rows"]:
+        assert set(row["returns"]) == {"MAML", "pretrained"}
+        assert all(np.isfinite(np.asarray(r)).all() for r in row["per_task_returns"].values())
+    run_dir = next(tmp_path.iterdir())
+    for name in ("config.json", "results.json", "results.md", "budget_study.png"):
+        assert (run_dir / name).stat().st_size > 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["phase"], r["iteration"]) for r in records] == [
+        ("MAML", 1), ("pretrained", 1), ("MAML", 2), ("pretrained", 2)
+    ]  # fmt: skip
+    assert all(r["env_steps"] == 160 for r in records)

@@ -34,6 +34,9 @@ class RunConfig:
     """The policy's sequence model."""
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    method: Literal["maml", "pretrained"] = "maml"
+    """maml, or the pretrained baseline: one policy trained by the same outer step on every trajectory of MAML's
+    env budget (evaluated with the same adaptation steps)."""
     inner_lr: float = 0.1
     outer_lr: float = 3e-3
     experience_weight: float = 0.1
@@ -106,7 +109,14 @@ def build(config: RunConfig) -> tuple[envs.TaskEnv, Trainer]:
 def initial_state(config: RunConfig, trainer: Trainer) -> TrainState:
     """The run's state before training (seeded by `sweep.run_keys(config.seed).init`, as the experiments)."""
     hparams = HParams.create(config.inner_lr, config.outer_lr, config.experience_weight)
-    return jax.jit(trainer.init)(sweep.run_keys(config.seed).init, hparams)
+    init = jax.jit(trainer.init, static_argnames="adapt")
+    return init(sweep.run_keys(config.seed).init, hparams, adapt=config.method == "maml")
+
+
+def training_key(config: RunConfig) -> jax.Array:
+    """The run's training key: `sweep.run_keys(config.seed)`'s for its method, as the experiments draw it."""
+    keys = sweep.run_keys(config.seed)
+    return keys.train if config.method == "maml" else keys.pretrain
 
 
 def load_run_config(run_dir: Path) -> RunConfig:

@@ -12,9 +12,9 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ssm_jax import runs, sweep
+from ssm_jax import runs
 from ssm_jax.checkpoint import config_to_json
-from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_run_config
+from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.report import aligned_table, save_figure
 from ssm_jax.train import TrainState
@@ -79,7 +79,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
         state = runs.train_in_chunks(
             chunk,
             state,
-            sweep.run_keys(config.seed).train,
+            training_key(config),
             config.iterations,
             config.chunk_size,
             "train",
