@@ -1,7 +1,8 @@
 """Flagship: MAML-RL on HalfCheetah-Vel (brax) with standard and experience-augmented hybrid test-time adaptation.
 
-    python -m experiments.halfcheetah_vel                       # cpu preset: spring backend, <= 10 min on 2 cores
+    python -m experiments.halfcheetah_vel                       # cpu preset: 1M env steps, spring, ~10 min on 2 cores
     python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
+    python -m experiments.halfcheetah_vel --preset long         # 3M env steps per method: MAML adapts (~25 min)
     python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, generalized backend, for a GPU
     python -m experiments.halfcheetah_vel --env halfcheetah-dir # forward/backward (Finn et al. Fig. 5)
     python -m experiments.halfcheetah_vel --model mlp --learn-inner-lr --inner-steps 3
@@ -18,6 +19,8 @@ from ssm_jax.models import NetworkConfig
 
 PRESETS = {
     "cpu": Args(),
+    # The smallest budget at which MAML's one-step gain beats the pretrained baseline's (`experiments.budget_study`).
+    "long": Args(preset="long", iterations=190, eval_tasks=64, checkpoint_every=20),
     "smoke": Args(
         preset="smoke",
         horizon=20,

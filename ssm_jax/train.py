@@ -10,7 +10,8 @@
 `TrainState` (everything a checkpoint needs) are defined in `ssm_jax.train_config` and re-exported here.
 
 Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
-the adapted policy's query windows to the buffer (meta-training is the only writer; evaluation freezes it).
+the adapted policy's query windows to the buffer (the pretrained baseline: windows of all it sampled; meta-training
+is the only writer, evaluation freezes it).
 
 The pretrained baseline is `init(key, hparams, adapt=False)`: a state whose `train` runs `meta.rl`'s
 `pretrain_update` instead (the same outer step on every trajectory of MAML's env budget, no inner step). The oracle

@@ -212,11 +212,13 @@ def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
 
 
 def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
-    from experiments import budget_study
+    from experiments import budget_study, halfcheetah_vel
 
     vel = budget_study.PRESETS["vel"]
     assert budget_study.env_steps_per_iteration(vel) == 5 * 2 * 8 * 200
     assert budget_study.budget_iterations(vel) == [65, 190, 625]  # 1.04M, 3.04M, 10.0M env steps
+    long = halfcheetah_vel.PRESETS["long"]  # the budget where MAML separated, on the study's batch
+    assert long.iterations == 190 and budget_study.env_steps_per_iteration(long) == 16_000
     for bad in ((), (3e6, 1e6), (1e6, 1e6), (0.0,)):
         with pytest.raises(ValueError, match="budgets must be positive and strictly ascending"):
             dataclasses.replace(vel, budgets=bad)
