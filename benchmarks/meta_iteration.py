@@ -66,7 +66,8 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
     adapted = inner_step(per_task(params), support)
     query_traj = sample(task_keys, tasks, adapted, stats)
     query = prepare(query_traj)
-    supports = jax.tree.map(lambda x: jnp.stack([x] * config.inner_steps, axis=1), support)  # [E, K, ...]
+    # The outer step reads one support batch per inner step, [E, K, ...]; the same batch K times costs the same.
+    supports = jax.tree.map(lambda x: jnp.stack([x] * config.inner_steps, axis=1), support)
     buf = make_experience_buffer(config.buffer_size)
 
     def buffer_write(buffer, traj):
