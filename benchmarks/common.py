@@ -31,6 +31,21 @@ def compile_and_time(fn: Callable, *args, repeats: int = 5) -> tuple[float, floa
     return compile_s, statistics.median(times)
 
 
+def time_interleaved(calls: dict[str, tuple[Callable, tuple]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds per call of each `name: (fn, args)` after compile, the calls taken in turn (one of each per
+    round), so a shared machine's drift falls on every program alike and their ratios hold."""
+    compiled = {name: jax.jit(fn).lower(*args).compile() for name, (fn, args) in calls.items()}
+    for name, (_, args) in calls.items():
+        jax.block_until_ready(compiled[name](*args))
+    times = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, (_, args) in calls.items():
+            start = time.perf_counter()
+            jax.block_until_ready(compiled[name](*args))
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(seconds) for name, seconds in times.items()}
+
+
 def machine() -> dict:
     device = jax.devices()[0]
     return {

@@ -10,7 +10,8 @@ epochs or TRPO), every phase of MAML's meta-iteration is jitted on its own and t
 feature baseline, advantages; K + 1 rounds), the inner step (K), sampling after it (the query round), the outer
 epochs or TRPO step, the buffer write and the metrics. Beside them: the whole iteration as the trainer runs it
 (`Trainer.train` for one iteration), the pretrained baseline's iteration, and the same number of env steps with
-uniform random actions and no policy ("env alone"). Phases are timed apart, so their sum is not exactly the whole.
+uniform random actions and no policy ("env alone"), these three timed in turn (one call of each per round) so
+that their ratios hold on a shared machine. Phases are timed apart, so their sum is not exactly the whole.
 Writes `benchmarks/results/meta_iteration_<preset>.json` and prints a table per preset.
 """
 
@@ -22,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-from benchmarks.common import compile_and_time, report
+from benchmarks.common import compile_and_time, report, time_interleaved
 from benchmarks.envs import random_rollout
 from experiments.halfcheetah_vel import PRESETS
 from experiments.meta_rl import build_trainer
@@ -93,12 +94,15 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
         "buffer write": time_it(buffer_write, state.buffer, query_traj),
         "metrics": time_it(metrics, adapted, support, query_traj),
     }
-    train_one = lambda s, key: trainer.train(s, key, 1)
-    whole = time_it(train_one, state, jax.random.key(3))
     seconds["phases, summed"] = sum(seconds.values())
-    seconds["MAML iteration (Trainer.train)"] = whole
-    seconds["pretrained iteration (Trainer.train)"] = time_it(train_one, pretrained, jax.random.key(3))
-    seconds["env steps alone (random actions)"] = time_it(env_alone, jax.random.key(4))
+    train_one = lambda s, key: trainer.train(s, key, 1)
+    whole_programs = {
+        "MAML iteration (Trainer.train)": (train_one, (state, jax.random.key(3))),
+        "pretrained iteration (Trainer.train)": (train_one, (pretrained, jax.random.key(3))),
+        "env steps alone (random actions)": (env_alone, (jax.random.key(4),)),
+    }
+    seconds.update(time_interleaved(whole_programs, repeats))  # taken in turn: their ratios hold on a busy box
+    whole = seconds["MAML iteration (Trainer.train)"]
     env_steps = num_tasks * rounds * config.trajectories_per_task * config.horizon
     rows = [
         {"preset": preset, "backend": args.backend, "env_steps": env_steps, "phase": phase, "seconds": s,

@@ -25,25 +25,23 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib
 import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import meta_rl, navigation, world_model
 from experiments.common import run_main, write_config
-from experiments.report import format_ci, markdown_table, mean_ci, save_figure
+from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import envs, runs
+from ssm_jax.config_io import register_config
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 OBJECTIVES = ("world_model", "rl")
 MODES = ("none", "standard", "hybrid")
 FAMILIES = {"world_model": world_model.WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class Args:
     preset: str = "cpu"
@@ -198,7 +196,7 @@ def aggregate(args: Args, cells: list[dict]) -> tuple[str, list[dict]]:
 
 def _plot(path: Path, args: Args, rows: list[dict]) -> None:
     families = list(dict.fromkeys(r["env"] for r in rows))
-    fig, axes = plt.subplots(1, len(families), figsize=(5 * len(families), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(families), figsize=(5 * len(families), 3.6), squeeze=False)
     for ax, family in zip(axes[0], families, strict=True):
         cells = [r for r in rows if r["env"] == family]
         x = np.arange(len(cells))

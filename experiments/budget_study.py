@@ -24,19 +24,20 @@ import time
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 from experiments import halfcheetah_vel
 from experiments.common import run_main, write_config
 from experiments.meta_rl import Args, compiled_programs
-from experiments.report import markdown_table, mean_ci, save_figure
+from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
+from ssm_jax.config_io import register_config
 from ssm_jax.train import HParams
 
 METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer's init
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class StudyArgs(Args):
     budgets: tuple[float, ...] = (1e6, 3e6, 1e7)
@@ -74,7 +75,7 @@ def main(args: StudyArgs) -> dict:
     eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.eval_tasks)
 
     def evaluate(states) -> np.ndarray:  # [R * E, adapt_steps + 1], seed-major
-        returns = np.asarray(programs.evaluate(states, eval_keys, eval_tasks, 0.0)[0])
+        returns = np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
         return returns.reshape(-1, returns.shape[-1])
 
     states = {name: programs.init(keys.init, hparams, adapt=adapt) for name, adapt in METHODS.items()}
@@ -183,7 +184,7 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
 
 
 def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = new_figure(figsize=(6, 3.8))
     steps = np.array([r["env_steps"] for r in rows]) / 1e6
     for name, color in zip(METHODS, ("C0", "C1"), strict=True):
         for k, style in ((0, ":"), (1, "-")):

@@ -12,8 +12,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ssm_jax.checkpoint import config_to_json
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
+from ssm_jax.config_io import config_to_json
 from ssm_jax.runs import Interrupted
 
 ArgsT = TypeVar("ArgsT")

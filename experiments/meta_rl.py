@@ -43,7 +43,6 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 
 from experiments.common import write_config
@@ -53,6 +52,7 @@ from experiments.report import (
     gap_closed,
     markdown_table,
     mean_ci,
+    new_figure,
     paired_difference,
     paired_gains,
     plot_adaptation,
@@ -60,18 +60,17 @@ from experiments.report import (
 )
 from ssm_jax import envs, runs, sweep
 from ssm_jax.cli import exit_with_error
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
 from ssm_jax.train_config import OUTER_OPTIMIZERS
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 ADAPTATION_MODE_CHOICES = ("both", "standard", "hybrid")
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class Args:
     preset: str = "cpu"
@@ -266,7 +265,7 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
 
 
 def _plot_learning(path: Path, records: list[dict]):
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = new_figure(figsize=(6, 3.8))
     for phase, key, label in (
         ("maml", "pre_adaptation_return", "MAML, before adaptation"),
         ("maml", "post_adaptation_return", "MAML, after 1 step"),
@@ -372,13 +371,10 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
     pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
     curves, task_metrics = {}, {}
     for name, state in trained.items():
-        modes = {"standard": 0.0, "hybrid": args.experience_weight}
-        if name != "MAML" or args.adaptation_mode != "both":
-            chosen = "standard" if name != "MAML" else args.adaptation_mode
-            modes = {chosen: modes[chosen]}
-        for mode, weight in modes.items():
+        modes = ("standard", "hybrid") if name == "MAML" and args.adaptation_mode == "both" else (args.adaptation_mode,)
+        for mode in modes if name == "MAML" else ("standard",):
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = programs.evaluate(state, eval_keys, eval_tasks, weight)
+            returns, extra = programs.evaluate(state, eval_keys, eval_tasks, mode)
             curves[label] = pooled(returns)
             task_metrics[label] = pooled(extra.get("task_metric", returns * np.nan))
 

@@ -7,15 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from ssm_jax.report import mean_ci, new_figure, plot_ci_curve, save_figure
 
-from ssm_jax.report import mean_ci, plot_ci_curve, save_figure
-
-__all__ = ["mean_ci", "plot_ci_curve", "save_figure"]  # with the experiments' own helpers below
+__all__ = ["mean_ci", "new_figure", "plot_ci_curve", "save_figure"]  # with the experiments' own helpers below
 
 # Finn et al. 2017: mean return after 0/1/2/3 gradient steps (HalfCheetah: MuJoCo, horizon 200; the authors' result
 # files and the paper's Fig. 5; navigation: appendix Table 4). Compare shapes for brax, values for navigation.
@@ -98,7 +94,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_f
 def plot_adaptation(path: Path, curves: dict, oracle: np.ndarray | None, reference: dict):
     """Return after each adaptation round per method (`curves[name]: [tasks, K + 1]`), the paper's rows in grey and
     the oracle as a dashed line."""
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = new_figure(figsize=(6, 3.8))
     for name, returns in curves.items():
         steps = plot_ci_curve(ax, returns, name)
     curves_of_reference = [(name, values) for name, values in reference.items() if len(values) > 1]  # no oracles

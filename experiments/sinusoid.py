@@ -22,7 +22,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
 
@@ -33,21 +32,21 @@ from experiments.report import (
     format_ci,
     markdown_table,
     mean_ci,
+    new_figure,
     plot_ci_curve,
     save_figure,
 )
+from ssm_jax.config_io import register_config
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta import MAMLConfig, make_maml
 from ssm_jax.models import ModelConfig, make_model
 from ssm_jax.runs import MetricsLog, make_run_dir, train_in_chunks, write_json
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class Args:
     preset: str = "default"
@@ -172,7 +171,7 @@ def evaluate(maml, params, inner_lr, eval_batch, num_steps: int) -> np.ndarray:
 def _plot_fits(path: Path, args: Args, dist, fitted: dict, eval_tasks, eval_batch, model):
     """Ground truth, support points and each method's fit before and after `eval_steps` steps, 3 held-out tasks."""
     x_grid = jnp.linspace(*dist.input_range, 200)[:, None]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    fig, axes = new_figure(1, 3, figsize=(13, 3.6), sharey=True)
     for i, ax in enumerate(axes):
         task = jax.tree.map(lambda v, i=i: v[i], eval_tasks)
         support = jax.tree.map(lambda v, i=i: v[i], eval_batch[0])
@@ -193,7 +192,7 @@ def _plot_fits(path: Path, args: Args, dist, fitted: dict, eval_tasks, eval_batc
 
 def _plot_curves(path: Path, curves: dict):
     shots_list = sorted({s for s, _ in curves})
-    fig, axes = plt.subplots(1, len(shots_list), figsize=(4.5 * len(shots_list), 3.6), squeeze=False)
+    fig, axes = new_figure(1, len(shots_list), figsize=(4.5 * len(shots_list), 3.6), squeeze=False)
     for ax, shots in zip(axes[0], shots_list, strict=True):
         for (s, method), mse in curves.items():
             if s != shots:

@@ -16,9 +16,11 @@ import jax.numpy as jnp
 import optax
 import tyro
 
+from ssm_jax.config_io import register_config
 from ssm_jax.models import MODEL_NAMES, ModelConfig, make_model
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class Args:
     seq_len: int = 64

@@ -24,18 +24,19 @@ import time
 
 import jax
 import numpy as np
-from matplotlib import pyplot as plt
 
 from experiments import navigation
 from experiments.common import run_main, write_config
 from experiments.meta_rl import Args, build_trainer
-from experiments.report import markdown_table, mean_ci, save_figure
+from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
+from ssm_jax.config_io import register_config
 from ssm_jax.runs import make_run_dir, train_in_chunks, write_json
 from ssm_jax.train import HParams
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class SweepArgs:
     base: Args = navigation.PRESETS["ppo"]
@@ -108,7 +109,7 @@ def main(args: SweepArgs) -> dict:
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
     tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.eval_tasks)
-    returns, _ = programs.evaluate(states, eval_keys, tasks, 0.0)
+    returns, _ = programs.evaluate(states, eval_keys, tasks)
     returns = np.asarray(returns)  # [R, E, K + 1]
 
     runs = [{**run, "return_mean": returns[i].mean(axis=0).tolist()} for i, run in enumerate(grid.runs())]
@@ -159,7 +160,7 @@ def _table(aggregate: dict, steps: int) -> str:
 
 def _plot(path, name: str, by_value: dict, steps: int) -> None:
     values = sorted(by_value)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = new_figure(figsize=(5, 3.5))
     for step in (0, 1, steps) if steps > 1 else (0, 1):
         mean = np.array([by_value[v]["mean"][step] for v in values])
         half = np.array([by_value[v]["ci95"][step] for v in values])

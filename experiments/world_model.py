@@ -27,20 +27,17 @@ from pathlib import Path
 from typing import Literal
 
 import jax
-import matplotlib
 import numpy as np
 
 from experiments.common import run_main, write_config
-from experiments.report import format_ci, markdown_table, mean_ci, plot_ci_curve, save_figure
+from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax import envs, runs
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.train_config import HParams
 from ssm_jax.train_world_model import WorldModelTrainerConfig, make_world_model_trainer
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
 METHODS = ("MAML", "pretrained")
@@ -48,6 +45,7 @@ MODES = ("none", "standard", "hybrid")
 METRICS = {"mse": "one-step MSE", "open_loop": "10-step open-loop error"}
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class Args:
     preset: str = "cpu"
@@ -132,7 +130,10 @@ def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None)
     data = jax.jit(jax.vmap(trainer.prepare))(keys[:, 0])
     held = jax.jit(jax.vmap(trainer.held_out))(keys[:, 3], data.stats)
     chunk = jax.jit(jax.vmap(lambda state, d, k: trainer.train(state, d, k, args.chunk_size)))
-    evaluate = jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, 0, None)))
+    evaluate = jax.jit(
+        lambda state, data, held, key, mode: jax.vmap(lambda *a: trainer.evaluate(*a, mode))(state, data, held, key),
+        static_argnums=4,
+    )
     pooled = lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:])
     results = {name: {} for name in METRICS}
     for method in METHODS:
@@ -154,8 +155,8 @@ def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None)
             on_chunk=on_chunk,
             postfix=lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))},
         )
-        for mode, weight in (("standard", 0.0), ("hybrid", args.experience_weight)):
-            for name, values in zip(METRICS, evaluate(state, data, held, keys[:, 4], weight), strict=True):
+        for mode in ("standard", "hybrid"):
+            for name, values in zip(METRICS, evaluate(state, data, held, keys[:, 4], mode), strict=True):
                 if mode == "standard":
                     results[name][f"{method} + none"] = pooled(values)[:, :1]
                 results[name][f"{method} + {mode}"] = pooled(values)
@@ -168,7 +169,7 @@ def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None)
 
 
 def _plot(path: Path, curves: dict, ylabel: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = new_figure(figsize=(6, 3.8))
     for name, values in curves.items():
         if values.shape[1] > 1:
             ax.set_xticks(plot_ci_curve(ax, values, name, band=True))

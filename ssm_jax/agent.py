@@ -188,9 +188,8 @@ class AdaptationAgent(_PolicyAgent):
         super().__init__(trainer, state, key)
         self.mode = mode
         self._adapter_step = jax.jit(functools.partial(_adapter_step, trainer))
-        weight = state.hparams.experience_weight if mode == "hybrid" else 0.0
         self.adapt_state = trainer.adapter.init(self.params).replace(
-            experience_weight=jnp.asarray(weight, jnp.float32), learning_rate=adaptation_lr(state)
+            experience_weight=state.hparams.adapter_weight(mode), learning_rate=adaptation_lr(state)
         )
 
     def adapt(self, **kwargs: Any) -> dict:

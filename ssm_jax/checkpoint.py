@@ -1,23 +1,22 @@
-"""Orbax checkpoints of a full train state plus the frozen config that built it.
+"""A run's checkpoints, managed by orbax's `CheckpointManager`: each step holds the whole train state and the config
+that built it.
 
-    save("runs/x/ckpt_100", state, config)      # state: any pytree of arrays; config: a frozen dataclass
-    state, config = restore("runs/x/ckpt_100")  # dicts/lists of arrays, and the config rebuilt
-    state, config = restore(path, target=state) # restored into the structure of `target` (NamedTuples, ...)
+    path = save("runs/x/checkpoints", 100, state, config, keep=2)  # .../step_100/{state, config}; older steps pruned
+    steps("runs/x/checkpoints")                                     # [.., 100]: complete steps, ascending
+    state, config = restore("runs/x/checkpoints", 100, target=state)
 
-A checkpoint is a directory holding `state/` (orbax) and `config.json`. `save` writes into a temporary sibling
-directory and swaps it in with renames only once everything is on disk, so an interrupted or failed save never
-replaces a good checkpoint with a partial one.
+orbax writes a step into a temporary directory and renames it once complete, so a killed save leaves no step behind
+(a leftover temporary is removed the next time the directory is opened), and `keep` bounds how many steps stay.
+Arrays are saved as they are, sharded `jax.Array`s included: nothing is gathered to one host.
+
+The config is stored as JSON (orbax's `JsonSave`, written by `ssm_jax.config_io`, which rebuilds only registered
+config classes). Steps written before the manager (a `config.json` file beside `state/`) still
+restore.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,131 +24,117 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ssm_jax.config_io import config_from_json, config_to_json
 from ssm_jax.types import PyTree
 
-_CONFIG_FILE = "config.json"
-_STATE_DIR = "state"
+STEP_PREFIX = "step"
+_LEGACY_CONFIG_FILE = "config.json"
 
 
 class CorruptCheckpoint(ValueError):
     """The checkpoint's files are unreadable or incomplete (as opposed to made by another configuration)."""
 
 
-def _encode(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
-        module = type(value).__module__
-        if module == "__main__":  # run as `python -m pkg.mod`: record the importable name
-            spec = getattr(sys.modules["__main__"], "__spec__", None)
-            module = spec.name if spec is not None else module
-        return {"__dataclass__": f"{module}:{type(value).__qualname__}", "fields": fields}
-    if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v) for v in value]}
-    if isinstance(value, list):
-        return [_encode(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _encode(v) for k, v in value.items()}
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    raise TypeError(f"cannot store config value {value!r} of type {type(value).__name__} in {_CONFIG_FILE}")
+def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, step_prefix=STEP_PREFIX, create=keep is not None, enable_async_checkpointing=False
+    )
+    handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and "__dataclass__" in value:
-        module_name, qualname = value["__dataclass__"].split(":")
-        cls: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            cls = getattr(cls, part)
-        return cls(**{k: _decode(v) for k, v in value["fields"].items()})
-    if isinstance(value, dict) and "__tuple__" in value:
-        return tuple(_decode(v) for v in value["__tuple__"])
-    if isinstance(value, dict):
-        return {k: _decode(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_decode(v) for v in value]
-    return value
+def step_path(directory: str | Path, step: int) -> Path:
+    """Where step `step` of `directory` lives."""
+    return Path(directory).absolute() / f"{STEP_PREFIX}_{step}"
 
 
-def config_to_json(config: Any) -> str:
-    """Serialises a (nested) frozen dataclass so that `config_from_json` rebuilds an equal object."""
-    return json.dumps(_encode(config), indent=2)
+def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int = 2) -> Path:
+    """Saves `state` (a pytree of arrays, sharded or not) and `config` (a registered dataclass, or None) as step
+    `step` of `directory`, then removes all but the newest `keep` steps. Returns the step's path. A step already
+    saved is kept as it is: a step number is an iteration of one run, so its state is the same (a Ctrl-C at a
+    checkpoint's iteration saves it twice)."""
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    config_json = json.loads(config_to_json(config))  # before anything is written: an unstorable config raises
+    with _manager(directory, keep) as manager:
+        if step not in manager.all_steps():
+            items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_json)}
+            manager.save(step, args=ocp.args.Composite(**items))
+    return step_path(directory, step)
 
 
-def config_from_json(text: str) -> Any:
-    """The config `config_to_json` wrote.
+def steps(directory: str | Path) -> list[int]:
+    """The complete steps saved in `directory`, ascending ([] if there is none)."""
+    if not Path(directory).is_dir():
+        return []
+    with _manager(directory) as manager:
+        return sorted(manager.all_steps())
+
+
+def restore(directory: str | Path, step: int, target: PyTree | None = None) -> tuple[PyTree, Any]:
+    """Restores `(state, config)` of step `step` of `directory`; with `target`, the state takes `target`'s tree
+    structure and placement (shardings).
 
     Raises:
-        ValueError: the text is not such a config, or names a class this version of the code does not have.
-    """
-    try:
-        return _decode(json.loads(text))
-    except (ImportError, AttributeError, TypeError, json.JSONDecodeError) as error:
-        raise ValueError(f"a config this version cannot read ({type(error).__name__}: {error})") from error
-
-
-def save(path: str | os.PathLike, state: PyTree, config: Any) -> Path:
-    """Saves `state` (pytree of arrays) and `config` (frozen dataclass, or None) to the directory `path`.
-
-    An existing checkpoint at `path` is replaced only after the new one is completely written.
-    """
-    path = Path(path).absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    config_text = config_to_json(config)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
-    try:
-        state = jax.tree.map(np.asarray, jax.device_get(state))
-        with ocp.PyTreeCheckpointer() as checkpointer:
-            checkpointer.save(staging / _STATE_DIR, state)
-        (staging / _CONFIG_FILE).write_text(config_text)
-        if path.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-            os.replace(path, retired / path.name)
-            os.replace(staging, path)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, path)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
-    return path
-
-
-def restore(path: str | os.PathLike, target: PyTree | None = None) -> tuple[PyTree, Any]:
-    """Restores `(state, config)` from `path`; with `target`, the state takes `target`'s tree structure.
-
-    Raises:
-        FileNotFoundError: no checkpoint at `path`.
-        CorruptCheckpoint: the checkpoint is unreadable or incomplete (a `ValueError`).
+        FileNotFoundError: no such step.
+        CorruptCheckpoint: the step is unreadable or incomplete (a `ValueError`).
         ValueError: a leaf's shape or dtype, or the tree structure, is not `target`'s (the message names the first
-            leaf that differs).
+            leaf that differs), or the config names a class outside the registry.
     """
-    path = Path(path).absolute()
-    if not path.is_dir():
+    path = step_path(directory, step)
+    if step not in steps(directory):
         raise FileNotFoundError(f"no checkpoint at {path}")
+    legacy_config = path / _LEGACY_CONFIG_FILE
+    items = {"state": ocp.args.StandardRestore(None if target is None else jax.tree.map(_abstract, target))}
+    if not legacy_config.is_file():
+        items["config"] = ocp.args.JsonRestore()
     try:
-        config = config_from_json((path / _CONFIG_FILE).read_text())
-        with ocp.PyTreeCheckpointer() as checkpointer:
-            if target is None:
-                state = checkpointer.restore(path / _STATE_DIR)
-            else:
-                state = checkpointer.restore(path / _STATE_DIR, item=jax.tree.map(np.asarray, target))
+        with _manager(directory) as manager:
+            if target is not None:
+                _check_matches(path, manager.item_metadata(step)["state"], target)
+            restored = manager.restore(step, args=ocp.args.Composite(**items))
+        config_text = legacy_config.read_text() if legacy_config.is_file() else json.dumps(restored["config"])
+    except CheckpointMismatch:
+        raise
     except Exception as err:
-        if "tree structures do not match" in str(err):  # orbax: the stored tree is not the target's
-            raise ValueError(f"checkpoint at {path} does not match the target's tree structure") from err
         raise CorruptCheckpoint(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
-    if target is not None:
-        _check_matches(path, state, target)
-    return state, config
+    return restored["state"], config_from_json(config_text)
 
 
-def _check_matches(path: Path, state: PyTree, target: PyTree) -> None:
-    """Raises a one-line ValueError naming the first leaf whose stored shape or dtype is not the target's (orbax
-    returns the stored arrays as they are)."""
-    stored = jax.tree_util.tree_leaves_with_path(state)
-    for (key, value), expected in zip(stored, jax.tree.leaves(target), strict=True):
-        got, want = ((np.shape(x), np.asarray(x).dtype) for x in (value, expected))
+def _abstract(leaf: Any) -> Any:
+    """The restore target of one leaf: its shape, dtype and (for a `jax.Array`) sharding."""
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    array = np.asarray(leaf)
+    return jax.ShapeDtypeStruct(array.shape, array.dtype)
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint is intact but was made by another configuration."""
+
+
+def _names(path: tuple) -> tuple[str, ...]:
+    """A key path as plain names, alike for dict keys, attributes and sequence indices (orbax stores all three as
+    dict keys)."""
+    return tuple(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def _check_matches(path: Path, stored: Any, target: PyTree) -> None:
+    """Raises a one-line ValueError if the stored tree (orbax's metadata) is not `target`'s, naming the first leaf
+    whose shape or dtype differs."""
+    stored_leaves = {_names(key): leaf for key, leaf in jax.tree_util.tree_leaves_with_path(stored)}
+    target_leaves = jax.tree_util.tree_leaves_with_path(target)
+    if stored_leaves.keys() != {_names(key) for key, _ in target_leaves}:
+        raise CheckpointMismatch(f"checkpoint at {path} does not match the target's tree structure")
+    for key, expected in target_leaves:
+        value = stored_leaves[_names(key)]
+        got = (tuple(value.shape), np.dtype(value.dtype))
+        want = (
+            np.shape(expected),
+            np.asarray(expected).dtype if not isinstance(expected, jax.Array) else expected.dtype,
+        )
         if got != want:
-            raise ValueError(
+            raise CheckpointMismatch(
                 f"checkpoint at {path} does not match the target at {jax.tree_util.keystr(key)}: stored "
                 f"{got[1]}{list(got[0])}, expected {want[1]}{list(want[0])}"
             )

@@ -1,4 +1,8 @@
-"""Confidence intervals and curve plots, shared by the CLI, the experiments and the notebook."""
+"""Confidence intervals and curve plots, shared by the CLI, the experiments and the notebook.
+
+Figures are `matplotlib.figure.Figure` objects made without pyplot: drawing a file sets no global backend, so
+importing this module (or plotting with it) leaves a notebook's inline plotting as it was, and matplotlib loads only
+when a figure is made."""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 
@@ -26,11 +29,20 @@ def aligned_table(rows: list[list[str]]) -> str:
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
+    """`(figure, axes)` as `pyplot.subplots(nrows, ncols, **kwargs)` returns them, without pyplot's global state."""
+    from matplotlib.figure import Figure
+
+    subplot_keys = ("sharex", "sharey", "squeeze", "width_ratios", "height_ratios", "subplot_kw", "gridspec_kw")
+    subplot_kwargs = {key: kwargs.pop(key) for key in subplot_keys if key in kwargs}
+    fig = Figure(**kwargs)
+    return fig, fig.subplots(nrows, ncols, **subplot_kwargs)
+
+
 def save_figure(fig, path: Path) -> None:
-    """Writes `fig` to `path` (PNG, tight layout) and closes it."""
+    """Writes `fig` to `path` (PNG, tight layout)."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_ci_curve(ax, values: np.ndarray, label: str, band: bool = False):

@@ -3,7 +3,7 @@
     run_dir = make_run_dir("runs/cli")                       # runs/cli/<UTC timestamp>/
     log = MetricsLog(run_dir / "metrics.jsonl")
     state = train_in_chunks(chunk, state, key, 100, 10, "train", on_chunk=...)  # progress, Ctrl-C at a chunk end
-    save_step(run_dir, state, config, step=100)              # checkpoints/step_100/ and checkpoints/latest
+    save_step(run_dir, state, config, step=100)              # checkpoints/step_100/ (orbax CheckpointManager)
     state, path = restore_latest(run_dir, target=state)      # the newest intact step
 
 Resume is exact: training chunk `c` always draws key `c` of `sweep.chunk_keys`, a checkpoint holds the whole
@@ -20,7 +20,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import threading
@@ -37,7 +36,6 @@ from ssm_jax import checkpoint
 from ssm_jax.sweep import chunk_keys
 
 CHECKPOINTS = "checkpoints"
-LATEST = "latest"
 _STEP = re.compile(r"step_(\d+)")
 
 
@@ -178,33 +176,34 @@ def _live_progress() -> bool:
 
 
 def checkpoint_steps(run_dir: str | Path) -> list[int]:
-    """The steps saved under `run_dir/checkpoints/` (complete ones: a save is atomic), ascending."""
-    root = Path(run_dir) / CHECKPOINTS
-    if not root.is_dir():
-        return []
-    return sorted(int(m.group(1)) for p in root.iterdir() if (m := _STEP.fullmatch(p.name)) and p.is_dir())
+    """The complete steps saved under `run_dir/checkpoints/`, ascending."""
+    return checkpoint.steps(Path(run_dir) / CHECKPOINTS)
 
 
 def run_dir_of(path: str | Path) -> Path:
-    """The run directory of `path`: a run directory itself, its `checkpoints/latest` or a `checkpoints/step_<n>/`."""
+    """The run directory of `path`: a run directory itself, or one of its `checkpoints/step_<n>/`."""
     path = Path(path)
-    return path.parent.parent if _STEP.fullmatch(path.name) or path.name == LATEST else path
+    return path.parent.parent if _STEP.fullmatch(path.name) and path.parent.name == CHECKPOINTS else path
+
+
+def step_of(path: str | Path) -> int:
+    """The step of a `checkpoints/step_<n>/` path."""
+    match = _STEP.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path} is not a checkpoint step (expected {CHECKPOINTS}/step_<n>/)")
+    return int(match.group(1))
 
 
 def save_step(run_dir: str | Path, state: Any, config: Any, step: int, keep: int = 2) -> Path:
-    """Saves `state` and `config` as `run_dir/checkpoints/step_<step>/`, points `latest` at it and removes all but
-    the newest `keep` steps (the one before the newest stays, should the newest ever be damaged)."""
-    if keep < 1:
-        raise ValueError(f"keep must be >= 1, got {keep}")
-    root = Path(run_dir) / CHECKPOINTS
-    path = checkpoint.save(root / f"step_{step}", state, config)
-    link = root / f".{LATEST}.new"
-    link.unlink(missing_ok=True)
-    link.symlink_to(path.name)
-    os.replace(link, root / LATEST)
-    for old in checkpoint_steps(run_dir)[:-keep]:
-        shutil.rmtree(root / f"step_{old}")
-    return path
+    """Saves `state` and `config` as `run_dir/checkpoints/step_<step>/` and removes all but the newest `keep` steps
+    (the one before the newest stays, should the newest ever be damaged)."""
+    return checkpoint.save(Path(run_dir) / CHECKPOINTS, step, state, config, keep=keep)
+
+
+def restore_step(path: str | Path, target: Any = None) -> tuple[Any, Any]:
+    """`(state, config)` of one `run_dir/checkpoints/step_<n>/`."""
+    path = Path(path)
+    return checkpoint.restore(path.parent, step_of(path), target)
 
 
 def restore_latest(run_dir: str | Path, target: Any) -> tuple[Any, Path]:
@@ -221,12 +220,11 @@ def restore_latest(run_dir: str | Path, target: Any) -> tuple[Any, Path]:
         raise FileNotFoundError(f"no checkpoint in {run_dir} (expected {CHECKPOINTS}/step_<n>/)")
     damaged = []
     for step in reversed(steps):
-        path = Path(run_dir) / CHECKPOINTS / f"step_{step}"
         try:
-            state, _ = checkpoint.restore(path, target=target)
+            state, _ = checkpoint.restore(Path(run_dir) / CHECKPOINTS, step, target=target)
         except checkpoint.CorruptCheckpoint as error:
             damaged.append(str(error))
             print(f"warning: {error}; trying the step before it", file=sys.stderr)
             continue
-        return state, path
+        return state, checkpoint.step_path(Path(run_dir) / CHECKPOINTS, step)
     raise ValueError(f"no intact checkpoint in {run_dir}: {damaged[0]}")

@@ -18,6 +18,7 @@ equals the run made alone (tested, to float tolerance: vmap fuses the same maths
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
@@ -124,11 +125,13 @@ def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
     return tasks, jax.vmap(jax.random.fold_in, (0, None))(eval_keys, 1)
 
 
-def make_programs(trainer: Trainer, chunk_size: int) -> Programs:
+def make_programs(trainer: Trainer, chunk_size: int, compiler_options: dict | None = None) -> Programs:
     """`init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
     `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
-    `evaluate(states [R], keys [R], tasks [R, E], experience_weight) -> ([R, E, K + 1], extras)` and
-    `oracle(states [R], keys [R], tasks [R, E], iterations) -> [R, E, iterations]`."""
+    `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each
+    run's own `experience_weight`) and
+    `oracle(states [R], keys [R], tasks [R, E], iterations) -> [R, E, iterations]`. `compiler_options` go to XLA
+    with each program (`jax.jit(..., compiler_options=...)`)."""
 
     def init(keys, hparams, adapt=True):
         return jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))(keys, hparams)
@@ -137,10 +140,14 @@ def make_programs(trainer: Trainer, chunk_size: int) -> Programs:
         return jax.vmap(lambda state, key, tasks: trainer.oracle(state, key, tasks, iterations))(states, keys, tasks)
 
     train = jax.vmap(lambda state, key: trainer.train(state, key, chunk_size))
-    evaluate = jax.vmap(trainer.evaluate, in_axes=(0, 0, 0, None))
+
+    def evaluate(states, keys, tasks, mode="standard"):
+        return jax.vmap(lambda state, key, tasks: trainer.evaluate(state, key, tasks, mode))(states, keys, tasks)
+
+    jit = functools.partial(jax.jit, compiler_options=compiler_options)
     return Programs(
-        jax.jit(init, static_argnames="adapt"),
-        jax.jit(train, donate_argnums=0),
-        jax.jit(evaluate),
-        jax.jit(oracle, static_argnames="iterations"),
+        jit(init, static_argnames="adapt"),
+        jit(train, donate_argnums=0),
+        jit(evaluate, static_argnames="mode"),
+        jit(oracle, static_argnames="iterations"),
     )

@@ -4,7 +4,7 @@
     hparams = HParams.create(inner_lr=0.1, outer_lr=3e-3, experience_weight=0.1)
     state = trainer.init(key, hparams)                    # MAML; adapt=False gives the pretrained baseline
     state, metrics = trainer.train(state, key, 10)        # 10 meta-iterations in one lax.scan (jit it)
-    returns, extras = trainer.evaluate(state, key, tasks) # [E, adapt_rounds + 1] on held-out tasks
+    returns, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_rounds + 1], held-out tasks
 
 `TrainerConfig` (static: changing one recompiles), `HParams` (traced: a sweep is a `jax.vmap` over states) and
 `TrainState` (everything a checkpoint needs) are defined in `ssm_jax.train_config` and re-exported here.
@@ -180,15 +180,17 @@ def make_meta_rl_trainer(
 
         return jax.lax.scan(iteration, state, jax.random.split(key, num_iterations))
 
-    def evaluate(state: TrainState, key: PRNGKey, tasks: Any, experience_weight: Array | float = 0.0):
+    def evaluate(state: TrainState, key: PRNGKey, tasks: Any, mode: str = "standard"):
         """Adaptation curves on `tasks` (leading axis E): `(returns [E, adapt_rounds + 1], extras)`, each task with
-        its own key. Observation statistics are frozen and the buffer is read-only; `experience_weight` 0 is the
-        standard adapter, > 0 the hybrid one. The inner rate is the state's (learned under Meta-SGD; the
-        hyperparameter for the pretrained baseline, whose own is 0)."""
+        its own key. `mode` (static): `standard`, or `hybrid` with the state's `hparams.experience_weight` (so a
+        sweep over the weight sweeps the hybrid curve). Observation statistics are frozen and the buffer is
+        read-only. The inner rate is the state's (learned under Meta-SGD; the hyperparameter for the pretrained
+        baseline, whose own is 0)."""
+        weight = state.hparams.adapter_weight(mode)
         learning_rate = adaptation_lr(state)
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
         one = lambda k, task: curve(
-            k, task, state.meta.params, freeze(state.buffer), experience_weight, state.obs_stats, learning_rate
+            k, task, state.meta.params, freeze(state.buffer), weight, state.obs_stats, learning_rate
         )
         return jax.vmap(one)(keys, tasks)
 
@@ -198,16 +200,16 @@ def make_meta_rl_trainer(
         return train_per_task(meta_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
     def evaluate_online(
-        state: TrainState, key: PRNGKey, tasks: Any, experience_weight: Array | float, window: int, every: int
+        state: TrainState, key: PRNGKey, tasks: Any, mode: str, window: int, every: int
     ) -> tuple[Array, Array]:
         """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
         steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
-        `experience_weight` 0 is standard, > 0 hybrid). `every > horizon` never adapts: the same episodes, frozen.
+        `mode` as in `evaluate`). `every > horizon` never adapts: the same episodes, frozen.
         Returns `(returns [E], adaptations [E])`."""
         episode = make_online_rl_episode(eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every)
-        learning_rate = adaptation_lr(state)
+        weight, learning_rate = state.hparams.adapter_weight(mode), adaptation_lr(state)
         one = lambda k, task: episode(
-            k, task, state.meta.params, freeze(state.buffer), experience_weight, state.obs_stats, learning_rate
+            k, task, state.meta.params, freeze(state.buffer), weight, state.obs_stats, learning_rate
         )
         return jax.vmap(one)(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]), tasks)
 

@@ -12,7 +12,9 @@ import dataclasses
 import jax.numpy as jnp
 from flax import struct
 
+from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.buffer import BufferState
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.maml import MetaState
 from ssm_jax.types import Array
@@ -21,6 +23,7 @@ OUTER_OPTIMIZERS = ("ppo", "trpo")
 MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
     """Static trainer settings (changing one recompiles). Rounds and trajectories are per task."""
@@ -100,6 +103,13 @@ class HParams:
                 f"got {inner_lr}, {outer_lr}, {experience_weight}"
             )
         return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
+
+    def adapter_weight(self, mode: str) -> Array:
+        """The test-time adapter's experience weight in `mode` (static): 0 for `standard`, `experience_weight` for
+        `hybrid` (the hybrid adapter at weight 0 is exactly the standard one)."""
+        if mode not in ADAPTATION_MODES:
+            raise ValueError(f"unknown adaptation mode {mode!r}; expected one of {', '.join(ADAPTATION_MODES)}")
+        return self.experience_weight if mode == "hybrid" else jnp.zeros_like(self.experience_weight)
 
 
 @struct.dataclass

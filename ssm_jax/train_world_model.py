@@ -5,7 +5,7 @@
     state = trainer.init(key, hparams)                          # adapt=False: the pretrained baseline
     state, metrics = trainer.train(state, data, key, 100)       # 100 meta-iterations in one lax.scan (jit it)
     held_out = trainer.held_out(key, data.stats)                # support and query of unseen tasks
-    mse, open_loop = trainer.evaluate(state, data, held_out, key, experience_weight)   # [E, adapt_steps + 1]
+    mse, open_loop = trainer.evaluate(state, data, held_out, key, "hybrid")   # [E, adapt_steps + 1]
     mse, open_loop = trainer.scratch(key, held_out, data.stats) # a model trained on the support alone, [E]
 
 `prepare` samples `train_tasks` tasks, collects `trajectories_per_task` random-action trajectories of each, fits
@@ -31,6 +31,7 @@ from flax import struct
 
 from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
 from ssm_jax.buffer import BufferState, freeze, make_experience_buffer
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.meta.maml import MAMLConfig, MetaState, make_maml, with_outer_lr
 from ssm_jax.meta.world_model import WorldModel, WorldModelConfig, WorldModelStats, make_world_model
@@ -39,6 +40,7 @@ from ssm_jax.train_config import HParams
 from ssm_jax.types import Array, PRNGKey
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class WorldModelTrainerConfig:
     """Static sizes (changing one recompiles)."""
@@ -167,13 +169,17 @@ def make_world_model_trainer(
         meta, metrics = jax.lax.scan(iteration, state.meta, jax.random.split(key, num_iterations))
         return state.replace(meta=meta), metrics
 
-    def evaluate(state: WorldModelState, data: WorldModelData, held: tuple[dict, dict], key: PRNGKey, weight=0.0):
+    def evaluate(
+        state: WorldModelState, data: WorldModelData, held: tuple[dict, dict], key: PRNGKey, mode: str = "standard"
+    ):
         """Query one-step MSE and open-loop error after 0..adapt_steps steps on each held-out task's support:
-        `([E, adapt_steps + 1], [E, adapt_steps + 1])`. `weight` > 0 adapts in hybrid mode on the buffer."""
+        `([E, adapt_steps + 1], [E, adapt_steps + 1])`. `mode` (static): `standard`, or `hybrid` on the buffer with
+        the state's `hparams.experience_weight`."""
+        weight = state.hparams.adapter_weight(mode)
 
         def one_task(support, query, task_key):
             astate = step.init(state.meta.params)
-            astate = astate.replace(learning_rate=state.hparams.inner_lr, experience_weight=jnp.asarray(weight))
+            astate = astate.replace(learning_rate=state.hparams.inner_lr, experience_weight=weight)
             score = lambda p: (wm.loss(p, query)[0], wm.open_loop_error(p, query, data.stats))
 
             def body(carry, step_key):

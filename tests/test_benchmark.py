@@ -27,6 +27,25 @@ def test_arguments_are_checked_before_anything_runs():
     assert exit_info.value.code == 2
 
 
+def _cell(standard: list[float], hybrid: list[float]) -> dict:
+    """A benchmark cell whose one-step scores are `standard` and `hybrid` per task."""
+    curve = lambda scores: [[0.0, score] for score in scores]
+    return {"env": "pendulum-params", "method": "ssm", "parameters": 1, "curves": {
+        "none": curve([0.0] * len(standard)), "standard": curve(standard), "hybrid": curve(hybrid)}}  # fmt: skip
+
+
+def test_the_verdict_follows_the_paired_ci_and_the_metric_direction():
+    world_model_args, rl_args = benchmark.Args(), benchmark.Args(objective="rl", envs=("navigation-2d",))
+    standard = [1.0, 2.0, 3.0, 4.0]
+    lower = [s - 0.5 + 0.01 * i for i, s in enumerate(standard)]  # paired: lower by 0.5 +- ~0.01 on every task
+    noisy = [s + d for s, d in zip(standard, (0.5, -0.5, 0.4, -0.4), strict=True)]
+    verdict = lambda args, hybrid: benchmark.aggregate(args, [_cell(standard, hybrid)])[1][0]["verdict"]
+    assert verdict(world_model_args, lower) == "hybrid helps"  # lower MSE is better
+    assert verdict(rl_args, lower) == "hybrid hurts"  # lower return is worse
+    assert verdict(rl_args, noisy) == "hybrid ties"  # the paired CI contains 0
+    assert verdict(rl_args, [float("nan"), *lower[1:]]) == "hybrid cannot be compared (a mode diverged)"
+
+
 @pytest.mark.parametrize("objective, env", [("world_model", "pendulum-params"), ("rl", "navigation-2d")])
 def test_match_params_picks_the_width_whose_count_is_closest(objective, env):
     args = benchmark.Args(objective=objective, envs=(env,), match_params=5000)
@@ -75,13 +94,11 @@ def test_benchmark_smoke_writes_the_aggregated_table_and_resume_skips_finished_c
     assert "| none | standard, 1 step | hybrid, 1 step | hybrid − standard |" in table
     rows = [line for line in table.splitlines() if line.startswith("| pendulum-params |")]
     assert [row.split("|")[2].strip() for row in rows] == ["ssm", "mlp"]
-    assert all(
-        "hybrid helps" in row or "hybrid hurts" in row or "hybrid ties" in row or "diverged" in row for row in rows
-    )
-    for method in ("ssm", "mlp"):
+    for method, row in zip(("ssm", "mlp"), rows, strict=True):
         cell = json.loads((run_dir / "cells" / f"pendulum-params__{method}.json").read_text())
         assert set(cell["curves"]) == {"none", "standard", "hybrid"}
         assert np.asarray(cell["curves"]["hybrid"]).shape == (2 * 3, 4)  # 2 seeds x 3 held-out tasks, 0..3 steps
+        assert row.rstrip(" |").endswith(benchmark.aggregate(benchmark.PRESETS["smoke"], [cell])[1][0]["verdict"])
     assert (run_dir / "benchmark.png").stat().st_size > 0
     written = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")}
     again = subprocess.run([*command[:3], "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)

@@ -1,12 +1,15 @@
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
 from ssm_jax import checkpoint
+from ssm_jax.config_io import config_from_json, config_to_json
 from ssm_jax.models import ModelConfig, make_model
 
 
@@ -18,71 +21,93 @@ def _state(key):
 
 def test_round_trip_is_bitwise_and_rebuilds_config(tmp_path, key):
     state, config = _state(key)
-    checkpoint.save(tmp_path / "ckpt", state, config)
-    restored, restored_config = checkpoint.restore(tmp_path / "ckpt", target=state)
+    path = checkpoint.save(tmp_path, 3, state, config)
+    assert path == tmp_path / "step_3" and checkpoint.steps(tmp_path) == [3]
+    restored, restored_config = checkpoint.restore(tmp_path, 3, target=state)
     assert restored_config == config
     assert jax.tree.structure(restored) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
         assert np.asarray(a).dtype == np.asarray(b).dtype
         assert np.array_equal(np.asarray(a), np.asarray(b))
-    params, _ = checkpoint.restore(tmp_path / "ckpt")
+    params, _ = checkpoint.restore(tmp_path, 3)
     model = make_model("ssm", restored_config)
     _, ys = model.apply(params[0], model.initial_carry(), jnp.ones((4, 3)))
     _, ys_ref = model.apply(state[0], model.initial_carry(), jnp.ones((4, 3)))
     assert np.array_equal(ys, ys_ref)
 
 
-def test_overwrite_replaces_old_checkpoint(tmp_path, key):
+def test_the_manager_keeps_the_newest_steps_and_a_saved_step_as_it_is(tmp_path, key):
     state, config = _state(key)
-    checkpoint.save(tmp_path / "ckpt", state, config)
-    newer = (state[0], state[1], jnp.int32(8))
-    checkpoint.save(tmp_path / "ckpt", newer, config)
-    restored, _ = checkpoint.restore(tmp_path / "ckpt", target=state)
-    assert int(restored[2]) == 8
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    for step in (1, 2, 3):
+        checkpoint.save(tmp_path, step, (state[0], state[1], jnp.int32(step)), config, keep=2)
+    assert checkpoint.steps(tmp_path) == [2, 3] and sorted(p.name for p in tmp_path.iterdir()) == ["step_2", "step_3"]
+    checkpoint.save(tmp_path, 3, (state[0], state[1], jnp.int32(30)), config, keep=2)
+    assert int(checkpoint.restore(tmp_path, 3, target=state)[0][2]) == 3
 
 
-def test_failed_save_keeps_previous_checkpoint(tmp_path, key):
+def test_an_unstorable_config_writes_nothing(tmp_path, key):
     state, config = _state(key)
-    checkpoint.save(tmp_path / "ckpt", state, config)
-    with pytest.raises(TypeError):
-        checkpoint.save(tmp_path / "ckpt", (state[0], state[1], jnp.int32(9)), object())
-    restored, _ = checkpoint.restore(tmp_path / "ckpt", target=state)
-    assert int(restored[2]) == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    checkpoint.save(tmp_path, 1, state, config)
+    with pytest.raises(TypeError, match="cannot store"):
+        checkpoint.save(tmp_path, 2, (state[0], state[1], jnp.int32(9)), object())
+    assert checkpoint.steps(tmp_path) == [1]
+    assert int(checkpoint.restore(tmp_path, 1, target=state)[0][2]) == 7
+
+
+def test_a_config_naming_a_foreign_class_is_refused_in_one_line():
+    foreign = json.dumps({"__dataclass__": "subprocess:Popen", "fields": {"args": ["true"]}})
+    with pytest.raises(
+        ValueError, match=r"names subprocess:Popen, which is not a registered ssm_jax config class"
+    ) as e:
+        config_from_json(foreign)
+    assert "\n" not in str(e.value)
+    assert config_from_json(config_to_json(ModelConfig(3, 2))) == ModelConfig(3, 2)
+
+
+def test_a_step_written_before_the_manager_still_restores(tmp_path, key):
+    """The earlier layout: `step_<n>/state` (orbax PyTree) beside a `config.json` file."""
+    state, config = _state(key)
+    step = tmp_path / "step_5"
+    with ocp.PyTreeCheckpointer() as legacy:
+        legacy.save(step / "state", jax.tree.map(np.asarray, state))
+    (step / "config.json").write_text(config_to_json(config))
+    assert checkpoint.steps(tmp_path) == [5]
+    restored, restored_config = checkpoint.restore(tmp_path, 5, target=state)
+    assert restored_config == config and int(restored[2]) == 7
 
 
 def test_missing_and_corrupt_checkpoints_raise_clear_errors(tmp_path, key):
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*nowhere"):
-        checkpoint.restore(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*step_1"):
+        checkpoint.restore(tmp_path / "nowhere", 1)
     state, config = _state(key)
-    path = checkpoint.save(tmp_path / "ckpt", state, config)
-    (path / "config.json").write_text("{not json")
-    with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*ckpt"):
-        checkpoint.restore(path)
-    path = checkpoint.save(tmp_path / "ckpt2", state, config)
+    path = checkpoint.save(tmp_path / "a", 1, state, config)
+    (path / "config" / "metadata").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*a/step_1"):
+        checkpoint.restore(tmp_path / "a", 1)
+    path = checkpoint.save(tmp_path / "b", 1, state, config)
     for f in (path / "state").rglob("*"):
         if f.is_file():
             f.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*ckpt2"):
-        checkpoint.restore(path, target=state)
+    with pytest.raises(ValueError, match="corrupt or incomplete checkpoint at .*b/step_1"):
+        checkpoint.restore(tmp_path / "b", 1, target=state)
 
 
 def test_restore_into_other_shapes_or_dtypes_names_the_first_leaf_that_differs(tmp_path, key):
     config = ModelConfig(input_dim=3, output_dim=2, state_dim=4, hidden_dim=8)
     params = make_model("ssm", config).init(key, jnp.zeros((5, 3)))
-    path = checkpoint.save(tmp_path / "ckpt", params, config)
+    checkpoint.save(tmp_path, 1, params, config)
+    path = tmp_path
     wider = make_model("ssm", dataclasses.replace(config, hidden_dim=16)).init(key, jnp.zeros((5, 3)))
     first = r"\['params'\]\['mlp_a'\]\['dense_0'\]\['bias'\]"
     with pytest.raises(
         ValueError, match=rf"does not match the target at {first}: stored float32\[8\], expected float32\[16\]$"
     ):
-        checkpoint.restore(path, target=wider)
+        checkpoint.restore(path, 1, target=wider)
     as_int = jax.tree.map(lambda x: np.zeros(x.shape, np.int32), params)
     with pytest.raises(ValueError, match=r"\['b'\]\['kernel'\]: stored float32\[3, 4\], expected int32\[3, 4\]$"):
-        checkpoint.restore(path, target=as_int)
+        checkpoint.restore(path, 1, target=as_int)
     with pytest.raises(ValueError, match="does not match the target's tree structure$"):
-        checkpoint.restore(path, target=jnp.zeros(3))
+        checkpoint.restore(path, 1, target=jnp.zeros(3))
 
 
 def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key):
@@ -98,9 +123,9 @@ def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key)
     buf = make_experience_buffer(4)
     buffer_state = buf.add(buf.init(jnp.zeros(2)), jnp.arange(6.0).reshape(3, 2))
     saved = {"state": state, "buffer": buffer_state, "iteration": 5}
-    checkpoint.save(tmp_path / "ckpt", saved, None)
+    checkpoint.save(tmp_path, 1, saved, None)
     fresh = {"state": maml.init(params, optax.adam(1e-3)), "buffer": buf.init(jnp.zeros(2)), "iteration": 0}
-    restored, config = checkpoint.restore(tmp_path / "ckpt", target=fresh)
+    restored, config = checkpoint.restore(tmp_path, 1, target=fresh)
     assert config is None and int(restored["iteration"]) == 5
     assert restored["state"].optimizer is fresh["state"].optimizer  # static field comes from the target
     for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(saved), strict=True):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from ssm_jax import checkpoint, cli, runs, sweep
+from ssm_jax.config_io import config_from_json, config_to_json
 
 TINY = [
     "--config", "basic", "--network.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
@@ -46,7 +47,7 @@ def _train_until(out_dir: Path, records: int, sig: int) -> subprocess.Popen:
 
 
 def _final(run_dir: Path) -> tuple[list, list[dict]]:
-    state, _ = checkpoint.restore(run_dir / runs.CHECKPOINTS / runs.LATEST)
+    state, _ = checkpoint.restore(run_dir / runs.CHECKPOINTS, runs.checkpoint_steps(run_dir)[-1])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [np.asarray(x) for x in jax.tree.leaves(state)], records
 
@@ -155,9 +156,9 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     # A checkpoint another configuration made: the first leaf that differs, by name and size.
     other = tmp_path / "other"
     shutil.copytree(uninterrupted, other, symlinks=True)
-    config = checkpoint.config_from_json((other / "config.json").read_text())
+    config = config_from_json((other / "config.json").read_text())
     wider = dataclasses.replace(config, network=dataclasses.replace(config.network, hidden_dim=32))
-    (other / "config.json").write_text(checkpoint.config_to_json(wider))
+    (other / "config.json").write_text(config_to_json(wider))
     message = _error(["eval", "--checkpoint", str(other / runs.CHECKPOINTS / "step_35")], capsys)
     assert "does not match the target at .meta.params" in message
     assert message.endswith("stored float32[16], expected float32[32]")

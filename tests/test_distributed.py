@@ -68,7 +68,8 @@ SCRIPT = textwrap.dedent(
 def test_sharded_runs_and_tasks_on_4_cpu_devices_equal_the_single_device_step(tmp_path):
     from experiments import sweep as sweep_experiment
 
-    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    # At XLA's default optimisation, as users run it: the user's own flags, not the suite's fast test flags.
+    flags = f"{os.environ.get('SSM_JAX_USER_XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
     command = [sys.executable, "-c", SCRIPT, str(tmp_path / "sharded")]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

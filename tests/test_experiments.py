@@ -8,6 +8,7 @@ import pytest
 
 from experiments import sinusoid, smoke
 from experiments.common import parse_args
+from ssm_jax import runs
 
 
 def test_smoke_experiment_fits_every_requested_model():
@@ -86,7 +87,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
         "adaptation_curve.png",
     ):
         assert (run_dir / name).stat().st_size > 0, name
-    assert (run_dir / "checkpoints" / "latest" / "config.json").exists()  # both seeds' states, stacked
+    assert runs.checkpoint_steps(run_dir) == [args.iterations]  # both seeds' states, stacked
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {(r["phase"], r["seed"]) for r in records} == {(p, s) for p in ("maml", "pretrained") for s in (0, 1)}
     for name in ("inner_kl", "inner_grad_norm", "inner_clip_fraction"):  # the pretrained baseline takes no inner step
@@ -126,7 +127,7 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     stored = json.loads((run_dir / "results.json").read_text())
     assert stored["returns"]["MAML + standard"] == pytest.approx(results["returns"]["MAML + standard"])
     assert results["task_metric_name"] == "distance to goal"
-    restored, config = checkpoint.restore(run_dir / "checkpoints" / "latest")
+    restored, config = checkpoint.restore(run_dir / "checkpoints", args.iterations)
     assert config == args
     # warm-up round, then (support + query) rounds per meta-iteration, each tasks x trajectories x horizon
     per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
@@ -167,7 +168,6 @@ def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path)
     killed = tmp_path / "b" / uninterrupted.name  # a rerun reproduces a run (the halfcheetah smoke test)
     shutil.copytree(uninterrupted, killed, symlinks=True)
     shutil.rmtree(killed / "checkpoints" / "step_4")  # killed before its step-4 checkpoint, after logging to 4
-    (killed / "checkpoints" / "latest").unlink()
     (killed / "metrics.jsonl").write_text((killed / "metrics.jsonl").read_text() + '{"phase": "maml", "iter')
     navigation.main(dataclasses.replace(args, resume=str(killed)))
     assert runs.checkpoint_steps(killed) == [2, 4]

@@ -1,6 +1,7 @@
 """notebooks/demo.ipynb runs end to end on CPU at its tiny size (SSM_JAX_DEMO_SIZE=tiny)."""
 
-import os
+import math
+import re
 from pathlib import Path
 
 import nbformat
@@ -25,5 +26,8 @@ def test_demo_notebook_executes(tmp_path, monkeypatch):
     assert "MAML + standard" in outputs and "hybrid − standard (paired)" in outputs
     assert "pooled over 4 seeds" in outputs
     images = sum("image/png" in o.get("data", {}) for c in notebook.cells if c.cell_type == "code" for o in c.outputs)
-    assert images >= 4  # learning curve, adaptation curves, buffer windows, the sweep
-    assert os.environ.get("SSM_JAX_DEMO_SIZE") == "tiny"
+    assert images >= 4  # inline plots: learning curve, adaptation curves, buffer windows, the sweep
+    capacity, filled = map(int, re.search(r"capacity (\d+), filled (\d+)", outputs).groups())
+    assert 0 < filled <= capacity  # meta-training wrote query windows into the buffer
+    maml = re.search(r"MAML \+ standard: (.*)", outputs)[1].split(" / ")
+    assert len(maml) >= 2 and all(math.isfinite(float(value.split(" ± ")[0])) for value in maml)

@@ -73,16 +73,23 @@ def test_same_seed_same_numbers_and_a_traced_hyperparameter_changes_them(setup, 
 
 
 @pytest.mark.slow
-def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(setup):
-    _, _, trainer, train = setup
+def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(
+    setup, fully_optimised_jit, xla_default_optimisation
+):
+    """At XLA's default optimisation, as users run it."""
+    _, _, trainer, _ = setup
     grid = sweep.make_grid(range(4), inner_lr=(0.05, 0.2))
     assert grid.size == 8 and grid.runs()[5] == {"seed": 1, "inner_lr": 0.2}
-    programs = sweep.make_programs(trainer._replace(train=chex.assert_max_traces(trainer.train, n=1)), chunk_size=1)
+    counted = trainer._replace(train=chex.assert_max_traces(trainer.train, n=1))
+    programs = sweep.make_programs(counted, chunk_size=1, compiler_options=xla_default_optimisation)
     states = programs.init(grid.keys.init, grid.hparams(HParams.create(outer_lr=1e-2)))
     for chunk_keys in sweep.chunk_keys(grid.keys.train, 2):  # two calls of the chunk: the second must not retrace
         states, _ = programs.train(states, chunk_keys)
 
-    init = jax.jit(trainer.init, static_argnums=2)
+    init, train = (
+        fully_optimised_jit(trainer.init, static_argnums=2),
+        fully_optimised_jit(trainer.train, static_argnums=2),
+    )
     for i, run in enumerate(grid.runs()):  # each run made alone, with its seed's keys
         keys = sweep.run_keys(run["seed"])
         state = init(keys.init, HParams.create(inner_lr=run["inner_lr"], outer_lr=1e-2), True)
@@ -93,6 +100,21 @@ def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(set
         _assert_close(jax.tree.map(lambda x, i=i: x[i], states.meta.params), state.meta.params, atol=1e-3)
     same_seed = [jax.tree.map(lambda x, i=i: x[i], states.meta.params) for i in (0, 4)]  # seed 0, lr 0.05 / 0.2
     assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*map(jax.tree.leaves, same_seed), strict=True)) > 1e-1
+
+
+def test_a_sweep_over_experience_weight_changes_the_hybrid_curve_and_only_it(setup):
+    """`evaluate(..., "hybrid")` reads each run's own `hparams.experience_weight`: runs that differ only in it train
+    alike, give the same standard curve, and weight 0 gives exactly the standard curve."""
+    env, _, trainer, _ = setup
+    grid = sweep.make_grid(range(1), experience_weight=(0.0, 2.0))
+    programs = sweep.make_programs(trainer, chunk_size=1)
+    states, _ = programs.train(programs.init(grid.keys.init, grid.hparams(HParams.create())), grid.keys.train)
+    assert int(states.buffer.size[1]) > 0  # the hybrid adapter has windows to replay
+    tasks, keys = sweep.held_out_tasks(env, grid.keys.eval, 3)
+    standard, hybrid = (np.asarray(programs.evaluate(states, keys, tasks, mode)[0]) for mode in ("standard", "hybrid"))
+    np.testing.assert_array_equal(standard[0], standard[1])
+    np.testing.assert_array_equal(hybrid[0], standard[0])
+    assert not np.allclose(hybrid[1, :, 1:], hybrid[0, :, 1:])
 
 
 def test_sweep_fields_are_checked_before_anything_compiles():

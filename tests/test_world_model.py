@@ -43,7 +43,7 @@ def jitted(tiny):
     return types.SimpleNamespace(
         init=jax.jit(trainer.init, static_argnames="adapt"),
         held_out=jax.jit(trainer.held_out),
-        evaluate=jax.jit(trainer.evaluate),
+        evaluate=jax.jit(trainer.evaluate, static_argnames="mode"),
         train=jax.jit(trainer.train, static_argnums=3),
         collect=jax.jit(trainer.world_model.collect, static_argnums=2),
         support_query=jax.jit(trainer.world_model.support_query),
@@ -112,21 +112,25 @@ def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny, jitte
     state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
     held = jitted.held_out(jax.random.key(2), data.stats)
     before = jax.tree.map(np.asarray, data.buffer)
-    mse, open_loop = jitted.evaluate(state, data, held, jax.random.key(3), 0.5)
+    mse, open_loop = jitted.evaluate(state, data, held, jax.random.key(3), "hybrid")
     assert mse.shape == open_loop.shape == (TINY.eval_tasks, TINY.adapt_steps + 1)
     jax.tree.map(np.testing.assert_array_equal, data.buffer, before)
     with pytest.raises(ValueError, match="frozen"):
         buffer.add(data.buffer, jax.tree.map(lambda x: x[:1], data.buffer.items))
 
 
-def test_hybrid_with_zero_weight_is_the_standard_step_and_a_weight_changes_it(tiny, jitted):
+def test_hybrid_reads_the_states_experience_weight_and_at_zero_is_the_standard_step(tiny, jitted):
     _, _, data = tiny
-    state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
     held = jitted.held_out(jax.random.key(2), data.stats)
-    standard, _ = jitted.evaluate(state, data, held, jax.random.key(3), 0.0)
-    hybrid, _ = jitted.evaluate(state, data, held, jax.random.key(3), 0.5)
-    np.testing.assert_array_equal(standard[:, 0], hybrid[:, 0])
-    assert not np.allclose(standard[:, 1:], hybrid[:, 1:])
+    mse = {}
+    for weight in (0.0, 0.5):
+        state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, weight))
+        for mode in ("standard", "hybrid"):
+            mse[weight, mode] = np.asarray(jitted.evaluate(state, data, held, jax.random.key(3), mode)[0])
+    np.testing.assert_array_equal(mse[0.0, "hybrid"], mse[0.0, "standard"])
+    np.testing.assert_array_equal(mse[0.5, "standard"], mse[0.0, "standard"])  # standard ignores the weight
+    np.testing.assert_array_equal(mse[0.5, "hybrid"][:, 0], mse[0.5, "standard"][:, 0])
+    assert not np.allclose(mse[0.5, "hybrid"][:, 1:], mse[0.5, "standard"][:, 1:])
 
 
 def test_the_pretrained_baseline_trains_with_no_inner_step(tiny, jitted):

@@ -40,6 +40,7 @@ from ssm_jax import buffer as buffer_lib
 from ssm_jax.adapt.features import MetaFeatures, batch_features, track_features
 from ssm_jax.adapt.guards import bound_relative_step, project_to_ball, scale_by_traced_learning_rate
 from ssm_jax.adapt.strategies import get_strategy
+from ssm_jax.config_io import register_config
 from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
 
 ADAPTATION_MODES = ("standard", "hybrid")
@@ -47,6 +48,7 @@ OPTIMIZERS = ("adam", "sgd")
 LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class AdapterConfig:
     """Static adapter settings; `None` switches a guard off. Changing a field recompiles."""

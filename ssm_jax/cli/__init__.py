@@ -2,15 +2,15 @@
 
     ssm-jax train --config navigation                      # a named config; every field is a flag
     ssm-jax train --config basic --iterations 40 --model ssm --trainer.tasks-per-batch 8
-    ssm-jax train --resume runs/cli/<stamp>                # continues from checkpoints/latest, bit for bit
+    ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
     ssm-jax eval  --checkpoint runs/cli/<stamp> --episodes 32
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-steps 3 --adaptation-mode hybrid
     ssm-jax info
 
 `train` writes `<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
 metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json,
-learning_curve.png and orbax checkpoints `checkpoints/step_<n>/` every `checkpoint_every` iterations and at the
-end, with `checkpoints/latest` pointing at the newest. Ctrl-C finishes the chunk in flight, saves it, says where
+learning_curve.png and checkpoints `checkpoints/step_<n>/` (orbax's CheckpointManager) every `checkpoint_every`
+iterations and at the end. Ctrl-C finishes the chunk in flight, saves it, says where
 and exits 0; `--resume` after Ctrl-C or a kill ends with the params and metrics of the uninterrupted run. `eval`
 and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
 tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve with its 95% CI) into the run.

@@ -10,11 +10,13 @@ import jax
 
 from ssm_jax import envs, sweep
 from ssm_jax.cli.parsing import UsageError, read_config
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
     name: Literal[envs.META_RL_ENVS] = "navigation-2d"
@@ -25,6 +27,7 @@ class EnvConfig:
     """halfcheetah-vel goals: U[0, 2], or the seeds' 0.5, 1, ..., 2.5."""
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """One training run: the env, the policy, the trainer's static config and the traced hyperparameters."""

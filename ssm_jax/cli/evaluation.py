@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
 from ssm_jax import runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.checkpoint import restore
 from ssm_jax.cli.configs import RunConfig, build, initial_state, load_run_config
 from ssm_jax.cli.parsing import UsageError
-from ssm_jax.report import aligned_table, mean_ci, plot_ci_curve, save_figure
+from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax.train import Trainer, TrainState
 
 
@@ -80,7 +78,9 @@ def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
     env, trainer = build(config)
     target = initial_state(config, trainer)
     try:
-        state, path = runs.restore_latest(run_dir, target) if path == run_dir else (restore(path, target)[0], path)
+        state, path = (
+            runs.restore_latest(run_dir, target) if path == run_dir else (runs.restore_step(path, target)[0], path)
+        )
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
     eval_key = sweep.run_keys(config.seed if args.seed is None else args.seed).eval
@@ -91,7 +91,7 @@ def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
 def evaluate(args: EvalArgs) -> dict:
     """`ssm-jax eval`: the trained policy's return on held-out tasks, one episode each, no adaptation."""
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
-    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, 0.0)
+    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks)
     returns = np.asarray(returns[:, 0])
     (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
     result = {
@@ -115,8 +115,8 @@ def adapt(args: AdaptArgs) -> dict:
     if args.trajectories is not None:
         changes["eval_trajectories"] = args.trajectories
     run = _restore(args, changes)
-    weight = run.config.experience_weight if args.adaptation_mode == "hybrid" else 0.0
-    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks, weight)
+    evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
+    returns, _ = evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode)
     returns = np.asarray(returns)
     (mean, half), std = mean_ci(returns), np.std(returns, axis=0, ddof=1)
     gain_mean, gain_half = mean_ci(returns[:, 1:] - returns[:, :1])
@@ -132,10 +132,10 @@ def adapt(args: AdaptArgs) -> dict:
         "per_task_returns": returns,
     }
     if args.online:
-        result["online"] = _adapt_online(args, run, weight)
+        result["online"] = _adapt_online(args, run)
     output = Path(args.output) if args.output else run.run_dir / "adapt.json"
     runs.write_json(output, result)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
     ax.set_xlabel("adaptation steps on the held-out task")
     ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.episodes} tasks)")
@@ -160,14 +160,16 @@ def adapt(args: AdaptArgs) -> dict:
     return result
 
 
-def _adapt_online(args: AdaptArgs, run: _Restored, weight: float) -> dict:
+def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     """One episode per held-out task adapting online, and the same episodes frozen (paired)."""
     horizon = run.config.trainer.horizon
     if args.online_window > horizon:
         raise UsageError(f"--online-window {args.online_window} exceeds the run's horizon {horizon}")
-    online = jax.jit(run.trainer.evaluate_online, static_argnames=("window", "every"))
-    adapting, updates = online(run.state, run.key, run.tasks, weight, args.online_window, args.online_every)
-    frozen, _ = online(run.state, run.key, run.tasks, weight, args.online_window, horizon + 1)
+    online = jax.jit(run.trainer.evaluate_online, static_argnames=("mode", "window", "every"))
+    adapting, updates = online(
+        run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, args.online_every
+    )
+    frozen, _ = online(run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, horizon + 1)
     adapting, frozen = np.asarray(adapting), np.asarray(frozen)
     (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
     gain, gain_half = mean_ci(adapting - frozen)

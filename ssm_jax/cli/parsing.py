@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import tyro
 
-from ssm_jax.checkpoint import config_from_json
+from ssm_jax.config_io import config_from_json
 
 ConfigT = TypeVar("ConfigT")
 
@@ -27,7 +27,7 @@ def exit_with_error(message: str) -> NoReturn:
 
 def _one_line(event: Any) -> None:
     """tyro's parse-error hook: the common mistakes become a one-line `UsageError` instead of tyro's box."""
-    errors = tyro._errors  # pinned tyro; its hook module is private, so anything unrecognised keeps tyro's box
+    errors = tyro._errors  # private: pyproject pins tyro exactly; anything unrecognised keeps tyro's box
     if isinstance(event, errors.InvalidChoice):
         name = event.argument.display_name()
         raise UsageError(f"invalid value {event.value!r} for {name}; expected one of {', '.join(event.choices)}")

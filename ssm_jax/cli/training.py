@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
 
-from ssm_jax import runs
-from ssm_jax.checkpoint import config_to_json
+from ssm_jax import checkpoint, runs
 from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
-from ssm_jax.report import aligned_table, save_figure
+from ssm_jax.config_io import config_to_json
+from ssm_jax.report import aligned_table, new_figure, save_figure
 from ssm_jax.train import TrainState
 
 
@@ -95,12 +94,12 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
     summary = {
         "run_dir": str(run_dir),
         "iteration": int(state.iteration),
-        "checkpoint": str(run_dir / runs.CHECKPOINTS / runs.LATEST),
+        "checkpoint": str(checkpoint.step_path(run_dir / runs.CHECKPOINTS, runs.checkpoint_steps(run_dir)[-1])),
         "final_metrics": {k: v for k, v in records[-1].items() if k != "iteration"},
         "seconds": time.perf_counter() - started,
     }
     runs.write_json(run_dir / "train.json", summary)
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = new_figure(figsize=(5.5, 3.6))
     for key, label in (("pre_adaptation_return", "before the inner step"), ("post_adaptation_return", "after it")):
         ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
     ax.set_xlabel("meta-iteration")

@@ -1,24 +1,32 @@
-"""brax's own output on import and on model loading, filtered: the two notices it prints on every run are dropped,
-anything else passes through. Import brax's envs from here (`from ssm_jax.envs.brax_notices import brax_envs`)."""
+"""brax, loaded on first use with its Python-level notices filtered: `brax_environment(name, backend)`.
+
+`import ssm_jax.envs` does not import brax; the first brax family built does. Two of brax's notices are dropped there,
+each at the Python level (no file descriptor is touched, so a native crash's message always reaches the terminal):
+- mujoco.mjx's "Failed to import warp ..." lines on stdout (its optional GPU backend, absent here);
+- brax's UserWarning that it is "not actively being maintained" (a `warnings` filter, scoped to the load).
+
+One notice still prints, once per process, when halfcheetah's model first loads: mujoco's C parser writes
+"WARNING: compiler attribute 'settotalmass' is deprecated" straight to stderr, out of Python's reach.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import os
 import sys
-import tempfile
 import warnings
+from typing import Any
 
-__all__ = ["brax_envs", "without_model_loading_notices", "without_optional_gpu_notices"]
+__all__ = ["brax_environment", "without_optional_gpu_notices"]
 
 _OPTIONAL_GPU_NOTICES = ("Failed to import warp", "Failed to import mujoco_warp")
+_UNMAINTAINED_WARNING = "Brax System, piplines and environments are not actively being maintained"
 
 
 @contextlib.contextmanager
 def without_optional_gpu_notices():
-    """mujoco.mjx prints "Failed to import warp: ..." on stdout at import when its optional GPU backend (NVIDIA Warp)
-    is absent, which it always is here; drop those lines and pass any other output through."""
+    """Drops the "Failed to import warp: ..." lines printed (by Python's `print`) while inside; any other output
+    passes through."""
     captured = io.StringIO()
     with contextlib.redirect_stdout(captured):
         yield
@@ -27,33 +35,10 @@ def without_optional_gpu_notices():
     )
 
 
-with without_optional_gpu_notices():
-    from brax import envs as brax_envs
-
-_MODEL_LOADING_NOTICE = "WARNING: compiler attribute 'settotalmass' is deprecated"
-_UNMAINTAINED_WARNING = "Brax System, piplines and environments are not actively being maintained"
-
-
-@contextlib.contextmanager
-def without_model_loading_notices():
-    """Loading brax's halfcheetah makes mujoco warn (from C, on file descriptor 2) that the model's `settotalmass`
-    is deprecated, and brax warn that it is unmaintained, on every run. Drop exactly those two; any other output
-    passes through."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured, warnings.catch_warnings():
+def brax_environment(name: str, backend: str, **kwargs: Any):
+    """`brax.envs.get_environment(name, backend=backend, **kwargs)`, importing brax on first call."""
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_UNMAINTAINED_WARNING)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines, after_notice = captured.read().decode(errors="replace").splitlines(keepends=True), False
-            for line in lines:
-                dropped = line.startswith(_MODEL_LOADING_NOTICE) or (after_notice and not line.strip())
-                after_notice = line.startswith(_MODEL_LOADING_NOTICE)  # mujoco follows it with a blank line
-                if not dropped:
-                    sys.stderr.write(line)
+        with without_optional_gpu_notices():
+            from brax import envs
+        return envs.get_environment(name, backend=backend, **kwargs)

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
-from ssm_jax.envs.brax_notices import brax_envs, without_model_loading_notices
+from ssm_jax.envs.brax_notices import brax_environment
 from ssm_jax.types import Array, PRNGKey
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
@@ -70,8 +70,8 @@ _TERMINATING = ("ant", "walker2d")
 def _brax_env(name: str, backend: str):
     kwargs = {"use_contact_forces": False} if name == "ant" else {}
     # the cached System must hold concrete arrays, even if first built in a trace
-    with jax.ensure_compile_time_eval(), without_model_loading_notices():
-        return brax_envs.get_environment(name, backend=backend, **kwargs)
+    with jax.ensure_compile_time_eval():
+        return brax_environment(name, backend, **kwargs)
 
 
 @functools.cache

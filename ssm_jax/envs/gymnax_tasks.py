@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import gymnax
 import jax
 import jax.numpy as jnp
-from gymnax.environments.classic_control import cartpole, pendulum
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
 from ssm_jax.types import PRNGKey
@@ -22,7 +20,12 @@ from ssm_jax.types import PRNGKey
 _NO_TIME_LIMIT = 2**30
 
 
-def _cartpole_params(key: PRNGKey) -> cartpole.EnvParams:
+# gymnax is imported where it is used: it loads gymnasium and matplotlib, which `import ssm_jax.envs` must not.
+
+
+def _cartpole_params(key: PRNGKey):
+    from gymnax.environments.classic_control import cartpole
+
     k_len, k_pole, k_cart = jax.random.split(key, 3)
     length = jax.random.uniform(k_len, minval=0.25, maxval=0.75)
     masspole = jax.random.uniform(k_pole, minval=0.05, maxval=0.5)
@@ -37,7 +40,9 @@ def _cartpole_params(key: PRNGKey) -> cartpole.EnvParams:
     )
 
 
-def _pendulum_params(key: PRNGKey) -> pendulum.EnvParams:
+def _pendulum_params(key: PRNGKey):
+    from gymnax.environments.classic_control import pendulum
+
     k_m, k_l = jax.random.split(key)
     return pendulum.EnvParams(
         m=jax.random.uniform(k_m, minval=0.5, maxval=2.0),
@@ -64,6 +69,8 @@ class GymnaxTaskEnv(TaskEnv):
 
     @property
     def _env(self):
+        import gymnax
+
         return gymnax.make(_FAMILIES[self.family][0])[0]
 
     @property

@@ -29,11 +29,13 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
+from ssm_jax.config_io import register_config
 from ssm_jax.types import Array, Params, PyTree, per_parameter
 
 LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class MAMLConfig:
     """Static MAML settings. `learn_inner_lr` turns on Meta-SGD (a learned per-parameter inner lr);

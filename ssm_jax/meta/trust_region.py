@@ -19,9 +19,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ssm_jax.config_io import register_config
 from ssm_jax.types import Array, Params, PyTree
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class TrustRegionConfig:
     """`max_kl`: the trust region's radius in nats; the rest as rllab's `ConjugateGradientOptimizer`."""

@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ssm_jax.buffer import cut_windows
+from ssm_jax.config_io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, normalize, update_stats
 from ssm_jax.models import ModelConfig, NetworkConfig, SequenceModel, make_model
@@ -37,6 +38,7 @@ from ssm_jax.rollout import rollout
 from ssm_jax.types import Array, Params, PRNGKey
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class WorldModelConfig:
     """Static data and model settings (changing one recompiles)."""

@@ -23,9 +23,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssm_jax.config_io import register_config
 from ssm_jax.types import Array, Carry, Params, PRNGKey, cast_floating, params_dtype, tree_where
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Static sizes of a sequence model. Changing any field recompiles.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from ssm_jax.config_io import register_config
 from ssm_jax.models.base import ModelConfig, SequenceModel
 from ssm_jax.models.heads import GaussianHead, HeadedModel, attach_heads
 from ssm_jax.models.mlp import MLPCore, mlp_carry
@@ -42,6 +43,7 @@ def make_model(name: str, config: ModelConfig) -> SequenceModel:
     return SequenceModel(name, config, module_fn(config), functools.partial(carry_fn, config))
 
 
+@register_config
 @dataclasses.dataclass(frozen=True)
 class NetworkConfig:
     """Sizes of a meta-RL policy network (`make_gaussian_policy`)."""

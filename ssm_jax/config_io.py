@@ -1,0 +1,88 @@
+"""Configs as JSON: nested frozen dataclasses written with their class names, read back only as registered classes.
+
+    @register_config
+    @dataclasses.dataclass(frozen=True)
+    class MyConfig: ...
+
+    text = config_to_json(config)   # {"__dataclass__": "pkg.mod:MyConfig", "fields": {...}}
+    config = config_from_json(text) # equal to `config`
+
+A file names its classes, and a name outside the registry is refused with one line: reading a config never imports a
+module or calls a constructor the file chose. Tuples are kept apart from lists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from typing import Any, TypeVar
+
+_CONFIG_CLASSES: dict[str, type] = {}
+ConfigClass = TypeVar("ConfigClass", bound=type)
+
+
+def _class_name(cls: type) -> str:
+    module = cls.__module__
+    if module == "__main__":  # run as `python -m pkg.mod`: the importable name
+        spec = getattr(sys.modules["__main__"], "__spec__", None)
+        module = spec.name if spec is not None else module
+    return f"{module}:{cls.__qualname__}"
+
+
+def register_config(cls: ConfigClass) -> ConfigClass:
+    """Class decorator: a dataclass that configs may hold, and that `config_from_json` may rebuild."""
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls.__qualname__} is not a dataclass")
+    _CONFIG_CLASSES[_class_name(cls)] = cls
+    return cls
+
+
+def _encode(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = _class_name(type(value))
+        if name not in _CONFIG_CLASSES:
+            raise TypeError(f"cannot store {name} in a config: not a registered config class (register_config)")
+        fields = {f.name: _encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"__dataclass__": name, "fields": fields}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(f"cannot store config value {value!r} of type {type(value).__name__} in a config")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict) and "__dataclass__" in value:
+        name = value["__dataclass__"]
+        if name not in _CONFIG_CLASSES:
+            raise ValueError(f"the config names {name}, which is not a registered ssm_jax config class")
+        return _CONFIG_CLASSES[name](**{k: _decode(v) for k, v in value["fields"].items()})
+    if isinstance(value, dict) and "__tuple__" in value:
+        return tuple(_decode(v) for v in value["__tuple__"])
+    if isinstance(value, dict):
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+def config_to_json(config: Any) -> str:
+    """Serialises a (nested) frozen dataclass of registered classes so that `config_from_json` rebuilds it."""
+    return json.dumps(_encode(config), indent=2)
+
+
+def config_from_json(text: str) -> Any:
+    """The config `config_to_json` wrote.
+
+    Raises:
+        ValueError: the text is not such a config, or names a class outside the registry (one line).
+    """
+    try:
+        return _decode(json.loads(text))
+    except (TypeError, json.JSONDecodeError) as error:
+        raise ValueError(f"a config this version cannot read ({type(error).__name__}: {error})") from error

@@ -1,0 +1,36 @@
+"""Importing the library has no side effects: brax loads with the first brax family built, matplotlib with the
+first figure drawn, so a notebook's plotting backend is left as it was."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_the_library_loads_neither_brax_nor_matplotlib():
+    script = (
+        "import sys\n"
+        "import ssm_jax, ssm_jax.envs, ssm_jax.train, ssm_jax.agent, ssm_jax.cli, ssm_jax.report, ssm_jax.sweep\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'brax', 'mujoco', 'matplotlib'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_drawing_a_figure_sets_no_global_backend():
+    script = (
+        "import matplotlib\n"
+        "matplotlib.use('svg')\n"
+        "from ssm_jax.report import new_figure, save_figure\n"
+        "fig, ax = new_figure(figsize=(2, 2))\n"
+        "ax.plot([0, 1])\n"
+        "save_figure(fig, sys.argv[1])\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(matplotlib.get_backend(), plt.get_fignums())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\n" + script, "/dev/null"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "svg []"
