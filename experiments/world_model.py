@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments.common import run_main, write_config
 from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
-from ssm_jax import envs, runs
+from ssm_jax import envs, runs, sweep
 from ssm_jax.config_io import register_config
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.world_model import WorldModelConfig
@@ -119,36 +119,28 @@ def make_env(args: Args) -> envs.TaskEnv:
 
 
 def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None) -> dict:
-    """Every method and mode for `args.num_seeds` seeds, vmapped. Returns per-task arrays pooled over seeds:
+    """Every method and mode for `args.num_seeds` seeds as one run axis of `sweep.make_programs` (each seed's keys
+    from `sweep.run_keys`, as every experiment draws them). Returns per-task arrays pooled over seeds:
     `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
     "parameters": int}`."""
     trainer = make_world_model_trainer(env, args.model, args.network, args.trainer)
-    seeds = np.arange(args.seed, args.seed + args.num_seeds)
-    # per seed: prepare, init, train, held-out data, evaluation, scratch
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 6))(seeds)
-    hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
-    data = jax.jit(jax.vmap(trainer.prepare))(keys[:, 0])
-    held = jax.jit(jax.vmap(trainer.held_out))(keys[:, 3], data.stats)
-    chunk = jax.jit(jax.vmap(lambda state, d, k: trainer.train(state, d, k, args.chunk_size)))
-    evaluate = jax.jit(
-        lambda state, data, held, key, mode: jax.vmap(lambda *a: trainer.evaluate(*a, mode))(state, data, held, key),
-        static_argnums=4,
-    )
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    programs = sweep.make_programs(trainer, args.chunk_size)
+    tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.trainer.eval_tasks)
     pooled = lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:])
     results = {name: {} for name in METRICS}
-    for method in METHODS:
-        state = jax.jit(jax.vmap(trainer.init, in_axes=(0, None, None)), static_argnums=2)(
-            keys[:, 1], hparams, method == "MAML"
-        )
+    for method, train_keys in (("MAML", keys.train), ("pretrained", keys.pretrain)):
+        states = programs.init(keys.init, hparams, adapt=method == "MAML")
 
         def on_chunk(iteration, state, metrics, method=method):
             if log is not None:
                 log.log({"method": method, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
 
-        state = runs.train_in_chunks(
-            lambda s, k: chunk(s, data, k),
-            state,
-            keys[:, 2],
+        states = runs.train_in_chunks(
+            programs.train,
+            states,
+            train_keys,
             args.iterations,
             args.chunk_size,
             f"{method} ({args.model}, {args.env})",
@@ -156,12 +148,14 @@ def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None)
             postfix=lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))},
         )
         for mode in ("standard", "hybrid"):
-            for name, values in zip(METRICS, evaluate(state, data, held, keys[:, 4], mode), strict=True):
+            mse, extras = programs.evaluate(states, eval_keys, tasks, mode)
+            for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):
                 if mode == "standard":
                     results[name][f"{method} + none"] = pooled(values)[:, :1]
                 results[name][f"{method} + {mode}"] = pooled(values)
-    scratch = jax.jit(jax.vmap(trainer.scratch))(keys[:, 5], held, data.stats)
-    for name, values in zip(METRICS, scratch, strict=True):
+    # the scratch baseline on the held-out data evaluation saw (the same keys collect it)
+    mse, extras = programs.oracle(states, eval_keys, tasks, iterations=args.trainer.scratch_steps)
+    for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):
         results[name]["scratch"] = pooled(values)[:, None]
     params = trainer.world_model.init(jax.random.key(0))
     results["parameters"] = int(sum(x.size for x in jax.tree.leaves(params)))

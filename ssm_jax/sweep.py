@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 
 from ssm_jax.envs.base import TaskEnv
-from ssm_jax.train import HParams, Trainer, TrainerConfig
+from ssm_jax.train import HParams, TrainerConfig
+from ssm_jax.train_config import TrainerProtocol
 from ssm_jax.types import PRNGKey
 
 SWEEPABLE = tuple(field.name for field in dataclasses.fields(HParams))
@@ -125,13 +126,14 @@ def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
     return tasks, jax.vmap(jax.random.fold_in, (0, None))(eval_keys, 1)
 
 
-def make_programs(trainer: Trainer, chunk_size: int, compiler_options: dict | None = None) -> Programs:
-    """`init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
+def make_programs(trainer: TrainerProtocol, chunk_size: int, compiler_options: dict | None = None) -> Programs:
+    """`trainer`'s functions (`train_config.TrainerProtocol`: meta-RL or world model) vmapped over runs and jitted:
+    `init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
     `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
     `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each
-    run's own `experience_weight`) and
-    `oracle(states [R], keys [R], tasks [R, E], iterations) -> [R, E, iterations]`. `compiler_options` go to XLA
-    with each program (`jax.jit(..., compiler_options=...)`)."""
+    run's own `experience_weight`) and `oracle(states [R], keys [R], tasks [R, E], iterations)` (the trainer's
+    per-task results, `[R, E, ...]`). `compiler_options` go to XLA with each program (`jax.jit(...,
+    compiler_options=...)`)."""
 
     def init(keys, hparams, adapt=True):
         return jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))(keys, hparams)

@@ -8,6 +8,8 @@ recompile (rejax's split). `ssm_jax.train` builds the program that runs on them.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import jax.numpy as jnp
 from flax import struct
@@ -125,3 +127,21 @@ class TrainState:
     hparams: HParams
     meta_learning: bool = struct.field(pytree_node=False, default=True)
     """True: MAML; False: the pretrained baseline. Static: the two are different programs."""
+
+
+class TrainerProtocol(Protocol):
+    """What every trainer provides (the meta-RL one of `ssm_jax.train`, the world-model one of
+    `ssm_jax.train_world_model`): pure functions of a state pytree that holds everything a run needs (params,
+    optimizer, statistics, buffer, data, hparams), which `sweep.make_programs` vmaps over runs and `runs` drives.
+
+    - `init(key, hparams, adapt=True) -> state` (`adapt=False`: the pretrained baseline's state);
+    - `train(state, key, num_iterations) -> (state, metrics {name: [num_iterations]})`, `num_iterations` static;
+    - `evaluate(state, key, tasks, mode="standard") -> (scores [E, K + 1], extras)`, `mode` static (`hybrid` reads
+      `state.hparams.experience_weight`);
+    - `oracle(state, key, tasks, iterations) -> per-task results` (a model trained on each task alone).
+    """
+
+    init: Callable[..., Any]
+    train: Callable[..., tuple[Any, dict]]
+    evaluate: Callable[..., tuple[Array, Any]]
+    oracle: Callable[..., Any]

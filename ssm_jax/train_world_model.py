@@ -1,21 +1,23 @@
-"""The world-model program: meta-training data, MAML (or the pretrained baseline), and held-out evaluation.
+"""The world-model program, with the meta-RL trainer's protocol: `init / train / evaluate / oracle`.
 
     trainer = make_world_model_trainer(env, "ssm", NetworkConfig(), WorldModelTrainerConfig())
-    data = trainer.prepare(key)                                 # meta-training pool, its statistics, the buffer
-    state = trainer.init(key, hparams)                          # adapt=False: the pretrained baseline
-    state, metrics = trainer.train(state, data, key, 100)       # 100 meta-iterations in one lax.scan (jit it)
-    held_out = trainer.held_out(key, data.stats)                # support and query of unseen tasks
-    mse, open_loop = trainer.evaluate(state, data, held_out, key, "hybrid")   # [E, adapt_steps + 1]
-    mse, open_loop = trainer.scratch(key, held_out, data.stats) # a model trained on the support alone, [E]
+    state = trainer.init(key, hparams)                        # the meta-training pool inside; adapt=False: pretrained
+    state, metrics = trainer.train(state, key, 100)           # 100 meta-iterations in one lax.scan (jit it)
+    mse, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_steps + 1]; extras["open_loop"] alike
+    mse, extras = trainer.oracle(state, key, tasks, 200)      # a model per task, 200 Adam steps on its support: [E]
 
-`prepare` samples `train_tasks` tasks, collects `trajectories_per_task` random-action trajectories of each, fits
-the standardisation on them (meta-training data only) and fills the ExperienceBuffer with their windows (input
-window → target window); nothing else ever writes the buffer, and evaluation reads it frozen. Each meta-iteration
-draws `tasks_per_batch` pool tasks and takes MAML's outer step on their (support, query) windows, disjoint
-trajectories. The pretrained baseline is the same program with inner lr 0 (its outer step then fits the query
-windows of every task with one model). Evaluation adapts with the library's adapters (`standard`, or `hybrid`
-with `experience_weight` > 0): plain SGD steps at the inner lr, the step MAML was meta-trained with, each scored by
-the query's one-step MSE and its open-loop error. `HParams` are traced, as in `ssm_jax.train`.
+`init` samples `train_tasks` tasks, collects `trajectories_per_task` random-action trajectories of each, fits the
+standardisation on them (meta-training data only) and fills the ExperienceBuffer with their windows (input window
+→ target window): all of it lives in the state (`WorldModelData`), nothing else ever writes the buffer, and
+evaluation reads it frozen. The same key gives MAML and the pretrained baseline the same pool and initial model.
+Each meta-iteration draws `tasks_per_batch` pool tasks and takes MAML's outer step on their (support, query)
+windows, disjoint trajectories. The pretrained baseline is the same program with inner lr 0 (its outer step then
+fits the query windows of every task with one model). `evaluate` and `oracle` collect the held-out tasks'
+trajectories from their key (the same key: the same data, so their results pair), standardised with the pool's
+statistics; evaluation adapts with the library's adapters (`standard`, or `hybrid` with the state's
+`experience_weight`): plain SGD steps at the inner lr, the step MAML was meta-trained with, each scored by the
+query's one-step MSE and its open-loop error. `HParams` are traced, as in `ssm_jax.train`, so
+`sweep.make_programs` vmaps this trainer as it does the meta-RL one.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ class WorldModelTrainerConfig:
     buffer_size: int = 4096
     experience_batch_size: int = 32
     scratch_steps: int = 200
-    """Adam steps of the from-scratch baseline on the support."""
+    """Adam steps of the from-scratch baseline (`oracle`) on the support, as the experiments call it."""
     scratch_lr: float = 3e-3
 
     def __post_init__(self):
@@ -92,17 +94,17 @@ class WorldModelData:
 class WorldModelState:
     meta: MetaState
     hparams: HParams
+    data: WorldModelData
 
 
 class WorldModelTrainer(NamedTuple):
     config: WorldModelTrainerConfig
     world_model: WorldModel
-    prepare: Callable[[PRNGKey], WorldModelData]
-    held_out: Callable[[PRNGKey, WorldModelStats], tuple[dict, dict]]
+    held_out: Callable[..., tuple[dict, dict]]
     init: Callable[..., WorldModelState]
     train: Callable[..., tuple[WorldModelState, dict]]
-    evaluate: Callable[..., tuple[Array, Array]]
-    scratch: Callable[..., tuple[Array, Array]]
+    evaluate: Callable[..., tuple[Array, dict]]
+    oracle: Callable[..., tuple[Array, dict]]
 
 
 def make_world_model_trainer(
@@ -134,7 +136,6 @@ def make_world_model_trainer(
             experience_batch_size=config.experience_batch_size,
         ),
     )
-    fit = make_adapter("standard", wm.loss, AdapterConfig(config.scratch_lr, config.scratch_steps, grad_clip_norm=None))
 
     def prepare(key: PRNGKey) -> WorldModelData:
         task_key, data_key, buffer_key = jax.random.split(key, 3)
@@ -147,19 +148,19 @@ def make_world_model_trainer(
         buffer = buf.add(buf.init(jax.tree.map(lambda x: x[0], items)), jax.tree.map(lambda x: x[kept], items))
         return WorldModelData(support, query, stats, freeze(buffer))
 
-    def held_out(key: PRNGKey, stats: WorldModelStats) -> tuple[dict, dict]:
-        """Support and query windows `[eval_tasks, M, W, ...]` of unseen tasks, standardised with `stats`."""
-        task_key, data_key = jax.random.split(key)
-        tasks = env.sample_tasks(task_key, config.eval_tasks)
-        return wm.support_query(wm.collect(data_key, tasks, config.trajectories_per_task), stats)
+    def held_out(key: PRNGKey, tasks, stats: WorldModelStats) -> tuple[dict, dict]:
+        """Support and query windows `[E, M, W, ...]` of `tasks`, standardised with the pool's `stats`."""
+        return wm.support_query(wm.collect(key, tasks, config.trajectories_per_task), stats)
 
     def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> WorldModelState:
-        meta = maml.init(wm.init(key), optimizer)
+        data_key, params_key = jax.random.split(key)
+        meta = maml.init(wm.init(params_key), optimizer)
         inner_lr = hparams.inner_lr if adapt else jnp.zeros_like(hparams.inner_lr)
-        return WorldModelState(meta.replace(inner_lr=inner_lr), hparams)
+        return WorldModelState(meta.replace(inner_lr=inner_lr), hparams, prepare(data_key))
 
-    def train(state: WorldModelState, data: WorldModelData, key: PRNGKey, num_iterations: int):
+    def train(state: WorldModelState, key: PRNGKey, num_iterations: int):
         """`num_iterations` meta-iterations; metrics `{name: [num_iterations]}` (MAML's losses)."""
+        data = state.data
 
         def iteration(meta: MetaState, step_key: PRNGKey):
             index = jax.random.choice(step_key, config.train_tasks, (config.tasks_per_batch,), replace=False)
@@ -169,13 +170,12 @@ def make_world_model_trainer(
         meta, metrics = jax.lax.scan(iteration, state.meta, jax.random.split(key, num_iterations))
         return state.replace(meta=meta), metrics
 
-    def evaluate(
-        state: WorldModelState, data: WorldModelData, held: tuple[dict, dict], key: PRNGKey, mode: str = "standard"
-    ):
-        """Query one-step MSE and open-loop error after 0..adapt_steps steps on each held-out task's support:
-        `([E, adapt_steps + 1], [E, adapt_steps + 1])`. `mode` (static): `standard`, or `hybrid` on the buffer with
-        the state's `hparams.experience_weight`."""
-        weight = state.hparams.adapter_weight(mode)
+    def evaluate(state: WorldModelState, key: PRNGKey, tasks, mode: str = "standard") -> tuple[Array, dict]:
+        """Query one-step MSE after 0..adapt_steps steps on each of `tasks`' support (leading axis E): `(mse
+        [E, adapt_steps + 1], {"open_loop": [E, adapt_steps + 1]})`. `mode` (static): `standard`, or `hybrid` on the
+        buffer with the state's `hparams.experience_weight`."""
+        data_key, adapt_key = jax.random.split(key)
+        weight, data = state.hparams.adapter_weight(mode), state.data
 
         def one_task(support, query, task_key):
             astate = step.init(state.meta.params)
@@ -192,20 +192,27 @@ def make_world_model_trainer(
             mse0, open_loop0 = score(state.meta.params)
             return jnp.append(mse0, mse), jnp.append(open_loop0, open_loop)
 
-        support, query = held
-        return jax.vmap(one_task)(support, query, jax.random.split(key, config.eval_tasks))
+        support, query = held_out(data_key, tasks, data.stats)
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        mse, open_loop = jax.vmap(one_task)(support, query, jax.random.split(adapt_key, num_tasks))
+        return mse, {"open_loop": open_loop}
 
-    def scratch(key: PRNGKey, held: tuple[dict, dict], stats: WorldModelStats) -> tuple[Array, Array]:
-        """A fresh model per held-out task, `scratch_steps` Adam steps on its support alone: query `(mse, open
-        loop)`, each `[E]`."""
+    def oracle(state: WorldModelState, key: PRNGKey, tasks, iterations: int) -> tuple[Array, dict]:
+        """A fresh model per task of `tasks`, `iterations` (static) Adam steps on its support alone, on the data
+        `evaluate` collects with the same key: `(mse [E], {"open_loop": [E]})` on the query."""
+        data_key, fit_key = jax.random.split(key)
+        fit_config = AdapterConfig(config.scratch_lr, iterations, grad_clip_norm=None)
+        fit = make_adapter("standard", wm.loss, fit_config)
 
         def one_task(support, query, task_key):
-            init_key, fit_key = jax.random.split(task_key)
+            init_key, step_key = jax.random.split(task_key)
             params = wm.init(init_key)
-            _, params, _ = fit.update(fit.init(params), params, support, None, fit_key)
-            return wm.loss(params, query)[0], wm.open_loop_error(params, query, stats)
+            _, params, _ = fit.update(fit.init(params), params, support, None, step_key)
+            return wm.loss(params, query)[0], wm.open_loop_error(params, query, state.data.stats)
 
-        support, query = held
-        return jax.vmap(one_task)(support, query, jax.random.split(key, config.eval_tasks))
+        support, query = held_out(data_key, tasks, state.data.stats)
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        mse, open_loop = jax.vmap(one_task)(support, query, jax.random.split(fit_key, num_tasks))
+        return mse, {"open_loop": open_loop}
 
-    return WorldModelTrainer(config, wm, prepare, held_out, init, train, evaluate, scratch)
+    return WorldModelTrainer(config, wm, held_out, init, train, evaluate, oracle)

@@ -1,8 +1,15 @@
 """Shared type aliases and small helpers used across the package.
 
-Dimension names used in docstrings:
-    T: time steps, B: batch items, N: tasks, D: input features, O: output features,
-    P: state size, H: hidden width, W: transformer key/value window.
+The glossary of axis names every docstring uses (each letter one meaning):
+    R: runs (a sweep's seeds x hyperparameter values, vmapped)
+    E: tasks (a meta-batch, or held-out tasks)
+    N: envs run in parallel on one task (trajectories per round)
+    T: time steps (a horizon)
+    K: adaptation rounds (inner steps; each samples N trajectories, then updates)
+    W: window (steps per replayed experience item; the transformer's key/value window is its own `ModelConfig.window`)
+    B: items of a minibatch (sampled from the buffer)
+    D: input features, A: action size, O: output features, P: state size, H: hidden width.
+Rollouts are time-major, `[T, N, ...]`; with tasks in front, `[E, T, N, ...]`, and runs in front of that.
 """
 
 from __future__ import annotations

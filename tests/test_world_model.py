@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_jax import buffer, envs
+from ssm_jax import buffer, envs, runs, sweep
 from ssm_jax.meta.world_model import Transitions, WorldModelConfig, make_world_model
 from ssm_jax.models import NetworkConfig
 from ssm_jax.train_config import HParams
@@ -29,25 +29,27 @@ TINY = WorldModelTrainerConfig(
 
 
 @pytest.fixture(scope="module")
-def tiny():
+def jitted():
+    """The tiny trainer's functions, each compiled once for the module (an eager call compiles op by op)."""
     env = envs.make("pendulum-params", horizon=TINY.model.horizon)
     trainer = make_world_model_trainer(env, "ssm", NETWORK, TINY)
-    data = jax.jit(trainer.prepare)(jax.random.key(0))
-    return env, trainer, data
-
-
-@pytest.fixture(scope="module")
-def jitted(tiny):
-    """The tiny trainer's functions, each compiled once for the module (an eager call compiles op by op)."""
-    _, trainer, _ = tiny
     return types.SimpleNamespace(
+        env=env,
+        trainer=trainer,
         init=jax.jit(trainer.init, static_argnames="adapt"),
         held_out=jax.jit(trainer.held_out),
         evaluate=jax.jit(trainer.evaluate, static_argnames="mode"),
-        train=jax.jit(trainer.train, static_argnums=3),
+        train=jax.jit(trainer.train, static_argnums=2),
         collect=jax.jit(trainer.world_model.collect, static_argnums=2),
         support_query=jax.jit(trainer.world_model.support_query),
     )
+
+
+@pytest.fixture(scope="module")
+def tiny(jitted):
+    """A state made from key 0 (its meta-training pool in `state.data`) and held-out tasks."""
+    state = jitted.init(jax.random.key(0), HParams.create(0.1, 1e-3, 0.5))
+    return state, jitted.env.sample_tasks(jax.random.key(2), TINY.eval_tasks)
 
 
 def test_loss_masks_every_step_after_an_episode_end():
@@ -88,61 +90,74 @@ def test_support_and_query_are_disjoint_trajectories():
 
 
 def test_statistics_come_from_the_meta_training_data_only(tiny, jitted):
-    env, _, data = tiny
-    task_key, data_key, _ = jax.random.split(jax.random.key(0), 3)
+    state, tasks = tiny
+    data, env = state.data, jitted.env
+    task_key, data_key, _ = jax.random.split(jax.random.split(jax.random.key(0))[0], 3)  # init's pool keys
     meta_training = jitted.collect(data_key, env.sample_tasks(task_key, TINY.train_tasks), TINY.trajectories_per_task)
     inputs = np.concatenate([meta_training.obs, meta_training.action], -1).reshape(-1, 4)
     np.testing.assert_allclose(data.stats.inputs.mean, inputs.mean(0), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(data.stats.inputs.var, inputs.var(0), rtol=1e-4)
     assert int(data.stats.inputs.count) == inputs.shape[0]
     # held-out data is standardised with those statistics, never fitted: other held-out tasks change nothing
-    support, _ = jitted.held_out(jax.random.key(7), data.stats)
-    held_transitions = jitted.collect(
-        jax.random.split(jax.random.key(7))[1],
-        env.sample_tasks(jax.random.split(jax.random.key(7))[0], TINY.eval_tasks),
-        TINY.trajectories_per_task,
-    )
+    support, _ = jitted.held_out(jax.random.key(7), tasks, data.stats)
+    held_transitions = jitted.collect(jax.random.key(7), tasks, TINY.trajectories_per_task)
     expected = jitted.support_query(held_transitions, data.stats)[0]  # another program: rounding may differ
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), support, expected)
 
 
 def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny, jitted):
-    _, _, data = tiny
+    state, tasks = tiny
+    data = state.data
     assert data.buffer.frozen and int(buffer.size(data.buffer)) == TINY.buffer_size
-    state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, 0.5))
-    held = jitted.held_out(jax.random.key(2), data.stats)
     before = jax.tree.map(np.asarray, data.buffer)
-    mse, open_loop = jitted.evaluate(state, data, held, jax.random.key(3), "hybrid")
-    assert mse.shape == open_loop.shape == (TINY.eval_tasks, TINY.adapt_steps + 1)
+    mse, extras = jitted.evaluate(state, jax.random.key(3), tasks, "hybrid")
+    assert mse.shape == extras["open_loop"].shape == (TINY.eval_tasks, TINY.adapt_steps + 1)
     jax.tree.map(np.testing.assert_array_equal, data.buffer, before)
     with pytest.raises(ValueError, match="frozen"):
         buffer.add(data.buffer, jax.tree.map(lambda x: x[:1], data.buffer.items))
 
 
 def test_hybrid_reads_the_states_experience_weight_and_at_zero_is_the_standard_step(tiny, jitted):
-    _, _, data = tiny
-    held = jitted.held_out(jax.random.key(2), data.stats)
+    state, tasks = tiny
     mse = {}
     for weight in (0.0, 0.5):
-        state = jitted.init(jax.random.key(1), HParams.create(0.1, 1e-3, weight))
+        weighted = state.replace(hparams=HParams.create(0.1, 1e-3, weight))
         for mode in ("standard", "hybrid"):
-            mse[weight, mode] = np.asarray(jitted.evaluate(state, data, held, jax.random.key(3), mode)[0])
+            mse[weight, mode] = np.asarray(jitted.evaluate(weighted, jax.random.key(3), tasks, mode)[0])
     np.testing.assert_array_equal(mse[0.0, "hybrid"], mse[0.0, "standard"])
     np.testing.assert_array_equal(mse[0.5, "standard"], mse[0.0, "standard"])  # standard ignores the weight
     np.testing.assert_array_equal(mse[0.5, "hybrid"][:, 0], mse[0.5, "standard"][:, 0])
     assert not np.allclose(mse[0.5, "hybrid"][:, 1:], mse[0.5, "standard"][:, 1:])
 
 
-def test_the_pretrained_baseline_trains_with_no_inner_step(tiny, jitted):
-    _, _, data = tiny
+def test_the_pretrained_baseline_trains_with_no_inner_step(jitted):
     hparams = HParams.create(0.1, 1e-3, 0.1)
     pretrained = jitted.init(jax.random.key(1), hparams, adapt=False)
-    _, metrics = jitted.train(pretrained, data, jax.random.key(2), 2)
+    _, metrics = jitted.train(pretrained, jax.random.key(2), 2)
     # the same loss at the same params, fused at two places of one program: equal up to rounding
     np.testing.assert_allclose(metrics["pre_query_loss"], metrics["post_query_loss"], rtol=1e-6)
     maml = jitted.init(jax.random.key(1), hparams)
-    _, metrics = jitted.train(maml, data, jax.random.key(2), 2)
+    jax.tree.map(np.testing.assert_array_equal, maml.data, pretrained.data)  # one key, one meta-training pool
+    _, metrics = jitted.train(maml, jax.random.key(2), 2)
     assert np.all(metrics["post_support_loss"] < metrics["pre_support_loss"])
+
+
+def test_the_world_model_trainer_runs_through_sweep_programs_and_runs_as_each_run_alone(jitted):
+    hparams = HParams.create(0.1, 1e-3, 0.5)
+    grid = sweep.make_grid(range(2))
+    programs = sweep.make_programs(jitted.trainer, chunk_size=1)
+    states = runs.train_in_chunks(programs.train, programs.init(grid.keys.init, grid.hparams(hparams)),
+                                  grid.keys.train, 2, 1, "world model")  # fmt: skip
+    tasks, keys = sweep.held_out_tasks(jitted.env, grid.keys.eval, TINY.eval_tasks)
+    mse, extras = programs.evaluate(states, keys, tasks, "hybrid")
+    assert mse.shape == extras["open_loop"].shape == (2, TINY.eval_tasks, TINY.adapt_steps + 1)
+    run = sweep.run_keys(1)  # run 1 made alone with its seed's keys
+    alone = jitted.init(run.init, hparams)
+    for chunk_key in sweep.chunk_keys(run.train, 2):
+        alone, _ = jitted.train(alone, chunk_key, 1)
+    close = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+    jax.tree.map(lambda a, b: close(a[1], b), states.meta.params, alone.meta.params)
+    close(mse[1], jitted.evaluate(alone, keys[1], jax.tree.map(lambda x: x[1], tasks), "hybrid")[0])
 
 
 @pytest.mark.slow
@@ -154,13 +169,12 @@ def test_meta_trained_ssm_world_model_adapts_to_held_out_pendulums(fully_optimis
     )
     env = envs.make("pendulum-params", horizon=100)
     trainer = make_world_model_trainer(env, "ssm", NetworkConfig(state_dim=16, hidden_dim=32), config)
-    data = jax.jit(trainer.prepare)(jax.random.key(0))
-    state = trainer.init(jax.random.key(1), HParams.create(0.3, 3e-3, 0.1))
-    state, _ = fully_optimised_jit(trainer.train, static_argnums=3)(state, data, jax.random.key(2), 300)
-    held = jax.jit(trainer.held_out)(jax.random.key(3), data.stats)
-    mse, open_loop = jax.jit(trainer.evaluate)(state, data, held, jax.random.key(4), 0.0)
-    scratch_mse, _ = jax.jit(trainer.scratch)(jax.random.key(5), held, data.stats)
-    pre, post = np.asarray(mse[:, 0]), np.asarray(mse[:, 1])
+    state = jax.jit(trainer.init)(jax.random.key(1), HParams.create(0.3, 3e-3, 0.1))
+    state, _ = fully_optimised_jit(trainer.train, static_argnums=2)(state, jax.random.key(2), 300)
+    tasks = env.sample_tasks(jax.random.key(3), config.eval_tasks)
+    mse, extras = jax.jit(trainer.evaluate)(state, jax.random.key(4), tasks)
+    scratch_mse, _ = jax.jit(trainer.oracle, static_argnums=3)(state, jax.random.key(4), tasks, config.scratch_steps)
+    pre, post, open_loop = np.asarray(mse[:, 0]), np.asarray(mse[:, 1]), extras["open_loop"]
     assert post.mean() < 0.6 * pre.mean() and np.mean(post < pre) >= 0.75
     assert post.mean() < 0.6 * float(np.mean(scratch_mse))
     assert float(open_loop[:, 1].mean()) < float(open_loop[:, 0].mean())
