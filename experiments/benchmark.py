@@ -132,7 +132,8 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
         cell = dataclasses.replace(
             base, env=env_name, model=method, network=network, seed=args.seed, num_seeds=args.num_seeds
         )
-        results = world_model.run_seeds(cell, world_model.make_env(cell))
+        cell_dir.mkdir(parents=True, exist_ok=True)
+        results = world_model.run_seeds(cell, world_model.make_env(cell), runs.MetricsLog(cell_dir / "metrics.jsonl"))
         curves = {mode: results["mse"][f"MAML + {mode}"] for mode in MODES}
         extra = {"open_loop": {mode: results["open_loop"][f"MAML + {mode}"] for mode in MODES}}
         extra["baselines"] = {k: v for k, v in results["mse"].items() if not k.startswith("MAML")}

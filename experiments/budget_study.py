@@ -99,27 +99,15 @@ def _train_to(args, programs, states, key, until, log, phase):
     """Trains `states` (stacked runs) from their iteration to `until`, one log record per seed and chunk. Chunk `c`
     draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
     seeds = range(args.seed, args.seed + args.num_seeds)
-
-    def on_chunk(iteration, _, metrics):
-        for i, seed in enumerate(seeds):
-            means = jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)
-            log.log({"phase": phase, "seed": seed, "iteration": iteration, **means})
-
-    try:
-        return runs.train_in_chunks(
-            programs.train,
-            states,
-            key,
-            until,
-            args.chunk_size,
-            f"{phase} to {until} iterations",
-            on_chunk=on_chunk,
-            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-            start=int(np.max(states.iteration)),
-        )
-    except runs.Interrupted as stop:
-        print(f"interrupted during {phase} at iteration {stop.iteration}; results.json keeps the finished budgets")
-        raise SystemExit(0) from None
+    records = lambda iteration, metrics: [
+        {"phase": phase, "seed": seed, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+        for i, seed in enumerate(seeds)
+    ]  # the study keeps no checkpoint: Ctrl-C stops it, results.json keeps the finished budgets
+    postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
+    description, start = f"{phase} to {until} iterations", int(np.max(states.iteration))
+    return runs.train_phase(
+        programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start
+    )
 
 
 def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:

@@ -47,13 +47,12 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
 
 def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_preset: str) -> None:
     """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C during training stops at the end of a
-    chunk; experiments that checkpoint save it there and exit 0 themselves, the others say so and exit 130."""
+    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0."""
     args = parse_args(presets, default_preset)
     try:
         main(args)
-    except Interrupted as stop:
-        print(f"interrupted at iteration {stop.iteration}; this experiment keeps no checkpoint", file=sys.stderr)
-        raise SystemExit(130) from None
+    except Interrupted:
+        raise SystemExit(0) from None
 
 
 def write_config(run_dir: Path, args: Any) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -228,40 +229,28 @@ def build_trainer(args: Args):
     return env, make_meta_rl_trainer(env, policy, config)
 
 
-def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=True):
-    """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) until `args.iterations` from the states'
-    iteration, logging one record per seed and chunk and, with `checkpoints`, saving the stacked `TrainState` as
-    `run_dir/checkpoints/step_<n>/` every `checkpoint_every` iterations and at the end. Ctrl-C saves the last
-    finished chunk (with `checkpoints`), says where and exits 0."""
+def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=True, start=0):
+    """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) from iteration `start` until `args.iterations`
+    through `runs.train_phase`: one record per seed and chunk, and with `checkpoints` the stacked `TrainState` saved
+    every `checkpoint_every` iterations and at the end."""
     started = time.perf_counter()
 
-    def on_chunk(iteration, states, metrics):
+    def records(iteration, metrics):
         elapsed = time.perf_counter() - started
-        for i, seed in enumerate(seeds):
-            record = {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed}
-            log.log({**record, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)})
-        if checkpoints and (iteration % args.checkpoint_every == 0 or iteration == args.iterations):
-            runs.save_step(run_dir, states, args, iteration)
+        return [
+            {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed,
+             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+            for i, seed in enumerate(seeds)
+        ]  # fmt: skip
 
-    try:
-        return runs.train_in_chunks(
-            chunk,
-            states,
-            keys,
-            args.iterations,
-            args.chunk_size,
-            phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)",
-            on_chunk=on_chunk,
-            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-            start=int(np.max(states.iteration)),
-        )
-    except runs.Interrupted as stop:
-        if checkpoints:
-            path = runs.save_step(run_dir, stop.state, args, stop.iteration)
-            print(f"interrupted at iteration {stop.iteration}: saved {path}; continue with --resume {run_dir}")
-        else:
-            print(f"interrupted during {phase} at iteration {stop.iteration}; --resume {run_dir} runs it again")
-        raise SystemExit(0) from None
+    main_spec = getattr(sys.modules["__main__"], "__spec__", None)
+    command = f"python -m {main_spec.name if main_spec else 'experiments.meta_rl'} --resume {run_dir}"
+    saving = runs.Checkpoints(run_dir, args, args.checkpoint_every, command) if checkpoints else None
+    description = phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)"
+    postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
+    return runs.train_phase(
+        chunk, states, keys, args.iterations, args.chunk_size, description, log, records, saving, postfix, start
+    )
 
 
 def _plot_learning(path: Path, records: list[dict]):
@@ -349,15 +338,14 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
     keys, run_hparams = grid.keys, grid.hparams(hparams)
     initial = programs.init(keys.init, run_hparams)  # training donates its states; these stay for random init
     states = jax.tree.map(jnp.copy, initial)
+    start = 0
     if args.resume:
         try:
-            states, path = runs.restore_latest(run_dir, target=states)
+            kept = lambda record, step: record["phase"] == "maml" and record["iteration"] <= step  # the rest runs again
+            states, start = runs.resume(run_dir, states, log, kept)
         except ValueError as error:  # damaged, or from another configuration: one line, exit 2
             exit_with_error(f"--resume {run_dir}: {error}")
-        restored = int(np.max(states.iteration))
-        log.keep(lambda r: r["phase"] == "maml" and r["iteration"] <= restored)  # the rest is run again
-        print(f"resumed {run_dir} from {path.name} (iteration {restored})")
-    trained = {"MAML": _train(args, programs.train, states, keys.train, log, "maml", seeds, run_dir)}
+    trained = {"MAML": _train(args, programs.train, states, keys.train, log, "maml", seeds, run_dir, start=start)}
     train_seconds = time.perf_counter() - started
     if args.pretrained:
         pretrained = programs.init(keys.init, run_hparams, adapt=False)

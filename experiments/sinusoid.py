@@ -23,7 +23,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from experiments.common import run_main, write_config
 from experiments.report import (
@@ -36,11 +35,12 @@ from experiments.report import (
     plot_ci_curve,
     save_figure,
 )
+from ssm_jax import runs, sweep
 from ssm_jax.config_io import register_config
 from ssm_jax.envs import SinusoidDistribution
-from ssm_jax.meta import MAMLConfig, make_maml
-from ssm_jax.models import ModelConfig, make_model
-from ssm_jax.runs import MetricsLog, make_run_dir, train_in_chunks, write_json
+from ssm_jax.runs import MetricsLog, make_run_dir, write_json
+from ssm_jax.train_config import HParams
+from ssm_jax.train_regression import RegressionTrainer, RegressionTrainerConfig, make_regression_trainer
 
 METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
@@ -64,7 +64,11 @@ class Args:
     eval_points: int = 100
     eval_steps: int = 10
     seed: int = 0
+    num_seeds: int = 1
+    """Seeds seed .. seed + num_seeds - 1, one vmapped program per method (CIs pool held-out tasks and seeds)."""
     out_dir: str = "runs/sinusoid"
+    resume: str | None = None
+    """A run directory of this experiment: each method continues from its newest checkpoint, bit for bit."""
     plots: bool = True
 
     def __post_init__(self):
@@ -77,8 +81,9 @@ class Args:
             raise ValueError(
                 f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
             )
-        if min(self.meta_batch, self.eval_tasks, self.eval_points, self.eval_steps) < 1:
-            raise ValueError("meta_batch, eval_tasks, eval_points and eval_steps must be >= 1")
+        if min(self.meta_batch, self.eval_tasks, self.eval_points, self.eval_steps, self.num_seeds) < 1:
+            raise ValueError("meta_batch, eval_tasks, eval_points, eval_steps and num_seeds must be >= 1")
+        HParams.create(self.inner_lr, self.outer_lr)
 
 
 PRESETS = {
@@ -88,102 +93,73 @@ PRESETS = {
 }
 
 
-def _model(args: Args):
-    return make_model("mlp", ModelConfig(input_dim=1, output_dim=1, hidden_dim=args.hidden_dim, num_layers=2))
-
-
-def _loss_fn(model):
-    def loss_fn(params, batch):
-        x, y = batch
-        preds = model.apply(params, (), x)[1]
-        return jnp.mean((preds - y) ** 2), {"predictions": preds}
-
-    return loss_fn
-
-
-def _sample_tasks(dist: SinusoidDistribution, key, n_tasks: int, shots: int, query_points: int):
-    """`(support, query)` with leaves `[n_tasks, points, 1]`."""
-    task_key, support_key, query_key = jax.random.split(key, 3)
-    tasks = dist.sample_tasks(task_key, n_tasks)
-    points = jax.vmap(dist.sample_points, in_axes=(0, 0, None))
-    support = points(jax.random.split(support_key, n_tasks), tasks, shots)
-    query = points(jax.random.split(query_key, n_tasks), tasks, query_points)
-    return tasks, (support, query)
-
-
-def train(method: str, args: Args, shots: int, dist: SinusoidDistribution, key, logger: MetricsLog):
-    """Meta-trains (or pretrains) one method. Returns `(params, inner_lr, maml)` (maml evaluates the params)."""
-    model = _model(args)
-    loss_fn = _loss_fn(model)
-    init_key, train_key = jax.random.split(key)
-    params = model.init(init_key, jnp.zeros((1, 1)))
-    maml = make_maml(
-        loss_fn,
-        MAMLConfig(
-            inner_lr=args.inner_lr,
-            num_inner_steps=args.train_inner_steps,
-            first_order=method == "fomaml",
-            learn_inner_lr=method == "meta_sgd",
-        ),
+def make_trainer(args: Args, shots: int, method: str) -> RegressionTrainer:
+    config = RegressionTrainerConfig(
+        shots=shots,
+        meta_batch=args.meta_batch,
+        inner_steps=args.train_inner_steps,
+        first_order=method == "fomaml",
+        learn_inner_lr=method == "meta_sgd",
+        hidden_dim=args.hidden_dim,
+        eval_points=args.eval_points,
+        eval_steps=args.eval_steps,
     )
-    optimizer = optax.adam(args.outer_lr)
-    state = maml.init(params, optimizer)
+    return make_regression_trainer(SinusoidDistribution(frequency_range=args.frequency_range), config)
 
-    def pretrain_update(state, tasks):
-        support, query = tasks
-        points = jax.tree.map(lambda s, q: jnp.concatenate([s, q], axis=1).reshape(-1, 1), support, query)
-        loss, grads = jax.value_and_grad(lambda p: loss_fn(p, points)[0])(state.params)
-        updates, opt_state = state.optimizer.update(grads, state.opt_state, state.params)
-        new_state = state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
-        return new_state, {"meta_loss": loss, "post_query_loss": loss}
 
-    update = pretrain_update if method == "pretrained" else maml.update
-
-    def chunk(state, key):
-        def body(state, key):
-            _, tasks = _sample_tasks(dist, key, args.meta_batch, shots, shots)
-            return update(state, tasks)
-
-        return jax.lax.scan(body, state, jax.random.split(key, args.chunk_size))
-
-    def log(iteration, state, metrics):
-        logger.log({"shots": shots, "method": method, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
-
-    state = train_in_chunks(
-        jax.jit(chunk, donate_argnums=0),
-        state,
-        train_key,
-        args.iterations,
-        args.chunk_size,
-        f"{LABELS[method]} {shots}-shot",
-        on_chunk=log,
-        postfix=lambda m: {"loss": float(np.mean(m["post_query_loss"]))},
+def train(args: Args, shots: int, method: str, grid: sweep.Grid, run_dir: Path, log: MetricsLog):
+    """Meta-trains (or pretrains) one method for every seed of `grid` (one vmapped program) through
+    `runs.train_phase`, checkpointing under `run_dir/phases/<phase>/`; with `args.resume`, from that phase's newest
+    checkpoint. Returns `(trainer, programs, states)`."""
+    trainer = make_trainer(args, shots, method)
+    programs = sweep.make_programs(trainer, args.chunk_size)
+    phase, phase_dir = f"{shots}-shot {method}", run_dir / "phases" / f"{shots}shot_{method}"
+    hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr))
+    states = programs.init(grid.keys.init, hparams, adapt=method != "pretrained")
+    start = 0
+    if args.resume and runs.checkpoint_steps(phase_dir):
+        kept = lambda record, step: record["phase"] != phase or record["iteration"] <= step
+        states, start = runs.resume(phase_dir, states, log, kept)
+    elif args.resume:  # killed before this phase's first checkpoint: it runs again from the start
+        log.keep(lambda record: record["phase"] != phase)
+    records = lambda iteration, metrics: [
+        {"phase": phase, "shots": shots, "method": method, "seed": seed, "iteration": iteration,
+         **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+        for i, seed in enumerate(grid.seeds)
+    ]  # fmt: skip
+    checkpoints = runs.Checkpoints(
+        phase_dir, args, args.chunk_size, f"python -m experiments.sinusoid --resume {run_dir}"
     )
-    return state.params, state.inner_lr, maml
+    train_key = grid.keys.train if method != "pretrained" else grid.keys.pretrain
+    states = runs.train_phase(
+        programs.train, states, train_key, args.iterations, args.chunk_size, f"{LABELS[method]} {shots}-shot", log,
+        records, checkpoints, postfix=lambda m: {"loss": float(np.mean(m["post_query_loss"]))}, start=start,
+    )  # fmt: skip
+    return trainer, programs, states
 
 
-def evaluate(maml, params, inner_lr, eval_batch, num_steps: int) -> np.ndarray:
-    """Query MSE after 0..num_steps adaptation steps for every eval task: `[tasks, num_steps + 1]`."""
-    curve = jax.vmap(maml.adaptation_curve, in_axes=(None, 0, None, None))
-    return np.asarray(jax.jit(curve, static_argnums=2)(params, eval_batch, num_steps, inner_lr))
-
-
-def _plot_fits(path: Path, args: Args, dist, fitted: dict, eval_tasks, eval_batch, model):
-    """Ground truth, support points and each method's fit before and after `eval_steps` steps, 3 held-out tasks."""
+def _plot_fits(path: Path, args: Args, fitted: dict, eval_tasks, key):
+    """Ground truth, support points and each method's fit (seed `args.seed`) before and after `eval_steps` steps, on
+    3 held-out tasks."""
+    first = lambda tree, i=0: jax.tree.map(lambda v: v[i], tree)
+    trainer = next(iter(fitted.values()))[0]
+    dist = trainer.distribution
     x_grid = jnp.linspace(*dist.input_range, 200)[:, None]
+    tasks = first(eval_tasks)
+    support = jax.vmap(dist.sample_points, in_axes=(0, 0, None))(jax.random.split(key, 3), first(tasks, slice(3)),
+                                                                    trainer.config.shots)  # fmt: skip
     fig, axes = new_figure(1, 3, figsize=(13, 3.6), sharey=True)
     for i, ax in enumerate(axes):
-        task = jax.tree.map(lambda v, i=i: v[i], eval_tasks)
-        support = jax.tree.map(lambda v, i=i: v[i], eval_batch[0])
-        ax.plot(x_grid[:, 0], dist.evaluate(task, x_grid)[:, 0], "k-", lw=2, label="ground truth")
-        ax.plot(support[0][:, 0], support[1][:, 0], "k^", ms=7, label=f"{support[0].shape[0]} support points")
-        for method, (maml, params, inner_lr) in fitted.items():
-            long_adapt = make_maml(maml.loss_fn, dataclasses.replace(maml.config, num_inner_steps=args.eval_steps))
-            for steps, style, adapted in (
-                (0, ":", params),
-                (args.eval_steps, "-", long_adapt.adapt(params, support, inner_lr)),
-            ):
-                prediction = model.apply(adapted, (), x_grid)[1][:, 0]
+        task_support = first(support, i)
+        ax.plot(x_grid[:, 0], dist.evaluate(first(tasks, i), x_grid)[:, 0], "k-", lw=2, label="ground truth")
+        ax.plot(
+            task_support[0][:, 0], task_support[1][:, 0], "k^", ms=7, label=f"{trainer.config.shots} support points"
+        )
+        for method, (method_trainer, states) in fitted.items():
+            meta = first(states.meta)
+            adapted = method_trainer.adapt(meta.params, task_support, meta.inner_lr)
+            for steps, style, params in ((0, ":", meta.params), (args.eval_steps, "-", adapted)):
+                prediction = method_trainer.apply(params, x_grid)[:, 0]
                 ax.plot(x_grid[:, 0], prediction, style, label=f"{LABELS[method]}, {steps} steps")
         ax.set_title(f"held-out task {i}")
     axes[0].legend(fontsize=7)
@@ -207,28 +183,26 @@ def _plot_curves(path: Path, curves: dict):
 
 
 def main(args: Args) -> dict:
-    run_dir = make_run_dir(args.out_dir)
-    write_config(run_dir, args)
+    run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
+    if not args.resume:  # a resumed run keeps the config.json it was started with
+        write_config(run_dir, args)
     logger = MetricsLog(run_dir / "metrics.jsonl")
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
     dist = SinusoidDistribution(frequency_range=args.frequency_range)
-    root = jax.random.key(args.seed)
-    train_root, eval_root = jax.random.split(root)
+    eval_tasks, eval_keys = sweep.held_out_tasks(dist, grid.keys.eval, args.eval_tasks)
     results: dict = {"shots": {}, "run_dir": str(run_dir)}
     curves = {}
     rows = []
     for shots in args.shots:
-        eval_tasks, eval_batch = _sample_tasks(
-            dist, jax.random.fold_in(eval_root, shots), args.eval_tasks, shots, args.eval_points
-        )
         fitted = {}
         per_method = {}
-        for method_index, method in enumerate(args.methods):
+        for method in args.methods:
             start = time.perf_counter()
-            key = jax.random.fold_in(jax.random.fold_in(train_root, shots), method_index)
-            params, inner_lr, maml = train(method, args, shots, dist, key, logger)
-            mse = evaluate(maml, params, inner_lr, eval_batch, args.eval_steps)
+            trainer, programs, states = train(args, shots, method, grid, run_dir, logger)
+            mse = np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
+            mse = mse.reshape(-1, mse.shape[-1])  # [seeds * tasks, eval_steps + 1], seed-major
             curves[(shots, method)] = mse
-            fitted[method] = (maml, params, inner_lr)
+            fitted[method] = (trainer, states)
             mean, half = mean_ci(mse)
             per_method[method] = {
                 "mse_mean": mean,
@@ -243,7 +217,7 @@ def main(args: Args) -> dict:
         results["shots"][shots] = per_method
         if args.plots:
             selected = {m: fitted[m] for m in ("maml", "pretrained") if m in fitted}
-            _plot_fits(run_dir / f"fits_{shots}shot.png", args, dist, selected, eval_tasks, eval_batch, _model(args))
+            _plot_fits(run_dir / f"fits_{shots}shot.png", args, selected, eval_tasks, eval_keys[0])
     header = [
         "K",
         "method",
@@ -256,7 +230,7 @@ def main(args: Args) -> dict:
     table = markdown_table(header, rows)
     distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
     (run_dir / "results.md").write_text(
-        f"# Sinusoid regression, {args.eval_tasks} held-out tasks ({distribution})\n\n"
+        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seeds ({distribution})\n\n"
         f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
         f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{table}\n\n"
         f"Finn et al. 2017 (ω = 1), 5-shot, after 1/5/10 steps: MAML {REFERENCE_MAML_PAPER['maml']}, "

@@ -118,7 +118,7 @@ def make_env(args: Args) -> envs.TaskEnv:
     return envs.make(args.env, horizon=args.trainer.model.horizon, **options)
 
 
-def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None) -> dict:
+def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog) -> dict:
     """Every method and mode for `args.num_seeds` seeds as one run axis of `sweep.make_programs` (each seed's keys
     from `sweep.run_keys`, as every experiment draws them). Returns per-task arrays pooled over seeds:
     `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
@@ -132,21 +132,17 @@ def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog | None = None)
     results = {name: {} for name in METRICS}
     for method, train_keys in (("MAML", keys.train), ("pretrained", keys.pretrain)):
         states = programs.init(keys.init, hparams, adapt=method == "MAML")
-
-        def on_chunk(iteration, state, metrics, method=method):
-            if log is not None:
-                log.log({"method": method, "iteration": iteration, **jax.tree.map(np.mean, metrics)})
-
-        states = runs.train_in_chunks(
-            programs.train,
-            states,
-            train_keys,
-            args.iterations,
-            args.chunk_size,
-            f"{method} ({args.model}, {args.env})",
-            on_chunk=on_chunk,
-            postfix=lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))},
-        )
+        records = lambda iteration, metrics, method=method: [
+            {"method": method, "seed": seed, "iteration": iteration,
+             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+            for i, seed in enumerate(grid.seeds)
+        ]  # fmt: skip
+        description = f"{method} ({args.model}, {args.env})"
+        postfix = lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))}
+        states = runs.train_phase(
+            programs.train, states, train_keys, args.iterations, args.chunk_size, description, log, records,
+            postfix=postfix,
+        )  # fmt: skip
         for mode in ("standard", "hybrid"):
             mse, extras = programs.evaluate(states, eval_keys, tasks, mode)
             for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):

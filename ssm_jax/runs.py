@@ -1,21 +1,22 @@
-"""A training run on disk, host side: its directory, metrics log, chunked training loop and step checkpoints.
+"""A training run on disk, host side: its directory, metrics log, the chunked host loop and step checkpoints.
 
     run_dir = make_run_dir("runs/cli")                       # runs/cli/<UTC timestamp>/
     log = MetricsLog(run_dir / "metrics.jsonl")
-    state = train_in_chunks(chunk, state, key, 100, 10, "train", on_chunk=...)  # progress, Ctrl-C at a chunk end
-    save_step(run_dir, state, config, step=100)              # checkpoints/step_100/ (orbax CheckpointManager)
-    state, path = restore_latest(run_dir, target=state)      # the newest intact step
+    checkpoints = Checkpoints(run_dir, config, every=50, resume=f"ssm-jax train --resume {run_dir}")
+    state = train_phase(chunk, state, key, 100, 10, "train", log, records, checkpoints)  # progress, Ctrl-C, saves
+    state, iteration = resume(run_dir, target=state, log=log, kept=...)  # the newest intact step, the log cut to it
 
-Resume is exact: training chunk `c` always draws key `c` of `sweep.chunk_keys`, a checkpoint holds the whole
-`TrainState`, and `MetricsLog.keep` drops what a killed run logged after its last checkpoint, so a resumed run ends
-with the params and metrics of the uninterrupted one. Ctrl-C during `train_in_chunks` lets the chunk in flight
-finish and raises `Interrupted` with that chunk's state, for the caller to save (a second Ctrl-C aborts at once).
-Every experiment, the CLI and the notebook use these; the training maths itself is `ssm_jax.train`.
+`train_phase` is the one host loop: the CLI and every experiment train through it (vmapped seeds and sweeps alike:
+the state may hold a leading run axis). Resume is exact: training chunk `c` always draws key `c` of
+`sweep.chunk_keys`, a checkpoint holds the whole state, and `resume` drops what a killed run logged after its last
+checkpoint, so a resumed run ends with the params and metrics of the uninterrupted one. Ctrl-C lets the chunk in
+flight finish, saves it and raises `Interrupted` (a second Ctrl-C aborts at once); entry points exit 0 on it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -168,6 +169,71 @@ def train_in_chunks(
             if interrupt_requested() and done < iterations:
                 raise Interrupted(done, state)
     return state
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoints:
+    """Where and how often a phase of a run saves its state: `run_dir/checkpoints/step_<n>/` with `config`, every
+    `every` iterations and at the end, the newest `keep` kept; `resume` is the command that continues the run."""
+
+    run_dir: Path
+    config: Any
+    every: int
+    resume: str
+    keep: int = 2
+
+
+def train_phase(
+    update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
+    state: Any,
+    key: jax.Array,
+    iterations: int,
+    chunk_size: int,
+    description: str,
+    log: MetricsLog,
+    records: Callable[[int, Any], list[dict]],
+    checkpoints: Checkpoints | None = None,
+    postfix: Callable[[Any], Mapping[str, float]] | None = None,
+    start: int = 0,
+) -> Any:
+    """The host loop every entry point shares: `train_in_chunks` from iteration `start`, writing
+    `records(iteration, metrics)` to `log` after each chunk and, with `checkpoints`, saving the state at every
+    `checkpoints.every` iterations and at the end.
+
+    Raises:
+        Interrupted: Ctrl-C, once the chunk in flight has finished; its state is saved first (with `checkpoints`),
+            and one line says where and how to continue.
+    """
+
+    def on_chunk(iteration: int, state: Any, metrics: Any) -> None:
+        for record in records(iteration, metrics):
+            log.log(record)
+        if checkpoints is not None and (iteration % checkpoints.every == 0 or iteration == iterations):
+            save_step(checkpoints.run_dir, state, checkpoints.config, iteration, keep=checkpoints.keep)
+
+    try:
+        return train_in_chunks(update_chunk, state, key, iterations, chunk_size, description, on_chunk, postfix, start)
+    except Interrupted as stop:
+        if checkpoints is None:
+            print(f"interrupted at iteration {stop.iteration} of {description}, which keeps no checkpoint")
+        else:
+            path = save_step(checkpoints.run_dir, stop.state, checkpoints.config, stop.iteration, checkpoints.keep)
+            print(f"interrupted at iteration {stop.iteration}: saved {path}; continue: {checkpoints.resume}")
+        raise
+
+
+def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[dict, int], bool]) -> tuple[Any, int]:
+    """`(state, iteration)` of the newest intact checkpoint of `run_dir`, restored into `target`; the log keeps
+    the records `kept(record, iteration)` accepts (a killed run logged past its checkpoint; those are run again).
+
+    Raises:
+        FileNotFoundError, ValueError: as `restore_latest`.
+    """
+    state, path = restore_latest(run_dir, target)
+    iteration = step_of(path)
+    log.keep(lambda record: kept(record, iteration))
+    print(f"resumed {run_dir} from {path.name} (iteration {iteration})")
+    return state, iteration
 
 
 def _live_progress() -> bool:

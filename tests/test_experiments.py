@@ -1,6 +1,11 @@
 import dataclasses
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -32,6 +37,47 @@ def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
         assert stored["shots"]["10"][method]["mse_mean"][1] == pytest.approx(mse[1])
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 * args.iterations // args.chunk_size
+
+
+SINUSOID_SHORT = ["--preset", "smoke", "--methods", "maml", "pretrained", "--iterations", "600", "--chunk-size", "100",
+                  "--eval-tasks", "20", "--no-plots"]  # fmt: skip
+
+
+def _sinusoid_results(run_dir) -> tuple[dict, list[dict]]:
+    """results.json without timings, and the metrics log."""
+    shots = json.loads((run_dir / "results.json").read_text())["shots"]
+    without_time = {k: {m: {n: v for n, v in r.items() if n != "train_seconds"} for m, r in by.items()}
+                    for k, by in shots.items()}  # fmt: skip
+    return without_time, runs.MetricsLog(run_dir / "metrics.jsonl").records()
+
+
+@pytest.mark.slow
+def test_sinusoid_killed_mid_training_resumes_to_the_uninterrupted_numbers(tmp_path):
+    """SIGKILL once MAML has logged 3 of its 6 chunks; `--resume` continues each method from its newest
+    checkpoint and ends with the uninterrupted run's metrics log and held-out results, bit for bit."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "experiments.sinusoid", *SINUSOID_SHORT, "--out-dir", str(tmp_path / "killed")]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        logs = list((tmp_path / "killed").glob("*/metrics.jsonl"))
+        if logs and len(logs[0].read_text().splitlines()) >= 3:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert process.wait(timeout=300) == -signal.SIGKILL
+    (killed,) = (tmp_path / "killed").iterdir()
+    assert not (killed / "results.json").exists()
+    sinusoid.main(parse_args(sinusoid.PRESETS, "default", ["--resume", str(killed)]))
+    uninterrupted = parse_args(sinusoid.PRESETS, "default", [*SINUSOID_SHORT, "--out-dir", str(tmp_path / "whole")])
+    sinusoid.main(uninterrupted)
+    (whole,) = (tmp_path / "whole").iterdir()
+    results, records = _sinusoid_results(killed)
+    expected_results, expected_records = _sinusoid_results(whole)
+    assert [(r["method"], r["iteration"]) for r in records] == [
+        (method, i) for method in ("maml", "pretrained") for i in range(100, 700, 100)
+    ]
+    assert records == expected_records and results == expected_results
 
 
 def test_presets_and_overrides_parse():

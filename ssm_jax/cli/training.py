@@ -16,7 +16,6 @@ from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_r
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.config_io import config_to_json
 from ssm_jax.report import aligned_table, new_figure, save_figure
-from ssm_jax.train import TrainState
 
 
 def train(argv: Sequence[str]) -> int:
@@ -56,39 +55,33 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
     _, trainer = build(config)
     state = initial_state(config, trainer)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    start = 0
     if resume:
         try:
-            state, path = runs.restore_latest(run_dir, target=state)
+            state, start = runs.resume(run_dir, state, log, kept=lambda record, step: record["iteration"] <= step)
         except ValueError as error:
             raise UsageError(f"--resume {run_dir}: {error}") from None
-        restored = int(state.iteration)
-        log.keep(lambda record: record["iteration"] <= restored)  # what a killed run logged after its checkpoint
-        print(f"resumed {run_dir} from {path.name} (iteration {restored})")
 
-    def save(iteration: int, state: TrainState) -> Path:
-        return runs.save_step(run_dir, state, config, iteration, keep=config.keep_checkpoints)
-
-    def on_chunk(iteration: int, state: TrainState, metrics: dict) -> None:
-        log.log({"iteration": iteration, **jax.tree.map(np.mean, metrics)})
-        if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
-            save(iteration, state)
-
+    chunk_records = lambda iteration, metrics: [{"iteration": iteration, **jax.tree.map(np.mean, metrics)}]
+    checkpoints = runs.Checkpoints(
+        run_dir, config, config.checkpoint_every, f"ssm-jax train --resume {run_dir}", config.keep_checkpoints
+    )
     chunk = jax.jit(lambda state, key: trainer.train(state, key, config.chunk_size), donate_argnums=0)
     try:
-        state = runs.train_in_chunks(
+        state = runs.train_phase(
             chunk,
             state,
             training_key(config),
             config.iterations,
             config.chunk_size,
             "train",
-            on_chunk=on_chunk,
+            log,
+            chunk_records,
+            checkpoints,
             postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
-            start=int(state.iteration),
+            start=start,
         )
-    except runs.Interrupted as stop:
-        path = save(stop.iteration, stop.state)
-        print(f"interrupted at iteration {stop.iteration}: saved {path}; continue: ssm-jax train --resume {run_dir}")
+    except runs.Interrupted:
         return 0
     records = log.records()
     summary = {
