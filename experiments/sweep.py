@@ -12,9 +12,9 @@ The base settings are the navigation experiment's `Args` (`--base.iterations`, `
 preset, whose three PPO epochs cost less than the default's TRPO step); only the seed and the `HParams` fields
 (inner_lr, outer_lr, experience_weight) can vary inside one program.
 
-Writes under `<out_dir>/<timestamp>/`: config.json, runs.json (one row per run), results.json (per swept value:
-return after 0..K steps, pooled over seeds and held-out tasks, mean and 95% CI; seconds per run), results.md and
-`sweep_<field>.png` per swept field.
+Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl (one record per run and chunk), runs.json (one
+row per run), results.json (per swept value: return after 0..K steps, pooled over seeds and held-out tasks, mean
+and 95% CI; seconds per run), results.md and `sweep_<field>.png` per swept field.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
-from ssm_jax.runs import make_run_dir, train_in_chunks, write_json
+from ssm_jax.runs import MetricsLog, make_run_dir, train_phase, write_json
 from ssm_jax.train import HParams
 
 
@@ -97,15 +97,16 @@ def main(args: SweepArgs) -> dict:
     states = programs.init(keys.init, hparams)
     if jax.device_count() > 1:
         states = distributed.shard_runs(states, distributed.make_mesh())
-    states = train_in_chunks(
-        programs.train,
-        states,
-        keys.train,
-        base.iterations,
-        base.chunk_size,
-        f"sweep ({grid.size} runs)",
-        postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"][:, -1]))},
-    )
+    records = lambda iteration, metrics: [
+        {**run, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+        for i, run in enumerate(grid.runs())
+    ]  # one record per run and chunk
+    postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"][:, -1]))}
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    states = train_phase(
+        programs.train, states, keys.train, base.iterations, base.chunk_size, f"sweep ({grid.size} runs)", log, records,
+        postfix=postfix,
+    )  # fmt: skip
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
     tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.eval_tasks)

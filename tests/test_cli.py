@@ -86,7 +86,7 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
 @pytest.mark.slow
 def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path, uninterrupted, capsys):
     out = tmp_path / "eval.json"
-    result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--episodes", "6", "--output", str(out)])
+    result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--tasks", "6", "--output", str(out)])
     assert result == 0
     stored = json.loads(out.read_text())
     assert stored["checkpoint"] == str(uninterrupted.absolute() / runs.CHECKPOINTS / "step_40")
@@ -94,7 +94,7 @@ def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path,
     assert stored["return_mean"] == pytest.approx(np.mean(stored["returns"]), rel=1e-5)
     assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
 
-    flags = ["--checkpoint", str(uninterrupted), "--episodes", "4", "--adapt-steps", "2", "--output"]
+    flags = ["--checkpoint", str(uninterrupted), "--tasks", "4", "--adapt-steps", "2", "--output"]
     online = ["--online", "--online-window", "5", "--online-every", "5"]
     for mode in ("standard", "hybrid"):
         assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode, *online]) == 0
@@ -118,7 +118,7 @@ def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path,
     for path in (damaged / runs.CHECKPOINTS / "step_40" / "state").rglob("*"):
         if path.is_file():
             path.write_bytes(b"garbage")
-    assert cli.main(["eval", "--checkpoint", str(damaged), "--episodes", "2"]) == 0
+    assert cli.main(["eval", "--checkpoint", str(damaged), "--tasks", "2"]) == 0
     err = capsys.readouterr().err
     assert "warning: corrupt or incomplete checkpoint at" in err and "step_40" in err
     assert json.loads((damaged / "eval.json").read_text())["iteration"] == 35
@@ -147,7 +147,7 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "unknown command 'fit'" in _error(["fit"], capsys)
     assert f"no checkpoint at {tmp_path / 'nope'}" in _error(["eval", "--checkpoint", str(tmp_path / "nope")], capsys)
     assert "not a run directory" in _error(["train", "--resume", str(tmp_path)], capsys)
-    assert "episodes must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--episodes", "1"], capsys)
+    assert "tasks must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--tasks", "1"], capsys)
 
     resume = ["train", "--resume", str(uninterrupted)]
     message = _error([*resume, "--network.hidden-dim", "32"], capsys)

@@ -37,6 +37,15 @@ SCRIPT = textwrap.dedent(
     assert len(jax.tree.leaves(sharded.meta.params)[0].sharding.device_set) == 4
     close(sharded.meta.params, single.meta.params)
 
+    # Their checkpoint: saved as they are (nothing gathered to one host), restored onto the same shardings.
+    import tempfile
+    from ssm_jax import checkpoint
+    directory = tempfile.mkdtemp()
+    checkpoint.save(directory, 1, sharded, None)
+    restored, _ = checkpoint.restore(directory, 1, target=sharded)
+    assert len(jax.tree.leaves(restored.meta.params)[0].sharding.device_set) == 4
+    jax.tree.map(np.testing.assert_array_equal, restored, sharded)
+
     # One run's tasks split over the devices: XLA reduces the meta-gradient across them (all-reduce in the program).
     task_trainer = make_meta_rl_trainer(
         env, policy, config, task_sharding=distributed.task_sharding(distributed.make_mesh(runs=1, tasks=4))

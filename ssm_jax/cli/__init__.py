@@ -3,7 +3,7 @@
     ssm-jax train --config navigation                      # a named config; every field is a flag
     ssm-jax train --config basic --iterations 40 --model ssm --trainer.tasks-per-batch 8
     ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
-    ssm-jax eval  --checkpoint runs/cli/<stamp> --episodes 32
+    ssm-jax eval  --checkpoint runs/cli/<stamp> --tasks 32
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-steps 3 --adaptation-mode hybrid
     ssm-jax info
 

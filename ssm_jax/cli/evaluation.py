@@ -21,7 +21,7 @@ from ssm_jax.train import Trainer, TrainState
 class EvalArgs:
     checkpoint: str
     """A run directory of `ssm-jax train` (its latest step) or one of its checkpoints/step_<n>/."""
-    episodes: int = 16
+    tasks: int = 16
     """Held-out tasks, one episode each."""
     seed: int | None = None
     """Seed of the held-out tasks (None: the run's own, whose tasks training never drew)."""
@@ -29,8 +29,8 @@ class EvalArgs:
     """JSON path (None: eval.json in the run directory)."""
 
     def __post_init__(self):
-        if self.episodes < 2:
-            raise ValueError(f"episodes must be >= 2 (a confidence interval needs two), got {self.episodes}")
+        if self.tasks < 2:
+            raise ValueError(f"tasks must be >= 2 (a confidence interval needs two), got {self.tasks}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +62,13 @@ class _Restored(NamedTuple):
     trainer: Trainer
     state: TrainState
     tasks: Any
-    """Held-out tasks `[episodes]`."""
+    """Held-out tasks `[tasks]`."""
     key: jax.Array
 
 
 def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
     """`args.checkpoint` restored into a trainer with `trainer_changes` (evaluation sizes only: the params do not
-    depend on them), with `args.episodes` held-out tasks of the run's seed (or `args.seed`) and their key."""
+    depend on them), with `args.tasks` held-out tasks of the run's seed (or `args.seed`) and their key."""
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}")
@@ -84,7 +84,7 @@ def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
     eval_key = sweep.run_keys(config.seed if args.seed is None else args.seed).eval
-    tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.episodes)
+    tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.tasks)
     return _Restored(run_dir, path, config, trainer, state, jax.tree.map(lambda x: x[0], tasks), keys[0])
 
 
@@ -97,14 +97,14 @@ def evaluate(args: EvalArgs) -> dict:
     result = {
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
-        "episodes": args.episodes,
+        "tasks": args.tasks,
         "return_mean": float(mean),
         "return_std": float(std),
         "return_ci95": float(half),
         "returns": returns,
     }
     runs.write_json(Path(args.output) if args.output else run.run_dir / "eval.json", result)
-    print(aligned_table([["checkpoint", str(run.checkpoint)], ["episodes", str(args.episodes)],
+    print(aligned_table([["checkpoint", str(run.checkpoint)], ["tasks", str(args.tasks)],
                           ["return", f"{mean:.2f} ± {half:.2f} (std {std:.2f})"]]))  # fmt: skip
     return result
 
@@ -124,7 +124,7 @@ def adapt(args: AdaptArgs) -> dict:
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
         "adaptation_mode": args.adaptation_mode,
-        "episodes": args.episodes,
+        "tasks": args.tasks,
         "returns": mean,
         "returns_std": std,
         "returns_ci95": half,
@@ -138,10 +138,10 @@ def adapt(args: AdaptArgs) -> dict:
     fig, ax = new_figure(figsize=(5.5, 3.6))
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
     ax.set_xlabel("adaptation steps on the held-out task")
-    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.episodes} tasks)")
+    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.tasks} tasks)")
     ax.legend()
     save_figure(fig, output.with_suffix(".png"))
-    rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.episodes)]]
+    rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.tasks)]]
     for k in range(args.adapt_steps + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
         rows.append([f"after {k} steps", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
