@@ -1,5 +1,6 @@
 import dataclasses
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -132,3 +133,17 @@ def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key)
         assert np.array_equal(np.asarray(a), np.asarray(b))
     resumed, _ = maml.step(restored["state"], (jnp.ones((2, 3, 2)), jnp.ones((2, 3, 2))))
     assert int(resumed.step) == 2
+
+
+def test_configs_recorded_by_earlier_commits_still_load():
+    """The recorded runs under docs/results were written before the config registry; their configs load as the
+    same classes."""
+    import experiments.budget_study
+    import experiments.meta_rl
+
+    recorded = sorted((Path(__file__).parents[1] / "docs" / "results").rglob("config.json"))
+    loaded = {path.parent.name: type(config_from_json(path.read_text())) for path in recorded}
+    assert loaded == {
+        "budget_study_vel": experiments.budget_study.StudyArgs,
+        "halfcheetah_vel_cpu": experiments.meta_rl.Args,
+    }
