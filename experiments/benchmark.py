@@ -1,4 +1,4 @@
-"""The seeds' serious benchmark, for real: task family × sequence model × adaptation mode × seeds.
+"""SSM-MetaRL's serious benchmark, for real: task family × sequence model × adaptation mode × seeds.
 
     python -m experiments.benchmark                                   # cpu preset: world models, 6 models, 2 families
     python -m experiments.benchmark --preset smoke                    # 2 models x 1 family x 2 seeds, for tests

@@ -10,7 +10,7 @@ policy sees observations standardised by running statistics gathered from meta-t
 one round of rollouts of the initial policy), frozen for evaluation and saved in checkpoints. The size of the inner
 step is logged each chunk: `inner_kl` (KL(pre ‖ post) on the support, nats), `inner_grad_norm`,
 `inner_clip_fraction`. The ExperienceBuffer is filled during meta-training only, with (observation window -> action
-taken) pairs from the adapted policy; it is frozen before evaluation (the seeds' contamination rule).
+taken) pairs from the adapted policy; it is frozen before evaluation (SSM-MetaRL's contamination rule).
 
 Evaluation on held-out tasks (a fixed set drawn from a separate key): mean episode return after 0..K adaptation
 rounds (each round samples trajectories with the current policy, then takes one policy-gradient step with the
@@ -81,7 +81,7 @@ class Args:
     backend: Literal[BACKENDS] = "spring"
     """brax physics backend (brax families only)."""
     goals: Literal[envs.GOAL_SETS] = "uniform"
-    """halfcheetah-vel goals: U[0, 2], or the seeds' 0.5, 1, ..., 2.5."""
+    """halfcheetah-vel goals: U[0, 2], or SSM-MetaRL's 0.5, 1, ..., 2.5."""
     horizon: int = 200
     """Steps per episode."""
     model: Literal[MODEL_NAMES] = "ssm"

@@ -2,7 +2,7 @@
 
     python -m experiments.navigation                    # default preset: MAML-RL's settings, ~4 min on 2 cores
     python -m experiments.navigation --preset ppo       # PPO outer steps, standardised inputs: ~3.5 min
-    python -m experiments.navigation --model ssm        # the seeds' SSM policy
+    python -m experiments.navigation --model ssm        # SSM-MetaRL's SSM policy
     python -m experiments.navigation --preset smoke     # seconds, for tests
 
 A point robot moves from the origin to a goal in U[−0.5, 0.5]² (reward −distance, horizon 100, the episode ends

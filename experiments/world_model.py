@@ -1,4 +1,4 @@
-"""Meta-learned world models (the seeds' supervised objective, with the action): MAML vs pretrained vs scratch.
+"""Meta-learned world models (SSM-MetaRL's supervised objective, with the action): MAML vs pretrained vs scratch.
 
     python -m experiments.world_model                              # cpu preset: SSM on pendulum-params, ~1-2 min
     python -m experiments.world_model --env halfcheetah-gravity    # the dynamics change (also ant-mass)

@@ -35,7 +35,7 @@ from ssm_jax.types import PRNGKey
 
 
 class Agent(Protocol):
-    """The seeds' agent contract."""
+    """SSM-MetaRL's agent contract."""
 
     def act(self, observation: Any) -> Any: ...
 

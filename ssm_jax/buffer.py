@@ -6,7 +6,7 @@
     batch, mask = buf.sample(state, key, 32)    # batch leaves [32, ...]; mask [32] bool
     buf.size(state)
 
-`add` writes at `(index + arange(n)) % capacity`, so the oldest items are evicted first, exactly like the seeds'
+`add` writes at `(index + arange(n)) % capacity`, so the oldest items are evicted first, exactly like SSM-MetaRL's
 `deque(maxlen=capacity)`. `sample` draws uniformly with replacement from the filled part; the mask is all True
 once anything is stored, and an empty buffer gives a zero batch with an all-False mask (never NaN).
 

@@ -10,6 +10,7 @@ The glossary of axis names every docstring uses (each letter one meaning):
     B: items of a minibatch (sampled from the buffer)
     D: input features, A: action size, O: output features, P: state size, H: hidden width.
 Rollouts are time-major, `[T, N, ...]`; with tasks in front, `[E, T, N, ...]`, and runs in front of that.
+Words: a seed is a random seed; SSM-MetaRL is the reference design (SSM-MetaRL-Unified) this library implements.
 """
 
 from __future__ import annotations

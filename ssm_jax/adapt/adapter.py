@@ -21,7 +21,7 @@ gradient skips the step (params, optimizer state and anchor unchanged) and is co
 `jax.vmap(adapter.update)` over a task axis adapts many tasks at once.
 
 `aux` may carry `"logits"` (categorical outputs `[..., K]`) or `"predictions"` (real outputs `[..., O]`); they
-feed the seeds' meta-features (predictive entropy and confidence from logits; prediction variance and feature
+feed SSM-MetaRL's meta-features (predictive entropy and confidence from logits; prediction variance and feature
 shift from either), tracked as exponential moving statistics in `AdaptState.features`.
 """
 

@@ -1,4 +1,4 @@
-"""The seeds' meta-features of test-time adaptation: moving statistics of a model's outputs on the batches it adapts
+"""SSM-MetaRL's meta-features of test-time adaptation: moving statistics of a model's outputs on the batches it adapts
 on (predictive entropy and confidence from logits; prediction variance and feature shift from any outputs)."""
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class EnvConfig:
     backend: Literal[BACKENDS] = "spring"
     """brax physics backend (brax families only)."""
     goals: Literal[envs.GOAL_SETS] = "uniform"
-    """halfcheetah-vel goals: U[0, 2], or the seeds' 0.5, 1, ..., 2.5."""
+    """halfcheetah-vel goals: U[0, 2], or SSM-MetaRL's 0.5, 1, ..., 2.5."""
 
 
 @register_config

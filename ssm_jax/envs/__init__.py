@@ -42,7 +42,7 @@ def make(name: str, **options) -> TaskEnv:
 
 def make_meta_rl(name: str, horizon: int, backend: str = "spring", goals: str = "uniform") -> TaskEnv:
     """The meta-RL family `name` (one of `META_RL_ENVS`) with the options that apply to it: `backend` for the brax
-    families, `goals` (U[0, 2] or the seeds' 0.5, 1, ..., 2.5) for halfcheetah-vel."""
+    families, `goals` (U[0, 2] or SSM-MetaRL's 0.5, 1, ..., 2.5) for halfcheetah-vel."""
     if name not in META_RL_ENVS:
         raise ValueError(f"unknown meta-RL family {name!r}; expected one of {', '.join(META_RL_ENVS)}")
     if name == "navigation-2d":

@@ -2,7 +2,7 @@
 
 | family | task parameter | reward |
 | --- | --- | --- |
-| halfcheetah-vel | goal velocity U[0, 2] (`goals="seed"`: the seeds' 0.5, 1, …, 2.5) | −\\|v_x − v_goal\\| − 0.05·Σa² |
+| halfcheetah-vel | goal velocity U[0, 2] (`goals="seed"`: 0.5, 1, …, 2.5) | −\\|v_x − v_goal\\| − 0.05·Σa² |
 | ant-vel | goal velocity U[0, 3] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | walker2d-vel | goal velocity U[0, 2] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | ant-dir | goal direction θ ~ U[0, 2π) (`directions=2`: forward/backward) | 1 + v_xy·(cos θ, sin θ) − 0.05·Σa² |

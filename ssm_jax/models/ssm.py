@@ -1,4 +1,4 @@
-"""The seeds' SSM cell: `h' = MLP_A(h) + B x`, `y = MLP_C(h') + D x`, scanned over time."""
+"""SSM-MetaRL's SSM cell: `h' = MLP_A(h) + B x`, `y = MLP_C(h') + D x`, scanned over time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from ssm_jax.types import Array
 
 
 class SSMCell(nn.Module):
-    """One step of the seeds' state space model.
+    """One step of SSM-MetaRL's state space model.
 
     `MLP_A = Dense(H) -> ReLU -> Dense(P)`, `MLP_C = Dense(H) -> ReLU -> Dense(O)`; `B` and `D` are bias-free
     linear maps of the input. Carry `h: [..., P]`, input `x: [..., D]`, output `y: [..., O]`.
