@@ -76,12 +76,9 @@ def test_world_model_smoke_writes_every_output(tmp_path):
     assert np.asarray(stored["per_task"]["open_loop"]["scratch"]).shape == (tasks, 1)
     assert summary["parameters"] > 0
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [(r["method"], r["iteration"]) for r in records] == [
-        ("MAML", 2),
-        ("MAML", 4),
-        ("pretrained", 2),
-        ("pretrained", 4),
-    ]
+    assert [(r["method"], r["iteration"], r["seed"]) for r in records] == [
+        (method, iteration, seed) for method in ("MAML", "pretrained") for iteration in (2, 4) for seed in (0, 1)
+    ]  # one record per seed and chunk
 
 
 @pytest.mark.slow
