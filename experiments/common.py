@@ -55,5 +55,13 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
         raise SystemExit(0) from None
 
 
+def resume_command(run_dir: Path, default_module: str) -> str:
+    """The command that continues `run_dir`: the running `python -m experiments.x` module, else `default_module`
+    (a run started from Python or a test)."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name if spec is not None and spec.name.startswith("experiments.") else default_module
+    return f"python -m {module} --resume {run_dir}"
+
+
 def write_config(run_dir: Path, args: Any) -> None:
     (run_dir / "config.json").write_text(config_to_json(args))

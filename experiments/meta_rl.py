@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import sys
 import time
 from pathlib import Path
 from typing import Literal
@@ -46,7 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import write_config
+from experiments.common import resume_command, write_config
 from experiments.report import (
     REFERENCES,
     format_ci,
@@ -243,8 +242,7 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
             for i, seed in enumerate(seeds)
         ]  # fmt: skip
 
-    main_spec = getattr(sys.modules["__main__"], "__spec__", None)
-    command = f"python -m {main_spec.name if main_spec else 'experiments.meta_rl'} --resume {run_dir}"
+    command = resume_command(run_dir, "experiments.halfcheetah_vel")
     saving = runs.Checkpoints(run_dir, args, args.checkpoint_every, command) if checkpoints else None
     description = phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)"
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}

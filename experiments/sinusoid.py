@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import run_main, write_config
+from experiments.common import resume_command, run_main, write_config
 from experiments.report import (
     REFERENCE_MAML_PAPER,
     REFERENCE_META_SGD_PAPER,
@@ -127,9 +127,7 @@ def train(args: Args, shots: int, method: str, grid: sweep.Grid, run_dir: Path, 
          **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
         for i, seed in enumerate(grid.seeds)
     ]  # fmt: skip
-    checkpoints = runs.Checkpoints(
-        phase_dir, args, args.chunk_size, f"python -m experiments.sinusoid --resume {run_dir}"
-    )
+    checkpoints = runs.Checkpoints(phase_dir, args, args.chunk_size, resume_command(run_dir, "experiments.sinusoid"))
     train_key = grid.keys.train if method != "pretrained" else grid.keys.pretrain
     states = runs.train_phase(
         programs.train, states, train_key, args.iterations, args.chunk_size, f"{LABELS[method]} {shots}-shot", log,

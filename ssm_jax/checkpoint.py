@@ -35,6 +35,10 @@ class CorruptCheckpoint(ValueError):
     """The checkpoint's files are unreadable or incomplete (as opposed to made by another configuration)."""
 
 
+class CheckpointMismatch(ValueError):
+    """The checkpoint is intact but was made by another configuration."""
+
+
 def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, step_prefix=STEP_PREFIX, create=keep is not None, enable_async_checkpointing=False
@@ -109,10 +113,6 @@ def _abstract(leaf: Any) -> Any:
     return jax.ShapeDtypeStruct(array.shape, array.dtype)
 
 
-class CheckpointMismatch(ValueError):
-    """The checkpoint is intact but was made by another configuration."""
-
-
 def _names(path: tuple) -> tuple[str, ...]:
     """A key path as plain names, alike for dict keys, attributes and sequence indices (orbax stores all three as
     dict keys)."""
@@ -128,11 +128,8 @@ def _check_matches(path: Path, stored: Any, target: PyTree) -> None:
         raise CheckpointMismatch(f"checkpoint at {path} does not match the target's tree structure")
     for key, expected in target_leaves:
         value = stored_leaves[_names(key)]
-        got = (tuple(value.shape), np.dtype(value.dtype))
-        want = (
-            np.shape(expected),
-            np.asarray(expected).dtype if not isinstance(expected, jax.Array) else expected.dtype,
-        )
+        abstract = _abstract(expected)
+        got, want = (tuple(value.shape), np.dtype(value.dtype)), (tuple(abstract.shape), np.dtype(abstract.dtype))
         if got != want:
             raise CheckpointMismatch(
                 f"checkpoint at {path} does not match the target at {jax.tree_util.keystr(key)}: stored "
