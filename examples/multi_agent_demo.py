@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import tyro
 
-from ssm_jax import cli
+from ssm_jax import configs
 from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
 from ssm_jax.coordinator import AgentCoordinator
 
@@ -32,10 +32,10 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    config = dataclasses.replace(cli.CONFIGS["basic"], seed=args.seed)
-    env, trainer = cli.build(config)
+    config = dataclasses.replace(configs.CONFIGS["basic"], seed=args.seed)
+    env, trainer = configs.build(config)
     train_key, agent_key, task_key, run_key = jax.random.split(jax.random.key(args.seed), 4)
-    state = cli.initial_state(config, trainer)
+    state = configs.initial_state(config, trainer)
     state, _ = jax.jit(trainer.train, static_argnums=2)(state, train_key, args.iterations)
 
     maml_key, hybrid_key = jax.random.split(agent_key)

@@ -28,16 +28,16 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments import meta_rl, navigation, world_model
+from experiments import meta_rl, world_model
+from experiments.benchmark_report import MODES, aggregate, plot
 from experiments.common import run_main, write_config
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import envs, runs
 from ssm_jax.config_io import register_config
+from ssm_jax.configs import CONFIGS, PPO, RunConfig, replace
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 
 OBJECTIVES = ("world_model", "rl")
-MODES = ("none", "standard", "hybrid")
 FAMILIES = {"world_model": world_model.WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
 
 
@@ -58,8 +58,8 @@ class Args:
     """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
     world_model: world_model.Args = dataclasses.field(default_factory=lambda: world_model.PRESETS["cpu"])
     """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
-    rl: meta_rl.Args = dataclasses.field(default_factory=lambda: navigation.PRESETS["ppo"])
-    """The meta-RL cell's settings (the navigation preset; env, model, seeds and output are set per cell)."""
+    rl: RunConfig = CONFIGS["navigation-ppo"]
+    """The meta-RL cell's settings (env, model, seeds and output are set per cell)."""
     resume: str | None = None
     """A run directory of this benchmark: its config is kept and its finished cells are skipped."""
     out_dir: str = "runs/benchmark"
@@ -95,7 +95,7 @@ PRESETS["smoke"] = dataclasses.replace(
     methods=("ssm", "mlp"),
     num_seeds=2,
     world_model=world_model.PRESETS["smoke"],
-    rl=dataclasses.replace(navigation.PRESETS["smoke"], **navigation.PPO),
+    rl=replace(CONFIGS["navigation-smoke"], **PPO),
 )
 
 
@@ -106,8 +106,10 @@ def parameter_count(args: Args, env_name: str, method: str, network: NetworkConf
         model = make_world_model(world_model.make_env(base), method, network, base.trainer.model)
         shapes = jax.eval_shape(model.init, jax.random.key(0))
     else:
-        env = envs.make_meta_rl(env_name, args.rl.horizon, args.rl.backend, args.rl.goals)
-        policy = make_gaussian_policy(method, env.observation_size, env.action_size, network, max(args.rl.window, 16))
+        env = envs.make_meta_rl(env_name, args.rl.trainer.horizon, args.rl.backend, args.rl.goals)
+        policy = make_gaussian_policy(
+            method, env.observation_size, env.action_size, network, max(args.rl.trainer.window, 16)
+        )
         shapes = jax.eval_shape(policy.init, jax.random.key(0), jax.ShapeDtypeStruct((1, env.observation_size), float))
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
 
@@ -157,62 +159,6 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
     }
 
 
-def _score(curves: dict, mode: str) -> np.ndarray:
-    """Per-task score after one step (`none`: before any)."""
-    values = np.asarray(curves[mode])
-    return values[:, min(1, values.shape[1] - 1)]
-
-
-def aggregate(args: Args, cells: list[dict]) -> tuple[str, list[dict]]:
-    """The markdown table and its rows: mean ± 95% CI per mode after one step, hybrid − standard paired."""
-    lower_is_better = args.objective == "world_model"
-    rows, table = [], []
-    for cell in cells:
-        scores = {mode: _score(cell["curves"], mode) for mode in MODES}
-        diff_mean, diff_half = mean_ci(scores["hybrid"] - scores["standard"])
-        better = -diff_mean if lower_is_better else diff_mean
-        if not np.isfinite(diff_mean):
-            verdict = "cannot be compared (a mode diverged)"
-        else:
-            verdict = "ties" if abs(diff_mean) <= diff_half else ("helps" if better > 0 else "hurts")
-        rows.append(
-            {
-                "env": cell["env"], "method": cell["method"], "parameters": cell["parameters"],
-                **{mode: mean_ci(scores[mode]) for mode in MODES},
-                "hybrid_minus_standard": (diff_mean, diff_half), "verdict": f"hybrid {verdict}",
-            }
-        )  # fmt: skip
-        formatted = [format_ci(scores[mode], 4 if lower_is_better else 1)[0] for mode in MODES]
-        diff = format_ci(scores["hybrid"] - scores["standard"], 4 if lower_is_better else 1)[0]
-        table.append([cell["env"], cell["method"], cell["parameters"], *formatted, diff, f"hybrid {verdict}"])
-    metric = "query one-step MSE (lower is better)" if lower_is_better else "episode return (higher is better)"
-    header = ["family", "model", "parameters", "none", "standard, 1 step", "hybrid, 1 step", "hybrid − standard", ""]
-    n = args.num_seeds * (args.world_model.trainer.eval_tasks if lower_is_better else args.rl.eval_tasks)
-    text = (
-        f"**{metric}**, mean ± 95% CI over {n} held-out tasks ({args.num_seeds} seeds pooled); the last columns "
-        f"are the paired difference and what it says (a CI that contains 0 ties).\n\n{markdown_table(header, table)}"
-    )
-    return text, rows
-
-
-def _plot(path: Path, args: Args, rows: list[dict]) -> None:
-    families = list(dict.fromkeys(r["env"] for r in rows))
-    fig, axes = new_figure(1, len(families), figsize=(5 * len(families), 3.6), squeeze=False)
-    for ax, family in zip(axes[0], families, strict=True):
-        cells = [r for r in rows if r["env"] == family]
-        x = np.arange(len(cells))
-        for i, mode in enumerate(MODES):
-            means, halves = zip(*(r[mode] for r in cells), strict=True)
-            ax.bar(x + (i - 1) * 0.27, means, 0.27, yerr=halves, capsize=2, label=mode)
-        ax.set_xticks(x, [r["method"] for r in cells])
-        ax.set_title(family)
-        if args.objective == "world_model":
-            ax.set_yscale("log")
-    axes[0][0].set_ylabel("query MSE" if args.objective == "world_model" else "episode return")
-    axes[0][0].legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def main(args: Args) -> dict:
     run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
     if not args.resume:
@@ -225,12 +171,15 @@ def main(args: Args) -> dict:
         if not path.exists():  # --resume: a finished cell is read, not run again
             runs.write_json(path, run_cell(args, family, method, run_dir / "cells" / f"{family}__{method}"))
         cells.append(json.loads(path.read_text()))
-    text, rows = aggregate(args, cells)
+    eval_tasks = (
+        args.world_model.trainer.eval_tasks if args.objective == "world_model" else args.rl.evaluation.eval_tasks
+    )
+    text, rows = aggregate(args.objective, cells, args.num_seeds, eval_tasks)
     title = f"# Benchmark ({args.objective}): {len(args.envs)} families × {len(args.methods)} models × 3 modes\n\n"
     (run_dir / "results.md").write_text(title + text + "\n")
     results = {"objective": args.objective, "rows": rows, "seconds": time.perf_counter() - started}
     runs.write_json(run_dir / "results.json", results)
-    _plot(run_dir / "benchmark.png", args, rows)
+    plot(run_dir / "benchmark.png", args.objective, rows)
     print(title + text)
     print(f"wrote {run_dir}")
     return results

@@ -26,12 +26,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments import halfcheetah_vel
 from experiments.common import run_main, write_config
-from experiments.meta_rl import Args, compiled_programs
+from experiments.meta_rl import compiled_programs
 from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.config_io import register_config
+from ssm_jax.configs import CONFIGS, RunConfig, replace
 from ssm_jax.train import HParams
 
 METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer's init
@@ -39,7 +39,7 @@ METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer
 
 @register_config
 @dataclasses.dataclass(frozen=True)
-class StudyArgs(Args):
+class StudyArgs(RunConfig):
     budgets: tuple[float, ...] = (1e6, 3e6, 1e7)
     """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;
     --iterations is not read)."""
@@ -50,9 +50,10 @@ class StudyArgs(Args):
             raise ValueError(f"budgets must be positive and strictly ascending, got {self.budgets}")
 
 
-def env_steps_per_iteration(args: Args) -> int:
+def env_steps_per_iteration(args: RunConfig) -> int:
     """The env steps one meta-iteration samples, for either method: K + 1 rounds of trajectories per task."""
-    return args.tasks_per_batch * (args.inner_steps + 1) * args.trajectories_per_task * args.horizon
+    trainer = args.trainer
+    return trainer.tasks_per_batch * (trainer.inner_steps + 1) * trainer.trajectories_per_task * trainer.horizon
 
 
 def budget_iterations(args: StudyArgs) -> list[int]:
@@ -72,9 +73,9 @@ def main(args: StudyArgs) -> dict:
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     grid = sweep.make_grid(seeds)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
-    eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.eval_tasks)
+    eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
 
-    def evaluate(states) -> np.ndarray:  # [R * E, adapt_steps + 1], seed-major
+    def evaluate(states) -> np.ndarray:  # [R * E, adapt_rounds + 1], seed-major
         returns = np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
         return returns.reshape(-1, returns.shape[-1])
 
@@ -152,12 +153,13 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
         else "At no budget run here is MAML's one-step gain above pretrained's with the paired 95% CI clear of zero."
     )
     random_mean, random_half = mean_ci(random_init)
+    trainer, eval_tasks = args.trainer, args.evaluation.eval_tasks
     text = (
-        f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {args.eval_tasks} held-out tasks x "
+        f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {eval_tasks} held-out tasks x "
         f"{args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out tasks); "
         f"the gain difference is paired (same tasks and keys). {env_steps_per_iteration(args):,} env steps per "
-        f"meta-iteration for either method ({args.tasks_per_batch} tasks x {args.inner_steps + 1} rounds x "
-        f"{args.trajectories_per_task} trajectories x horizon {args.horizon}). Random init: "
+        f"meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
+        f"{trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}). Random init: "
         f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"
         f"{table}\n\n{verdict}\n"
     )
@@ -188,15 +190,20 @@ def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:
     save_figure(fig, path)
 
 
+STUDY = {"eval_tasks": 64, "adapt_rounds": 1, "adaptation_mode": "standard", "out_dir": "runs/budget_study"}
+"""The study's changes to a named config: 64 held-out tasks, the one adaptation round it compares."""
+
+
+def _study(name: str, budgets: tuple[float, ...] = StudyArgs.budgets, **changes) -> StudyArgs:
+    return StudyArgs(**vars(replace(CONFIGS[name], **{**STUDY, **changes})), budgets=budgets)
+
+
 PRESETS = {
-    "vel": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["cpu"]), "preset": "vel", "eval_tasks": 64, "adapt_steps": 1,
-                        "adaptation_mode": "standard", "out_dir": "runs/budget_study"}),
-    "dir": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["cpu"]), "preset": "dir", "env": "halfcheetah-dir",
-                        "eval_tasks": 64, "adapt_steps": 1, "adaptation_mode": "standard",
-                        "out_dir": "runs/budget_study"}),
-    "smoke": StudyArgs(**{**vars(halfcheetah_vel.PRESETS["smoke"]), "preset": "smoke", "budgets": (160, 320),
-                          "adapt_steps": 1, "adaptation_mode": "standard", "out_dir": "runs/budget_study"}),
-}  # fmt: skip
+    "vel": _study("halfcheetah-vel"),
+    "dir": _study("halfcheetah-dir"),
+    "smoke": _study("halfcheetah-vel-smoke", eval_tasks=2, budgets=(160, 320)),
+}
+"""The study on the flagship's CPU batch (`ssm_jax.configs.CONFIGS`), on HalfCheetah-Vel or -Dir."""
 
 if __name__ == "__main__":
     run_main(main, PRESETS, "vel")

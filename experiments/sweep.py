@@ -8,8 +8,8 @@
 Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
 run `python -m experiments.navigation --preset ppo --seed s --inner-lr v ...` would make alone, with the same keys.
-The base settings are the navigation experiment's `Args` (`--base.iterations`, `--base.model`, ...; its `ppo`
-preset, whose three PPO epochs cost less than the default's TRPO step); only the seed and the `HParams` fields
+The base settings are a `RunConfig` (`--base.iterations`, `--base.model`, ...; `navigation-ppo`, whose three PPO
+epochs cost less than the default's TRPO step); only the seed and the `HParams` fields
 (inner_lr, outer_lr, experience_weight) can vary inside one program.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl (one record per run and chunk), runs.json (one
@@ -25,13 +25,12 @@ import time
 import jax
 import numpy as np
 
-from experiments import navigation
 from experiments.common import run_main, write_config
-from experiments.meta_rl import Args, build_trainer
 from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
+from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, replace
 from ssm_jax.runs import MetricsLog, make_run_dir, train_phase, write_json
 from ssm_jax.train import HParams
 
@@ -39,7 +38,7 @@ from ssm_jax.train import HParams
 @register_config
 @dataclasses.dataclass(frozen=True)
 class SweepArgs:
-    base: Args = navigation.PRESETS["ppo"]
+    base: RunConfig = CONFIGS["navigation-ppo"]
     """The settings every run shares (navigation's ppo preset; any meta-RL env)."""
     seed: int = 0
     num_seeds: int = 3
@@ -66,12 +65,12 @@ class SweepArgs:
 
 PRESETS = {
     "default": SweepArgs(  # navigation (ppo) at half the paper's batch on each axis: about 3 minutes on 2 cores
-        base=dataclasses.replace(
-            navigation.PRESETS["ppo"], iterations=40, tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20
+        base=replace(
+            CONFIGS["navigation-ppo"], iterations=40, tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20
         )
     ),
     "smoke": SweepArgs(
-        base=dataclasses.replace(navigation.PRESETS["smoke"], **navigation.PPO),
+        base=replace(CONFIGS["navigation-smoke"], **PPO),
         num_seeds=2,
         preset="smoke",
     ),
@@ -88,7 +87,7 @@ def main(args: SweepArgs) -> dict:
     base = args.base
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
-    env, trainer = build_trainer(base)
+    env, trainer = build(base)
     programs = sweep.make_programs(trainer, base.chunk_size)
     hparams = grid.hparams(HParams.create(base.inner_lr, base.outer_lr, base.experience_weight))
     keys = grid.keys
@@ -109,7 +108,7 @@ def main(args: SweepArgs) -> dict:
     )  # fmt: skip
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
-    tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.eval_tasks)
+    tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.evaluation.eval_tasks)
     returns, _ = programs.evaluate(states, eval_keys, tasks)
     returns = np.asarray(returns)  # [R, E, K + 1]
 
@@ -130,16 +129,17 @@ def main(args: SweepArgs) -> dict:
     }
     write_json(run_dir / "runs.json", runs)
     write_json(run_dir / "results.json", results)
-    table = _table(aggregate, base.adapt_steps)
+    rounds = base.evaluation.adapt_rounds
+    table = _table(aggregate, rounds)
     summary = (
         f"{len(runs)} runs ({args.num_seeds} seeds x {', '.join(f'{n} {list(v)}' for n, v in swept.items())}) of "
         f"{base.env}, {base.iterations} meta-iterations each, trained in one vmapped program: {train_seconds:.0f} s "
-        f"({train_seconds / len(runs):.1f} s per run). Return after 0..{base.adapt_steps} standard steps, pooled "
-        f"over seeds and {base.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n{table}\n"
+        f"({train_seconds / len(runs):.1f} s per run). Return after 0..{rounds} standard steps, pooled "
+        f"over seeds and {base.evaluation.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n{table}\n"
     )
     (run_dir / "results.md").write_text(summary)
     for name, by_value in aggregate.items():
-        _plot(run_dir / f"sweep_{name}.png", name, by_value, base.adapt_steps)
+        _plot(run_dir / f"sweep_{name}.png", name, by_value, rounds)
     print(summary + f"\nresults in {run_dir}")
     return results
 

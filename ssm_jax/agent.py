@@ -1,6 +1,6 @@
 """Interactive agents: the library's only mutable classes, thin wrappers over the trainer's pure functions.
 
-    trainer = make_meta_rl_trainer(env, policy, config)             # or cli.build(cli.CONFIGS["basic"])[1]
+    trainer = make_meta_rl_trainer(env, policy, config)             # or configs.build(configs.CONFIGS["basic"])[1]
     agent = MetaMAMLAgent(trainer, state, jax.random.key(0))        # state: a TrainState (trained, or restored)
     action = agent.act(observation)                                 # [observation_size] -> [action_size]
     agent.observe(next_observation, action, reward, terminated, truncated, info)

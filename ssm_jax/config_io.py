@@ -9,6 +9,10 @@
 
 A file names its classes, and a name outside the registry is refused with one line: reading a config never imports a
 module or calls a constructor the file chose. Tuples are kept apart from lists.
+
+Files of an older layout still load: a class that was renamed or merged maps to the function that rebuilds it
+(`register_renamed`), and a registered class whose stored fields differ from its own is rebuilt by its
+`from_fields(dict)` classmethod where it has one; both receive the stored fields as plain values.
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 _CONFIG_CLASSES: dict[str, type] = {}
+_RENAMED: dict[str, Callable[[dict], Any]] = {}
 ConfigClass = TypeVar("ConfigClass", bound=type)
 
 
@@ -36,6 +42,12 @@ def register_config(cls: ConfigClass) -> ConfigClass:
         raise TypeError(f"{cls.__qualname__} is not a dataclass")
     _CONFIG_CLASSES[_class_name(cls)] = cls
     return cls
+
+
+def register_renamed(name: str, rebuild: Callable[[dict], Any]) -> None:
+    """Configs stored under the class name `name` ("module:QualName", no longer a class) are rebuilt by
+    `rebuild(fields)`, `fields` being the stored fields as plain values (nested configs as dicts)."""
+    _RENAMED[name] = rebuild
 
 
 def _encode(value: Any) -> Any:
@@ -58,16 +70,34 @@ def _encode(value: Any) -> Any:
 
 def _decode(value: Any) -> Any:
     if isinstance(value, dict) and "__dataclass__" in value:
-        name = value["__dataclass__"]
+        name, fields = value["__dataclass__"], value["fields"]
+        if name in _RENAMED:
+            return _RENAMED[name](_plain(fields))
         if name not in _CONFIG_CLASSES:
             raise ValueError(f"the config names {name}, which is not a registered ssm_jax config class")
-        return _CONFIG_CLASSES[name](**{k: _decode(v) for k, v in value["fields"].items()})
+        cls = _CONFIG_CLASSES[name]
+        if set(fields) != {f.name for f in dataclasses.fields(cls)} and hasattr(cls, "from_fields"):
+            return cls.from_fields(_plain(fields))
+        return cls(**{k: _decode(v) for k, v in fields.items()})
     if isinstance(value, dict) and "__tuple__" in value:
         return tuple(_decode(v) for v in value["__tuple__"])
     if isinstance(value, dict):
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """Stored values with every nested config as a dict of its fields (no class is looked up or built)."""
+    if isinstance(value, dict) and "__dataclass__" in value:
+        return _plain(value["fields"])
+    if isinstance(value, dict) and "__tuple__" in value:
+        return tuple(_plain(v) for v in value["__tuple__"])
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
     return value
 
 

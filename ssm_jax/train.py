@@ -6,8 +6,9 @@
     state, metrics = trainer.train(state, key, 10)        # 10 meta-iterations in one lax.scan (jit it)
     returns, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_rounds + 1], held-out tasks
 
-`TrainerConfig` (static: changing one recompiles), `HParams` (traced: a sweep is a `jax.vmap` over states) and
-`TrainState` (everything a checkpoint needs) are defined in `ssm_jax.train_config` and re-exported here.
+`TrainerConfig` (static: changing one recompiles), `EvalConfig` (the evaluation protocol, static too), `HParams`
+(traced: a sweep is a `jax.vmap` over states) and `TrainState` (everything a checkpoint needs) are defined in
+`ssm_jax.train_config` and re-exported here.
 
 Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
 the adapted policy's query windows to the buffer (the pretrained baseline: windows of all it sampled; meta-training
@@ -39,11 +40,12 @@ from ssm_jax.meta.policy_losses import RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models.heads import HeadedModel
-from ssm_jax.train_config import MATMUL_PRECISIONS, HParams, TrainerConfig, TrainState
+from ssm_jax.train_config import MATMUL_PRECISIONS, EvalConfig, HParams, TrainerConfig, TrainState
 from ssm_jax.types import Array, PRNGKey
 
 __all__ = [
     "MATMUL_PRECISIONS",
+    "EvalConfig",
     "HParams",
     "TrainState",
     "Trainer",
@@ -53,12 +55,16 @@ __all__ = [
 ]  # fmt: skip
 
 
+DEFAULT_EVALUATION = EvalConfig()
+
+
 class Trainer(NamedTuple):
     """The pure training program for one (env, policy, config); see the module docstring. `adapter` is the test-time
     adapter `evaluate` uses (hybrid; experience weight 0 makes it the standard one), for interactive use
     (`ssm_jax.agent`) with `adaptation_lr(state)` and `rl_config`."""
 
     config: TrainerConfig
+    evaluation: EvalConfig
     env: TaskEnv
     policy: HeadedModel
     rl_config: RLConfig
@@ -96,9 +102,14 @@ def _at_precision(fn: Callable, precision: str | None) -> Callable:
 
 
 def make_meta_rl_trainer(
-    env: TaskEnv, policy: HeadedModel, config: TrainerConfig, task_sharding: jax.sharding.Sharding | None = None
+    env: TaskEnv,
+    policy: HeadedModel,
+    config: TrainerConfig,
+    evaluation: EvalConfig = DEFAULT_EVALUATION,
+    task_sharding: jax.sharding.Sharding | None = None,
 ) -> Trainer:
-    """Builds the `Trainer` of MAML-RL on `env` with `policy`. `evaluate`'s extras hold the env's per-step metrics
+    """Builds the `Trainer` of MAML-RL on `env` with `policy`, evaluating by the protocol `evaluation`. `evaluate`'s
+    extras hold the env's per-step metrics
     (`Trajectory.metrics`, e.g. `task_metric`) averaged over each round. `task_sharding` (e.g.
     `distributed.task_sharding(mesh)`) splits each meta-iteration's tasks over devices; None leaves placement to
     jit."""
@@ -129,7 +140,7 @@ def make_meta_rl_trainer(
         )
 
     meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
-    eval_rl = build(config.learn_inner_lr, config.eval_trajectories or config.trajectories_per_task)
+    eval_rl = build(config.learn_inner_lr, evaluation.eval_trajectories or config.trajectories_per_task)
     adapter_config = AdapterConfig(
         num_steps=1,
         optimizer="sgd",
@@ -141,8 +152,8 @@ def make_meta_rl_trainer(
         eval_rl,
         adapter_config,
         rl_config,
-        config.adapt_rounds,
-        later_rounds_lr_scale=config.later_rounds_lr_scale,
+        evaluation.adapt_rounds,
+        later_rounds_lr_scale=evaluation.later_rounds_lr_scale,
     )
 
     def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> TrainState:
@@ -215,4 +226,4 @@ def make_meta_rl_trainer(
 
     functions = (init, train, evaluate, oracle, evaluate_online)
     programs = (_at_precision(fn, config.matmul_precision) for fn in functions)
-    return Trainer(config, env, policy, rl_config, meta_rl, adapter, *programs)
+    return Trainer(config, evaluation, env, policy, rl_config, meta_rl, adapter, *programs)

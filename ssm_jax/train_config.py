@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import jax.numpy as jnp
 from flax import struct
@@ -19,6 +19,7 @@ from ssm_jax.buffer import BufferState
 from ssm_jax.config_io import register_config
 from ssm_jax.envs.normalize import RunningMeanStd
 from ssm_jax.meta.maml import MetaState
+from ssm_jax.meta.policy_losses import INNER_OBJECTIVES
 from ssm_jax.types import Array
 
 OUTER_OPTIMIZERS = ("ppo", "trpo")
@@ -28,18 +29,27 @@ MATMUL_PRECISIONS = (None, "default", "high", "highest", "bfloat16", "tensorfloa
 @register_config
 @dataclasses.dataclass(frozen=True)
 class TrainerConfig:
-    """Static trainer settings (changing one recompiles). Rounds and trajectories are per task."""
+    """Static settings of the training program (changing one recompiles). Trajectories are per task."""
 
     tasks_per_batch: int = 5
+    """Tasks per meta-iteration."""
     trajectories_per_task: int = 8
+    """Trajectories per task and sampling round (N)."""
     horizon: int = 200
+    """Steps per episode (T)."""
     inner_steps: int = 1
+    """Inner steps in meta-training, each on fresh trajectories."""
     learn_inner_lr: bool = False
+    """Meta-SGD: learn per-parameter inner rates and adapt with them at test time."""
     first_order: bool = False
+    """First-order MAML (no gradient through the inner step)."""
     inner_grad_clip: float | None = None
-    inner_objective: str = "pg"
+    """Clip the inner gradient to this global norm (None: no clip)."""
+    inner_objective: Literal[INNER_OBJECTIVES] = "pg"
+    """pg: vanilla policy gradient (MAML-RL); lvc: ProMP's low-variance curvature objective."""
     outer_epochs: int = 3
-    outer_optimizer: str = "ppo"
+    """PPO epochs per meta-iteration."""
+    outer_optimizer: Literal[OUTER_OPTIMIZERS] = "ppo"
     """"ppo": `outer_epochs` Adam steps on the clipped surrogate; "trpo": one trust-region step (MAML-RL's)."""
     max_kl: float = 0.01
     """The TRPO step's bound on the adapted policies' KL, nats (MAML-RL's `step_size`)."""
@@ -48,12 +58,12 @@ class TrainerConfig:
     normalize_observations: bool = True
     """Standardise policy inputs with running statistics; False passes them raw (MAML-RL's navigation)."""
     buffer_size: int = 10_000
+    """ExperienceBuffer capacity in windows."""
     window: int = 16
+    """W: steps per buffer window (the hybrid adapter replays windows of W steps)."""
     experience_batch_size: int = 32
-    adapt_rounds: int = 3
-    later_rounds_lr_scale: float = 1.0
-    eval_trajectories: int | None = None
-    matmul_precision: str | None = "highest"
+    """Windows replayed per hybrid step."""
+    matmul_precision: Literal[MATMUL_PRECISIONS] = "highest"
     """Precision of the float32 matmuls in every traced program: "highest" is full float32 on every backend (GPUs
     otherwise use TF32, with which 1 of 8 navigation runs at the paper's settings diverged to NaN on an H200 while
     all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
@@ -65,16 +75,19 @@ class TrainerConfig:
             "inner_steps",
             "outer_epochs",
             "cg_iters",
-            "adapt_rounds",
             "window",
+            "buffer_size",
+            "experience_batch_size",
         )
         for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.window > self.horizon:
             raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
-        if self.eval_trajectories is not None and self.eval_trajectories < 1:
-            raise ValueError(f"TrainerConfig.eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if self.inner_objective not in INNER_OBJECTIVES:
+            raise ValueError(
+                f"TrainerConfig.inner_objective must be one of {INNER_OBJECTIVES}, got {self.inner_objective!r}"
+            )
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             raise ValueError(
                 f"TrainerConfig.outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}"
@@ -87,6 +100,32 @@ class TrainerConfig:
             raise ValueError(
                 f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
             )
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    """The evaluation protocol on held-out tasks: `eval_tasks` tasks per seed, each adapted for `adapt_rounds`
+    rounds (K; each samples `eval_trajectories` trajectories with the current policy, then takes one gradient step
+    at the inner rate, scaled by `later_rounds_lr_scale` after the first). Static: changing one recompiles
+    `evaluate`, never `train`."""
+
+    eval_tasks: int = 16
+    """Held-out tasks per seed."""
+    adapt_rounds: int = 3
+    """K: test-time adaptation rounds (sample, then one step)."""
+    eval_trajectories: int | None = None
+    """Trajectories per test-time round (None: the trainer's trajectories_per_task)."""
+    later_rounds_lr_scale: float = 1.0
+    """Factor on the inner rate for rounds after the first (MAML-RL's test script halves it)."""
+
+    def __post_init__(self):
+        if min(self.eval_tasks, self.adapt_rounds) < 1:
+            raise ValueError(f"eval_tasks and adapt_rounds must be >= 1, got {self.eval_tasks}, {self.adapt_rounds}")
+        if self.eval_trajectories is not None and self.eval_trajectories < 1:
+            raise ValueError(f"eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
+        if not self.later_rounds_lr_scale > 0:
+            raise ValueError(f"later_rounds_lr_scale must be > 0, got {self.later_rounds_lr_scale}")
 
 
 @struct.dataclass

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_jax import cli
+from ssm_jax import configs
 from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
 from ssm_jax.coordinator import AgentCoordinator
 from ssm_jax.meta.policy_losses import policy_outputs, prepare_batch
@@ -24,13 +24,13 @@ HORIZON = 20
 @pytest.fixture(scope="module")
 def trained():
     config = dataclasses.replace(
-        cli.CONFIGS["basic"],
+        configs.CONFIGS["basic"],
         model="ssm",
         network=NetworkConfig(hidden_dim=16, state_dim=8),
-        trainer=dataclasses.replace(cli.CONFIGS["basic"].trainer, horizon=HORIZON, tasks_per_batch=4),
+        trainer=dataclasses.replace(configs.CONFIGS["basic"].trainer, horizon=HORIZON, tasks_per_batch=4),
     )
-    env, trainer = cli.build(config)
-    state = cli.initial_state(config, trainer)
+    env, trainer = configs.build(config)
+    state = configs.initial_state(config, trainer)
     state, _ = jax.jit(trainer.train, static_argnums=2)(state, jax.random.key(1), 2)
     return env, trainer, state
 

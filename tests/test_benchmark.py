@@ -35,15 +35,14 @@ def _cell(standard: list[float], hybrid: list[float]) -> dict:
 
 
 def test_the_verdict_follows_the_paired_ci_and_the_metric_direction():
-    world_model_args, rl_args = benchmark.Args(), benchmark.Args(objective="rl", envs=("navigation-2d",))
     standard = [1.0, 2.0, 3.0, 4.0]
     lower = [s - 0.5 + 0.01 * i for i, s in enumerate(standard)]  # paired: lower by 0.5 +- ~0.01 on every task
     noisy = [s + d for s, d in zip(standard, (0.5, -0.5, 0.4, -0.4), strict=True)]
-    verdict = lambda args, hybrid: benchmark.aggregate(args, [_cell(standard, hybrid)])[1][0]["verdict"]
-    assert verdict(world_model_args, lower) == "hybrid helps"  # lower MSE is better
-    assert verdict(rl_args, lower) == "hybrid hurts"  # lower return is worse
-    assert verdict(rl_args, noisy) == "hybrid ties"  # the paired CI contains 0
-    assert verdict(rl_args, [float("nan"), *lower[1:]]) == "hybrid cannot be compared (a mode diverged)"
+    verdict = lambda objective, hybrid: benchmark.aggregate(objective, [_cell(standard, hybrid)], 1, 4)[1][0]["verdict"]
+    assert verdict("world_model", lower) == "hybrid helps"  # lower MSE is better
+    assert verdict("rl", lower) == "hybrid hurts"  # lower return is worse
+    assert verdict("rl", noisy) == "hybrid ties"  # the paired CI contains 0
+    assert verdict("rl", [float("nan"), *lower[1:]]) == "hybrid cannot be compared (a mode diverged)"
 
 
 @pytest.mark.parametrize("objective, env", [("world_model", "pendulum-params"), ("rl", "navigation-2d")])

@@ -136,14 +136,42 @@ def test_train_state_with_static_optimizer_and_buffer_round_trips(tmp_path, key)
 
 
 def test_configs_recorded_by_earlier_commits_still_load():
-    """The recorded runs under docs/results were written before the config registry; their configs load as the
-    same classes."""
+    """The recorded runs under docs/results were written by `experiments.meta_rl:Args`, a class that is gone, with
+    `adapt_steps` for `adapt_rounds`; they load as `RunConfig`s (and the study's as its subclass) with their values.
+    So does a config of the CLI's former `RunConfig`, whose env was a nested `EnvConfig` and whose `TrainerConfig`
+    held the evaluation protocol."""
     import experiments.budget_study
-    import experiments.meta_rl
+    from ssm_jax.configs import RunConfig
 
-    recorded = sorted((Path(__file__).parents[1] / "docs" / "results").rglob("config.json"))
-    loaded = {path.parent.name: type(config_from_json(path.read_text())) for path in recorded}
-    assert loaded == {
-        "budget_study_vel": experiments.budget_study.StudyArgs,
-        "halfcheetah_vel_cpu": experiments.meta_rl.Args,
+    recorded = {
+        path.parent.name: path for path in (Path(__file__).parents[1] / "docs" / "results").rglob("config.json")
     }
+    flagship = config_from_json(recorded["halfcheetah_vel_cpu"].read_text())
+    assert type(flagship) is RunConfig and flagship.env == "halfcheetah-vel" and flagship.model == "ssm"
+    assert (flagship.trainer.tasks_per_batch, flagship.evaluation.adapt_rounds, flagship.network.hidden_dim) == (
+        5,
+        3,
+        64,
+    )
+    study = config_from_json(recorded["budget_study_vel"].read_text())
+    assert type(study) is experiments.budget_study.StudyArgs and study.evaluation.adapt_rounds == 1
+    assert study.budgets == (1e6, 3e6, 1e7) and study.evaluation.eval_tasks == 64
+
+    cli_config = {"__dataclass__": "ssm_jax.cli.configs:RunConfig", "fields": {
+        "env": {"__dataclass__": "ssm_jax.cli.configs:EnvConfig", "fields": {
+            "name": "halfcheetah-dir", "backend": "generalized", "goals": "uniform"}},
+        "model": "gru", "seed": 4, "method": "pretrained",
+        "trainer": {"__dataclass__": "ssm_jax.train_config:TrainerConfig", "fields": {
+            "horizon": 50, "window": 10, "adapt_rounds": 2, "eval_trajectories": 40, "later_rounds_lr_scale": 0.5}},
+    }}  # fmt: skip
+    config = config_from_json(json.dumps(cli_config))
+    assert (config.env, config.backend, config.model, config.seed, config.method) == (
+        "halfcheetah-dir",
+        "generalized",
+        "gru",
+        4,
+        "pretrained",
+    )
+    assert (config.trainer.horizon, config.trainer.window) == (50, 10)
+    evaluation = config.evaluation
+    assert (evaluation.adapt_rounds, evaluation.eval_trajectories, evaluation.later_rounds_lr_scale) == (2, 40, 0.5)

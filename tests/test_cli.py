@@ -19,8 +19,8 @@ from ssm_jax import checkpoint, cli, runs, sweep
 from ssm_jax.config_io import config_from_json, config_to_json
 
 TINY = [
-    "--config", "basic", "--network.hidden-dim", "16", "--trainer.horizon", "20", "--trainer.tasks-per-batch", "4",
-    "--trainer.trajectories-per-task", "4", "--iterations", "40", "--chunk-size", "5", "--checkpoint-every", "5",
+    "--config", "basic", "--hidden-dim", "16", "--horizon", "20", "--tasks-per-batch", "4",
+    "--trajectories-per-task", "4", "--iterations", "40", "--chunk-size", "5", "--checkpoint-every", "5",
 ]  # fmt: skip
 
 
@@ -94,7 +94,7 @@ def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path,
     assert stored["return_mean"] == pytest.approx(np.mean(stored["returns"]), rel=1e-5)
     assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
 
-    flags = ["--checkpoint", str(uninterrupted), "--tasks", "4", "--adapt-steps", "2", "--output"]
+    flags = ["--checkpoint", str(uninterrupted), "--tasks", "4", "--adapt-rounds", "2", "--output"]
     online = ["--online", "--online-window", "5", "--online-every", "5"]
     for mode in ("standard", "hybrid"):
         assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode, *online]) == 0
@@ -137,7 +137,7 @@ def _error(argv: list[str], capsys) -> str:
 def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsys):
     train = ["train", "--out-dir", str(tmp_path / "runs")]
     assert "unknown config 'cheetah'" in _error([*train, "--config", "cheetah"], capsys)
-    assert "invalid value 'cheetah' for --env.name" in _error([*train, "--env.name", "cheetah"], capsys)
+    assert "invalid value 'cheetah' for --env" in _error([*train, "--env", "cheetah"], capsys)
     assert "invalid value 'rnn' for --model" in _error([*train, "--model", "rnn"], capsys)
     assert "inner_lr > 0" in _error([*train, "--inner-lr", "-1"], capsys)
     assert "--inner-lr" in _error([*train, "--inner-lr", "fast"], capsys)
@@ -150,8 +150,8 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "tasks must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--tasks", "1"], capsys)
 
     resume = ["train", "--resume", str(uninterrupted)]
-    message = _error([*resume, "--network.hidden-dim", "32"], capsys)
-    assert message.endswith("--network.hidden-dim 32 (the run has 16); a resumed run keeps its config")
+    message = _error([*resume, "--hidden-dim", "32"], capsys)
+    assert message.endswith("--hidden-dim 32 (the run has 16); a resumed run keeps its config")
 
     # A checkpoint another configuration made: the first leaf that differs, by name and size.
     other = tmp_path / "other"
@@ -165,7 +165,7 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
 
 
 def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
-    from ssm_jax.cli.configs import CONFIGS, build, initial_state, training_key
+    from ssm_jax.configs import CONFIGS, build, initial_state, training_key
 
     config = dataclasses.replace(CONFIGS["basic"], method="pretrained")
     _, trainer = build(config)

@@ -89,15 +89,14 @@ def test_presets_and_overrides_parse():
     with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
         sinusoid.Args(iterations=1500, chunk_size=1000)
     from experiments import halfcheetah_vel
+    from ssm_jax.configs import RunConfig
 
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
-        halfcheetah_vel.Args(model="rnn")
-    with pytest.raises(ValueError, match="adaptation_mode must be one of both, standard, hybrid"):
-        halfcheetah_vel.Args(adaptation_mode="mixed")
-    with pytest.raises(ValueError, match="num_seeds must be >= 1, and 1 with --resume"):
-        halfcheetah_vel.Args(resume="/some/run", num_seeds=2)
-    with pytest.raises(ValueError, match="no checkpoint in it"):
-        halfcheetah_vel.Args(resume="/nonexistent/run")
+        RunConfig(model="rnn")
+    with pytest.raises(ValueError, match="unknown adaptation_mode 'mixed'; expected one of both, standard, hybrid"):
+        RunConfig(adaptation_mode="mixed")
+    with pytest.raises(ValueError, match="num_seeds must be 1 with --resume"):
+        RunConfig(resume="/some/run", num_seeds=2)
     bad_flags = (
         ["--inner-lr", "-1"],
         ["--buffer-size", "0"],
@@ -151,8 +150,9 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     stored = json.loads((run_dir / "results.json").read_text())
     assert set(stored["per_task_returns"]) == expected
     per_task = np.asarray(stored["per_task_returns"]["MAML + standard"])
-    assert per_task.shape == (2 * args.eval_tasks, 4)  # held-out tasks of both seeds, pooled
-    assert not np.allclose(per_task[: args.eval_tasks], per_task[args.eval_tasks :])  # seeds draw their own goals
+    tasks = args.evaluation.eval_tasks
+    assert per_task.shape == (2 * tasks, 4)  # held-out tasks of both seeds, pooled
+    assert not np.allclose(per_task[:tasks], per_task[tasks:])  # seeds draw their own goals
 
     # A second run of the same preset and seeds writes the same results, number for number, on the programs the
     # first one compiled (other seeds, hyperparameters and output directories reuse them too).
@@ -164,10 +164,10 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
 
 def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
-    from ssm_jax import checkpoint
+    from ssm_jax import checkpoint, configs
 
     smoke = navigation.PRESETS["smoke"]  # MAML-RL's navigation passes raw positions; here they are standardised
-    args = dataclasses.replace(smoke, normalize_observations=True, out_dir=str(tmp_path), plots=False)
+    args = configs.replace(smoke, normalize_observations=True, out_dir=str(tmp_path), plots=False)
     results = navigation.main(args)
     run_dir = next(tmp_path.iterdir())
     stored = json.loads((run_dir / "results.json").read_text())
@@ -176,7 +176,7 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     restored, config = checkpoint.restore(run_dir / "checkpoints", args.iterations)
     assert config == args
     # warm-up round, then (support + query) rounds per meta-iteration, each tasks x trajectories x horizon
-    per_round = args.tasks_per_batch * args.trajectories_per_task * args.horizon
+    per_round = args.trainer.tasks_per_batch * args.trainer.trajectories_per_task * args.trainer.horizon
     assert np.asarray(restored["obs_stats"]["count"]).tolist() == [per_round * (1 + 2 * args.iterations)]  # [runs]
     assert np.all(np.asarray(restored["obs_stats"]["var"]) > 0)
 

@@ -25,7 +25,7 @@ from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
-from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
+from ssm_jax.train import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
 
 SLOW = pytest.mark.slow  # over 15 s on the idle 2-core machine
 
@@ -192,11 +192,9 @@ def test_maml_rl_learns_to_adapt_on_navigation(key, fully_optimised_jit):
     """Finn et al.'s 2D navigation at a test's budget: one inner step takes held-out goals from about −40 to above
     −15 (the paper: −40.4 → −11.7), far beyond what the same step does for a random policy."""
     env, policy, _, _ = _nav_meta_rl()
-    config = TrainerConfig(
-        tasks_per_batch=20, trajectories_per_task=20, horizon=100, window=10, buffer_size=100, adapt_rounds=1,
-        eval_trajectories=40,  # MAML-RL tests with twice the trajectories
-    )  # fmt: skip
-    trainer = make_meta_rl_trainer(env, policy, config)
+    config = TrainerConfig(tasks_per_batch=20, trajectories_per_task=20, horizon=100, window=10, buffer_size=100)
+    evaluation = EvalConfig(adapt_rounds=1, eval_trajectories=40)  # MAML-RL tests with twice the trajectories
+    trainer = make_meta_rl_trainer(env, policy, config, evaluation)
     initial = trainer.init(key, HParams.create(inner_lr=0.1, outer_lr=5e-3))
     train = fully_optimised_jit(trainer.train, static_argnums=2)
     state = initial

@@ -13,9 +13,10 @@ from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import prepare_batch
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
-from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
+from ssm_jax.train import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
 
-CONFIG = TrainerConfig(tasks_per_batch=2, trajectories_per_task=3, horizon=10, window=5, buffer_size=50, adapt_rounds=1)
+CONFIG = TrainerConfig(tasks_per_batch=2, trajectories_per_task=3, horizon=10, window=5, buffer_size=50)
+EVALUATION = EvalConfig(adapt_rounds=1)
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def setup():
     env = envs.make("navigation-2d", horizon=10)
     core = make_model("mlp", ModelConfig(input_dim=2, output_dim=16, hidden_dim=16, num_layers=2))
     policy = attach_heads(core, pi=GaussianHead(2))
-    trainer = make_meta_rl_trainer(env, policy, CONFIG)
+    trainer = make_meta_rl_trainer(env, policy, CONFIG, EVALUATION)
     return env, policy, trainer, jax.jit(trainer.train, static_argnums=2)
 
 
@@ -138,7 +139,7 @@ def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_document
     assert not _leaves_equal(maml.meta.params, pretrained.meta.params)
     tasks = env.sample_tasks(jax.random.key(4), 3)
     returns, _ = jax.jit(trainer.evaluate)(pretrained, jax.random.key(5), tasks)
-    assert returns.shape == (3, CONFIG.adapt_rounds + 1) and bool(jnp.all(jnp.isfinite(returns)))
+    assert returns.shape == (3, EVALUATION.adapt_rounds + 1) and bool(jnp.all(jnp.isfinite(returns)))
     assert not np.allclose(returns[:, 0], returns[:, 1])  # evaluation adapts with the hyperparameter's rate, not 0
     oracle = jax.jit(trainer.oracle, static_argnums=3)(trainer.init(key, hparams), jax.random.key(6), tasks, 2)
     assert oracle.shape == (3, 2)
@@ -182,8 +183,10 @@ def test_pretrained_baseline_samples_maml_budget_and_learns_from_every_trajector
 def test_bad_configs_raise_one_line_errors():
     with pytest.raises(ValueError, match="TrainerConfig.window=20 must not exceed horizon=10"):
         TrainerConfig(horizon=10, window=20)
-    with pytest.raises(ValueError, match="TrainerConfig.adapt_rounds must be >= 1"):
-        TrainerConfig(adapt_rounds=0)
+    with pytest.raises(ValueError, match="eval_tasks and adapt_rounds must be >= 1"):
+        EvalConfig(adapt_rounds=0)
+    with pytest.raises(ValueError, match="later_rounds_lr_scale must be > 0"):
+        EvalConfig(later_rounds_lr_scale=0.0)
     with pytest.raises(ValueError, match="TrainerConfig.cg_iters must be >= 1"):
         TrainerConfig(cg_iters=0)
     with pytest.raises(ValueError, match="HParams need inner_lr > 0"):
@@ -212,5 +215,5 @@ def test_every_matmul_of_the_training_program_is_traced_at_the_configured_precis
 
     highest = jax.lax.Precision.HIGHEST
     assert dot_precisions(trainer) == {(highest, highest)}  # full float32 even where a GPU would use TF32
-    backend_default = make_meta_rl_trainer(env, policy, dataclasses.replace(CONFIG, matmul_precision=None))
+    backend_default = make_meta_rl_trainer(env, policy, dataclasses.replace(CONFIG, matmul_precision=None), EVALUATION)
     assert None in dot_precisions(backend_default)  # the policy's matmuls at the backend's default

@@ -1,13 +1,14 @@
 """`ssm-jax train | eval | adapt | info` (also `python -m ssm_jax`): the library's trainer from the command line.
 
-    ssm-jax train --config navigation                      # a named config; every field is a flag
-    ssm-jax train --config basic --iterations 40 --model ssm --trainer.tasks-per-batch 8
+    ssm-jax train --config navigation                      # a named config (ssm_jax.configs.CONFIGS)
+    ssm-jax train --config basic --iterations 40 --model ssm --tasks-per-batch 8   # every leaf field is a flag
     ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
     ssm-jax eval  --checkpoint runs/cli/<stamp> --tasks 32
-    ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-steps 3 --adaptation-mode hybrid
+    ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-rounds 3 --adaptation-mode hybrid
     ssm-jax info
 
-`train` writes `<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
+The configs are the experiments' (`ssm_jax.configs.RunConfig`, the same flags). `train` writes
+`<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
 metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json,
 learning_curve.png and checkpoints `checkpoints/step_<n>/` (orbax's CheckpointManager) every `checkpoint_every`
 iterations and at the end. Ctrl-C finishes the chunk in flight, saves it, says where
@@ -32,16 +33,16 @@ import jax
 from ssm_jax import envs
 from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.cli.configs import CONFIGS, EnvConfig, RunConfig, build, initial_state
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
 from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.cli.training import train
+from ssm_jax.configs import CONFIGS
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.report import aligned_table
 
 __all__ = [
-    "CONFIGS", "AdaptArgs", "EnvConfig", "EvalArgs", "RunConfig", "UsageError", "adapt", "build", "evaluate",
-    "exit_with_error", "info", "initial_state", "main", "parse", "resumed_config", "train",
+    "AdaptArgs", "EvalArgs", "UsageError", "adapt", "evaluate", "exit_with_error", "info", "main", "parse",
+    "resumed_config", "train",
 ]  # fmt: skip
 
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from ssm_jax import runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.cli.configs import RunConfig, build, initial_state, load_run_config
 from ssm_jax.cli.parsing import UsageError
+from ssm_jax.configs import RunConfig, build, initial_state, load_run_config
 from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax.train import Trainer, TrainState
 
@@ -35,12 +35,12 @@ class EvalArgs:
 
 @dataclasses.dataclass(frozen=True)
 class AdaptArgs(EvalArgs):
-    adapt_steps: int = 3
+    adapt_rounds: int = 3
     """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
     adaptation_mode: Literal[ADAPTATION_MODES] = "standard"
     """hybrid adds experience_weight x behaviour cloning on windows replayed from the run's buffer."""
     trajectories: int | None = None
-    """Trajectories per round (None: the run's TrainerConfig.eval_trajectories or trajectories_per_task)."""
+    """Trajectories per round (None: the run's eval_trajectories, else its trajectories_per_task)."""
     online: bool = False
     """Also adapt during one episode per task (every --online-every steps, on the last --online-window steps),
     against the same episodes with no adaptation."""
@@ -49,8 +49,10 @@ class AdaptArgs(EvalArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.adapt_steps < 1 or (self.trajectories is not None and self.trajectories < 1):
-            raise ValueError(f"adapt_steps and trajectories must be >= 1, got {self.adapt_steps}, {self.trajectories}")
+        if self.adapt_rounds < 1 or (self.trajectories is not None and self.trajectories < 1):
+            raise ValueError(
+                f"adapt_rounds and trajectories must be >= 1, got {self.adapt_rounds}, {self.trajectories}"
+            )
         if min(self.online_every, self.online_window) < 1:
             raise ValueError(f"online_every and online_window must be >= 1: {self.online_every}, {self.online_window}")
 
@@ -66,15 +68,18 @@ class _Restored(NamedTuple):
     key: jax.Array
 
 
-def _restore(args: EvalArgs, trainer_changes: dict) -> _Restored:
-    """`args.checkpoint` restored into a trainer with `trainer_changes` (evaluation sizes only: the params do not
-    depend on them), with `args.tasks` held-out tasks of the run's seed (or `args.seed`) and their key."""
+def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
+    """`args.checkpoint` restored into a trainer whose evaluation protocol has `protocol_changes` (the params do not
+    depend on it), with `args.tasks` held-out tasks of the run's seed (or `args.seed`) and their key."""
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}")
     run_dir = runs.run_dir_of(path)
-    config = load_run_config(run_dir)
-    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, **trainer_changes))
+    try:
+        config = load_run_config(run_dir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    config = dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, **protocol_changes))
     env, trainer = build(config)
     target = initial_state(config, trainer)
     try:
@@ -111,7 +116,7 @@ def evaluate(args: EvalArgs) -> dict:
 
 def adapt(args: AdaptArgs) -> dict:
     """`ssm-jax adapt`: return on held-out tasks after 0..K rounds of standard or hybrid adaptation."""
-    changes = {"adapt_rounds": args.adapt_steps}
+    changes = {"adapt_rounds": args.adapt_rounds}
     if args.trajectories is not None:
         changes["eval_trajectories"] = args.trajectories
     run = _restore(args, changes)
@@ -142,7 +147,7 @@ def adapt(args: AdaptArgs) -> dict:
     ax.legend()
     save_figure(fig, output.with_suffix(".png"))
     rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.tasks)]]
-    for k in range(args.adapt_steps + 1):
+    for k in range(args.adapt_rounds + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
         rows.append([f"after {k} steps", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
     if args.online:

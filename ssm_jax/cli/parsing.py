@@ -41,15 +41,17 @@ def _one_line(event: Any) -> None:
 def parse(
     cls: type[ConfigT], args: Sequence[str], prog: str, description: str, default: ConfigT | None = None
 ) -> ConfigT:
-    """`tyro.cli(cls, default=default, args=args)`.
+    """`tyro.cli(cls, default=default, args=args)`; a class with `FLAT_FLAGS = True` (`ssm_jax.configs.RunConfig`)
+    takes its nested fields as flags named by the leaf alone (`--horizon`, not `--trainer.horizon`).
 
     Raises:
         UsageError: a bad flag or value (including a `__post_init__` ValueError), in one line, before anything
             compiles (tyro's own box remains for rarer mistakes, with exit code 2 too).
     """
     defaults = {} if default is None else {"default": default}
+    annotated = tyro.conf.OmitArgPrefixes[cls] if getattr(cls, "FLAT_FLAGS", False) else cls
     with tyro._errors.on_parse_error(_one_line):
-        return tyro.cli(cls, args=list(args), prog=prog, description=description, **defaults)
+        return tyro.cli(annotated, args=list(args), prog=prog, description=description, **defaults)
 
 
 def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Sequence[str] = ()) -> Any:
@@ -63,7 +65,9 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
     contradicting = [d for d in _differences(stored, config) if d[0] not in ignored]
     if contradicting:
         field, given, kept = contradicting[0]
-        flag = "--" + field.replace("_", "-")
+        flag = "--" + (field.rsplit(".", 1)[-1] if getattr(type(stored), "FLAT_FLAGS", False) else field).replace(
+            "_", "-"
+        )
         raise UsageError(f"--resume {run_dir}: {flag} {given!r} (the run has {kept!r}); a resumed run keeps its config")
     return config
 

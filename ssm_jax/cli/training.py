@@ -12,9 +12,9 @@ import jax
 import numpy as np
 
 from ssm_jax import checkpoint, runs
-from ssm_jax.cli.configs import CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.config_io import config_to_json
+from ssm_jax.configs import CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.report import aligned_table, new_figure, save_figure
 
 
@@ -23,15 +23,17 @@ def train(argv: Sequence[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--resume", default=None)
-    pre.add_argument("--out-dir", default="runs/cli")
     known, rest = pre.parse_known_args(argv)
     if known.config is not None and known.config not in CONFIGS:
         raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(CONFIGS)}")
     prog = "ssm-jax train"
-    also = f"Also --config {{{','.join(CONFIGS)}}}, --out-dir DIR (default runs/cli), --resume RUN_DIR."
+    also = f"Also --config {{{','.join(CONFIGS)}}} and --resume RUN_DIR."
     if known.resume is not None:
         run_dir = Path(known.resume)
-        load_run_config(run_dir)
+        try:
+            load_run_config(run_dir)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         if known.config is not None:
             raise UsageError(f"--resume {run_dir}: --config {known.config}; a resumed run keeps its config")
         config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
@@ -40,7 +42,11 @@ def train(argv: Sequence[str]) -> int:
     else:
         name = known.config or "basic"
         config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", CONFIGS[name])
-        run_dir = runs.make_run_dir(known.out_dir)
+        if config.num_seeds != 1:
+            raise UsageError(
+                f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"
+            )
+        run_dir = runs.make_run_dir(config.out_dir)
         (run_dir / "config.json").write_text(config_to_json(config))
     try:
         return _train(config, run_dir, resume=known.resume is not None)

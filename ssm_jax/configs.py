@@ -1,0 +1,293 @@
+"""The one configuration tree of a meta-RL run, and the registry of named configs every entry point starts from.
+
+    config = CONFIGS["navigation"]                       # Finn et al.'s 2D navigation, MAML-RL's settings
+    config = dataclasses.replace(config, seed=3, iterations=50)
+    env, trainer = build(config)                         # the env and the pure `Trainer`
+
+`RunConfig` holds the env, the policy, the trainer's static `TrainerConfig`, the evaluation protocol (`EvalConfig`),
+the traced hyperparameters, the training schedule and what an experiment reports beside MAML. `ssm-jax train
+--config NAME` and `python -m experiments.<name> --preset P` (a preset is a name in `CONFIGS`) parse the same class
+with the same flags: every leaf field is one flag (`--tasks-per-batch`, `--adapt-rounds`, `--hidden-dim`), leaf
+names being unique in the tree. Validation lives in the classes (`__post_init__`), once.
+
+Config files written before this tree (`experiments.meta_rl:Args`, the CLI's `ssm_jax.cli.configs:RunConfig`, a
+`TrainerConfig` that held the evaluation protocol, `adapt_steps` for `adapt_rounds`) load as a `RunConfig` through
+`RunConfig.from_fields` (`ssm_jax.config_io` reads them; nothing is imported from the file).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import jax
+
+from ssm_jax import envs, sweep
+from ssm_jax.adapt.adapter import ADAPTATION_MODES
+from ssm_jax.config_io import config_from_json, register_config, register_renamed
+from ssm_jax.envs.brax_tasks import BACKENDS
+from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
+from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
+from ssm_jax.train_config import EvalConfig
+
+ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
+METHODS = ("maml", "pretrained")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One meta-RL run (or `num_seeds` of them, as one vmapped run axis). Defaults: the flagship's CPU preset."""
+
+    FLAT_FLAGS: ClassVar[bool] = True
+    """Flags are the leaf names (`--tasks-per-batch`, not `--trainer.tasks-per-batch`)."""
+
+    name: str = "halfcheetah-vel"
+    """The named config (`CONFIGS`) these values started from."""
+    env: Literal[envs.META_RL_ENVS] = "halfcheetah-vel"
+    """The meta-RL task family."""
+    backend: Literal[BACKENDS] = "spring"
+    """brax physics backend (brax families only)."""
+    goals: Literal[envs.GOAL_SETS] = "uniform"
+    """halfcheetah-vel goals: U[0, 2], or SSM-MetaRL's 0.5, 1, ..., 2.5."""
+    model: Literal[MODEL_NAMES] = "ssm"
+    """The policy's sequence model."""
+    network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
+    trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
+    evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    inner_lr: float = 0.1
+    """Inner policy-gradient step size (the start value under --learn-inner-lr)."""
+    outer_lr: float = 3e-3
+    """Adam learning rate of the outer (PPO) steps."""
+    experience_weight: float = 0.1
+    """Weight of the hybrid adapter's behaviour-cloning term."""
+    iterations: int = 60
+    """Meta-iterations (each: tasks_per_batch tasks)."""
+    chunk_size: int = 5
+    """Meta-iterations per jitted call (one host sync, log record and progress update each)."""
+    checkpoint_every: int = 20
+    """Meta-iterations between checkpoints (a multiple of chunk_size); the last iteration is always saved."""
+    keep_checkpoints: int = 2
+    """Steps kept under checkpoints/ (the older one stays usable should the newest be damaged)."""
+    seed: int = 0
+    num_seeds: int = 1
+    """Run seeds seed .. seed + num_seeds - 1 and pool their held-out tasks (experiments; ssm-jax train runs one)."""
+    method: Literal[METHODS] = "maml"
+    """What `ssm-jax train` trains: maml, or the pretrained baseline (the experiments train both, see pretrained)."""
+    adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
+    """Test-time adapters an experiment evaluates for MAML."""
+    pretrained: bool = True
+    """Also train and evaluate the pretrained baseline: one policy trained by the same outer step on every
+    trajectory of MAML's env budget, with no inner step."""
+    random_baseline: bool = True
+    """Also evaluate the untrained policy."""
+    oracle: bool = False
+    """Also train a policy on each held-out task (the random -> oracle gap)."""
+    oracle_iterations: int = 30
+    out_dir: str = "runs/halfcheetah_vel"
+    """Run directories are made under it, one per start (`<out_dir>/<UTC stamp>/`)."""
+    plots: bool = True
+    """Write the learning and adaptation curves as PNG."""
+    resume: str | None = None
+    """A run directory to continue from its newest checkpoint, with its own config.json."""
+
+    def __post_init__(self):
+        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
+        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
+            raise ValueError(
+                f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
+            )
+        if self.checkpoint_every < 1 or self.checkpoint_every % self.chunk_size:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of chunk_size")
+        if min(self.keep_checkpoints, self.num_seeds, self.oracle_iterations) < 1:
+            raise ValueError("keep_checkpoints, num_seeds and oracle_iterations must be >= 1")
+        if self.resume is not None and self.num_seeds != 1:
+            raise ValueError(f"num_seeds must be 1 with --resume; got {self.num_seeds}")
+        for field, value, choices in (
+            ("env", self.env, envs.META_RL_ENVS),
+            ("model", self.model, MODEL_NAMES),
+            ("method", self.method, METHODS),
+            ("adaptation_mode", self.adaptation_mode, ADAPTATION_MODE_CHOICES),
+        ):
+            if value not in choices:
+                raise ValueError(f"unknown {field} {value!r}; expected one of {', '.join(choices)}")
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> RunConfig:
+        """A `RunConfig` from leaf fields by name (a flat dict; nested dicts are merged in), as an older config
+        file held them: renamed fields take their new names, and fields this tree no longer has (`preset`) are
+        dropped."""
+        flat = _flatten(fields)
+        for old, new in _RENAMED_FIELDS.items():
+            if old in flat:
+                flat[new] = flat.pop(old)
+        values = {name: {} for name in _SECTIONS}
+        top = {}
+        for key, value in flat.items():
+            section = next((s for s, c in _SECTIONS.items() if key in _field_names(c)), None)
+            if section is not None:
+                values[section][key] = value
+            elif key in _field_names(cls):
+                top[key] = value
+        return cls(**top, **{name: _SECTIONS[name](**v) for name, v in values.items()})
+
+
+_SECTIONS = {"network": NetworkConfig, "trainer": TrainerConfig, "evaluation": EvalConfig}
+_RENAMED_FIELDS = {
+    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
+    "env_backend": "backend", "env_goals": "goals",
+}  # fmt: skip
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in fields.items():
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{key}_" if key == "env" else ""))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+register_renamed("experiments.meta_rl:Args", RunConfig.from_fields)
+register_renamed("ssm_jax.cli.configs:RunConfig", RunConfig.from_fields)
+
+
+def _navigation(name: str, **changes) -> RunConfig:
+    """2D navigation at MAML-RL's settings (Finn et al.'s Table 4): raw positions in, inner lr 0.5, TRPO outer
+    steps (4 conjugate-gradient iterations: rllab's 10 cost 2.5x the time for the same returns), 40 held-out goals
+    adapted with twice the training batch, steps 2 and 3 at a tenth of the rate."""
+    base = RunConfig(
+        env="navigation-2d",
+        model="mlp",
+        network=NetworkConfig(state_dim=32, hidden_dim=100, num_layers=2),
+        trainer=TrainerConfig(
+            tasks_per_batch=20, trajectories_per_task=20, horizon=100, outer_optimizer="trpo", cg_iters=4,
+            normalize_observations=False, window=10,
+        ),
+        evaluation=EvalConfig(eval_tasks=40, eval_trajectories=40, later_rounds_lr_scale=0.1),
+        inner_lr=0.5,
+        iterations=100,
+        chunk_size=10,
+        checkpoint_every=50,
+        adaptation_mode="standard",
+        pretrained=False,  # the paper's table has no pretrained row; --pretrained adds one (doubles the time)
+        out_dir="runs/navigation",
+    )  # fmt: skip
+    return replace(base, name=name, **changes)
+
+
+def replace(config: RunConfig, **changes) -> RunConfig:
+    """`dataclasses.replace` by leaf name: `replace(config, horizon=20, hidden_dim=16, seed=1)`."""
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        mine = {k: changes.pop(k) for k in list(changes) if k in _field_names(cls)}
+        if mine:
+            sections[section] = dataclasses.replace(getattr(config, section), **mine)
+    return dataclasses.replace(config, **sections, **changes)
+
+
+PPO = {"outer_optimizer": "ppo", "normalize_observations": True, "inner_lr": 0.1}
+"""PPO outer steps with standardised inputs and inner lr 0.1: the `-ppo` variants' changes (by leaf name)."""
+SMOKE = {
+    "hidden_dim": 16, "state_dim": 8, "iterations": 2, "chunk_size": 1, "tasks_per_batch": 2,
+    "trajectories_per_task": 2, "horizon": 20, "window": 5, "eval_tasks": 2, "checkpoint_every": 2,
+}  # fmt: skip
+"""The `-smoke` variants' changes: seconds, for tests."""
+
+_FLAGSHIP = RunConfig()
+CONFIGS: dict[str, RunConfig] = {
+    "basic": replace(
+        _navigation("basic", **PPO),
+        hidden_dim=32,
+        tasks_per_batch=8,
+        trajectories_per_task=8,
+        horizon=50,
+        eval_tasks=16,
+        eval_trajectories=None,
+        iterations=20,
+        chunk_size=5,
+        checkpoint_every=5,
+        out_dir="runs/cli",
+    ),
+    "navigation": _navigation("navigation"),
+    "navigation-ppo": _navigation("navigation-ppo", **PPO),
+    "navigation-ssm": _navigation("navigation-ssm", **PPO, model="ssm"),
+    "navigation-smoke": _navigation("navigation-smoke", **SMOKE),
+    "halfcheetah-vel": _FLAGSHIP,
+    # The smallest budget at which MAML's one-step gain beats the pretrained baseline's (`experiments.budget_study`).
+    "halfcheetah-vel-long": replace(_FLAGSHIP, name="halfcheetah-vel-long", iterations=190, eval_tasks=64),
+    "halfcheetah-vel-smoke": replace(
+        _FLAGSHIP,
+        name="halfcheetah-vel-smoke",
+        **SMOKE,
+        outer_epochs=1,
+        buffer_size=64,
+        experience_batch_size=4,
+        oracle_iterations=2,
+    ),
+    "halfcheetah-vel-paper": replace(
+        _FLAGSHIP,
+        name="halfcheetah-vel-paper",
+        backend="generalized",
+        iterations=500,
+        chunk_size=10,
+        tasks_per_batch=40,
+        trajectories_per_task=20,
+        outer_lr=1e-3,
+        outer_epochs=5,
+        buffer_size=20_000,
+        eval_tasks=40,
+        oracle=True,
+        oracle_iterations=200,
+        checkpoint_every=50,
+    ),
+    "halfcheetah-dir": replace(_FLAGSHIP, name="halfcheetah-dir", env="halfcheetah-dir"),
+}
+"""Named configs: `ssm-jax train --config NAME`, and the experiments' presets (`experiments.halfcheetah_vel
+--preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
+navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
+flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale, for a GPU.
+halfcheetah-dir: forward/backward (Finn et al. Fig. 5). -smoke: seconds, for tests."""
+
+
+def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None) -> tuple[envs.TaskEnv, Trainer]:
+    """The env and the trainer `config` describes (`task_sharding`: see `make_meta_rl_trainer`)."""
+    env = envs.make_meta_rl(config.env, config.trainer.horizon, config.backend, config.goals)
+    policy = make_gaussian_policy(
+        config.model, env.observation_size, env.action_size, config.network, window=max(config.trainer.window, 16)
+    )
+    return env, make_meta_rl_trainer(env, policy, config.trainer, config.evaluation, task_sharding)
+
+
+def initial_state(config: RunConfig, trainer: Trainer) -> TrainState:
+    """The state of `config.seed`'s run before training (`sweep.run_keys(seed).init`, as every entry point)."""
+    hparams = HParams.create(config.inner_lr, config.outer_lr, config.experience_weight)
+    init = jax.jit(trainer.init, static_argnames="adapt")
+    return init(sweep.run_keys(config.seed).init, hparams, adapt=config.method == "maml")
+
+
+def training_key(config: RunConfig) -> jax.Array:
+    """`sweep.run_keys(config.seed)`'s training key for `config.method`."""
+    keys = sweep.run_keys(config.seed)
+    return keys.train if config.method == "maml" else keys.pretrain
+
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    """The `RunConfig` in `run_dir/config.json`.
+
+    Raises:
+        ValueError: there is none, or the file holds another kind of config (one line).
+    """
+    path = Path(run_dir) / "config.json"
+    config = config_from_json(path.read_text()) if path.is_file() else None
+    if not isinstance(config, RunConfig):
+        raise ValueError(f"{run_dir} is not a run directory of a meta-RL run (no RunConfig in config.json)")
+    return config
