@@ -33,12 +33,12 @@ from experiments.benchmark_report import MODES, aggregate, plot
 from experiments.common import run_main, write_config
 from ssm_jax import envs, runs
 from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, PPO, RunConfig, replace
+from ssm_jax.configs import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 
 OBJECTIVES = ("world_model", "rl")
-FAMILIES = {"world_model": world_model.WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
+FAMILIES = {"world_model": WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
 
 
 @register_config
@@ -56,7 +56,7 @@ class Args:
     seed: int = 0
     match_params: int | None = None
     """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
-    world_model: world_model.Args = dataclasses.field(default_factory=lambda: world_model.PRESETS["cpu"])
+    world_model: WorldModelRunConfig = CONFIGS["world-model"]
     """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
     rl: RunConfig = CONFIGS["navigation-ppo"]
     """The meta-RL cell's settings (env, model, seeds and output are set per cell)."""
@@ -76,15 +76,10 @@ class Args:
             raise ValueError(f"match_params must be >= 1, got {self.match_params}")
 
 
-_WORLD_MODEL_CPU = world_model.PRESETS["cpu"]
 PRESETS = {
-    "cpu": Args(
-        world_model=dataclasses.replace(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
-            _WORLD_MODEL_CPU,
-            iterations=200,
-            trainer=dataclasses.replace(
-                _WORLD_MODEL_CPU.trainer, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
-            ),
+    "cpu": Args(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
+        world_model=replace(
+            CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
         )
     )
 }
@@ -94,7 +89,7 @@ PRESETS["smoke"] = dataclasses.replace(
     envs=("pendulum-params",),
     methods=("ssm", "mlp"),
     num_seeds=2,
-    world_model=world_model.PRESETS["smoke"],
+    world_model=CONFIGS["world-model-smoke"],
     rl=replace(CONFIGS["navigation-smoke"], **PPO),
 )
 

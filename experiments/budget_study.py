@@ -50,15 +50,9 @@ class StudyArgs(RunConfig):
             raise ValueError(f"budgets must be positive and strictly ascending, got {self.budgets}")
 
 
-def env_steps_per_iteration(args: RunConfig) -> int:
-    """The env steps one meta-iteration samples, for either method: K + 1 rounds of trajectories per task."""
-    trainer = args.trainer
-    return trainer.tasks_per_batch * (trainer.inner_steps + 1) * trainer.trajectories_per_task * trainer.horizon
-
-
 def budget_iterations(args: StudyArgs) -> list[int]:
     """Each budget's meta-iterations: its env steps rounded up to whole chunks."""
-    chunks = [math.ceil(b / (env_steps_per_iteration(args) * args.chunk_size)) for b in args.budgets]
+    chunks = [math.ceil(b / (args.trainer.env_steps_per_iteration * args.chunk_size)) for b in args.budgets]
     return [c * args.chunk_size for c in chunks]
 
 
@@ -70,8 +64,7 @@ def main(args: StudyArgs) -> dict:
     iterations = budget_iterations(args)
     # The training programs are the flagship's; the evaluation takes one adaptation step, the one compared.
     env, programs = compiled_programs(args)
-    seeds = list(range(args.seed, args.seed + args.num_seeds))
-    grid = sweep.make_grid(seeds)
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
 
@@ -80,10 +73,8 @@ def main(args: StudyArgs) -> dict:
         return returns.reshape(-1, returns.shape[-1])
 
     states = {name: programs.init(keys.init, hparams, adapt=adapt) for name, adapt in METHODS.items()}
-    random_init = evaluate(states["MAML"])
-    train_keys = {"MAML": keys.train, "pretrained": keys.pretrain}
-    seconds = dict.fromkeys(METHODS, 0.0)
-    rows, results = [], {}
+    random_init, train_keys = evaluate(states["MAML"]), {"MAML": keys.train, "pretrained": keys.pretrain}
+    seconds, rows, results = dict.fromkeys(METHODS, 0.0), [], {}
     for budget, until in zip(args.budgets, iterations, strict=True):
         curves = {}
         for name in METHODS:
@@ -91,7 +82,7 @@ def main(args: StudyArgs) -> dict:
             states[name] = _train_to(args, programs, states[name], train_keys[name], until, log, name)
             seconds[name] += time.perf_counter() - started
             curves[name] = evaluate(states[name])
-        rows.append(_budget_row(budget, until, until * env_steps_per_iteration(args), curves, seconds))
+        rows.append(_budget_row(budget, until, until * args.trainer.env_steps_per_iteration, curves, seconds))
         results = _write(args, run_dir, rows, random_init)
     return results
 
@@ -157,7 +148,7 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
     text = (
         f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {eval_tasks} held-out tasks x "
         f"{args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out tasks); "
-        f"the gain difference is paired (same tasks and keys). {env_steps_per_iteration(args):,} env steps per "
+        f"the gain difference is paired (same tasks and keys). {args.trainer.env_steps_per_iteration:,} env steps per "
         f"meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
         f"{trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}). Random init: "
         f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"

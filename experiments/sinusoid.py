@@ -16,7 +16,6 @@ fits.png (fitted curves) and mse_vs_steps.png.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -36,64 +35,24 @@ from experiments.report import (
     save_figure,
 )
 from ssm_jax import runs, sweep
-from ssm_jax.config_io import register_config
+from ssm_jax.configs import CONFIGS, SinusoidRunConfig
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.runs import MetricsLog, make_run_dir, write_json
 from ssm_jax.train_config import HParams
 from ssm_jax.train_regression import RegressionTrainer, RegressionTrainerConfig, make_regression_trainer
 
-METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
 
 
-@register_config
-@dataclasses.dataclass(frozen=True)
-class Args:
-    preset: str = "default"
-    shots: tuple[int, ...] = (10,)
-    methods: tuple[str, ...] = METHODS
-    iterations: int = 20_000
-    chunk_size: int = 1000
-    meta_batch: int = 25
-    inner_lr: float = 0.01
-    train_inner_steps: int = 1
-    outer_lr: float = 1e-3
-    hidden_dim: int = 40
-    frequency_range: tuple[float, float] = (1.0, 1.0)
-    eval_tasks: int = 600
-    eval_points: int = 100
-    eval_steps: int = 10
-    seed: int = 0
-    num_seeds: int = 1
-    """Seeds seed .. seed + num_seeds - 1, one vmapped program per method (CIs pool held-out tasks and seeds)."""
-    out_dir: str = "runs/sinusoid"
-    resume: str | None = None
-    """A run directory of this experiment: each method continues from its newest checkpoint, bit for bit."""
-    plots: bool = True
-
-    def __post_init__(self):
-        unknown = sorted(set(self.methods) - set(METHODS))
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; expected any of {', '.join(METHODS)}")
-        if not self.shots or min(self.shots) < 1:
-            raise ValueError(f"shots must be positive ints, got {self.shots}")
-        if self.iterations < self.chunk_size or self.iterations % self.chunk_size:
-            raise ValueError(
-                f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
-            )
-        if min(self.meta_batch, self.eval_tasks, self.eval_points, self.eval_steps, self.num_seeds) < 1:
-            raise ValueError("meta_batch, eval_tasks, eval_points, eval_steps and num_seeds must be >= 1")
-        HParams.create(self.inner_lr, self.outer_lr)
-
-
 PRESETS = {
-    "default": Args(),
-    "smoke": Args(preset="smoke", iterations=1500, chunk_size=500, eval_tasks=100, plots=False),
-    "paper": Args(preset="paper", shots=(5, 10, 20), iterations=70_000),
+    "default": CONFIGS["sinusoid"],
+    "smoke": CONFIGS["sinusoid-smoke"],
+    "paper": CONFIGS["sinusoid-paper"],
 }
+"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
 
 
-def make_trainer(args: Args, shots: int, method: str) -> RegressionTrainer:
+def make_trainer(args: SinusoidRunConfig, shots: int, method: str) -> RegressionTrainer:
     config = RegressionTrainerConfig(
         shots=shots,
         meta_batch=args.meta_batch,
@@ -107,7 +66,7 @@ def make_trainer(args: Args, shots: int, method: str) -> RegressionTrainer:
     return make_regression_trainer(SinusoidDistribution(frequency_range=args.frequency_range), config)
 
 
-def train(args: Args, shots: int, method: str, grid: sweep.Grid, run_dir: Path, log: MetricsLog):
+def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, run_dir: Path, log: MetricsLog):
     """Meta-trains (or pretrains) one method for every seed of `grid` (one vmapped program) through
     `runs.train_phase`, checkpointing under `run_dir/phases/<phase>/`; with `args.resume`, from that phase's newest
     checkpoint. Returns `(trainer, programs, states)`."""
@@ -127,7 +86,8 @@ def train(args: Args, shots: int, method: str, grid: sweep.Grid, run_dir: Path, 
          **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
         for i, seed in enumerate(grid.seeds)
     ]  # fmt: skip
-    checkpoints = runs.Checkpoints(phase_dir, args, args.chunk_size, resume_command(run_dir, "experiments.sinusoid"))
+    command = resume_command(run_dir, "experiments.sinusoid")
+    checkpoints = runs.Checkpoints(phase_dir, args, args.checkpoint_every, command, args.keep_checkpoints)
     train_key = grid.keys.train if method != "pretrained" else grid.keys.pretrain
     states = runs.train_phase(
         programs.train, states, train_key, args.iterations, args.chunk_size, f"{LABELS[method]} {shots}-shot", log,
@@ -136,7 +96,7 @@ def train(args: Args, shots: int, method: str, grid: sweep.Grid, run_dir: Path, 
     return trainer, programs, states
 
 
-def _plot_fits(path: Path, args: Args, fitted: dict, eval_tasks, key):
+def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, key):
     """Ground truth, support points and each method's fit (seed `args.seed`) before and after `eval_steps` steps, on
     3 held-out tasks."""
     first = lambda tree, i=0: jax.tree.map(lambda v: v[i], tree)
@@ -180,7 +140,7 @@ def _plot_curves(path: Path, curves: dict):
     save_figure(fig, path)
 
 
-def main(args: Args) -> dict:
+def main(args: SinusoidRunConfig) -> dict:
     run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
     if not args.resume:  # a resumed run keeps the config.json it was started with
         write_config(run_dir, args)
@@ -189,11 +149,9 @@ def main(args: Args) -> dict:
     dist = SinusoidDistribution(frequency_range=args.frequency_range)
     eval_tasks, eval_keys = sweep.held_out_tasks(dist, grid.keys.eval, args.eval_tasks)
     results: dict = {"shots": {}, "run_dir": str(run_dir)}
-    curves = {}
-    rows = []
+    curves, rows = {}, []
     for shots in args.shots:
-        fitted = {}
-        per_method = {}
+        fitted, per_method = {}, {}
         for method in args.methods:
             start = time.perf_counter()
             trainer, programs, states = train(args, shots, method, grid, run_dir, logger)
@@ -202,11 +160,7 @@ def main(args: Args) -> dict:
             curves[(shots, method)] = mse
             fitted[method] = (trainer, states)
             mean, half = mean_ci(mse)
-            per_method[method] = {
-                "mse_mean": mean,
-                "mse_ci95": half,
-                "train_seconds": time.perf_counter() - start,
-            }
+            per_method[method] = {"mse_mean": mean, "mse_ci95": half, "train_seconds": time.perf_counter() - start}
             rows.append(
                 [shots, LABELS[method]]
                 + [format_ci(mse, digits=3)[k] for k in (0, 1, min(5, args.eval_steps), args.eval_steps)]
@@ -216,15 +170,8 @@ def main(args: Args) -> dict:
         if args.plots:
             selected = {m: fitted[m] for m in ("maml", "pretrained") if m in fitted}
             _plot_fits(run_dir / f"fits_{shots}shot.png", args, selected, eval_tasks, eval_keys[0])
-    header = [
-        "K",
-        "method",
-        "0 steps",
-        "1 step",
-        f"{min(5, args.eval_steps)} steps",
-        f"{args.eval_steps} steps",
-        "Li et al. 2017, 1 step (ω∈[0.8,1.2])",
-    ]
+    steps = [f"{k} steps" for k in (0, min(5, args.eval_steps), args.eval_steps)]
+    header = ["K", "method", steps[0], "1 step", *steps[1:], "Li et al. 2017, 1 step (ω∈[0.8,1.2])"]
     table = markdown_table(header, rows)
     distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
     (run_dir / "results.md").write_text(

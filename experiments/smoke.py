@@ -48,7 +48,7 @@ def _target(xs: jax.Array) -> jax.Array:
 
 
 def main(args: Args) -> dict:
-    config = ModelConfig(input_dim=4, output_dim=2, state_dim=16, hidden_dim=32, window=args.seq_len)
+    config = ModelConfig(input_dim=4, output_dim=2, state_dim=16, hidden_dim=32, attention_span=args.seq_len)
     data_key, init_key = jax.random.split(jax.random.key(args.seed))
     xs = jax.random.normal(data_key, (args.seq_len, config.input_dim))
     ys = _target(xs)

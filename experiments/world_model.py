@@ -21,10 +21,8 @@ open_loop.png (error against adaptation steps per method and mode).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
-from typing import Literal
 
 import jax
 import numpy as np
@@ -32,93 +30,29 @@ import numpy as np
 from experiments.common import run_main, write_config
 from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax import envs, runs, sweep
-from ssm_jax.config_io import register_config
-from ssm_jax.envs.brax_tasks import BACKENDS
-from ssm_jax.meta.world_model import WorldModelConfig
-from ssm_jax.models import MODEL_NAMES, NetworkConfig
+from ssm_jax.configs import CONFIGS, WorldModelRunConfig
 from ssm_jax.train_config import HParams
-from ssm_jax.train_world_model import WorldModelTrainerConfig, make_world_model_trainer
+from ssm_jax.train_world_model import make_world_model_trainer
 
-WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
 METHODS = ("MAML", "pretrained")
 MODES = ("none", "standard", "hybrid")
 METRICS = {"mse": "one-step MSE", "open_loop": "10-step open-loop error"}
 
 
-@register_config
-@dataclasses.dataclass(frozen=True)
-class Args:
-    preset: str = "cpu"
-    """The preset these values came from (choose it with --preset)."""
-    env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
-    """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
-    backend: Literal[BACKENDS] = "spring"
-    """brax physics backend (brax families only)."""
-    model: Literal[MODEL_NAMES] = "ssm"
-    """The world model's sequence model."""
-    network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))
-    trainer: WorldModelTrainerConfig = dataclasses.field(default_factory=WorldModelTrainerConfig)
-    inner_lr: float = 0.3
-    """Inner SGD step size in meta-training, and the adaptation step size at test time."""
-    outer_lr: float = 3e-3
-    experience_weight: float = 0.1
-    """Weight of the replayed-window loss in hybrid adaptation."""
-    iterations: int = 300
-    chunk_size: int = 50
-    seed: int = 0
-    num_seeds: int = 1
-    """Seeds seed .. seed + num_seeds - 1, one vmapped program."""
-    out_dir: str = "runs/world_model"
-
-    def __post_init__(self):
-        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
-        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
-            raise ValueError(f"iterations={self.iterations} must be a positive multiple of chunk_size")
-        if self.num_seeds < 1:
-            raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}")
+PRESETS = {
+    "cpu": CONFIGS["world-model"],
+    "smoke": CONFIGS["world-model-smoke"],
+    "paper": CONFIGS["world-model-paper"],
+}
+"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
 
 
-PRESETS = {"cpu": Args()}
-PRESETS["smoke"] = dataclasses.replace(
-    Args(),
-    preset="smoke",
-    network=NetworkConfig(state_dim=8, hidden_dim=16),
-    trainer=WorldModelTrainerConfig(
-        model=WorldModelConfig(horizon=20, window=10, support_trajectories=2),
-        train_tasks=4,
-        trajectories_per_task=3,
-        tasks_per_batch=2,
-        eval_tasks=3,
-        buffer_size=64,
-        experience_batch_size=8,
-        scratch_steps=5,
-    ),
-    iterations=4,
-    chunk_size=2,
-)
-PRESETS["paper"] = dataclasses.replace(
-    Args(),
-    preset="paper",
-    network=NetworkConfig(state_dim=64, hidden_dim=128),
-    trainer=WorldModelTrainerConfig(
-        model=WorldModelConfig(horizon=200, window=20, support_trajectories=4),
-        train_tasks=256,
-        trajectories_per_task=8,
-        tasks_per_batch=32,
-        eval_tasks=40,
-        buffer_size=20_000,
-    ),
-    iterations=3000,
-    chunk_size=100,
-)
-
-
-def make_env(args: Args) -> envs.TaskEnv:
+def make_env(args: WorldModelRunConfig) -> envs.TaskEnv:
     options = {"backend": args.backend} if args.env in envs.FAMILIES else {}
     return envs.make(args.env, horizon=args.trainer.model.horizon, **options)
 
 
-def run_seeds(args: Args, env: envs.TaskEnv, log: runs.MetricsLog) -> dict:
+def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: runs.MetricsLog) -> dict:
     """Every method and mode for `args.num_seeds` seeds as one run axis of `sweep.make_programs` (each seed's keys
     from `sweep.run_keys`, as every experiment draws them). Returns per-task arrays pooled over seeds:
     `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
@@ -197,7 +131,7 @@ def report(results: dict, steps: int) -> str:
     return "\n".join(lines)
 
 
-def main(args: Args) -> dict:
+def main(args: WorldModelRunConfig) -> dict:
     env = make_env(args)
     run_dir = runs.make_run_dir(args.out_dir)
     write_config(run_dir, args)

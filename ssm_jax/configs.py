@@ -1,18 +1,21 @@
-"""The one configuration tree of a meta-RL run, and the registry of named configs every entry point starts from.
+"""The one configuration family of every run, and the registry of named configs every entry point starts from.
 
     config = CONFIGS["navigation"]                       # Finn et al.'s 2D navigation, MAML-RL's settings
-    config = dataclasses.replace(config, seed=3, iterations=50)
+    config = replace(config, seed=3, iterations=50, hidden_dim=32)   # by leaf name, nested or not
     env, trainer = build(config)                         # the env and the pure `Trainer`
 
-`RunConfig` holds the env, the policy, the trainer's static `TrainerConfig`, the evaluation protocol (`EvalConfig`),
-the traced hyperparameters, the training schedule and what an experiment reports beside MAML. `ssm-jax train
---config NAME` and `python -m experiments.<name> --preset P` (a preset is a name in `CONFIGS`) parse the same class
-with the same flags: every leaf field is one flag (`--tasks-per-batch`, `--adapt-rounds`, `--hidden-dim`), leaf
-names being unique in the tree. Validation lives in the classes (`__post_init__`), once.
+`ExperimentConfig` is what every run shares: its name, seeds, schedule (iterations, chunks, checkpoints), traced
+hyperparameters and output. Each program's config extends it with its own sections: `RunConfig` (meta-RL: the
+env, the policy's `NetworkConfig`, the trainer's static `TrainerConfig`, the evaluation protocol `EvalConfig`, and
+the baselines an experiment reports), `WorldModelRunConfig` and `SinusoidRunConfig`. `ssm-jax train --config
+NAME` and `python -m experiments.<name> --preset P` (a preset is a name in `CONFIGS`) parse these classes the same
+way: every leaf field is one flag (`--tasks-per-batch`, `--adapt-rounds`, `--hidden-dim`), leaf names being unique
+in each tree. Validation lives in the classes (`__post_init__`), once.
 
-Config files written before this tree (`experiments.meta_rl:Args`, the CLI's `ssm_jax.cli.configs:RunConfig`, a
-`TrainerConfig` that held the evaluation protocol, `adapt_steps` for `adapt_rounds`) load as a `RunConfig` through
-`RunConfig.from_fields` (`ssm_jax.config_io` reads them; nothing is imported from the file).
+Config files written before this family (`experiments.meta_rl:Args`, `experiments.world_model:Args`,
+`experiments.sinusoid:Args`, the CLI's `ssm_jax.cli.configs:RunConfig`, a `TrainerConfig` that held the evaluation
+protocol, `adapt_steps` for `adapt_rounds`) load as their new classes through `ExperimentConfig.from_fields`
+(`ssm_jax.config_io` reads them; nothing is imported from the file).
 """
 
 from __future__ import annotations
@@ -27,24 +30,135 @@ from ssm_jax import envs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.config_io import config_from_json, register_config, register_renamed
 from ssm_jax.envs.brax_tasks import BACKENDS
+from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 from ssm_jax.train_config import EvalConfig
+from ssm_jax.train_world_model import WorldModelTrainerConfig
 
 ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
 METHODS = ("maml", "pretrained")
+WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
+SINUSOID_METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
 
 
 @register_config
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """One meta-RL run (or `num_seeds` of them, as one vmapped run axis). Defaults: the flagship's CPU preset."""
+class ExperimentConfig:
+    """What every run shares, whatever it trains: seeds, schedule, traced hyperparameters, output."""
 
     FLAT_FLAGS: ClassVar[bool] = True
     """Flags are the leaf names (`--tasks-per-batch`, not `--trainer.tasks-per-batch`)."""
 
-    name: str = "halfcheetah-vel"
+    name: str = ""
     """The named config (`CONFIGS`) these values started from."""
+    inner_lr: float = 0.1
+    """Inner step size in meta-training, and the adaptation step size at test time (the start value of learned
+    per-parameter rates)."""
+    outer_lr: float = 3e-3
+    """Adam learning rate of the outer steps."""
+    experience_weight: float = 0.1
+    """Weight of the hybrid adapter's term on windows replayed from the ExperienceBuffer."""
+    iterations: int = 60
+    """Meta-iterations in all."""
+    chunk_size: int = 5
+    """Meta-iterations per jitted call (one host sync, log record and progress update each)."""
+    checkpoint_every: int = 20
+    """Meta-iterations between checkpoints (a multiple of chunk_size); the last iteration is always saved."""
+    keep_checkpoints: int = 2
+    """Steps kept under checkpoints/ (the older one stays usable should the newest be damaged)."""
+    seed: int = 0
+    num_seeds: int = 1
+    """Run seeds seed .. seed + num_seeds - 1 as one vmapped run axis and pool their held-out tasks."""
+    out_dir: str = "runs"
+    """Run directories are made under it, one per start (`<out_dir>/<UTC stamp>/`)."""
+    plots: bool = True
+    """Write the figures as PNG."""
+    resume: str | None = None
+    """A run directory to continue from its newest checkpoint, with its own config.json."""
+
+    def __post_init__(self):
+        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
+        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
+            raise ValueError(
+                f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
+            )
+        if self.checkpoint_every < 1 or self.checkpoint_every % self.chunk_size:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of chunk_size")
+        if min(self.keep_checkpoints, self.num_seeds) < 1:
+            raise ValueError("keep_checkpoints and num_seeds must be >= 1")
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]):
+        """An instance from leaf fields by name (nested dicts are merged in), as an older config file held them:
+        renamed fields take their new names, and fields the class no longer has (`preset`) are dropped."""
+        flat = _flatten(fields)
+        for old, new in _RENAMED_FIELDS.items():
+            if old in flat:
+                flat[new] = flat.pop(old)
+        return _from_leaves(cls, flat)
+
+
+def _sections(cls: type) -> dict[str, type]:
+    """The fields of `cls` that are configs themselves (by their defaults), by name."""
+    sections = {}
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            sections[f.name] = type(default)
+    return sections
+
+
+def _from_leaves(cls: type, flat: dict[str, Any]):
+    sections = _sections(cls)
+    values = {name: _from_leaves(section, flat) for name, section in sections.items()}
+    values.update({f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat and f.name not in sections})
+    return cls(**values)
+
+
+_RENAMED_FIELDS = {
+    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
+    "env_backend": "backend", "env_goals": "goals",
+}  # fmt: skip
+
+
+def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{key}_" if key == "env" else ""))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def replace(config: ExperimentConfig, **changes) -> ExperimentConfig:
+    """`dataclasses.replace` by leaf name, at any depth: `replace(config, horizon=20, hidden_dim=16, seed=1)`."""
+    return _replace(config, changes, top=True)
+
+
+def _replace(config: Any, changes: dict, top: bool = False) -> Any:
+    own = {name: changes.pop(name) for name in list(changes) if name in _field_names(type(config))}
+    for name in _sections(type(config)):
+        if name not in own:
+            section = _replace(getattr(config, name), changes)
+            if section is not getattr(config, name):
+                own[name] = section
+    if top and changes:
+        raise TypeError(f"{type(config).__name__} has no field {', '.join(changes)}")
+    return dataclasses.replace(config, **own) if own else config
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class RunConfig(ExperimentConfig):
+    """One meta-RL run (or `num_seeds` of them, as one vmapped run axis). Defaults: the flagship's CPU preset."""
+
+    name: str = "halfcheetah-vel"
     env: Literal[envs.META_RL_ENVS] = "halfcheetah-vel"
     """The meta-RL task family."""
     backend: Literal[BACKENDS] = "spring"
@@ -56,23 +170,6 @@ class RunConfig:
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
     trainer: TrainerConfig = dataclasses.field(default_factory=TrainerConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=EvalConfig)
-    inner_lr: float = 0.1
-    """Inner policy-gradient step size (the start value under --learn-inner-lr)."""
-    outer_lr: float = 3e-3
-    """Adam learning rate of the outer (PPO) steps."""
-    experience_weight: float = 0.1
-    """Weight of the hybrid adapter's behaviour-cloning term."""
-    iterations: int = 60
-    """Meta-iterations (each: tasks_per_batch tasks)."""
-    chunk_size: int = 5
-    """Meta-iterations per jitted call (one host sync, log record and progress update each)."""
-    checkpoint_every: int = 20
-    """Meta-iterations between checkpoints (a multiple of chunk_size); the last iteration is always saved."""
-    keep_checkpoints: int = 2
-    """Steps kept under checkpoints/ (the older one stays usable should the newest be damaged)."""
-    seed: int = 0
-    num_seeds: int = 1
-    """Run seeds seed .. seed + num_seeds - 1 and pool their held-out tasks (experiments; ssm-jax train runs one)."""
     method: Literal[METHODS] = "maml"
     """What `ssm-jax train` trains: maml, or the pretrained baseline (the experiments train both, see pretrained)."""
     adaptation_mode: Literal[ADAPTATION_MODE_CHOICES] = "both"
@@ -86,24 +183,9 @@ class RunConfig:
     """Also train a policy on each held-out task (the random -> oracle gap)."""
     oracle_iterations: int = 30
     out_dir: str = "runs/halfcheetah_vel"
-    """Run directories are made under it, one per start (`<out_dir>/<UTC stamp>/`)."""
-    plots: bool = True
-    """Write the learning and adaptation curves as PNG."""
-    resume: str | None = None
-    """A run directory to continue from its newest checkpoint, with its own config.json."""
 
     def __post_init__(self):
-        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
-        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
-            raise ValueError(
-                f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
-            )
-        if self.checkpoint_every < 1 or self.checkpoint_every % self.chunk_size:
-            raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of chunk_size")
-        if min(self.keep_checkpoints, self.num_seeds, self.oracle_iterations) < 1:
-            raise ValueError("keep_checkpoints, num_seeds and oracle_iterations must be >= 1")
-        if self.resume is not None and self.num_seeds != 1:
-            raise ValueError(f"num_seeds must be 1 with --resume; got {self.num_seeds}")
+        super().__post_init__()
         for field, value, choices in (
             ("env", self.env, envs.META_RL_ENVS),
             ("model", self.model, MODEL_NAMES),
@@ -112,52 +194,82 @@ class RunConfig:
         ):
             if value not in choices:
                 raise ValueError(f"unknown {field} {value!r}; expected one of {', '.join(choices)}")
-
-    @classmethod
-    def from_fields(cls, fields: dict[str, Any]) -> RunConfig:
-        """A `RunConfig` from leaf fields by name (a flat dict; nested dicts are merged in), as an older config
-        file held them: renamed fields take their new names, and fields this tree no longer has (`preset`) are
-        dropped."""
-        flat = _flatten(fields)
-        for old, new in _RENAMED_FIELDS.items():
-            if old in flat:
-                flat[new] = flat.pop(old)
-        values = {name: {} for name in _SECTIONS}
-        top = {}
-        for key, value in flat.items():
-            section = next((s for s, c in _SECTIONS.items() if key in _field_names(c)), None)
-            if section is not None:
-                values[section][key] = value
-            elif key in _field_names(cls):
-                top[key] = value
-        return cls(**top, **{name: _SECTIONS[name](**v) for name, v in values.items()})
+        if self.oracle_iterations < 1:
+            raise ValueError(f"oracle_iterations must be >= 1, got {self.oracle_iterations}")
+        if self.resume is not None and self.num_seeds != 1:
+            raise ValueError(f"num_seeds must be 1 with --resume; got {self.num_seeds}")
 
 
-_SECTIONS = {"network": NetworkConfig, "trainer": TrainerConfig, "evaluation": EvalConfig}
-_RENAMED_FIELDS = {
-    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
-    "env_backend": "backend", "env_goals": "goals",
-}  # fmt: skip
+@register_config
+@dataclasses.dataclass(frozen=True)
+class WorldModelRunConfig(ExperimentConfig):
+    """A meta-learned world model (`ssm_jax.train_world_model`): MAML against pretrained and scratch."""
+
+    name: str = "world-model"
+    env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
+    """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
+    backend: Literal[BACKENDS] = "spring"
+    """brax physics backend (brax families only)."""
+    model: Literal[MODEL_NAMES] = "ssm"
+    """The world model's sequence model."""
+    network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))
+    trainer: WorldModelTrainerConfig = dataclasses.field(default_factory=WorldModelTrainerConfig)
+    inner_lr: float = 0.3
+    iterations: int = 300
+    chunk_size: int = 50
+    checkpoint_every: int = 50
+    out_dir: str = "runs/world_model"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.env not in WORLD_MODEL_ENVS or self.model not in MODEL_NAMES:
+            raise ValueError(f"unknown env {self.env!r} or model {self.model!r}")
 
 
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+@register_config
+@dataclasses.dataclass(frozen=True)
+class SinusoidRunConfig(ExperimentConfig):
+    """Sinusoid regression (`ssm_jax.train_regression`): MAML, FOMAML, Meta-SGD and pretrained, per shot count."""
+
+    name: str = "sinusoid"
+    shots: tuple[int, ...] = (10,)
+    """Support (and meta-training query) points per task; each shot count trains every method."""
+    methods: tuple[str, ...] = SINUSOID_METHODS
+    meta_batch: int = 25
+    train_inner_steps: int = 1
+    """Inner SGD steps in meta-training."""
+    hidden_dim: int = 40
+    frequency_range: tuple[float, float] = (1.0, 1.0)
+    eval_tasks: int = 600
+    eval_points: int = 100
+    """Query points per held-out task."""
+    eval_steps: int = 10
+    """SGD steps evaluated on held-out tasks (0..eval_steps)."""
+    inner_lr: float = 0.01
+    outer_lr: float = 1e-3
+    iterations: int = 20_000
+    chunk_size: int = 1000
+    checkpoint_every: int = 1000
+    out_dir: str = "runs/sinusoid"
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = sorted(set(self.methods) - set(SINUSOID_METHODS))
+        if unknown:
+            raise ValueError(f"unknown methods {unknown}; expected any of {', '.join(SINUSOID_METHODS)}")
+        if not self.shots or min(self.shots) < 1:
+            raise ValueError(f"shots must be positive ints, got {self.shots}")
+        if min(self.meta_batch, self.eval_tasks, self.eval_points, self.eval_steps) < 1:
+            raise ValueError("meta_batch, eval_tasks, eval_points and eval_steps must be >= 1")
 
 
-def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in fields.items():
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{key}_" if key == "env" else ""))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-register_renamed("experiments.meta_rl:Args", RunConfig.from_fields)
-register_renamed("ssm_jax.cli.configs:RunConfig", RunConfig.from_fields)
+for _old, _new in (
+    ("experiments.meta_rl:Args", RunConfig),
+    ("ssm_jax.cli.configs:RunConfig", RunConfig),
+    ("experiments.world_model:Args", WorldModelRunConfig),
+    ("experiments.sinusoid:Args", SinusoidRunConfig),
+):
+    register_renamed(_old, _new.from_fields)
 
 
 def _navigation(name: str, **changes) -> RunConfig:
@@ -184,16 +296,6 @@ def _navigation(name: str, **changes) -> RunConfig:
     return replace(base, name=name, **changes)
 
 
-def replace(config: RunConfig, **changes) -> RunConfig:
-    """`dataclasses.replace` by leaf name: `replace(config, horizon=20, hidden_dim=16, seed=1)`."""
-    sections = {}
-    for section, cls in _SECTIONS.items():
-        mine = {k: changes.pop(k) for k in list(changes) if k in _field_names(cls)}
-        if mine:
-            sections[section] = dataclasses.replace(getattr(config, section), **mine)
-    return dataclasses.replace(config, **sections, **changes)
-
-
 PPO = {"outer_optimizer": "ppo", "normalize_observations": True, "inner_lr": 0.1}
 """PPO outer steps with standardised inputs and inner lr 0.1: the `-ppo` variants' changes (by leaf name)."""
 SMOKE = {
@@ -203,7 +305,7 @@ SMOKE = {
 """The `-smoke` variants' changes: seconds, for tests."""
 
 _FLAGSHIP = RunConfig()
-CONFIGS: dict[str, RunConfig] = {
+CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
         _navigation("basic", **PPO),
         hidden_dim=32,
@@ -250,19 +352,65 @@ CONFIGS: dict[str, RunConfig] = {
         checkpoint_every=50,
     ),
     "halfcheetah-dir": replace(_FLAGSHIP, name="halfcheetah-dir", env="halfcheetah-dir"),
+    "world-model": WorldModelRunConfig(),
+    "world-model-smoke": WorldModelRunConfig(
+        name="world-model-smoke",
+        network=NetworkConfig(state_dim=8, hidden_dim=16),
+        trainer=WorldModelTrainerConfig(
+            model=WorldModelConfig(horizon=20, window=10, support_trajectories=2),
+            train_tasks=4,
+            trajectories_per_task=3,
+            tasks_per_batch=2,
+            eval_tasks=3,
+            buffer_size=64,
+            experience_batch_size=8,
+            scratch_steps=5,
+        ),
+        iterations=4,
+        chunk_size=2,
+        checkpoint_every=4,
+    ),
+    "world-model-paper": WorldModelRunConfig(
+        name="world-model-paper",
+        network=NetworkConfig(state_dim=64, hidden_dim=128),
+        trainer=WorldModelTrainerConfig(
+            model=WorldModelConfig(horizon=200, window=20, support_trajectories=4),
+            train_tasks=256,
+            trajectories_per_task=8,
+            tasks_per_batch=32,
+            eval_tasks=40,
+            buffer_size=20_000,
+        ),
+        iterations=3000,
+        chunk_size=100,
+        checkpoint_every=100,
+    ),
+    "sinusoid": SinusoidRunConfig(),
+    "sinusoid-smoke": SinusoidRunConfig(
+        name="sinusoid-smoke", iterations=1500, chunk_size=500, checkpoint_every=500, eval_tasks=100, plots=False
+    ),
+    "sinusoid-paper": SinusoidRunConfig(name="sinusoid-paper", shots=(5, 10, 20), iterations=70_000),
 }
 """Named configs: `ssm-jax train --config NAME`, and the experiments' presets (`experiments.halfcheetah_vel
 --preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
 navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
 flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale, for a GPU.
-halfcheetah-dir: forward/backward (Finn et al. Fig. 5). -smoke: seconds, for tests."""
+halfcheetah-dir: forward/backward (Finn et al. Fig. 5). world-model: a meta-learned SSM dynamics model on
+pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression (`experiments.sinusoid`); -smoke:
+seconds, for tests."""
+META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, RunConfig)}
+"""The named configs `ssm-jax train --config` runs (the meta-RL ones)."""
 
 
 def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None) -> tuple[envs.TaskEnv, Trainer]:
     """The env and the trainer `config` describes (`task_sharding`: see `make_meta_rl_trainer`)."""
     env = envs.make_meta_rl(config.env, config.trainer.horizon, config.backend, config.goals)
     policy = make_gaussian_policy(
-        config.model, env.observation_size, env.action_size, config.network, window=max(config.trainer.window, 16)
+        config.model,
+        env.observation_size,
+        env.action_size,
+        config.network,
+        attention_span=max(config.trainer.window, 16),
     )
     return env, make_meta_rl_trainer(env, policy, config.trainer, config.evaluation, task_sharding)
 

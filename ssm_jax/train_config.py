@@ -101,6 +101,12 @@ class TrainerConfig:
                 f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
             )
 
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps one meta-iteration samples, MAML's or the pretrained baseline's alike: `inner_steps + 1`
+        rounds of `trajectories_per_task` trajectories of `horizon` steps for each of `tasks_per_batch` tasks."""
+        return self.tasks_per_batch * (self.inner_steps + 1) * self.trajectories_per_task * self.horizon
+
 
 @register_config
 @dataclasses.dataclass(frozen=True)

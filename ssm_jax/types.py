@@ -5,8 +5,11 @@ The glossary of axis names every docstring uses (each letter one meaning):
     E: tasks (a meta-batch, or held-out tasks)
     N: envs run in parallel on one task (trajectories per round)
     T: time steps (a horizon)
-    K: adaptation rounds (inner steps; each samples N trajectories, then updates)
-    W: window (steps per replayed experience item; the transformer's key/value window is its own `ModelConfig.window`)
+    K: adaptation rounds (each samples N trajectories, then takes one gradient step) or, where nothing is sampled
+       (world models, regression), adaptation steps
+    W: window (consecutive steps of one trajectory as one item: buffer items, world-model items, the online
+       adapter's recent steps)
+    S: the transformer's attention span (`ModelConfig.attention_span`)
     B: items of a minibatch (sampled from the buffer)
     D: input features, A: action size, O: output features, P: state size, H: hidden width.
 Rollouts are time-major, `[T, N, ...]`; with tasks in front, `[E, T, N, ...]`, and runs in front of that.

@@ -96,4 +96,6 @@ def key():
 
 @pytest.fixture
 def tiny_config():
-    return ModelConfig(input_dim=3, output_dim=2, state_dim=8, hidden_dim=16, num_layers=2, num_heads=2, window=6)
+    return ModelConfig(
+        input_dim=3, output_dim=2, state_dim=8, hidden_dim=16, num_layers=2, num_heads=2, attention_span=6
+    )

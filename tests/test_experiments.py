@@ -40,7 +40,7 @@ def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
 
 
 SINUSOID_SHORT = ["--preset", "smoke", "--methods", "maml", "pretrained", "--iterations", "600", "--chunk-size", "100",
-                  "--eval-tasks", "20", "--no-plots"]  # fmt: skip
+                  "--checkpoint-every", "100", "--eval-tasks", "20", "--no-plots"]  # fmt: skip
 
 
 def _sinusoid_results(run_dir) -> tuple[dict, list[dict]]:
@@ -81,15 +81,16 @@ def test_sinusoid_killed_mid_training_resumes_to_the_uninterrupted_numbers(tmp_p
 
 
 def test_presets_and_overrides_parse():
+    from ssm_jax.configs import RunConfig, SinusoidRunConfig
+
     args = parse_args(sinusoid.PRESETS, "default", ["--preset", "smoke", "--iterations", "1000"])
-    assert args.preset == "smoke" and args.iterations == 1000 and args.eval_tasks == 100
+    assert args.name == "sinusoid-smoke" and args.iterations == 1000 and args.eval_tasks == 100
     assert parse_args(sinusoid.PRESETS, "default", []).iterations == 20_000
     with pytest.raises(ValueError, match="unknown methods"):
-        sinusoid.Args(methods=("reptile",))
+        SinusoidRunConfig(methods=("reptile",))
     with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
-        sinusoid.Args(iterations=1500, chunk_size=1000)
+        SinusoidRunConfig(iterations=1500, chunk_size=1000)
     from experiments import halfcheetah_vel
-    from ssm_jax.configs import RunConfig
 
     with pytest.raises(ValueError, match="unknown model 'rnn'"):
         RunConfig(model="rnn")
@@ -262,10 +263,10 @@ def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
     from experiments import budget_study, halfcheetah_vel
 
     vel = budget_study.PRESETS["vel"]
-    assert budget_study.env_steps_per_iteration(vel) == 5 * 2 * 8 * 200
+    assert vel.trainer.env_steps_per_iteration == 5 * 2 * 8 * 200
     assert budget_study.budget_iterations(vel) == [65, 190, 625]  # 1.04M, 3.04M, 10.0M env steps
     long = halfcheetah_vel.PRESETS["long"]  # the budget where MAML separated, on the study's batch
-    assert long.iterations == 190 and budget_study.env_steps_per_iteration(long) == 16_000
+    assert long.iterations == 190 and long.trainer.env_steps_per_iteration == 16_000
     for bad in ((), (3e6, 1e6), (1e6, 1e6), (0.0,)):
         with pytest.raises(ValueError, match="budgets must be positive and strictly ascending"):
             dataclasses.replace(vel, budgets=bad)

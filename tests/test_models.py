@@ -145,7 +145,7 @@ def test_s5_associative_scan_equals_sequential_scan(tiny_config, key):
 
 
 def test_transformer_window_limits_attention(key):
-    config = ModelConfig(input_dim=2, output_dim=2, hidden_dim=8, num_heads=2, num_layers=1, window=3)
+    config = ModelConfig(input_dim=2, output_dim=2, hidden_dim=8, num_heads=2, num_layers=1, attention_span=3)
     model, params, _ = _setup("transformer", config, key)
     xs = jax.random.normal(key, (8, 2))
     other = xs.at[:2].set(-xs[:2])  # differs only outside the last 3 steps of the final query

@@ -256,7 +256,7 @@ def test_every_model_runs_the_meta_rl_pipeline(name, key):
     """The seeds' comparison (SSM vs LSTM vs GRU vs Transformer vs MLP) needs every core to meta-train and adapt;
     ssm runs it in the halfcheetah smoke test and mlp in the navigation learning test."""
     env = envs.make("navigation-2d", horizon=6)
-    cfg = ModelConfig(2, 8, state_dim=4, hidden_dim=8, num_layers=1, num_heads=2, window=8)
+    cfg = ModelConfig(2, 8, state_dim=4, hidden_dim=8, num_layers=1, num_heads=2, attention_span=8)
     policy = attach_heads(make_model(name, cfg), pi=GaussianHead(2))
     rl = RLConfig()
     meta_rl = make_maml_rl(env, policy, MAMLConfig(inner_lr=0.1, inner_grad_clip=1.0), rl, 2, 6)

@@ -36,7 +36,7 @@ from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
 from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.cli.training import train
-from ssm_jax.configs import CONFIGS
+from ssm_jax.configs import META_RL_CONFIGS
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.report import aligned_table
 
@@ -62,7 +62,7 @@ def info() -> dict:
         "envs": list(envs.META_RL_ENVS),
         "adaptation_modes": list(ADAPTATION_MODES),
         "strategies": list(strategy_names()),
-        "configs": list(CONFIGS),
+        "configs": list(META_RL_CONFIGS),
     }
     rows = [[k, ", ".join(v) if isinstance(v, list) else str(v)] for k, v in result.items() if k != "versions"]
     rows += [[name, version] for name, version in versions.items()]

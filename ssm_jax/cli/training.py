@@ -14,7 +14,7 @@ import numpy as np
 from ssm_jax import checkpoint, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.config_io import config_to_json
-from ssm_jax.configs import CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
+from ssm_jax.configs import META_RL_CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.report import aligned_table, new_figure, save_figure
 
 
@@ -24,10 +24,10 @@ def train(argv: Sequence[str]) -> int:
     pre.add_argument("--config", default=None)
     pre.add_argument("--resume", default=None)
     known, rest = pre.parse_known_args(argv)
-    if known.config is not None and known.config not in CONFIGS:
-        raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(CONFIGS)}")
+    if known.config is not None and known.config not in META_RL_CONFIGS:
+        raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(META_RL_CONFIGS)}")
     prog = "ssm-jax train"
-    also = f"Also --config {{{','.join(CONFIGS)}}} and --resume RUN_DIR."
+    also = f"Also --config {{{','.join(META_RL_CONFIGS)}}} and --resume RUN_DIR."
     if known.resume is not None:
         run_dir = Path(known.resume)
         try:
@@ -41,7 +41,7 @@ def train(argv: Sequence[str]) -> int:
             raise UsageError(f"--resume {run_dir}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
     else:
         name = known.config or "basic"
-        config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", CONFIGS[name])
+        config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", META_RL_CONFIGS[name])
         if config.num_seeds != 1:
             raise UsageError(
                 f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"

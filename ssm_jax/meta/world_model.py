@@ -130,7 +130,7 @@ def make_world_model(
             state_dim=network.state_dim,
             hidden_dim=network.hidden_dim,
             num_layers=network.num_layers,
-            window=config.window,
+            attention_span=config.window,
         ),
     )
     behaviour = _RandomBehaviour(action_size, env.discrete)

@@ -39,7 +39,7 @@ class ModelConfig:
         hidden_dim: H, width of the MLPs / residual stream (ssm's MLP_A and MLP_C, mlp layers, s5, transformer).
         num_layers: hidden layers of `mlp`; stacked layers of `s5` and `transformer`.
         num_heads: attention heads of `transformer` (must divide `hidden_dim`).
-        window: W, key/value window of `transformer`; `step` attends to the last W steps.
+        attention_span: S, steps `transformer` attends to (its key/value cache); `step` attends to the last S.
         dt_min, dt_max: range of the initial S5 timesteps (log-uniform).
     """
 
@@ -49,12 +49,20 @@ class ModelConfig:
     hidden_dim: int = 64
     num_layers: int = 2
     num_heads: int = 4
-    window: int = 64
+    attention_span: int = 64
     dt_min: float = 0.001
     dt_max: float = 0.1
 
     def __post_init__(self):
-        for field in ("input_dim", "output_dim", "state_dim", "hidden_dim", "num_layers", "num_heads", "window"):
+        for field in (
+            "input_dim",
+            "output_dim",
+            "state_dim",
+            "hidden_dim",
+            "num_layers",
+            "num_heads",
+            "attention_span",
+        ):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ModelConfig.{field} must be a positive int, got {value!r}")

@@ -59,17 +59,21 @@ class NetworkConfig:
 
 
 def make_gaussian_policy(
-    name: str, observation_size: int, action_size: int, network: NetworkConfig = NetworkConfig(), window: int = 16
+    name: str,
+    observation_size: int,
+    action_size: int,
+    network: NetworkConfig = NetworkConfig(),
+    attention_span: int = 16,
 ) -> HeadedModel:
     """The meta-RL policy: the sequence model `name` reading `[T, observation_size]` observations into
-    `network.hidden_dim` features, under a Gaussian head `pi` over `action_size` actions. `window` is the
-    transformer's key/value window."""
+    `network.hidden_dim` features, under a Gaussian head `pi` over `action_size` actions. `attention_span` is the
+    transformer's (steps attended to)."""
     config = ModelConfig(
         observation_size,
         network.hidden_dim,
         state_dim=network.state_dim,
         hidden_dim=network.hidden_dim,
         num_layers=network.num_layers,
-        window=window,
+        attention_span=attention_span,
     )
     return attach_heads(make_model(name, config), pi=GaussianHead(action_size, init_log_std=network.init_log_std))

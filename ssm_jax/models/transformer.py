@@ -1,13 +1,13 @@
-"""Causal pre-LN transformer with a rolling key/value window of W steps.
+"""Causal pre-LN transformer attending to a rolling span of S steps (`ModelConfig.attention_span`).
 
-`step` writes the new key/value into a ring of W slots and attends over the filled slots, so each step costs
-O(W). `sequence` computes the same thing in parallel: queries attend to the incoming cache and to the new
-steps under a mask that keeps the last W positions of the current episode (a reset starts a new episode and
-clears the window). The two agree for every T, not only T ≤ W. Positions are counted from the last reset and
+`step` writes the new key/value into a ring of S slots and attends over the filled slots, so each step costs
+O(S). `sequence` computes the same thing in parallel: queries attend to the incoming cache and to the new
+steps under a mask that keeps the last S positions of the current episode (a reset starts a new episode and
+clears the span). The two agree for every T, not only T ≤ S. Positions are counted from the last reset and
 enter as sinusoidal embeddings.
 
-Carry: `TransformerCarry(k: [..., L, W, H], v: [..., L, W, H], pos: [...] int32)`; slot `s` holds position
-`p` with `p % W == s`, and the filled slots are those with `s < min(pos, W)`.
+Carry: `TransformerCarry(k: [..., L, S, H], v: [..., L, S, H], pos: [...] int32)`; slot `s` holds position
+`p` with `p % S == s`, and the filled slots are those with `s < min(pos, S)`.
 """
 
 from __future__ import annotations
@@ -73,10 +73,10 @@ class TransformerCore(nn.Module):
         return self.decoder(self.final_norm(h)), caches
 
     def __call__(self, carry: TransformerCarry, x: Array) -> tuple[TransformerCarry, Array]:
-        window, width = self.config.window, self.config.hidden_dim
+        span, width = self.config.attention_span, self.config.hidden_dim
         pos = carry.pos
-        slot = pos % window
-        mask = (jnp.arange(window) < jnp.minimum(pos + 1, window))[None]
+        slot = pos % span
+        mask = (jnp.arange(span) < jnp.minimum(pos + 1, span))[None]
         h = (self.embed(x) + _sinusoid(pos, width))[None]
 
         def attend_layer(i, q, k, v):
@@ -89,25 +89,25 @@ class TransformerCore(nn.Module):
         return TransformerCarry(keys, values, pos + 1), y[0]
 
     def sequence(self, carry: TransformerCarry, xs: Array, resets: Array) -> tuple[TransformerCarry, Array]:
-        window, width = self.config.window, self.config.hidden_dim
+        span, width = self.config.attention_span, self.config.hidden_dim
         steps = xs.shape[0]
         t = jnp.arange(steps)
         episode = jnp.cumsum(resets)
         episode_start = jnp.maximum.accumulate(jnp.where(resets, t, 0))
         pos = jnp.where(episode == 0, carry.pos + t, t - episode_start)
 
-        slots = jnp.arange(window)
-        cached_pos = carry.pos - 1 - jnp.mod(carry.pos - 1 - slots, window)
-        cache_filled = slots < jnp.minimum(carry.pos, window)
-        cache_mask = (episode == 0)[:, None] & cache_filled[None] & (pos[:, None] - cached_pos[None] < window)
+        slots = jnp.arange(span)
+        cached_pos = carry.pos - 1 - jnp.mod(carry.pos - 1 - slots, span)
+        cache_filled = slots < jnp.minimum(carry.pos, span)
+        cache_mask = (episode == 0)[:, None] & cache_filled[None] & (pos[:, None] - cached_pos[None] < span)
         new_mask = (
-            (t[None, :] <= t[:, None]) & (episode[None, :] == episode[:, None]) & (pos[:, None] - pos[None, :] < window)
+            (t[None, :] <= t[:, None]) & (episode[None, :] == episode[:, None]) & (pos[:, None] - pos[None, :] < span)
         )
         mask = jnp.concatenate([cache_mask, new_mask], axis=1)
 
-        # Final ring: slot s takes the last step of the final episode with pos % W == s; otherwise the old
+        # Final ring: slot s takes the last step of the final episode with pos % S == s; otherwise the old
         # entry survives if no reset happened, else it is cleared.
-        writes = (pos[None, :] % window == slots[:, None]) & (episode[None, :] == episode[-1])
+        writes = (pos[None, :] % span == slots[:, None]) & (episode[None, :] == episode[-1])
         last_write = jnp.max(jnp.where(writes, t[None, :], -1), axis=1)
         keep_old = episode[-1] == 0
 
@@ -127,7 +127,7 @@ class TransformerCore(nn.Module):
 
 
 def transformer_carry(config: ModelConfig, batch_shape: tuple[int, ...]) -> TransformerCarry:
-    shape = (*batch_shape, config.num_layers, config.window, config.hidden_dim)
+    shape = (*batch_shape, config.num_layers, config.attention_span, config.hidden_dim)
     return TransformerCarry(
         jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32), jnp.zeros(batch_shape, jnp.int32)
     )
