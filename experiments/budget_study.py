@@ -31,7 +31,7 @@ from experiments.meta_rl import compiled_programs
 from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, RunConfig, replace
+from ssm_jax.configs import CONFIGS, RunConfig, extend
 from ssm_jax.train import HParams
 
 METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer's init
@@ -185,14 +185,10 @@ STUDY = {"eval_tasks": 64, "adapt_rounds": 1, "adaptation_mode": "standard", "ou
 """The study's changes to a named config: 64 held-out tasks, the one adaptation round it compares."""
 
 
-def _study(name: str, budgets: tuple[float, ...] = StudyArgs.budgets, **changes) -> StudyArgs:
-    return StudyArgs(**vars(replace(CONFIGS[name], **{**STUDY, **changes})), budgets=budgets)
-
-
 PRESETS = {
-    "vel": _study("halfcheetah-vel"),
-    "dir": _study("halfcheetah-dir"),
-    "smoke": _study("halfcheetah-vel-smoke", eval_tasks=2, budgets=(160, 320)),
+    "vel": extend(StudyArgs, CONFIGS["halfcheetah-vel"], **STUDY),
+    "dir": extend(StudyArgs, CONFIGS["halfcheetah-dir"], **STUDY),
+    "smoke": extend(StudyArgs, CONFIGS["halfcheetah-vel-smoke"], **{**STUDY, "eval_tasks": 2}, budgets=(160, 320)),
 }
 """The study on the flagship's CPU batch (`ssm_jax.configs.CONFIGS`), on HalfCheetah-Vel or -Dir."""
 

@@ -1,16 +1,17 @@
 """A sweep over seeds and traced hyperparameters as one compiled program (`ssm_jax.sweep`).
 
     python -m experiments.sweep                                        # navigation: 3 seeds x inner lr 0.05, 0.1
-    python -m experiments.sweep --num-seeds 8 --inner-lr 0.1 --outer-lr 1e-3 3e-3 1e-2
+    python -m experiments.sweep --num-seeds 8 --sweep-inner-lr 0.1 --sweep-outer-lr 1e-3 3e-3 1e-2
     python -m experiments.sweep --preset smoke                         # seconds, for tests
     python -m experiments.sweep --distributed ...                      # one process per host; runs over all devices
 
 Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
 run `python -m experiments.navigation --preset ppo --seed s --inner-lr v ...` would make alone, with the same keys.
-The base settings are a `RunConfig` (`--base.iterations`, `--base.model`, ...; `navigation-ppo`, whose three PPO
-epochs cost less than the default's TRPO step); only the seed and the `HParams` fields
-(inner_lr, outer_lr, experience_weight) can vary inside one program.
+The sweep's config is a `RunConfig` (every flag of the experiments: `--iterations`, `--model`, ...; by default
+`navigation-ppo`, whose three PPO epochs cost less than the default's TRPO step) with the values to sweep
+(`--sweep-inner-lr`, `--sweep-outer-lr`, `--sweep-experience-weight`): only the seed and the `HParams` fields
+vary inside one program.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl (one record per run and chunk), runs.json (one
 row per run), results.json (per swept value: return after 0..K steps, pooled over seeds and held-out tasks, mean
@@ -30,61 +31,63 @@ from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, replace
+from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, extend
 from ssm_jax.runs import MetricsLog, make_run_dir, train_phase, write_json
 from ssm_jax.train import HParams
 
 
 @register_config
 @dataclasses.dataclass(frozen=True)
-class SweepArgs:
-    base: RunConfig = CONFIGS["navigation-ppo"]
-    """The settings every run shares (navigation's ppo preset; any meta-RL env)."""
-    seed: int = 0
+class SweepArgs(RunConfig):
+    """A `RunConfig` (every run's shared settings; its inner_lr, outer_lr and experience_weight are the values of
+    the fields not swept) and the values to sweep."""
+
+    name: str = "sweep"
     num_seeds: int = 3
-    """Seeds seed .. seed + num_seeds - 1, each with every swept value."""
-    inner_lr: tuple[float, ...] = (0.05, 0.1)
-    """Inner learning rates to sweep (empty: the base's)."""
-    outer_lr: tuple[float, ...] = ()
-    """Outer learning rates to sweep (empty: the base's)."""
-    experience_weight: tuple[float, ...] = ()
-    """Hybrid experience weights to sweep (empty: the base's; the evaluation here is standard)."""
-    out_dir: str = "runs/sweep"
-    preset: str = "default"
+    sweep_inner_lr: tuple[float, ...] = (0.05, 0.1)
+    """Inner learning rates to sweep (empty: the config's inner_lr)."""
+    sweep_outer_lr: tuple[float, ...] = ()
+    """Outer learning rates to sweep (empty: the config's outer_lr)."""
+    sweep_experience_weight: tuple[float, ...] = ()
+    """Hybrid experience weights to sweep (empty: the config's; the evaluation here is standard)."""
     distributed: bool = False
     """Call `jax.distributed.initialize()` first (one process per host; JAX detects SLURM, Open MPI and TPU pods).
     With several devices the runs are split over all of them (the run count must be a multiple of the device
     count)."""
+    out_dir: str = "runs/sweep"
 
     def __post_init__(self):
-        if not any(getattr(self, name) for name in sweep.SWEEPABLE):
+        super().__post_init__()
+        if not any(self.swept().values()):
             raise ValueError(
-                f"sweep at least one of {', '.join(sweep.SWEEPABLE)} (seeds alone: experiments.navigation --num-seeds)"
+                f"sweep at least one of {', '.join(f'sweep_{n}' for n in sweep.SWEEPABLE)} (seeds alone: "
+                "experiments.navigation --num-seeds)"
             )
 
+    def swept(self) -> dict[str, tuple[float, ...]]:
+        """The `HParams` field -> the values swept (empty: not swept)."""
+        return {name: getattr(self, f"sweep_{name}") for name in sweep.SWEEPABLE}
 
-PRESETS = {
-    "default": SweepArgs(  # navigation (ppo) at half the paper's batch on each axis: about 3 minutes on 2 cores
-        base=replace(
-            CONFIGS["navigation-ppo"], iterations=40, tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20
-        )
+
+PRESETS = {  # navigation (ppo) at half the paper's batch on each axis: about 3 minutes on 2 cores
+    "default": extend(
+        SweepArgs, CONFIGS["navigation-ppo"], name="sweep", num_seeds=3, out_dir="runs/sweep", iterations=40,
+        tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20,
     ),
-    "smoke": SweepArgs(
-        base=replace(CONFIGS["navigation-smoke"], **PPO),
-        num_seeds=2,
-        preset="smoke",
+    "smoke": extend(
+        SweepArgs, CONFIGS["navigation-smoke"], **PPO, name="sweep-smoke", num_seeds=2, out_dir="runs/sweep"
     ),
-}
+}  # fmt: skip
 
 
 def main(args: SweepArgs) -> dict:
     if args.distributed:
         distributed.initialize()
-    swept = {name: getattr(args, name) for name in sweep.SWEEPABLE if getattr(args, name)}
+    swept = {name: values for name, values in args.swept().items() if values}
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
     if grid.size % jax.device_count():
         exit_with_error(f"{grid.size} runs cannot be split evenly over {jax.device_count()} devices")
-    base = args.base
+    base = args
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
     env, trainer = build(base)

@@ -137,6 +137,14 @@ def replace(config: ExperimentConfig, **changes) -> ExperimentConfig:
     return _replace(config, changes, top=True)
 
 
+def extend(cls: type, config: ExperimentConfig, **changes) -> ExperimentConfig:
+    """`config` as an instance of `cls`, a subclass of its class (an experiment's own config), with `changes` by leaf
+    name (`cls`'s own fields among them)."""
+    inherited = _field_names(type(config))
+    own = {name: changes.pop(name) for name in list(changes) if name not in inherited and name in _field_names(cls)}
+    return cls(**vars(replace(config, **changes)), **own)
+
+
 def _replace(config: Any, changes: dict, top: bool = False) -> Any:
     own = {name: changes.pop(name) for name in list(changes) if name in _field_names(type(config))}
     for name in _sections(type(config)):

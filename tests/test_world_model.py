@@ -56,9 +56,9 @@ def test_loss_masks_every_step_after_an_episode_end():
     env = envs.make("pendulum-params", horizon=8)
     wm = make_world_model(env, "mlp", NETWORK, WorldModelConfig(horizon=8, window=8, open_loop_steps=4))
     key = jax.random.key(0)
-    obs = jax.random.normal(key, (1, 8, 3))
-    done = jnp.zeros((1, 8), bool).at[0, 3].set(True)  # the episode ends at step 3; steps 4..7 are the next one
-    transitions = Transitions(obs, jnp.ones((1, 8, 1)), obs + 0.1, jnp.arange(8.0)[None], done)
+    obs = jax.random.normal(key, (8, 1, 3))  # [T, N, D]
+    done = jnp.zeros((8, 1), bool).at[3, 0].set(True)  # the episode ends at step 3; steps 4..7 are the next one
+    transitions = Transitions(obs, jnp.ones((8, 1, 1)), obs + 0.1, jnp.arange(8.0)[:, None], done)
     batch = jax.jit(lambda t: wm.windows(t, wm.fit_stats(t)))(transitions)
     np.testing.assert_array_equal(batch["mask"][0], [True] * 4 + [False] * 4)
     params = jax.jit(wm.init)(key)
@@ -77,8 +77,8 @@ def test_support_and_query_are_disjoint_trajectories():
     stats = jax.jit(wm.fit_stats)(transitions)
     support, query = jax.jit(wm.support_query)(transitions, stats)
     windows = jax.jit(wm.windows)
-    first_two = windows(jax.tree.map(lambda x: x[:, :2], transitions), stats)
-    last_one = windows(jax.tree.map(lambda x: x[:, 2:], transitions), stats)
+    first_two = windows(jax.tree.map(lambda x: x[:, :, :2], transitions), stats)
+    last_one = windows(jax.tree.map(lambda x: x[:, :, 2:], transitions), stats)
     jax.tree.map(np.testing.assert_array_equal, support, first_two)
     jax.tree.map(np.testing.assert_array_equal, query, last_one)
     for task in range(2):  # no query window repeats a support window's random actions
@@ -86,7 +86,7 @@ def test_support_and_query_are_disjoint_trajectories():
         query_actions = np.asarray(query["inputs"][task, :, :, -1])
         assert not np.any(np.isclose(support_actions[:, None, :], query_actions[None, :, :]).all(-1))
     with pytest.raises(ValueError, match="more than support_trajectories"):
-        wm.support_query(jax.tree.map(lambda x: x[:, :2], transitions), stats)
+        wm.support_query(jax.tree.map(lambda x: x[:, :, :2], transitions), stats)
 
 
 def test_statistics_come_from_the_meta_training_data_only(tiny, jitted):

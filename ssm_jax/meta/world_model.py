@@ -1,7 +1,7 @@
 """Meta-learned world models: a sequence model predicts `(next_obs − obs, reward)` from `(obs, action)` sequences.
 
     wm = make_world_model(env, "ssm", NetworkConfig(), WorldModelConfig(window=16))
-    train = wm.collect(key, env.sample_tasks(k, 32), 16)       # [E, N, T] transitions of a behaviour policy
+    train = wm.collect(key, env.sample_tasks(k, 32), 16)       # [E, T, N] transitions of a behaviour policy
     stats = wm.fit_stats(train)                                 # per-dimension, from meta-training data only
     support, query = wm.support_query(train, stats)             # disjoint trajectories, as window batches
     maml = make_maml(wm.loss, MAMLConfig(inner_lr=0.1))         # the MAML core; the adapters take wm.loss too
@@ -63,7 +63,7 @@ class WorldModelConfig:
 
 
 class Transitions(NamedTuple):
-    """Trajectory-major transitions, leaves `[..., N, T, ...]`: `obs [D]`, `action [A]` (one-hot when discrete),
+    """Time-major transitions, leaves `[..., T, N, ...]` (as rollouts): `obs [D]`, `action [A]` (one-hot when discrete),
     `next_obs [D]` (before any reset), `reward []`, `done []`."""
 
     obs: Array
@@ -140,14 +140,13 @@ def make_world_model(
 
     def collect(key: PRNGKey, tasks: Any, num_trajectories: int, policy=None, params=None, obs_stats=None):
         """`num_trajectories` trajectories of `config.horizon` steps per task (`tasks` with a leading axis E) by
-        `policy` (None: random actions). Returns `Transitions` with leaves `[E, num_trajectories, T, ...]`."""
+        `policy` (None: random actions). Returns `Transitions` with leaves `[E, T, num_trajectories, ...]`."""
         policy = behaviour if policy is None else policy
 
         def one_task(task_key, task):
             traj = rollout(task_key, env, task, policy, params, num_trajectories, config.horizon, obs_stats)
             action = jax.nn.one_hot(traj.action, action_size) if env.discrete else traj.action
-            time_major = Transitions(traj.obs, action, traj.next_obs, traj.reward, traj.done)
-            return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), time_major)
+            return Transitions(traj.obs, action, traj.next_obs, traj.reward, traj.done)
 
         num_tasks = jax.tree.leaves(tasks)[0].shape[0]
         return jax.vmap(one_task)(jax.random.split(key, num_tasks), tasks)
@@ -160,7 +159,9 @@ def make_world_model(
 
     def windows(transitions: Transitions, stats: WorldModelStats) -> dict:
         """Non-overlapping standardised windows of every trajectory: `{"inputs", "targets", "mask"}` with leaves
-        `[..., N * (T // W), W, ...]` for transitions `[..., N, T, ...]`."""
+        `[..., N * (T // W), W, ...]` for transitions `[..., T, N, ...]` (trajectory by trajectory)."""
+        lead = transitions.done.ndim - 2  # axes before T
+        transitions = jax.tree.map(lambda x: jnp.swapaxes(x, lead, lead + 1), transitions)  # [..., N, T, ...]
         inputs, targets = _features(transitions)
         items = {
             "inputs": normalize(stats.inputs, inputs),
@@ -174,16 +175,15 @@ def make_world_model(
         done = cut_items.pop("done")
         ended_before = jnp.cumsum(done, axis=-1) - done  # episode ends strictly before each step of the window
         cut_items["mask"] = ended_before == 0
-        lead = transitions.done.ndim - 2  # axes before N
         return jax.tree.map(lambda x: x.reshape(*x.shape[:lead], -1, *x.shape[lead + 2 :]), cut_items)
 
     def support_query(transitions: Transitions, stats: WorldModelStats) -> tuple[dict, dict]:
         """Windows of the first `support_trajectories` trajectories of each task and of the rest (disjoint)."""
         split = config.support_trajectories
-        if transitions.done.shape[-2] <= split:
+        if transitions.done.shape[-1] <= split:
             raise ValueError(
                 f"support_query needs more than support_trajectories={split} trajectories per task, "
-                f"got {transitions.done.shape[-2]}"
+                f"got {transitions.done.shape[-1]}"
             )
         support = jax.tree.map(lambda x: _trajectories(x, transitions.done.ndim, slice(None, split)), transitions)
         query = jax.tree.map(lambda x: _trajectories(x, transitions.done.ndim, slice(split, None)), transitions)
@@ -229,6 +229,6 @@ def make_world_model(
 
 
 def _trajectories(x: Array, done_ndim: int, part: slice) -> Array:
-    """`x[..., part, ...]` along the trajectory axis (the axis before time, `done_ndim - 2`)."""
-    index = (slice(None),) * (done_ndim - 2) + (part,)
+    """`x[..., part, ...]` along the trajectory axis N (the axis after time, `done_ndim - 1`)."""
+    index = (slice(None),) * (done_ndim - 1) + (part,)
     return x[index]
