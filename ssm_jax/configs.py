@@ -78,7 +78,7 @@ class ExperimentConfig:
     """A run directory to continue from its newest checkpoint, with its own config.json."""
 
     def __post_init__(self):
-        HParams.create(self.inner_lr, self.outer_lr, self.experience_weight)
+        HParams.check(self.inner_lr, self.outer_lr, self.experience_weight)
         if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
             raise ValueError(
                 f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"

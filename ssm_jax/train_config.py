@@ -144,12 +144,18 @@ class HParams:
 
     @classmethod
     def create(cls, inner_lr: float = 0.1, outer_lr: float = 3e-3, experience_weight: float = 0.1) -> HParams:
-        if inner_lr <= 0 or outer_lr <= 0 or experience_weight < 0:
+        cls.check(inner_lr, outer_lr, experience_weight)
+        return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
+
+    @staticmethod
+    def check(inner_lr: float, outer_lr: float, experience_weight: float) -> None:
+        """Raises a one-line ValueError unless inner_lr > 0, outer_lr > 0 and experience_weight >= 0 (on the host:
+        a config's validation makes no array, so it never initialises a JAX backend)."""
+        if not (inner_lr > 0 and outer_lr > 0 and experience_weight >= 0):
             raise ValueError(
                 f"HParams need inner_lr > 0, outer_lr > 0 and experience_weight >= 0, "
                 f"got {inner_lr}, {outer_lr}, {experience_weight}"
             )
-        return cls(*(jnp.asarray(v, jnp.float32) for v in (inner_lr, outer_lr, experience_weight)))
 
     def adapter_weight(self, mode: str) -> Array:
         """The test-time adapter's experience weight in `mode` (static): 0 for `standard`, `experience_weight` for

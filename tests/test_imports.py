@@ -7,15 +7,20 @@ import subprocess
 import sys
 
 
-def test_importing_the_library_loads_neither_brax_nor_matplotlib():
+def test_importing_the_library_loads_neither_brax_nor_matplotlib_nor_starts_a_jax_backend():
+    """Nor does building every named config: `jax.distributed.initialize()` (`experiments.sweep --distributed`)
+    must run before any backend starts."""
     script = (
         "import sys\n"
         "import ssm_jax, ssm_jax.envs, ssm_jax.train, ssm_jax.agent, ssm_jax.cli, ssm_jax.report, ssm_jax.sweep\n"
+        "import ssm_jax.configs, experiments.sweep, experiments.budget_study, experiments.benchmark\n"
+        "from jax._src import xla_bridge\n"  # private, for the test only: JAX has no public probe
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'brax', 'mujoco', 'matplotlib'}))\n"
+        "print(xla_bridge.backends_are_initialized())\n"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert result.stdout.split() == ["[]", "False"]
 
 
 def test_drawing_a_figure_sets_no_global_backend():
