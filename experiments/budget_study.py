@@ -22,6 +22,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -40,6 +41,8 @@ METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer
 @register_config
 @dataclasses.dataclass(frozen=True)
 class StudyArgs(RunConfig):
+    RESUMABLE: ClassVar[bool] = False
+
     budgets: tuple[float, ...] = (1e6, 3e6, 1e7)
     """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;
     --iterations is not read)."""

@@ -37,7 +37,14 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
         if resume is not None and hasattr(presets[default_preset], "resume"):
             if known.preset is not None:
                 raise UsageError(f"--resume {resume}: --preset {known.preset}; a resumed run keeps its config")
-            return resumed_config(Path(resume), rest, prog, ignored=("resume",))
+            config = resumed_config(Path(resume), rest, prog, ignored=("resume",))
+            expected = type(presets[default_preset])
+            if type(config) is not expected:
+                raise UsageError(
+                    f"--resume {resume}: a run of another experiment (its config is a {type(config).__name__}, this "
+                    f"experiment's a {expected.__name__})"
+                )
+            return config
         name = known.preset or default_preset
         description = f"Preset {name!r} (choose with --preset {{{','.join(presets)}}})."
         return parse(type(presets[name]), rest, prog, description, presets[name])

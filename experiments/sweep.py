@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import ClassVar
 
 import jax
 import numpy as np
@@ -41,6 +42,8 @@ from ssm_jax.train import HParams
 class SweepArgs(RunConfig):
     """A `RunConfig` (every run's shared settings; its inner_lr, outer_lr and experience_weight are the values of
     the fields not swept) and the values to sweep."""
+
+    RESUMABLE: ClassVar[bool] = False
 
     name: str = "sweep"
     num_seeds: int = 3

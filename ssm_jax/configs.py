@@ -49,6 +49,8 @@ class ExperimentConfig:
 
     FLAT_FLAGS: ClassVar[bool] = True
     """Flags are the leaf names (`--tasks-per-batch`, not `--trainer.tasks-per-batch`)."""
+    RESUMABLE: ClassVar[bool] = True
+    """Whether the program that runs this config can continue a run (`resume`); else `resume` is refused."""
 
     name: str = ""
     """The named config (`CONFIGS`) these values started from."""
@@ -87,6 +89,8 @@ class ExperimentConfig:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of chunk_size")
         if min(self.keep_checkpoints, self.num_seeds) < 1:
             raise ValueError("keep_checkpoints and num_seeds must be >= 1")
+        if self.resume is not None and not self.RESUMABLE:
+            raise ValueError(f"{type(self).__name__} runs keep no checkpoint to resume from: start the run again")
 
     @classmethod
     def from_fields(cls, fields: dict[str, Any]):
@@ -212,6 +216,8 @@ class RunConfig(ExperimentConfig):
 @dataclasses.dataclass(frozen=True)
 class WorldModelRunConfig(ExperimentConfig):
     """A meta-learned world model (`ssm_jax.train_world_model`): MAML against pretrained and scratch."""
+
+    RESUMABLE: ClassVar[bool] = False
 
     name: str = "world-model"
     env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"

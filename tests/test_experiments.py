@@ -112,6 +112,26 @@ def test_presets_and_overrides_parse():
         assert exit_info.value.code == 2
 
 
+def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
+    """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
+    from experiments import sweep, world_model
+    from experiments.common import write_config
+    from ssm_jax.configs import CONFIGS
+
+    for name, config in (("cheetah", CONFIGS["halfcheetah-vel-smoke"]), ("world", CONFIGS["world-model-smoke"])):
+        (tmp_path / name).mkdir()
+        write_config(tmp_path / name, config)
+    for presets, default, run, message in (
+        (world_model.PRESETS, "cpu", "world", "WorldModelRunConfig runs keep no checkpoint to resume from"),
+        (sweep.PRESETS, "default", "cheetah", "a run of another experiment (its config is a RunConfig, this "
+         "experiment's a SweepArgs)"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(presets, default, ["--resume", str(tmp_path / run)])
+        err = capsys.readouterr().err.strip()
+        assert exit_info.value.code == 2 and "\n" not in err and message in err, err
+
+
 def _results_without_timing(run_dir) -> dict:
     stored = json.loads((run_dir / "results.json").read_text())
     return {k: v for k, v in stored.items() if k not in ("run_dir", "train_seconds", "total_seconds")}
