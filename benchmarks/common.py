@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -13,7 +14,8 @@ import jax
 
 from experiments.report import markdown_table
 
-RESULTS_DIR = Path(__file__).parent / "results"
+RESULTS_DIR = Path(os.environ.get("SSM_JAX_BENCHMARK_RESULTS", Path(__file__).parent / "results"))
+"""Where the harnesses write their JSON: `benchmarks/results/`, or `$SSM_JAX_BENCHMARK_RESULTS` (tests, scratch)."""
 
 
 def compile_and_time(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:
@@ -65,7 +67,7 @@ def write_results(name: str, rows: list[dict], out_dir: Path = RESULTS_DIR) -> P
 
 
 def report(name: str, rows: list[dict], columns: Sequence[str], note: str = "") -> Path:
-    """Writes `rows` to `benchmarks/results/<name>.json`, prints their markdown table restricted to `columns`, then
+    """Writes `rows` to `RESULTS_DIR/<name>.json`, prints their markdown table restricted to `columns`, then
     `note` and the JSON path."""
     path = write_results(name, rows)
     print(markdown_table(columns, [[row[c] for c in columns] for row in rows], float_format=".4g"))

@@ -17,12 +17,11 @@ import jax
 import tyro
 
 from benchmarks.common import report
-from experiments import halfcheetah_vel, navigation
-from experiments.meta_rl import build_trainer
+from ssm_jax.configs import CONFIGS, build
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.train import HParams
 
-PRESETS = {"navigation": navigation.PRESETS["ppo"], "halfcheetah_vel": halfcheetah_vel.PRESETS["cpu"]}
+PRESETS = {"navigation": CONFIGS["navigation-ppo"], "halfcheetah_vel": CONFIGS["halfcheetah-vel"]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +38,7 @@ def main(args: Args) -> list[dict]:
     for experiment in args.experiments:
         for model in args.models:
             preset = dataclasses.replace(PRESETS[experiment], model=model)
-            _, trainer = build_trainer(preset)
+            _, trainer = build(preset)
             hparams = HParams.create(preset.inner_lr, preset.outer_lr, preset.experience_weight)
             state = jax.jit(trainer.init, static_argnums=2)(jax.random.key(0), hparams, True)
             chunk = jax.jit(lambda s, k, n=preset.chunk_size: trainer.train(s, k, n))

@@ -26,8 +26,8 @@ import tyro
 from benchmarks.common import compile_and_time, report, time_interleaved
 from benchmarks.envs import random_rollout
 from experiments.halfcheetah_vel import PRESETS
-from experiments.meta_rl import build_trainer
 from ssm_jax.buffer import experience_windows, make_experience_buffer
+from ssm_jax.configs import build
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import mean_episode_return, prepare_batch
 from ssm_jax.train import HParams
@@ -47,7 +47,7 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
     """The phase rows of one preset: `{"preset", "phase", "seconds", "share"}`; "share" is of the whole
     iteration."""
     args = PRESETS[preset] if backend is None else dataclasses.replace(PRESETS[preset], backend=backend)
-    env, trainer = build_trainer(args)
+    env, trainer = build(args)
     meta_rl, config = trainer.meta_rl, trainer.config
     rounds, num_tasks = config.inner_steps + 1, config.tasks_per_batch
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
@@ -90,7 +90,7 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
         "baseline fit": rounds * time_it(prepare, support_traj),
         "inner step": config.inner_steps * time_it(inner_step, per_task(params), support),
         "sampling after the inner step": time_it(sample, task_keys, tasks, adapted, stats),
-        f"outer step ({args.outer_optimizer})": time_it(meta_rl.outer_update, state.meta, supports, query),
+        f"outer step ({config.outer_optimizer})": time_it(meta_rl.outer_update, state.meta, supports, query),
         "buffer write": time_it(buffer_write, state.buffer, query_traj),
         "metrics": time_it(metrics, adapted, support, query_traj),
     }

@@ -59,13 +59,22 @@ def _pre_drawn_rollouts(real_rollout):
     return rollout
 
 
+def _build(preset):
+    """`ssm_jax.configs.build`, or the builder an older tree (before `ssm_jax.configs`, b73457c and earlier) kept in
+    `experiments.meta_rl`, so that one harness times both sides of a change."""
+    try:
+        from ssm_jax.configs import build
+    except ImportError:
+        build = getattr(meta_rl_experiment, "build_trainer", None) or meta_rl_experiment._build
+    return build(preset)
+
+
 def main(args: Args) -> list[dict]:
     rl_module.rollout = _pre_drawn_rollouts(rl_module.rollout)
     preset = dataclasses.replace(PRESETS["paper"], backend="spring")
-    build = getattr(meta_rl_experiment, "build_trainer", None) or meta_rl_experiment._build
-    env, trainer = build(preset)
+    env, trainer = _build(preset)
     state = trainer.init(jax.random.key(0), HParams.create(preset.inner_lr, preset.outer_lr))
-    tasks = env.sample_tasks(jax.random.key(1), preset.tasks_per_batch)
+    tasks = env.sample_tasks(jax.random.key(1), trainer.config.tasks_per_batch)
     update = jax.jit(trainer.meta_rl.meta_update)
     jax.block_until_ready(update(state.meta, state.obs_stats, jax.random.key(2), tasks))
     seconds = []

@@ -21,16 +21,12 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
-import optax
 import tyro
 
 from benchmarks.common import report
-from experiments import navigation, sinusoid
-from experiments.meta_rl import build_trainer
+from experiments import sinusoid
 from ssm_jax import sweep
-from ssm_jax.envs import SinusoidDistribution
-from ssm_jax.meta import MAMLConfig, make_maml
+from ssm_jax.configs import CONFIGS, build
 from ssm_jax.train import HParams
 
 WORKLOADS = ("navigation", "sinusoid")
@@ -55,10 +51,10 @@ class Args:
             raise ValueError(f"sizes must be ints >= 1, got {self.sizes}")
 
 
-def navigation_runners(iterations: int) -> Callable[[int], Runner]:
-    base = dataclasses.replace(navigation.PRESETS["ppo"], chunk_size=iterations)
-    _, trainer = build_trainer(base)
-    hparams = HParams.create(base.inner_lr, base.outer_lr, base.experience_weight)
+def program_runners(trainer, config, iterations: int) -> Callable[[int], Runner]:
+    """Runners of `trainer`'s vmapped training program (`sweep.make_programs`), `iterations` per call, with
+    `config`'s hyperparameters."""
+    hparams = HParams.create(config.inner_lr, config.outer_lr, config.experience_weight)
 
     def make_runner(_: int) -> Runner:
         programs = sweep.make_programs(trainer, iterations)
@@ -73,29 +69,14 @@ def navigation_runners(iterations: int) -> Callable[[int], Runner]:
     return make_runner
 
 
+def navigation_runners(iterations: int) -> Callable[[int], Runner]:
+    config = CONFIGS["navigation-ppo"]
+    return program_runners(build(config)[1], config, iterations)
+
+
 def sinusoid_runners(iterations: int) -> Callable[[int], Runner]:
-    args = sinusoid.PRESETS["default"]
-    model = sinusoid._model(args)
-    maml = make_maml(sinusoid._loss_fn(model), MAMLConfig(inner_lr=args.inner_lr))
-    dist = SinusoidDistribution()
-
-    def one_run(key):
-        init_key, train_key = jax.random.split(key)
-        state = maml.init(model.init(init_key, jnp.zeros((1, 1))), optax.adam(args.outer_lr))
-
-        def body(state, key):
-            _, tasks = sinusoid._sample_tasks(dist, key, args.meta_batch, 10, 10)
-            state, metrics = maml.update(state, tasks)
-            return state, metrics["meta_loss"]
-
-        return jax.lax.scan(body, state, jax.random.split(train_key, iterations))[1][-1]
-
-    def make_runner(_: int) -> Runner:
-        program = jax.jit(jax.vmap(one_run))
-        seed_keys = jax.vmap(lambda seed, round_: jax.random.fold_in(jax.random.key(seed), round_), (0, None))
-        return lambda seeds, round_: program(seed_keys(jnp.asarray(seeds), round_))
-
-    return make_runner
+    config = CONFIGS["sinusoid"]
+    return program_runners(sinusoid.make_trainer(config, 10, "maml"), config, iterations)
 
 
 def _timed(fn, *args) -> float:

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,16 @@ def test_benchmark_smoke_writes_the_aggregated_table_and_resume_skips_finished_c
     assert again.returncode == 0, again.stderr[-2000:]
     assert {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")} == written
     assert (run_dir / "results.md").read_text() == table
+
+
+def test_the_sweep_scaling_harness_times_vmapped_against_sequential_runs(tmp_path):
+    """A harness of `benchmarks/` end to end on the library's current API, at a test's size: its JSON rows hold
+    positive timings for each run count (written where SSM_JAX_BENCHMARK_RESULTS says, not over the recorded ones)."""
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "benchmarks.sweep_scaling", "--sizes", "1", "2", "--workloads", "sinusoid",
+               "--sinusoid-iterations", "5"]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "sweep_scaling.json").read_text())["rows"]
+    assert [(row["workload"], row["runs"]) for row in rows] == [("sinusoid", 1), ("sinusoid", 2)]
+    assert all(row["vmapped_s"] > 0 and row["sequential_s"] > 0 for row in rows)

@@ -63,7 +63,7 @@ SCRIPT = textwrap.dedent(
     from experiments import sweep as sweep_experiment
     smoke = dataclasses.replace(sweep_experiment.PRESETS["smoke"], out_dir=sys.argv[1])
     try:
-        sweep_experiment.main(dataclasses.replace(smoke, num_seeds=3, inner_lr=(0.1,)))
+        sweep_experiment.main(dataclasses.replace(smoke, num_seeds=3, sweep_inner_lr=(0.1,)))
     except SystemExit as exit_info:  # one line on stderr ("3 runs cannot be split evenly over 4 devices"), exit 2
         assert exit_info.code == 2
     else:
