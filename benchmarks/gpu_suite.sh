@@ -25,8 +25,8 @@ stage 60 sweep_scaling_sinusoid python -m benchmarks.sweep_scaling --workloads s
   cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_sinusoid.json"
 stage 190 sweep_scaling_navigation python -m benchmarks.sweep_scaling --workloads navigation --sizes 1 2 4 8 16 &&
   cp benchmarks/results/sweep_scaling.json "$out/sweep_scaling_navigation.json"
-stage 170 navigation_paper_8_seeds python -m experiments.sweep --num-seeds 8 --inner-lr 0.1 \
-  --base.iterations 100 --base.tasks-per-batch 20 --base.trajectories-per-task 20 --base.eval-tasks 40 \
+stage 170 navigation_paper_8_seeds python -m experiments.sweep --num-seeds 8 --sweep-inner-lr 0.1 \
+  --iterations 100 --tasks-per-batch 20 --trajectories-per-task 20 --eval-tasks 40 \
   --out-dir runs/sweep_gpu &&
   tar czf "$out/runs.tar.gz" runs/sweep_gpu
 stage 90 models python -m benchmarks.models && cp benchmarks/results/models.json "$out/"
