@@ -221,6 +221,7 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
     assert (run_dir / "config.json").read_text() == config_text
 
 
+@pytest.mark.slow
 def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path):
     """A run killed after its step-2 checkpoint, with records logged past it, resumes from step 2 and writes the
     uninterrupted run's metrics (each iteration once) and results."""

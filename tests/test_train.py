@@ -129,6 +129,7 @@ def test_sweep_fields_are_checked_before_anything_compiles():
         sweep.make_grid(range(2), inner_lr=(0.1, -0.1))
 
 
+@pytest.mark.slow
 def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_documented_shape(setup, key):
     env, _, trainer, train = setup
     hparams = HParams.create()

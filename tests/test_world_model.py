@@ -142,6 +142,7 @@ def test_the_pretrained_baseline_trains_with_no_inner_step(jitted):
     assert np.all(metrics["post_support_loss"] < metrics["pre_support_loss"])
 
 
+@pytest.mark.slow
 def test_the_world_model_trainer_runs_through_sweep_programs_and_runs_as_each_run_alone(jitted):
     hparams = HParams.create(0.1, 1e-3, 0.5)
     grid = sweep.make_grid(range(2))
