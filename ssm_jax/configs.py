@@ -21,6 +21,7 @@ protocol, `adapt_steps` for `adapt_rounds`) load as their new classes through `E
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -80,11 +81,14 @@ class ExperimentConfig:
     """A run directory to continue from its newest checkpoint, with its own config.json."""
 
     def __post_init__(self):
+        for field, value in _float_leaves(self):
+            if not math.isfinite(value):
+                raise ValueError(f"{field} must be finite, got {value}")
         HParams.check(self.inner_lr, self.outer_lr, self.experience_weight)
-        if self.chunk_size < 1 or self.iterations < 1 or self.iterations % self.chunk_size:
-            raise ValueError(
-                f"iterations={self.iterations} must be a positive multiple of chunk_size={self.chunk_size}"
-            )
+        if min(self.iterations, self.chunk_size) < 1:
+            raise ValueError(f"iterations and chunk_size must be >= 1, got {self.iterations} and {self.chunk_size}")
+        if self.iterations % self.chunk_size:
+            raise ValueError(f"iterations={self.iterations} must be a multiple of chunk_size={self.chunk_size}")
         if self.checkpoint_every < 1 or self.checkpoint_every % self.chunk_size:
             raise ValueError(f"checkpoint_every={self.checkpoint_every} must be a multiple of chunk_size")
         if min(self.keep_checkpoints, self.num_seeds) < 1:
@@ -101,6 +105,18 @@ class ExperimentConfig:
             if old in flat:
                 flat[new] = flat.pop(old)
         return _from_leaves(cls, flat)
+
+
+def _float_leaves(config: Any):
+    """`(field name, value)` for every float leaf of `config`, sections included."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _float_leaves(value)
+        elif isinstance(value, float):
+            yield f.name, value
+        elif isinstance(value, tuple):
+            yield from ((f.name, v) for v in value if isinstance(v, float))
 
 
 def _sections(cls: type) -> dict[str, type]:

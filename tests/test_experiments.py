@@ -88,7 +88,7 @@ def test_presets_and_overrides_parse():
     assert parse_args(sinusoid.PRESETS, "default", []).iterations == 20_000
     with pytest.raises(ValueError, match="unknown methods"):
         SinusoidRunConfig(methods=("reptile",))
-    with pytest.raises(ValueError, match="must be a positive multiple of chunk_size"):
+    with pytest.raises(ValueError, match="iterations=1500 must be a multiple of chunk_size=1000"):
         SinusoidRunConfig(iterations=1500, chunk_size=1000)
     from experiments import halfcheetah_vel
 
@@ -110,6 +110,29 @@ def test_presets_and_overrides_parse():
         with pytest.raises(SystemExit) as exit_info:
             parse_args(halfcheetah_vel.PRESETS, "cpu", flags)
         assert exit_info.value.code == 2
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--inner-lr", "nan"], "inner_lr must be finite, got nan"),
+        (["--inner-lr", "inf"], "inner_lr must be finite, got inf"),
+        (["--outer-lr", "nan"], "outer_lr must be finite, got nan"),
+        (["--max-kl", "inf"], "max_kl must be finite, got inf"),
+        (["--later-rounds-lr-scale", "nan"], "later_rounds_lr_scale must be > 0, got nan"),
+        (["--inner-grad-clip", "inf"], "inner_grad_clip must be finite"),
+        (["--iterations", "0"], "iterations and chunk_size must be >= 1, got 0 and 5"),
+        (["--hidden-dim", "0"], "hidden_dim must be >= 1, got 0"),
+        (["--inner-objective", "foo"], "invalid value 'foo' for --inner-objective"),
+    ],
+)
+def test_every_bad_value_is_one_line_and_exit_2_before_anything_compiles(flags, message, capsys):
+    from experiments import halfcheetah_vel
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(halfcheetah_vel.PRESETS, "cpu", flags)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err and message in err, err
 
 
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):

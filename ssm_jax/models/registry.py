@@ -57,6 +57,11 @@ class NetworkConfig:
     init_log_std: float = 0.0
     """Initial log standard deviation of the Gaussian policy."""
 
+    def __post_init__(self):
+        for field in ("state_dim", "hidden_dim", "num_layers"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"{field} must be >= 1, got {getattr(self, field)}")
+
 
 def make_gaussian_policy(
     name: str,
