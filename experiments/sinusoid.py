@@ -76,11 +76,9 @@ def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, ru
     hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr))
     states = programs.init(grid.keys.init, hparams, adapt=method != "pretrained")
     start = 0
-    if args.resume and runs.checkpoint_steps(phase_dir):
+    if args.resume:  # from the phase's newest checkpoint; from the start if it saved none
         kept = lambda record, step: record["phase"] != phase or record["iteration"] <= step
         states, start = runs.resume(phase_dir, states, log, kept)
-    elif args.resume:  # killed before this phase's first checkpoint: it runs again from the start
-        log.keep(lambda record: record["phase"] != phase)
     records = lambda iteration, metrics: [
         {"phase": phase, "shots": shots, "method": method, "seed": seed, "iteration": iteration,
          **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}

@@ -225,10 +225,15 @@ def train_phase(
 def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[dict, int], bool]) -> tuple[Any, int]:
     """`(state, iteration)` of the newest intact checkpoint of `run_dir`, restored into `target`; the log keeps
     the records `kept(record, iteration)` accepts (a killed run logged past its checkpoint; those are run again).
+    A run killed before its first checkpoint starts again: `(target, 0)`.
 
     Raises:
         FileNotFoundError, ValueError: as `restore_latest`.
     """
+    if not checkpoint_steps(run_dir):
+        log.keep(lambda record: kept(record, 0))
+        print(f"resumed {run_dir} from the start (no checkpoint yet)")
+        return target, 0
     state, path = restore_latest(run_dir, target)
     iteration = step_of(path)
     log.keep(lambda record: kept(record, iteration))

@@ -84,6 +84,23 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
 
 
 @pytest.mark.slow
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, uninterrupted, capsys):
+    """Its config.json is all it left (and a record it logged): --resume trains it from iteration 0, as the
+    uninterrupted run."""
+    run_dir = tmp_path / uninterrupted.name
+    run_dir.mkdir()
+    shutil.copy(uninterrupted / "config.json", run_dir / "config.json")
+    (run_dir / "metrics.jsonl").write_text((uninterrupted / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    assert "from the start (no checkpoint yet)" in capsys.readouterr().out
+    leaves, records = _final(run_dir)
+    expected_leaves, expected_records = _final(uninterrupted)
+    assert records == expected_records
+    for got, want in zip(leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
 def test_eval_and_adapt_write_their_json_and_a_damaged_step_falls_back(tmp_path, uninterrupted, capsys):
     out = tmp_path / "eval.json"
     result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--tasks", "6", "--output", str(out)])

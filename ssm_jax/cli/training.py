@@ -37,8 +37,6 @@ def train(argv: Sequence[str]) -> int:
         if known.config is not None:
             raise UsageError(f"--resume {run_dir}: --config {known.config}; a resumed run keeps its config")
         config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
-        if not runs.checkpoint_steps(run_dir):
-            raise UsageError(f"--resume {run_dir}: no checkpoint in it (expected {runs.CHECKPOINTS}/step_<n>/)")
     else:
         name = known.config or "basic"
         config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", META_RL_CONFIGS[name])
