@@ -101,8 +101,9 @@ def _train_to(args, programs, states, key, until, log, phase):
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
     description, start = f"{phase} to {until} iterations", int(np.max(states.iteration))
     return runs.train_phase(
-        programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start
-    )
+        programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start,
+        run_labels=[f"seed {seed}" for seed in seeds],
+    )  # fmt: skip
 
 
 def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:

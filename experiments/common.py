@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.config_io import config_to_json
-from ssm_jax.runs import Interrupted
+from ssm_jax.runs import Diverged, Interrupted
 
 ArgsT = TypeVar("ArgsT")
 
@@ -54,12 +54,16 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
 
 def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_preset: str) -> None:
     """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C during training stops at the end of a
-    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0."""
+    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0. A
+    diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state)."""
     args = parse_args(presets, default_preset)
     try:
         main(args)
     except Interrupted:
         raise SystemExit(0) from None
+    except Diverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 def resume_command(run_dir: Path, default_module: str) -> str:

@@ -74,8 +74,9 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
     description = phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)"
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
     return runs.train_phase(
-        chunk, states, keys, args.iterations, args.chunk_size, description, log, records, saving, postfix, start
-    )
+        chunk, states, keys, args.iterations, args.chunk_size, description, log, records, saving, postfix, start,
+        run_labels=[f"seed {seed}" for seed in seeds],
+    )  # fmt: skip
 
 
 def compiled_programs(args: RunConfig) -> tuple:

@@ -90,6 +90,7 @@ def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, ru
     states = runs.train_phase(
         programs.train, states, train_key, args.iterations, args.chunk_size, f"{LABELS[method]} {shots}-shot", log,
         records, checkpoints, postfix=lambda m: {"loss": float(np.mean(m["post_query_loss"]))}, start=start,
+        run_labels=[f"seed {seed}" for seed in grid.seeds],
     )  # fmt: skip
     return trainer, programs, states
 

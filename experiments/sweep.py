@@ -33,7 +33,7 @@ from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, extend
-from ssm_jax.runs import MetricsLog, make_run_dir, train_phase, write_json
+from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_json
 from ssm_jax.train import HParams
 
 
@@ -110,7 +110,7 @@ def main(args: SweepArgs) -> dict:
     log = MetricsLog(run_dir / "metrics.jsonl")
     states = train_phase(
         programs.train, states, keys.train, base.iterations, base.chunk_size, f"sweep ({grid.size} runs)", log, records,
-        postfix=postfix,
+        postfix=postfix, halt_on_divergence=False,  # the other runs finish; the diverged ones are reported per run
     )  # fmt: skip
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
@@ -118,10 +118,14 @@ def main(args: SweepArgs) -> dict:
     returns, _ = programs.evaluate(states, eval_keys, tasks)
     returns = np.asarray(returns)  # [R, E, K + 1]
 
-    runs = [{**run, "return_mean": returns[i].mean(axis=0).tolist()} for i, run in enumerate(grid.runs())]
+    diverged = {run for _, run in non_finite(states, run_axis=True)}  # these are left out of the pooled table
+    runs = [
+        {**run, "diverged": i in diverged, "return_mean": returns[i].mean(axis=0).tolist()}
+        for i, run in enumerate(grid.runs())
+    ]
     aggregate = {
         name: {
-            value: _pooled(returns[[i for i, run in enumerate(runs) if run[name] == value]])
+            value: _pooled(returns[[i for i, run in enumerate(runs) if run[name] == value and not run["diverged"]]])
             for value in sorted(set(values))
         }
         for name, values in grid.values.items()
@@ -131,6 +135,7 @@ def main(args: SweepArgs) -> dict:
         "train_seconds": train_seconds,
         "seconds_per_run": train_seconds / len(runs),
         "aggregate": aggregate,
+        "diverged_runs": [run for run in runs if run["diverged"]],
         "run_dir": str(run_dir),
     }
     write_json(run_dir / "runs.json", runs)
@@ -143,6 +148,8 @@ def main(args: SweepArgs) -> dict:
         f"({train_seconds / len(runs):.1f} s per run). Return after 0..{rounds} standard steps, pooled "
         f"over seeds and {base.evaluation.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n{table}\n"
     )
+    if diverged:
+        summary += f"\nDiverged (a non-finite state; left out of the table): {results['diverged_runs']}\n"
     (run_dir / "results.md").write_text(summary)
     for name, by_value in aggregate.items():
         _plot(run_dir / f"sweep_{name}.png", name, by_value, rounds)
@@ -151,9 +158,12 @@ def main(args: SweepArgs) -> dict:
 
 
 def _pooled(returns: np.ndarray) -> dict:
-    """Runs' returns `[n, E, K + 1]` pooled over runs and tasks: mean and 95% half-width per step."""
+    """Runs' returns `[n, E, K + 1]` pooled over runs and tasks: mean and 95% half-width per step (NaN for n = 0:
+    every run of the value diverged)."""
+    if not len(returns):
+        return {"mean": [float("nan")] * returns.shape[-1], "ci95": [float("nan")] * returns.shape[-1], "runs": 0}
     mean, half = mean_ci(returns.reshape(-1, returns.shape[-1]))
-    return {"mean": mean.tolist(), "ci95": half.tolist()}
+    return {"mean": mean.tolist(), "ci95": half.tolist(), "runs": len(returns)}
 
 
 def _table(aggregate: dict, steps: int) -> str:

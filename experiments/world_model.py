@@ -75,7 +75,7 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: runs.MetricsLog
         postfix = lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))}
         states = runs.train_phase(
             programs.train, states, train_keys, args.iterations, args.chunk_size, description, log, records,
-            postfix=postfix,
+            postfix=postfix, run_labels=[f"seed {seed}" for seed in grid.seeds],
         )  # fmt: skip
         for mode in ("standard", "hybrid"):
             mse, extras = programs.evaluate(states, eval_keys, tasks, mode)

@@ -10,7 +10,9 @@
 the state may hold a leading run axis). Resume is exact: training chunk `c` always draws key `c` of
 `sweep.chunk_keys`, a checkpoint holds the whole state, and `resume` drops what a killed run logged after its last
 checkpoint, so a resumed run ends with the params and metrics of the uninterrupted one. Ctrl-C lets the chunk in
-flight finish, saves it and raises `Interrupted` (a second Ctrl-C aborts at once); entry points exit 0 on it.
+flight finish, saves it and raises `Interrupted` (a second Ctrl-C aborts at once); entry points exit 0 on it. A
+chunk that leaves a non-finite value in the state raises `Diverged` before anything saves it, so the newest
+checkpoint stays the last finite state; entry points exit 3 on it with one line.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import re
@@ -25,11 +28,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -93,6 +97,42 @@ class MetricsLog:
         staging = self.path.with_name(f".{self.path.name}.keep")
         staging.write_text(kept)
         os.replace(staging, self.path)
+
+
+class Diverged(Exception):
+    """A training chunk left a non-finite value in the state (the chunk ending at `iteration`; `quantity` is the
+    first such leaf, `run` the run it belongs to where the state holds several). Nothing saved it: the newest
+    checkpoint, `checkpoint` (None if there is none), is the last finite state."""
+
+    def __init__(self, iteration: int, quantity: str, run: Any = None, checkpoint: Path | None = None):
+        self.iteration, self.quantity, self.run, self.checkpoint = iteration, quantity, run, checkpoint
+        where = "" if run is None else f" (run {run})"
+        newest = "no checkpoint was saved" if checkpoint is None else f"the last finite checkpoint is {checkpoint}"
+        super().__init__(f"diverged at iteration {iteration}: {quantity}{where} is not finite; {newest}")
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _finite(tree: Any, run_axis: bool) -> Any:
+    """Per float leaf: whether it is all finite (`[R]`, one flag per run, with a leading run axis)."""
+
+    def finite(x):
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            return jnp.ones(x.shape[:1] if run_axis else (), bool)
+        return jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)) if run_axis else None)
+
+    return jax.tree.map(finite, tree)
+
+
+def non_finite(tree: Any, run_axis: bool = False) -> list[tuple[str, int | None]]:
+    """`(leaf path, run index)` for every float leaf of `tree` holding a non-finite value (run index None without
+    a run axis; one entry per diverged run with one); empty when all is finite. One small reduction on device."""
+    arrays = jax.tree.map(jnp.asarray, tree)
+    flags = jax.device_get(_finite(arrays, run_axis))
+    found = []
+    for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
+        name = jax.tree_util.keystr(path)
+        found += [(name, None)] if not run_axis and not ok else [(name, int(r)) for r in np.flatnonzero(~ok)]
+    return found
 
 
 class Interrupted(Exception):
@@ -195,19 +235,30 @@ def train_phase(
     checkpoints: Checkpoints | None = None,
     postfix: Callable[[Any], Mapping[str, float]] | None = None,
     start: int = 0,
+    run_labels: Sequence[Any] | None = None,
+    halt_on_divergence: bool = True,
 ) -> Any:
     """The host loop every entry point shares: `train_in_chunks` from iteration `start`, writing
     `records(iteration, metrics)` to `log` after each chunk and, with `checkpoints`, saving the state at every
-    `checkpoints.every` iterations and at the end.
+    `checkpoints.every` iterations and at the end. `run_labels` name the runs of a state with a leading run axis
+    (seeds, or a sweep's runs); None: a single run. With `halt_on_divergence`, each chunk's state is checked before
+    it is saved (`non_finite`); a sweep turns it off to let its other runs finish and reports the diverged ones.
 
     Raises:
         Interrupted: Ctrl-C, once the chunk in flight has finished; its state is saved first (with `checkpoints`),
             and one line says where and how to continue.
+        Diverged: a chunk left a non-finite value in the state; its records are logged, the state is not saved.
     """
 
     def on_chunk(iteration: int, state: Any, metrics: Any) -> None:
         for record in records(iteration, metrics):
             log.log(record)
+        diverged = non_finite(state, run_axis=run_labels is not None) if halt_on_divergence else []
+        if diverged:
+            quantity, run = diverged[0]
+            newest = checkpoint_steps(checkpoints.run_dir) if checkpoints is not None else []
+            last = checkpoint.step_path(checkpoints.run_dir / CHECKPOINTS, newest[-1]) if newest else None
+            raise Diverged(iteration, quantity, None if run is None else run_labels[run], last)
         if checkpoints is not None and (iteration % checkpoints.every == 0 or iteration == iterations):
             save_step(checkpoints.run_dir, state, checkpoints.config, iteration, keep=checkpoints.keep)
 

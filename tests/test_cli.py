@@ -181,6 +181,24 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert message.endswith("stored float32[16], expected float32[32]")
 
 
+def test_a_diverging_run_exits_3_in_one_line_and_eval_refuses_a_non_finite_checkpoint(tmp_path, uninterrupted, capsys):
+    capsys.readouterr()
+    assert cli.main(["train", "--out-dir", str(tmp_path / "runs"), *TINY, "--outer-lr", "1e6"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: diverged at iteration 5: .meta.params") and "\n" not in err, err
+    (diverged_run,) = (tmp_path / "runs").iterdir()
+    assert (diverged_run / "metrics.jsonl").read_text()  # kept, to show how it diverged
+
+    nan_run = tmp_path / "nan"
+    shutil.copytree(uninterrupted, nan_run, symlinks=True)
+    state, config = checkpoint.restore(nan_run / runs.CHECKPOINTS, 40)
+    floating = lambda x: np.issubdtype(np.asarray(x).dtype, np.floating)
+    nan_state = jax.tree.map(lambda x: np.full_like(x, np.nan) if floating(x) else x, state)
+    checkpoint.save(nan_run / runs.CHECKPOINTS, 45, nan_state, config)
+    message = _error(["eval", "--checkpoint", str(nan_run / runs.CHECKPOINTS / "step_45")], capsys)
+    assert "the checkpoint holds a non-finite .meta" in message and message.endswith("(the run diverged)"), message
+
+
 def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
     from ssm_jax.configs import CONFIGS, build, initial_state, training_key
 

@@ -293,6 +293,45 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
     assert runs[0]["return_mean"] != pytest.approx(alone, rel=1e-3, abs=1e-2)  # the swept value matters
 
 
+def test_a_chunk_that_diverges_is_logged_never_saved_and_named_with_its_run(tmp_path):
+    """The host loop checks each chunk's state before saving it: run 1 of two turns NaN in chunk 3, so chunks 1-2
+    are saved, chunk 3's records are logged, and `Diverged` names the iteration, the leaf, the run and the last
+    finite checkpoint."""
+    import jax.numpy as jnp
+
+    def update_chunk(state, key):
+        del key
+        w = state["w"] + 1.0
+        return {"w": jnp.where((w >= 3) & (jnp.arange(2) == 1), jnp.nan, w)}, {"w": w}
+
+    log = runs.MetricsLog(tmp_path / "metrics.jsonl")
+    records = lambda iteration, metrics: [{"iteration": iteration, "w": float(np.mean(metrics["w"]))}]
+    saving = runs.Checkpoints(tmp_path, None, every=1, resume="", keep=5)
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(runs.Diverged) as diverged:
+        runs.train_phase(update_chunk, {"w": jnp.zeros(2)}, keys, 5, 1, "toy", log, records, saving,
+                         run_labels=["seed 0", "seed 1"])  # fmt: skip
+    assert runs.checkpoint_steps(tmp_path) == [1, 2]
+    assert [r["iteration"] for r in log.records()] == [1, 2, 3]
+    error = diverged.value
+    assert (error.iteration, error.quantity, error.run) == (3, "['w']", "seed 1")
+    assert str(error).endswith(f"the last finite checkpoint is {tmp_path / runs.CHECKPOINTS / 'step_2'}")
+    assert runs.non_finite({"w": jnp.array([1.0, jnp.inf]), "n": jnp.arange(2)}) == [("['w']", None)]
+
+
+@pytest.mark.slow
+def test_a_sweep_reports_its_diverged_runs_and_pools_the_others(tmp_path):
+    from experiments import sweep
+
+    args = dataclasses.replace(sweep.PRESETS["smoke"], sweep_inner_lr=(0.1, 1e6), out_dir=str(tmp_path))
+    results = sweep.main(args)
+    assert [(r["seed"], r["inner_lr"]) for r in results["diverged_runs"]] == [(0, 1e6), (1, 1e6)]
+    pooled = results["aggregate"]["inner_lr"]
+    assert pooled[0.1]["runs"] == 2 and np.all(np.isfinite(pooled[0.1]["mean"]))
+    assert pooled[1e6]["runs"] == 0
+    assert "Diverged" in (next(tmp_path.iterdir()) / "results.md").read_text()
+
+
 def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
     from ssm_jax.runs import train_in_chunks
 

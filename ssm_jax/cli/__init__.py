@@ -16,8 +16,10 @@ and exits 0; `--resume` after Ctrl-C or a kill ends with the params and metrics 
 and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
 tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve with its 95% CI) into the run.
 
-A user's mistake (an unknown config, env, model or flag value, a missing, damaged or mismatched checkpoint, a flag
-that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
+A user's mistake (an unknown config, env, model or flag value, a missing, damaged, diverged or mismatched
+checkpoint, a flag that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
+A run that diverges (a non-finite value in its state after a chunk) stops with one line and exit code 3; that
+chunk is not saved, so the newest checkpoint is its last finite state.
 """
 
 from __future__ import annotations

@@ -88,6 +88,9 @@ def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
         )
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
+    diverged = runs.non_finite(state)
+    if diverged:
+        raise UsageError(f"{path}: the checkpoint holds a non-finite {diverged[0][0]} (the run diverged)")
     eval_key = sweep.run_keys(config.seed if args.seed is None else args.seed).eval
     tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.tasks)
     return _Restored(run_dir, path, config, trainer, state, jax.tree.map(lambda x: x[0], tasks), keys[0])

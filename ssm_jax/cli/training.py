@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,9 @@ def train(argv: Sequence[str]) -> int:
         (run_dir / "config.json").write_text(config_to_json(config))
     try:
         return _train(config, run_dir, resume=known.resume is not None)
+    except runs.Diverged as error:  # the run directory stays: its metrics show how it diverged
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except BaseException:
         if known.resume is None and not runs.checkpoint_steps(run_dir):
             shutil.rmtree(run_dir)  # a run that failed before its first checkpoint leaves nothing behind
