@@ -7,11 +7,13 @@ user's mistakes is `ssm_jax.cli`'s, so the experiments and `ssm-jax` answer alik
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ssm_jax import runs
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.config_io import config_to_json
 from ssm_jax.runs import Diverged, Interrupted
@@ -64,6 +66,8 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
+    except runs.RunInUse as error:
+        exit_with_error(str(error))
 
 
 def resume_command(run_dir: Path, default_module: str) -> str:
@@ -72,6 +76,21 @@ def resume_command(run_dir: Path, default_module: str) -> str:
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     module = spec.name if spec is not None and spec.name.startswith("experiments.") else default_module
     return f"python -m {module} --resume {run_dir}"
+
+
+@contextlib.contextmanager
+def run_directory(args: Any) -> Iterator[Path]:
+    """The run's directory, held by this process while the block runs (`runs.lock`): `args.resume`'s, or a fresh
+    one under `args.out_dir` with the config.json it starts from (a resumed run keeps its own).
+
+    Raises:
+        runs.RunInUse: another process is training or resuming that run.
+    """
+    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
+    with runs.lock(run_dir):
+        if not args.resume:
+            write_config(run_dir, args)
+        yield run_dir
 
 
 def write_config(run_dir: Path, args: Any) -> None:

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import resume_command, write_config
+from experiments.common import resume_command, run_directory
 from experiments.meta_rl_report import plot_learning, summarise
 from experiments.report import REFERENCES, plot_adaptation
 from ssm_jax import runs, sweep
@@ -98,10 +98,12 @@ def _compiled(program: RunConfig) -> tuple:
 def main(args: RunConfig) -> dict:
     """Meta-trains, runs the baselines and evaluates on held-out tasks for each seed; returns the results dict
     (`returns[method]`: mean return after 0..K adaptation rounds, pooled over held-out tasks and seeds)."""
+    with run_directory(args) as run_dir:
+        return _main(args, run_dir)
+
+
+def _main(args: RunConfig, run_dir: Path) -> dict:
     start_time = time.perf_counter()
-    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
-    if not args.resume:  # a resumed run keeps the config.json it was started with
-        write_config(run_dir, args)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     env, programs = compiled_programs(args)
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import resume_command, run_main, write_config
+from experiments.common import resume_command, run_directory, run_main
 from experiments.report import (
     REFERENCE_MAML_PAPER,
     REFERENCE_META_SGD_PAPER,
@@ -37,7 +37,7 @@ from experiments.report import (
 from ssm_jax import runs, sweep
 from ssm_jax.configs import CONFIGS, SinusoidRunConfig
 from ssm_jax.envs import SinusoidDistribution
-from ssm_jax.runs import MetricsLog, make_run_dir, write_json
+from ssm_jax.runs import MetricsLog, write_json
 from ssm_jax.train_config import HParams
 from ssm_jax.train_regression import RegressionTrainer, RegressionTrainerConfig, make_regression_trainer
 
@@ -140,9 +140,11 @@ def _plot_curves(path: Path, curves: dict):
 
 
 def main(args: SinusoidRunConfig) -> dict:
-    run_dir = Path(args.resume) if args.resume else make_run_dir(args.out_dir)
-    if not args.resume:  # a resumed run keeps the config.json it was started with
-        write_config(run_dir, args)
+    with run_directory(args) as run_dir:
+        return _main(args, run_dir)
+
+
+def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
     logger = MetricsLog(run_dir / "metrics.jsonl")
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
     dist = SinusoidDistribution(frequency_range=args.frequency_range)

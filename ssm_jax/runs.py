@@ -20,9 +20,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import fcntl
 import functools
 import json
 import os
+import platform
 import re
 import signal
 import sys
@@ -56,6 +58,36 @@ def make_run_dir(root: str | Path) -> Path:
         except FileExistsError:
             continue
     raise RuntimeError(f"could not create a run directory under {root}")
+
+
+class RunInUse(RuntimeError):
+    """Another process holds the run directory (`lock`)."""
+
+
+@contextlib.contextmanager
+def lock(run_dir: str | Path) -> Iterator[None]:
+    """Makes this process the run directory's one writer while the block runs: an exclusive `flock` on
+    `run_dir/.lock`, which names its holder. The kernel releases it when the holder exits, however it exits, so a
+    killed run's lock never blocks its resume.
+
+    Raises:
+        RunInUse: another process holds it (one line naming the process).
+    """
+    with open(Path(run_dir) / ".lock", "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise RunInUse(f"{run_dir} is in use by {holder}: one train or resume of a run at a time") from None
+        file.seek(0)
+        file.truncate()
+        file.write(f"process {os.getpid()} on {platform.node()}")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def to_python(tree: Any) -> Any:

@@ -199,6 +199,27 @@ def test_a_diverging_run_exits_3_in_one_line_and_eval_refuses_a_non_finite_check
     assert "the checkpoint holds a non-finite .meta" in message and message.endswith("(the run diverged)"), message
 
 
+def test_one_writer_per_run_directory_and_a_killed_holders_lock_is_taken_over(tmp_path, uninterrupted, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir, symlinks=True)
+    script = "\n".join(
+        ["import sys, time", "from ssm_jax import runs", "with runs.lock(sys.argv[1]):",
+         "    print('held', flush=True)", "    time.sleep(600)"]
+    )  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        message = _error(["train", "--resume", str(run_dir)], capsys)
+        assert f"{run_dir} is in use by process {holder.pid}" in message
+        with pytest.raises(runs.RunInUse), runs.lock(run_dir):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with runs.lock(run_dir):  # the killed holder's lock went with it
+        assert (run_dir / ".lock").read_text().startswith(f"process {os.getpid()} ")
+
+
 def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
     from ssm_jax.configs import CONFIGS, build, initial_state, training_key
 

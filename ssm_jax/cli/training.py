@@ -48,7 +48,10 @@ def train(argv: Sequence[str]) -> int:
         run_dir = runs.make_run_dir(config.out_dir)
         (run_dir / "config.json").write_text(config_to_json(config))
     try:
-        return _train(config, run_dir, resume=known.resume is not None)
+        with runs.lock(run_dir):
+            return _train(config, run_dir, resume=known.resume is not None)
+    except runs.RunInUse as error:
+        raise UsageError(str(error)) from None
     except runs.Diverged as error:  # the run directory stays: its metrics show how it diverged
         print(f"error: {error}", file=sys.stderr)
         return 3
