@@ -10,9 +10,10 @@
 A file names its classes, and a name outside the registry is refused with one line: reading a config never imports a
 module or calls a constructor the file chose. Tuples are kept apart from lists.
 
-Files of an older layout still load: a class that was renamed or merged maps to the function that rebuilds it
-(`register_renamed`), and a registered class whose stored fields differ from its own is rebuilt by its
-`from_fields(dict)` classmethod where it has one; both receive the stored fields as plain values.
+A stored config is complete or refused: a missing or unknown field is one line naming it. Files of an older layout
+still load: a class that was renamed or merged maps to the function that rebuilds it (`register_renamed`), and a
+registered class stored with one of its `LEGACY_FIELDS` (names only the older layout used) is rebuilt by its
+`from_fields(dict)` classmethod; both receive the stored fields as plain values.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 _CONFIG_CLASSES: dict[str, type] = {}
@@ -76,8 +78,15 @@ def _decode(value: Any) -> Any:
         if name not in _CONFIG_CLASSES:
             raise ValueError(f"the config names {name}, which is not a registered ssm_jax config class")
         cls = _CONFIG_CLASSES[name]
-        if set(fields) != {f.name for f in dataclasses.fields(cls)} and hasattr(cls, "from_fields"):
+        own = {f.name for f in dataclasses.fields(cls) if f.init}
+        if set(fields) & getattr(cls, "LEGACY_FIELDS", frozenset()):
             return cls.from_fields(_plain(fields))
+        missing, unknown = sorted(own - set(fields)), sorted(set(fields) - own)
+        if missing or unknown:
+            problems = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown {', '.join(unknown)}"] * bool(
+                unknown
+            )
+            raise ValueError(f"the stored {cls.__qualname__} {' and '.join(problems)}")
         return cls(**{k: _decode(v) for k, v in fields.items()})
     if isinstance(value, dict) and "__tuple__" in value:
         return tuple(_decode(v) for v in value["__tuple__"])
@@ -116,3 +125,16 @@ def config_from_json(text: str) -> Any:
         return _decode(json.loads(text))
     except (TypeError, json.JSONDecodeError) as error:
         raise ValueError(f"a config this version cannot read ({type(error).__name__}: {error})") from error
+
+
+def read_config(path: str | Path) -> Any:
+    """The config stored in the file `path`.
+
+    Raises:
+        ValueError: the file is not such a config (not UTF-8, not JSON, a class outside the registry, a missing or
+            unknown field), in one line that names the file.
+    """
+    try:
+        return config_from_json(Path(path).read_text())
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None

@@ -29,7 +29,7 @@ import jax
 
 from ssm_jax import envs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.config_io import config_from_json, register_config, register_renamed
+from ssm_jax.config_io import read_config, register_config, register_renamed
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
@@ -52,6 +52,8 @@ class ExperimentConfig:
     """Flags are the leaf names (`--tasks-per-batch`, not `--trainer.tasks-per-batch`)."""
     RESUMABLE: ClassVar[bool] = True
     """Whether the program that runs this config can continue a run (`resume`); else `resume` is refused."""
+    LEGACY_FIELDS: ClassVar[frozenset[str]] = frozenset({"preset", "adapt_steps", "later_steps_lr_scale"})
+    """Names only the older, flat config files used: a stored config with one is read by `from_fields`."""
 
     name: str = ""
     """The named config (`CONFIGS`) these values started from."""
@@ -465,7 +467,7 @@ def load_run_config(run_dir: Path) -> RunConfig:
         ValueError: there is none, or the file holds another kind of config (one line).
     """
     path = Path(run_dir) / "config.json"
-    config = config_from_json(path.read_text()) if path.is_file() else None
+    config = read_config(path) if path.is_file() else None
     if not isinstance(config, RunConfig):
         raise ValueError(f"{run_dir} is not a run directory of a meta-RL run (no RunConfig in config.json)")
     return config

@@ -166,6 +166,24 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "not a run directory" in _error(["train", "--resume", str(tmp_path)], capsys)
     assert "tasks must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--tasks", "1"], capsys)
 
+    # A config.json that is damaged, incomplete or from elsewhere: one line naming the file and what is wrong.
+    broken = tmp_path / "broken"
+    shutil.copytree(uninterrupted, broken, symlinks=True)
+    stored = json.loads((uninterrupted / "config.json").read_text())
+    path = broken / "config.json"
+    for text, problem in (
+        (json.dumps({**stored, "fields": {k: v for k, v in stored["fields"].items() if k != "iterations"}}),
+         f"{path}: the stored RunConfig lacks iterations"),
+        (json.dumps({**stored, "fields": {**stored["fields"], "iters": 3}}),
+         f"{path}: the stored RunConfig has unknown iters"),
+        ("{not json", f"{path}: a config this version cannot read (JSONDecodeError"),
+        ("[1, 2]", f"{broken} is not a run directory of a meta-RL run"),
+    ):  # fmt: skip
+        path.write_text(text)
+        assert _error(["train", "--resume", str(broken)], capsys).startswith(f"error: {problem}")
+    path.write_bytes(b"\xff\xfe")
+    assert _error(["train", "--resume", str(broken)], capsys).startswith(f"error: {path}: 'utf-8' codec can't decode")
+
     resume = ["train", "--resume", str(uninterrupted)]
     message = _error([*resume, "--hidden-dim", "32"], capsys)
     assert message.endswith("--hidden-dim 32 (the run has 16); a resumed run keeps its config")

@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import tyro
 
-from ssm_jax.config_io import config_from_json
+from ssm_jax import config_io
 
 ConfigT = TypeVar("ConfigT")
 
@@ -61,6 +61,8 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
     if not path.is_file():
         raise UsageError(f"--resume {run_dir}: not a run directory (no config.json)")
     stored = read_config(path)
+    if not dataclasses.is_dataclass(stored):
+        raise UsageError(f"{path}: not a run's config")
     config = parse(type(stored), args, prog, f"Resuming {run_dir}.", stored)
     contradicting = [d for d in _differences(stored, config) if d[0] not in ignored]
     if contradicting:
@@ -84,7 +86,8 @@ def _differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, A
 
 
 def read_config(path: Path) -> Any:
+    """`config_io.read_config`, its error a `UsageError`."""
     try:
-        return config_from_json(path.read_text())
+        return config_io.read_config(path)
     except ValueError as error:
         raise UsageError(str(error)) from None
