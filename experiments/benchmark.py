@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from experiments import meta_rl, world_model
 from experiments.benchmark_report import MODES, aggregate, plot
-from experiments.common import run_main, write_config
+from experiments.common import run_main
 from ssm_jax import envs, runs
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
@@ -157,7 +157,7 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
 def main(args: Args) -> dict:
     run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
     if not args.resume:
-        write_config(run_dir, args)
+        runs.write_config(run_dir, args)
     (run_dir / "cells").mkdir(exist_ok=True)
     started, cells = time.perf_counter(), []
     grid = [(family, method) for family in args.envs for method in args.methods]

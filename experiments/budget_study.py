@@ -27,7 +27,7 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from experiments.common import run_main, write_config
+from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
 from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
@@ -62,7 +62,7 @@ def budget_iterations(args: StudyArgs) -> list[int]:
 def main(args: StudyArgs) -> dict:
     """Trains both methods to each budget in turn, evaluates them there, and writes the table and plot."""
     run_dir = runs.make_run_dir(args.out_dir)
-    write_config(run_dir, args)
+    runs.write_config(run_dir, args)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     iterations = budget_iterations(args)
     # The training programs are the flagship's; the evaluation takes one adaptation step, the one compared.

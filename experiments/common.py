@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from ssm_jax import runs
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
-from ssm_jax.config_io import config_to_json
 from ssm_jax.runs import Diverged, Interrupted
 
 ArgsT = TypeVar("ArgsT")
@@ -81,17 +80,13 @@ def resume_command(run_dir: Path, default_module: str) -> str:
 @contextlib.contextmanager
 def run_directory(args: Any) -> Iterator[Path]:
     """The run's directory, held by this process while the block runs (`runs.lock`): `args.resume`'s, or a fresh
-    one under `args.out_dir` with the config.json it starts from (a resumed run keeps its own).
+    one under `args.out_dir` with `args` as its config.json.
 
     Raises:
         runs.RunInUse: another process is training or resuming that run.
     """
     run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
     with runs.lock(run_dir):
-        if not args.resume:
-            write_config(run_dir, args)
+        if not args.resume:  # a resumed run writes its config once its checkpoint restored (--iterations may grow)
+            runs.write_config(run_dir, args)
         yield run_dir
-
-
-def write_config(run_dir: Path, args: Any) -> None:
-    (run_dir / "config.json").write_text(config_to_json(args))

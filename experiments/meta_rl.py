@@ -140,6 +140,7 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
             states, start = runs.resume(run_dir, states, log, kept)
         except ValueError as error:  # damaged, or from another configuration: one line, exit 2
             exit_with_error(f"--resume {run_dir}: {error}")
+        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
     trained = {"MAML": _train(args, programs.train, states, keys.train, log, "maml", seeds, run_dir, start=start)}
     train_seconds = time.perf_counter() - started
     if args.pretrained:

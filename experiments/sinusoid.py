@@ -79,6 +79,7 @@ def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, ru
     if args.resume:  # from the phase's newest checkpoint; from the start if it saved none
         kept = lambda record, step: record["phase"] != phase or record["iteration"] <= step
         states, start = runs.resume(phase_dir, states, log, kept)
+        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
     records = lambda iteration, metrics: [
         {"phase": phase, "shots": shots, "method": method, "seed": seed, "iteration": iteration,
          **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}

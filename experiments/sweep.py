@@ -27,13 +27,13 @@ from typing import ClassVar
 import jax
 import numpy as np
 
-from experiments.common import run_main, write_config
+from experiments.common import run_main
 from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, extend
-from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_json
+from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_config, write_json
 from ssm_jax.train import HParams
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.common import run_main, write_config
+from experiments.common import run_main
 from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax import envs, runs, sweep
 from ssm_jax.configs import CONFIGS, WorldModelRunConfig
@@ -134,7 +134,7 @@ def report(results: dict, steps: int) -> str:
 def main(args: WorldModelRunConfig) -> dict:
     env = make_env(args)
     run_dir = runs.make_run_dir(args.out_dir)
-    write_config(run_dir, args)
+    runs.write_config(run_dir, args)
     started = time.perf_counter()
     results = run_seeds(args, env, runs.MetricsLog(run_dir / "metrics.jsonl"))
     summary = {

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssm_jax import checkpoint
+from ssm_jax.config_io import config_to_json
 from ssm_jax.sweep import chunk_keys
 
 CHECKPOINTS = "checkpoints"
@@ -88,6 +89,16 @@ def lock(run_dir: str | Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def write_config(run_dir: str | Path, config: Any) -> None:
+    """`run_dir/config.json`, the run's config, replaced atomically (`resume` is not stored: it names where the run
+    is, not what it is)."""
+    if dataclasses.is_dataclass(config) and getattr(config, "resume", None) is not None:
+        config = dataclasses.replace(config, resume=None)
+    staging = Path(run_dir) / ".config.json.saving"
+    staging.write_text(config_to_json(config))
+    os.replace(staging, Path(run_dir) / "config.json")
 
 
 def to_python(tree: Any) -> Any:

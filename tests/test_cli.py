@@ -84,6 +84,19 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
 
 
 @pytest.mark.slow
+def test_resume_with_more_iterations_extends_a_finished_run_to_the_longer_run(tmp_path, uninterrupted):
+    extended = tmp_path / "extended"
+    shutil.copytree(uninterrupted, extended, symlinks=True)
+    assert cli.main(["train", "--resume", str(extended), "--iterations", "50"]) == 0
+    assert config_from_json((extended / "config.json").read_text()).iterations == 50
+    longer = _train(tmp_path / "longer", "--iterations", "50")
+    (leaves, records), (expected_leaves, expected_records) = _final(extended), _final(longer)
+    assert [r["iteration"] for r in records] == list(range(5, 55, 5)) and records == expected_records
+    for got, want in zip(leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_path, uninterrupted, capsys):
     """Its config.json is all it left (and a record it logged): --resume trains it from iteration 0, as the
     uninterrupted run."""
@@ -186,7 +199,10 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
 
     resume = ["train", "--resume", str(uninterrupted)]
     message = _error([*resume, "--hidden-dim", "32"], capsys)
-    assert message.endswith("--hidden-dim 32 (the run has 16); a resumed run keeps its config")
+    assert message.endswith(
+        "--hidden-dim 32 (the run has 16); a resumed run keeps its config (it may only raise --iterations)"
+    )
+    assert "--iterations 30 (the run has 40)" in _error([*resume, "--iterations", "30"], capsys)
 
     # A checkpoint another configuration made: the first leaf that differs, by name and size.
     other = tmp_path / "other"

@@ -138,12 +138,11 @@ def test_every_bad_value_is_one_line_and_exit_2_before_anything_compiles(flags, 
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
     """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
     from experiments import sweep, world_model
-    from experiments.common import write_config
     from ssm_jax.configs import CONFIGS
 
     for name, config in (("cheetah", CONFIGS["halfcheetah-vel-smoke"]), ("world", CONFIGS["world-model-smoke"])):
         (tmp_path / name).mkdir()
-        write_config(tmp_path / name, config)
+        runs.write_config(tmp_path / name, config)
     for presets, default, run, message in (
         (world_model.PRESETS, "cpu", "world", "WorldModelRunConfig runs keep no checkpoint to resume from"),
         (sweep.PRESETS, "default", "cheetah", "a run of another experiment (its config is a RunConfig, this "

@@ -56,7 +56,9 @@ def parse(
 
 def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Sequence[str] = ()) -> Any:
     """The config stored in `run_dir/config.json`, with `args` parsed on top of it: a resumed run keeps its own
-    config, so a flag that changes a field (other than those `ignored`) is a `UsageError` naming it."""
+    config, so a flag that changes a field (other than those `ignored`) is a `UsageError` naming it. The one
+    exception extends a run: `--iterations` above the run's own (chunk `c` always draws the same key, so the
+    extended run is the run started with that many iterations; the caller stores the new config)."""
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise UsageError(f"--resume {run_dir}: not a run directory (no config.json)")
@@ -64,13 +66,17 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
     if not dataclasses.is_dataclass(stored):
         raise UsageError(f"{path}: not a run's config")
     config = parse(type(stored), args, prog, f"Resuming {run_dir}.", stored)
-    contradicting = [d for d in _differences(stored, config) if d[0] not in ignored]
+    extends = lambda field, given, kept: field == "iterations" and given > kept
+    contradicting = [d for d in _differences(stored, config) if d[0] not in ignored and not extends(*d)]
     if contradicting:
         field, given, kept = contradicting[0]
         flag = "--" + (field.rsplit(".", 1)[-1] if getattr(type(stored), "FLAT_FLAGS", False) else field).replace(
             "_", "-"
         )
-        raise UsageError(f"--resume {run_dir}: {flag} {given!r} (the run has {kept!r}); a resumed run keeps its config")
+        raise UsageError(
+            f"--resume {run_dir}: {flag} {given!r} (the run has {kept!r}); a resumed run keeps its config (it may only "
+            "raise --iterations)"
+        )
     return config
 
 

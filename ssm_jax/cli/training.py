@@ -14,7 +14,6 @@ import numpy as np
 
 from ssm_jax import checkpoint, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
-from ssm_jax.config_io import config_to_json
 from ssm_jax.configs import META_RL_CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.report import aligned_table, new_figure, save_figure
 
@@ -46,7 +45,7 @@ def train(argv: Sequence[str]) -> int:
                 f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"
             )
         run_dir = runs.make_run_dir(config.out_dir)
-        (run_dir / "config.json").write_text(config_to_json(config))
+        runs.write_config(run_dir, config)
     try:
         with runs.lock(run_dir):
             return _train(config, run_dir, resume=known.resume is not None)
@@ -72,6 +71,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
             state, start = runs.resume(run_dir, state, log, kept=lambda record, step: record["iteration"] <= step)
         except ValueError as error:
             raise UsageError(f"--resume {run_dir}: {error}") from None
+        runs.write_config(run_dir, config)  # its own, unless --iterations extended it
 
     chunk_records = lambda iteration, metrics: [{"iteration": iteration, **jax.tree.map(np.mean, metrics)}]
     checkpoints = runs.Checkpoints(
