@@ -10,12 +10,15 @@ orbax writes a step into a temporary directory and renames it once complete, so 
 Arrays are saved as they are, sharded `jax.Array`s included: nothing is gathered to one host.
 
 The config is stored as JSON (orbax's `JsonSave`, written by `ssm_jax.config_io`, which rebuilds only registered
-config classes). Steps written before the manager (a `config.json` file beside `state/`) still
-restore.
+config classes). Each step also records a SHA-256 of its state's leaves (names, dtypes, shapes and bytes), which
+`restore` checks: a flipped byte in a step's files is a `CorruptCheckpoint`, never silently restored values (arrays
+spread over several hosts are not hashed). Steps written before the manager (a `config.json` file beside
+`state/`) or before the checksum still restore.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,11 @@ def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointMa
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, step_prefix=STEP_PREFIX, create=keep is not None, enable_async_checkpointing=False
     )
-    handlers = {"state": ocp.StandardCheckpointHandler(), "config": ocp.JsonCheckpointHandler()}
+    handlers = {
+        "state": ocp.StandardCheckpointHandler(),
+        "config": ocp.JsonCheckpointHandler(),
+        "checksum": ocp.JsonCheckpointHandler(),
+    }
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
 
 
@@ -62,7 +69,11 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
     config_json = json.loads(config_to_json(config))  # before anything is written: an unstorable config raises
     with _manager(directory, keep) as manager:
         if step not in manager.all_steps():
-            items = {"state": ocp.args.StandardSave(state), "config": ocp.args.JsonSave(config_json)}
+            items = {
+                "state": ocp.args.StandardSave(state),
+                "config": ocp.args.JsonSave(config_json),
+                "checksum": ocp.args.JsonSave({"sha256": _checksum(state)}),
+            }
             manager.save(step, args=ocp.args.Composite(**items))
     return step_path(directory, step)
 
@@ -92,17 +103,38 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
     items = {"state": ocp.args.StandardRestore(None if target is None else jax.tree.map(_abstract, target))}
     if not legacy_config.is_file():
         items["config"] = ocp.args.JsonRestore()
+    if (path / "checksum").is_dir():
+        items["checksum"] = ocp.args.JsonRestore()
     try:
         with _manager(directory) as manager:
             if target is not None:
                 _check_matches(path, manager.item_metadata(step)["state"], target)
             restored = manager.restore(step, args=ocp.args.Composite(**items))
         config_text = legacy_config.read_text() if legacy_config.is_file() else json.dumps(restored["config"])
+        recorded = restored["checksum"]["sha256"] if "checksum" in items else None
+        if recorded is not None and recorded != _checksum(restored["state"]):
+            raise ValueError("the state's contents differ from the checksum recorded when it was saved")
     except CheckpointMismatch:
         raise
     except Exception as err:
         raise CorruptCheckpoint(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
     return restored["state"], config_from_json(config_text)
+
+
+def _checksum(state: PyTree) -> str | None:
+    """SHA-256 of every leaf (its name, dtype, shape and bytes), in name order, so a raw restore (dicts) and a
+    restore into the state's own classes hash alike; None when an array spans several hosts."""
+    leaves = sorted(
+        ((_names(key), leaf) for key, leaf in jax.tree_util.tree_leaves_with_path(state)), key=lambda x: x[0]
+    )
+    if any(isinstance(leaf, jax.Array) and not leaf.is_fully_addressable for _, leaf in leaves):
+        return None
+    digest = hashlib.sha256()
+    for names, leaf in leaves:
+        array = np.ascontiguousarray(jax.device_get(leaf))
+        digest.update(f"{'/'.join(names)}:{array.dtype.str}:{array.shape};".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 def _abstract(leaf: Any) -> Any:
