@@ -65,7 +65,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
-    except runs.RunInUse as error:
+    except (runs.RunInUse, runs.RunDirError) as error:
         exit_with_error(str(error))
 
 

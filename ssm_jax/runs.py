@@ -47,8 +47,16 @@ CHECKPOINTS = "checkpoints"
 _STEP = re.compile(r"step_(\d+)")
 
 
+class RunDirError(OSError):
+    """A run directory cannot be made where it was asked for (one line)."""
+
+
 def make_run_dir(root: str | Path) -> Path:
-    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken)."""
+    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken).
+
+    Raises:
+        RunDirError: `root` cannot hold one (read-only, not a directory, no permission), in one line.
+    """
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     root = Path(root)
     for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
@@ -58,7 +66,9 @@ def make_run_dir(root: str | Path) -> Path:
             return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a run directory under {root}")
+        except OSError as error:
+            raise RunDirError(f"cannot make a run directory under {root}: {error.strerror or error}") from None
+    raise RunDirError(f"cannot make a run directory under {root}: 100 runs started within one second")
 
 
 class RunInUse(RuntimeError):

@@ -173,6 +173,9 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "--inner-lr" in _error([*train, "--inner-lr", "fast"], capsys)
     assert "unrecognized argument(s) --buffer" in _error([*train, "--buffer", "3"], capsys)
     assert "multiple of chunk_size" in _error([*train, "--iterations", "7"], capsys)
+    (tmp_path / "file").write_text("")
+    message = _error(["train", "--out-dir", str(tmp_path / "file" / "runs")], capsys)
+    assert message == f"error: cannot make a run directory under {tmp_path / 'file' / 'runs'}: Not a directory"
     assert not (tmp_path / "runs").exists()  # nothing written for a rejected command
     assert "unknown command 'fit'" in _error(["fit"], capsys)
     assert f"no checkpoint at {tmp_path / 'nope'}" in _error(["eval", "--checkpoint", str(tmp_path / "nope")], capsys)

@@ -135,6 +135,14 @@ def test_every_bad_value_is_one_line_and_exit_2_before_anything_compiles(flags, 
     assert exit_info.value.code == 2 and "\n" not in err and message in err, err
 
 
+def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "file").write_text("")
+    command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path / "file")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    expected = f"error: cannot make a run directory under {tmp_path / 'file'}: Not a directory"
+    assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr[-1000:]
+
+
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
     """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
     from experiments import sweep, world_model

@@ -44,7 +44,10 @@ def train(argv: Sequence[str]) -> int:
             raise UsageError(
                 f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"
             )
-        run_dir = runs.make_run_dir(config.out_dir)
+        try:
+            run_dir = runs.make_run_dir(config.out_dir)
+        except runs.RunDirError as error:
+            raise UsageError(str(error)) from None
         runs.write_config(run_dir, config)
     try:
         with runs.lock(run_dir):
