@@ -184,7 +184,10 @@ def non_finite(tree: Any, run_axis: bool = False) -> list[tuple[str, int | None]
     found = []
     for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
         name = jax.tree_util.keystr(path)
-        found += [(name, None)] if not run_axis and not ok else [(name, int(r)) for r in np.flatnonzero(~ok)]
+        if run_axis:
+            found += [(name, int(run)) for run in np.flatnonzero(~ok)]
+        elif not ok:
+            found.append((name, None))
     return found
 
 
