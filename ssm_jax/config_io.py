@@ -82,10 +82,10 @@ def _decode(value: Any) -> Any:
         if set(fields) & getattr(cls, "LEGACY_FIELDS", frozenset()):
             return cls.from_fields(_plain(fields))
         missing, unknown = sorted(own - set(fields)), sorted(set(fields) - own)
-        if missing or unknown:
-            problems = [f"lacks {', '.join(missing)}"] * bool(missing) + [f"has unknown {', '.join(unknown)}"] * bool(
-                unknown
-            )
+        problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+            [f"has unknown {', '.join(unknown)}"] if unknown else []
+        )
+        if problems:
             raise ValueError(f"the stored {cls.__qualname__} {' and '.join(problems)}")
         return cls(**{k: _decode(v) for k, v in fields.items()})
     if isinstance(value, dict) and "__tuple__" in value:
