@@ -55,11 +55,14 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
 
 def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_preset: str) -> None:
     """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C during training stops at the end of a
-    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0. A
-    diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state)."""
+    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0.
+    Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a second one, aborts at
+    once with exit 130 and no traceback (`runs.abort_on_interrupt`). A diverged run is one line on stderr and exit
+    3 (its newest checkpoint is the last finite state)."""
     args = parse_args(presets, default_preset)
     try:
-        main(args)
+        with runs.abort_on_interrupt():
+            main(args)
     except Interrupted:
         raise SystemExit(0) from None
     except Diverged as error:

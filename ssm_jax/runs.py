@@ -200,9 +200,37 @@ class Interrupted(Exception):
         self.state = state
 
 
+ABORTED = 130
+"""The exit code of a Ctrl-C that abandons the work in flight (the shell's 128 + SIGINT)."""
+
+
+def _abort(signum=None, frame=None) -> None:
+    """Ends the process at once, exit `ABORTED`: no Python unwinding through a compile or a save in flight (a
+    `KeyboardInterrupt` raised inside XLA crashes it). What was saved stays intact: a step is renamed into place
+    only once complete (a leftover staging directory is removed when the run's checkpoints are next opened), a
+    half-written metrics line is skipped when read, and the kernel releases the run's lock."""
+    print("\ninterrupt: aborted; the newest checkpoint is intact", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(ABORTED)
+
+
+@contextlib.contextmanager
+def abort_on_interrupt() -> Iterator[None]:
+    """Within the block (an entry point's whole run), Ctrl-C aborts at once (`_abort`); `train_in_chunks` narrows
+    it to a stop at the end of the chunk in flight while it trains."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _abort)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def _interrupt_at_chunk_end() -> Iterator[Callable[[], bool]]:
-    """Turns the first SIGINT into a request the loop reads at the end of a chunk; the second raises at once."""
+    """Turns the first SIGINT into a request the loop reads at the end of a chunk; the second aborts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield lambda: False
         return
@@ -210,7 +238,7 @@ def _interrupt_at_chunk_end() -> Iterator[Callable[[], bool]]:
 
     def request(signum, frame):
         if requested:
-            raise KeyboardInterrupt
+            _abort()
         requested.append(signum)
         print("\ninterrupt: stopping after the chunk in flight (Ctrl-C again aborts)", file=sys.stderr, flush=True)
 

@@ -84,6 +84,35 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_while_compiling_exits_cleanly_and_the_run_resumes_to_the_uninterrupted_one(
+    tmp_path, uninterrupted, presses, capsys
+):
+    """Ctrl-C before the first chunk has run (the run holds its lock: it is compiling): once, the process stops at
+    the end of that chunk (exit 0) or, still compiling its initial state, aborts (130); twice, it aborts at once
+    (130). Never a traceback or a crash, and --resume then ends as the uninterrupted run."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(tmp_path), *TINY]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(tmp_path.glob("*/.lock")):
+        time.sleep(0.01)
+    for _ in range(presses):
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    _, err = process.communicate(timeout=240)
+    assert process.returncode in ((0, 130) if presses == 1 else (130,)), (process.returncode, err[-2000:])
+    assert "Traceback" not in err and "Segmentation" not in err, err[-2000:]
+    (run_dir,) = tmp_path.iterdir()
+    assert cli.main(["train", "--resume", str(run_dir)]) == 0
+    leaves, records = _final(run_dir)
+    expected_leaves, expected_records = _final(uninterrupted)
+    assert records == expected_records
+    for got, want in zip(leaves, expected_leaves, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.slow
 def test_resume_with_more_iterations_extends_a_finished_run_to_the_longer_run(tmp_path, uninterrupted):
     extended = tmp_path / "extended"
     shutil.copytree(uninterrupted, extended, symlinks=True)

@@ -135,6 +135,23 @@ def test_every_bad_value_is_one_line_and_exit_2_before_anything_compiles(flags, 
     assert exit_info.value.code == 2 and "\n" not in err and message in err, err
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_an_experiment_evaluates_aborts_at_once_without_a_traceback(tmp_path):
+    """Once meta-training saved its last step, the experiment compiles and runs its evaluation: Ctrl-C there
+    abandons it with exit 130 and one line, the checkpoint intact (a KeyboardInterrupt inside XLA used to crash)."""
+    command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(tmp_path.glob("*/checkpoints/step_2")):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=300)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupt: aborted; the newest checkpoint is intact"
+    (run_dir,) = tmp_path.iterdir()
+    assert runs.checkpoint_steps(run_dir) == [2] and not (run_dir / "results.json").exists()
+
+
 def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path):
     (tmp_path / "file").write_text("")
     command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path / "file")]

@@ -19,7 +19,8 @@ tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve
 A user's mistake (an unknown config, env, model or flag value, a missing, damaged, diverged or mismatched
 checkpoint, a flag that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
 A run that diverges (a non-finite value in its state after a chunk) stops with one line and exit code 3; that
-chunk is not saved, so the newest checkpoint is its last finite state.
+chunk is not saved, so the newest checkpoint is its last finite state. Ctrl-C outside a training chunk (compiling
+an evaluation, evaluating), or a second Ctrl-C, aborts at once with exit code 130; the checkpoints stay intact.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 
 import jax
 
-from ssm_jax import envs
+from ssm_jax import envs, runs
 from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
@@ -83,16 +84,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
-        if command == "train":
-            return train(rest)
-        if command == "eval":
-            evaluate(parse(EvalArgs, rest, "ssm-jax eval", "Return on held-out tasks, no adaptation."))
-        elif command == "adapt":
-            adapt(parse(AdaptArgs, rest, "ssm-jax adapt", "Test-time adaptation on held-out tasks."))
-        elif command == "info":
-            info()
-        else:
-            raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
+        with runs.abort_on_interrupt():  # Ctrl-C outside a training chunk, or a second one: exit 130 at once
+            if command == "train":
+                return train(rest)
+            if command == "eval":
+                evaluate(parse(EvalArgs, rest, "ssm-jax eval", "Return on held-out tasks, no adaptation."))
+            elif command == "adapt":
+                adapt(parse(AdaptArgs, rest, "ssm-jax adapt", "Test-time adaptation on held-out tasks."))
+            elif command == "info":
+                info()
+            else:
+                raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
     except UsageError as error:
         exit_with_error(str(error))
     return 0
