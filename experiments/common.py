@@ -45,6 +45,11 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
                     f"--resume {resume}: a run of another experiment (its config is a {type(config).__name__}, this "
                     f"experiment's a {expected.__name__})"
                 )
+            if config.name not in {preset.name for preset in presets.values()}:
+                raise UsageError(
+                    f"--resume {resume}: a {config.name} run, not one of this experiment's presets "
+                    f"({', '.join(preset.name for preset in presets.values())}); resume it with the command it printed"
+                )
             return config
         name = known.preset or default_preset
         description = f"Preset {name!r} (choose with --preset {{{','.join(presets)}}})."

@@ -67,7 +67,8 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
             for i, seed in enumerate(seeds)
         ]  # fmt: skip
 
-    command = resume_command(run_dir, "experiments.halfcheetah_vel")
+    module = "experiments.navigation" if args.env == "navigation-2d" else "experiments.halfcheetah_vel"
+    command = resume_command(run_dir, module)  # the module whose presets the run's config comes from
     saving = (
         runs.Checkpoints(run_dir, args, args.checkpoint_every, command, args.keep_checkpoints) if checkpoints else None
     )

@@ -162,16 +162,20 @@ def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path
 
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
     """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
-    from experiments import sweep, world_model
+    from experiments import halfcheetah_vel, sweep, world_model
     from ssm_jax.configs import CONFIGS
 
-    for name, config in (("cheetah", CONFIGS["halfcheetah-vel-smoke"]), ("world", CONFIGS["world-model-smoke"])):
+    for name, config in (
+        ("cheetah", CONFIGS["halfcheetah-vel-smoke"]), ("world", CONFIGS["world-model-smoke"]),
+        ("navigation", CONFIGS["navigation-smoke"]),
+    ):  # fmt: skip
         (tmp_path / name).mkdir()
         runs.write_config(tmp_path / name, config)
     for presets, default, run, message in (
         (world_model.PRESETS, "cpu", "world", "WorldModelRunConfig runs keep no checkpoint to resume from"),
         (sweep.PRESETS, "default", "cheetah", "a run of another experiment (its config is a RunConfig, this "
          "experiment's a SweepArgs)"),
+        (halfcheetah_vel.PRESETS, "cpu", "navigation", "a navigation-smoke run, not one of this experiment's presets"),
     ):  # fmt: skip
         with pytest.raises(SystemExit) as exit_info:
             parse_args(presets, default, ["--resume", str(tmp_path / run)])
