@@ -117,7 +117,9 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
     except CheckpointMismatch:
         raise
     except Exception as err:
-        raise CorruptCheckpoint(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {err}") from err
+        reason = " ".join(str(err).split(" [tensorstore_spec=")[0].split())  # tensorstore appends its whole spec
+        reason = reason if len(reason) <= 300 else reason[:297] + "..."
+        raise CorruptCheckpoint(f"corrupt or incomplete checkpoint at {path}: {type(err).__name__}: {reason}") from err
     return restored["state"], config_from_json(config_text)
 
 
