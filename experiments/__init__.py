@@ -1,1 +1,2 @@
-"""Runnable experiments: `python -m experiments.<name>`; each has a frozen `Args` dataclass and `main(args) -> dict`."""
+"""Runnable experiments: `python -m experiments.<name>`; each names its presets in `ssm_jax.configs.CONFIGS` and has
+`main(config) -> dict`."""
