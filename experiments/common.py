@@ -21,15 +21,16 @@ ArgsT = TypeVar("ArgsT")
 
 
 def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence[str] | None = None) -> ArgsT:
-    """`--preset NAME` picks a frozen Args instance; every other flag overrides one of its fields (tyro). With
-    `--resume RUN_DIR` the run's own config.json is the base instead, and a flag that changes it is an error. A
-    user's mistake is one line on stderr and exit 2, before anything compiles."""
+    """`--preset NAME` picks one of `presets` (named configs); every other flag overrides one of its fields (tyro).
+    With `--resume RUN_DIR` the run's own config.json is the base instead (a run of this experiment's presets), and
+    a flag that changes it is an error, but for a larger `--iterations`. A user's mistake is one line on stderr and
+    exit 2, before anything compiles."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--preset", default=None)
     known, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     resume_parser = argparse.ArgumentParser(add_help=False)
     resume_parser.add_argument("--resume", default=None)
-    resume = resume_parser.parse_known_args(rest)[0].resume  # stays in `rest`: Args.resume holds it
+    resume = resume_parser.parse_known_args(rest)[0].resume  # stays in `rest`: the config's `resume` holds it
     main_spec = getattr(sys.modules["__main__"], "__spec__", None)  # `python -m experiments.x`: name the module
     prog = f"python -m {main_spec.name}" if main_spec is not None else None
     try:
