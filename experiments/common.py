@@ -46,10 +46,11 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
                     f"--resume {resume}: a run of another experiment (its config is a {type(config).__name__}, this "
                     f"experiment's a {expected.__name__})"
                 )
-            if config.name not in {preset.name for preset in presets.values()}:
+            names = [getattr(preset, "name", None) for preset in presets.values()]  # named configs carry a name
+            if getattr(config, "name", None) not in names:
                 raise UsageError(
                     f"--resume {resume}: a {config.name} run, not one of this experiment's presets "
-                    f"({', '.join(preset.name for preset in presets.values())}); resume it with the command it printed"
+                    f"({', '.join(names)}); resume it with the command it printed"
                 )
             return config
         name = known.preset or default_preset
