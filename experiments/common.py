@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ssm_jax import runs
+from ssm_jax import checkpoint, interrupts, runs
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.runs import Diverged, Interrupted
 
@@ -64,18 +64,18 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C during training stops at the end of a
     chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0.
     Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a second one, aborts at
-    once with exit 130 and no traceback (`runs.abort_on_interrupt`). A diverged run is one line on stderr and exit
+    once with exit 130 and no traceback (`interrupts.abort_on_interrupt`). A diverged run is one line on stderr and exit
     3 (its newest checkpoint is the last finite state)."""
     args = parse_args(presets, default_preset)
     try:
-        with runs.abort_on_interrupt():
+        with interrupts.abort_on_interrupt():
             main(args)
     except Interrupted:
         raise SystemExit(0) from None
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
-    except (runs.RunInUse, runs.RunDirError) as error:
+    except (runs.RunInUse, runs.RunDirError, checkpoint.OutOfSpace) as error:
         exit_with_error(str(error))
 
 

@@ -1,5 +1,18 @@
-"""`python -m ssm_jax`: the `ssm-jax` command line (`ssm_jax.cli`)."""
+"""`python -m ssm_jax` and the `ssm-jax` command: the command line (`ssm_jax.cli`), with Ctrl-C an abort
+(`ssm_jax.interrupts`) from before JAX is imported."""
 
-from ssm_jax.cli import main
+import signal
 
-raise SystemExit(main())
+from ssm_jax import interrupts
+
+
+def main() -> int:
+    """Installs the abort, then runs `ssm_jax.cli.main`; returns its exit code."""
+    signal.signal(signal.SIGINT, interrupts.abort)
+    from ssm_jax.cli import main as cli_main  # JAX loads here, seconds during which Ctrl-C already aborts cleanly
+
+    return cli_main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

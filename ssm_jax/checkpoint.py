@@ -14,12 +14,24 @@ config classes). Each step also records a SHA-256 of its state's leaves (names, 
 `restore` checks: a flipped byte in a step's files is a `CorruptCheckpoint`, never silently restored values (arrays
 spread over several hosts are not hashed). Steps written before the manager (a `config.json` file beside
 `state/`) or before the checksum still restore.
+
+A save that finds no space left is one `OutOfSpace` line (where, how much the step needs, how much is free) and
+leaves no staging directory. orbax's own reports of a failure (absl ERROR lines, tracebacks from its writer threads
+and from tensorstore callbacks that outlive its event loop) are not shown: every failure reaches the caller as the
+exception this module raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
+import shutil
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +52,85 @@ class CorruptCheckpoint(ValueError):
 
 class CheckpointMismatch(ValueError):
     """The checkpoint is intact but was made by another configuration."""
+
+
+class OutOfSpace(OSError):
+    """A write found no space left on its device (one line: where, and how much it needed)."""
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def is_out_of_space(error: BaseException) -> bool:
+    """Whether `error`, or an exception it was raised from, is a full device (or quota, or file size limit),
+    as Python's `OSError` or as tensorstore reports it (`[os_error_code='28']`)."""
+    while error is not None:
+        if isinstance(error, OutOfSpace) or (isinstance(error, OSError) and error.errno in _NO_SPACE):
+            return True
+        if any(f"os_error_code='{code}'" in str(error) for code in _NO_SPACE):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def out_of_space(path: str | Path, needed: int) -> OutOfSpace:
+    """The one-line error for a write of about `needed` bytes under `path` that found its device full."""
+    path = Path(path)
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+    free = shutil.disk_usage(existing).free
+    return OutOfSpace(f"no space left on device for {path}: it needs about {_size(needed)}, {_size(free)} is free")
+
+
+@contextlib.contextmanager
+def full_device_as_one_line(path: str | Path, needed: int) -> Iterator[None]:
+    """Within the block (a write of about `needed` bytes under `path`), a full device raises `OutOfSpace`."""
+    try:
+        yield
+    except OSError as error:
+        if not is_out_of_space(error):
+            raise
+        raise out_of_space(path, needed) from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+class _OrbaxNoise(logging.Filter):
+    """Drops orbax's log records: a failure reaches the caller as this module's exception."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "/orbax/" not in record.pathname.replace("\\", "/")
+
+
+def _is_noise(error: BaseException | None, culprit: object = None) -> bool:
+    """A tensorstore callback that outlived orbax's event loop, or one of orbax's coroutines collected unfinished
+    after a failed save."""
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return True
+    code = getattr(culprit, "cr_code", None)
+    return code is not None and "/orbax/" in code.co_filename.replace("\\", "/")
+
+
+def _quiet_orbax() -> None:
+    """Keeps orbax's reports of a failure off stderr: its log records, the tracebacks of callbacks that outlive
+    its event loop, and its unfinished coroutines (once per process; the hooks it wraps see everything else)."""
+    if getattr(_quiet_orbax, "done", False):
+        return
+    _quiet_orbax.done = True
+    logging.getLogger("absl").addFilter(_OrbaxNoise())
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning, r"asyncio\.")
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def quiet_excepthook(kind, error, traceback):
+        if not _is_noise(error):
+            excepthook(kind, error, traceback)
+
+    def quiet_unraisablehook(unraisable):
+        if not _is_noise(unraisable.exc_value, unraisable.object):
+            unraisablehook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
@@ -67,15 +158,31 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     config_json = json.loads(config_to_json(config))  # before anything is written: an unstorable config raises
-    with _manager(directory, keep) as manager:
-        if step not in manager.all_steps():
-            items = {
-                "state": ocp.args.StandardSave(state),
-                "config": ocp.args.JsonSave(config_json),
-                "checksum": ocp.args.JsonSave({"sha256": _checksum(state)}),
-            }
-            manager.save(step, args=ocp.args.Composite(**items))
+    _quiet_orbax()
+    try:
+        with _manager(directory, keep) as manager:
+            if step not in manager.all_steps():
+                items = {
+                    "state": ocp.args.StandardSave(state),
+                    "config": ocp.args.JsonSave(config_json),
+                    "checksum": ocp.args.JsonSave({"sha256": _checksum(state)}),
+                }
+                manager.save(step, args=ocp.args.Composite(**items))
+    except Exception as error:
+        if not is_out_of_space(error):
+            raise
+        for staging in Path(directory).glob(f"{STEP_PREFIX}_{step}.orbax-checkpoint-tmp*"):
+            shutil.rmtree(staging, ignore_errors=True)
+        raise out_of_space(step_path(directory, step), _step_size(directory, state)) from None
     return step_path(directory, step)
+
+
+def _step_size(directory: str | Path, state: PyTree) -> int:
+    """About how many bytes a step of `state` takes on disk: the newest saved step's files, else the arrays'."""
+    saved = steps(directory)
+    if saved:
+        return sum(f.stat().st_size for f in step_path(directory, saved[-1]).rglob("*") if f.is_file())
+    return sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state))
 
 
 def steps(directory: str | Path) -> list[int]:
@@ -99,6 +206,7 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
     path = step_path(directory, step)
     if step not in steps(directory):
         raise FileNotFoundError(f"no checkpoint at {path}")
+    _quiet_orbax()
     legacy_config = path / _LEGACY_CONFIG_FILE
     items = {"state": ocp.args.StandardRestore(None if target is None else jax.tree.map(_abstract, target))}
     if not legacy_config.is_file():

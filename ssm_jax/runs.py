@@ -26,9 +26,7 @@ import json
 import os
 import platform
 import re
-import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -39,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssm_jax import checkpoint
+from ssm_jax import checkpoint, interrupts
 from ssm_jax.config_io import config_to_json
 from ssm_jax.sweep import chunk_keys
 
@@ -106,9 +104,10 @@ def write_config(run_dir: str | Path, config: Any) -> None:
     is, not what it is)."""
     if dataclasses.is_dataclass(config) and getattr(config, "resume", None) is not None:
         config = dataclasses.replace(config, resume=None)
-    staging = Path(run_dir) / ".config.json.saving"
-    staging.write_text(config_to_json(config))
-    os.replace(staging, Path(run_dir) / "config.json")
+    staging, text = Path(run_dir) / ".config.json.saving", config_to_json(config)
+    with interrupts.completing(), checkpoint.full_device_as_one_line(staging, len(text)):
+        staging.write_text(text)
+        os.replace(staging, Path(run_dir) / "config.json")
 
 
 def to_python(tree: Any) -> Any:
@@ -122,7 +121,9 @@ def to_python(tree: Any) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(to_python(value), indent=2, allow_nan=True))
+    text = json.dumps(to_python(value), indent=2, allow_nan=True)
+    with checkpoint.full_device_as_one_line(path, len(text)):
+        path.write_text(text)
 
 
 class MetricsLog:
@@ -133,8 +134,9 @@ class MetricsLog:
         self.path.touch()
 
     def log(self, record: Mapping[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(to_python(dict(record))) + "\n")
+        line = json.dumps(to_python(dict(record))) + "\n"
+        with checkpoint.full_device_as_one_line(self.path, len(line)), self.path.open("a") as f:
+            f.write(line)
 
     def records(self) -> list[dict]:
         """Every complete record (a line cut short by a kill is skipped)."""
@@ -148,8 +150,9 @@ class MetricsLog:
         """Rewrites the log with only the records `predicate` accepts (a resume drops what follows its checkpoint)."""
         kept = "".join(json.dumps(r) + "\n" for r in self.records() if predicate(r))
         staging = self.path.with_name(f".{self.path.name}.keep")
-        staging.write_text(kept)
-        os.replace(staging, self.path)
+        with interrupts.completing(), checkpoint.full_device_as_one_line(staging, len(kept)):
+            staging.write_text(kept)
+            os.replace(staging, self.path)
 
 
 class Diverged(Exception):
@@ -200,55 +203,6 @@ class Interrupted(Exception):
         self.state = state
 
 
-ABORTED = 130
-"""The exit code of a Ctrl-C that abandons the work in flight (the shell's 128 + SIGINT)."""
-
-
-def _abort(signum=None, frame=None) -> None:
-    """Ends the process at once, exit `ABORTED`: no Python unwinding through a compile or a save in flight (a
-    `KeyboardInterrupt` raised inside XLA crashes it). What was saved stays intact: a step is renamed into place
-    only once complete (a leftover staging directory is removed when the run's checkpoints are next opened), a
-    half-written metrics line is skipped when read, and the kernel releases the run's lock."""
-    print("\ninterrupt: aborted; the newest checkpoint is intact", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(ABORTED)
-
-
-@contextlib.contextmanager
-def abort_on_interrupt() -> Iterator[None]:
-    """Within the block (an entry point's whole run), Ctrl-C aborts at once (`_abort`); `train_in_chunks` narrows
-    it to a stop at the end of the chunk in flight while it trains."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, _abort)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def _interrupt_at_chunk_end() -> Iterator[Callable[[], bool]]:
-    """Turns the first SIGINT into a request the loop reads at the end of a chunk; the second aborts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    requested = []
-
-    def request(signum, frame):
-        if requested:
-            _abort()
-        requested.append(signum)
-        print("\ninterrupt: stopping after the chunk in flight (Ctrl-C again aborts)", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, request)
-    try:
-        yield lambda: bool(requested)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 def train_in_chunks(
     update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
     state: Any,
@@ -273,7 +227,7 @@ def train_in_chunks(
     keys = chunk_keys(key, iterations // chunk_size)
     live, started = _live_progress(), time.perf_counter()
     bar = tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False, disable=not live)
-    with bar, _interrupt_at_chunk_end() as interrupt_requested:
+    with bar, interrupts.stop_at_chunk_end() as interrupt_requested:
         for chunk in range(start // chunk_size, iterations // chunk_size):
             state, metrics = update_chunk(state, keys[chunk])
             metrics = jax.device_get(metrics)
@@ -402,8 +356,9 @@ def step_of(path: str | Path) -> int:
 
 def save_step(run_dir: str | Path, state: Any, config: Any, step: int, keep: int = 2) -> Path:
     """Saves `state` and `config` as `run_dir/checkpoints/step_<step>/` and removes all but the newest `keep` steps
-    (the one before the newest stays, should the newest ever be damaged)."""
-    return checkpoint.save(Path(run_dir) / CHECKPOINTS, step, state, config, keep=keep)
+    (the one before the newest stays, should the newest ever be damaged). A Ctrl-C abort waits for it."""
+    with interrupts.completing():
+        return checkpoint.save(Path(run_dir) / CHECKPOINTS, step, state, config, keep=keep)
 
 
 def restore_step(path: str | Path, target: Any = None) -> tuple[Any, Any]:

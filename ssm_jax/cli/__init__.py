@@ -17,7 +17,8 @@ and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_key
 tasks), print a table and write eval.json / adapt.json (and adapt.png, the curve with its 95% CI) into the run.
 
 A user's mistake (an unknown config, env, model or flag value, a missing, damaged, diverged or mismatched
-checkpoint, a flag that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles.
+checkpoint, a flag that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles;
+so is an output location that cannot be written or is full.
 A run that diverges (a non-finite value in its state after a chunk) stops with one line and exit code 3; that
 chunk is not saved, so the newest checkpoint is its last finite state. Ctrl-C outside a training chunk (compiling
 an evaluation, evaluating), or a second Ctrl-C, aborts at once with exit code 130; the checkpoints stay intact.
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 
 import jax
 
-from ssm_jax import envs, runs
+from ssm_jax import checkpoint, envs, interrupts
 from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
@@ -84,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     try:
-        with runs.abort_on_interrupt():  # Ctrl-C outside a training chunk, or a second one: exit 130 at once
+        with interrupts.abort_on_interrupt():  # Ctrl-C outside a training chunk, or a second one: exit 130 at once
             if command == "train":
                 return train(rest)
             if command == "eval":
@@ -95,6 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 info()
             else:
                 raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
-    except UsageError as error:
+    except (UsageError, checkpoint.OutOfSpace) as error:
         exit_with_error(str(error))
     return 0
