@@ -77,6 +77,8 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
         raise SystemExit(3) from None
     except (runs.RunInUse, runs.RunDirError, checkpoint.OutOfSpace) as error:
         exit_with_error(str(error))
+    finally:
+        interrupts.ignore_while_exiting()
 
 
 def resume_command(run_dir: Path, default_module: str) -> str:

@@ -11,7 +11,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, interrupts.abort)
     from ssm_jax.cli import main as cli_main  # JAX loads here, seconds during which Ctrl-C already aborts cleanly
 
-    return cli_main()
+    try:
+        return cli_main()
+    finally:
+        interrupts.ignore_while_exiting()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ config classes). Each step also records a SHA-256 of its state's leaves (names, 
 spread over several hosts are not hashed). Steps written before the manager (a `config.json` file beside
 `state/`) or before the checksum still restore.
 
-A save that finds no space left is one `OutOfSpace` line (where, how much the step needs, how much is free) and
+A save that finds its device full is one `OutOfSpace` line (where, how much the step needs, how much is free) and
 leaves no staging directory. orbax's own reports of a failure (absl ERROR lines, tracebacks from its writer threads
 and from tensorstore callbacks that outlive its event loop) are not shown: every failure reaches the caller as the
 exception this module raises.
@@ -28,6 +28,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import sys
 import warnings
@@ -55,30 +56,35 @@ class CheckpointMismatch(ValueError):
 
 
 class OutOfSpace(OSError):
-    """A write found no space left on its device (one line: where, and how much it needed)."""
+    """A write found its device full, or its quota or file size limit reached (one line: where, how much it
+    needed, how much is free)."""
 
 
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
-def is_out_of_space(error: BaseException) -> bool:
-    """Whether `error`, or an exception it was raised from, is a full device (or quota, or file size limit),
-    as Python's `OSError` or as tensorstore reports it (`[os_error_code='28']`)."""
+def space_errno(error: BaseException) -> int | None:
+    """The errno if `error`, or an exception it was raised from, is a full device, quota or file size limit (as
+    Python's `OSError` or as tensorstore reports it: `[os_error_code='28']`); None otherwise."""
     while error is not None:
-        if isinstance(error, OutOfSpace) or (isinstance(error, OSError) and error.errno in _NO_SPACE):
-            return True
-        if any(f"os_error_code='{code}'" in str(error) for code in _NO_SPACE):
-            return True
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            return error.errno
+        reported = [code for code in _NO_SPACE if f"os_error_code='{code}'" in str(error)]
+        if reported:
+            return reported[0]
         error = error.__cause__ or error.__context__
-    return False
+    return None
 
 
-def out_of_space(path: str | Path, needed: int) -> OutOfSpace:
-    """The one-line error for a write of about `needed` bytes under `path` that found its device full."""
+def out_of_space(path: str | Path, needed: int, code: int = errno.ENOSPC) -> OutOfSpace:
+    """The one-line error for a write of about `needed` bytes under `path` that failed with `code`."""
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
-    return OutOfSpace(f"no space left on device for {path}: it needs about {_size(needed)}, {_size(free)} is free")
+    reason = os.strerror(code)
+    return OutOfSpace(
+        f"{reason[0].lower()}{reason[1:]} writing {path}: it needs about {_size(needed)}, {_size(free)} is free"
+    )
 
 
 @contextlib.contextmanager
@@ -87,13 +93,17 @@ def full_device_as_one_line(path: str | Path, needed: int) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        if not is_out_of_space(error):
+        code = space_errno(error)
+        if code is None:
             raise
-        raise out_of_space(path, needed) from None
+        raise out_of_space(path, needed, code) from None
 
 
 def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n / 2**10:.0f} KiB"
 
 
 class _OrbaxNoise(logging.Filter):
@@ -169,11 +179,12 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
                 }
                 manager.save(step, args=ocp.args.Composite(**items))
     except Exception as error:
-        if not is_out_of_space(error):
+        code = space_errno(error)
+        if code is None:
             raise
         for staging in Path(directory).glob(f"{STEP_PREFIX}_{step}.orbax-checkpoint-tmp*"):
             shutil.rmtree(staging, ignore_errors=True)
-        raise out_of_space(step_path(directory, step), _step_size(directory, state)) from None
+        raise out_of_space(step_path(directory, step), _step_size(directory, state), code) from None
     return step_path(directory, step)
 
 

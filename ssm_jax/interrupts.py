@@ -99,3 +99,10 @@ def stop_at_chunk_end() -> Iterator[Callable[[], bool]]:
         yield lambda: bool(requested)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def ignore_while_exiting() -> None:
+    """Ctrl-C once an entry point's work is done is ignored, so the process exits with the code its work earned:
+    Python restores the default SIGINT action while it shuts down, and a press then would kill it (exit -2)."""
+    if _on_main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -244,7 +244,7 @@ def train_in_chunks(
                     file=sys.stderr,
                     flush=True,
                 )
-            if interrupt_requested() and done < iterations:
+            if interrupt_requested():
                 raise Interrupted(done, state)
     return state
 
@@ -276,11 +276,13 @@ def train_phase(
     run_labels: Sequence[Any] | None = None,
     halt_on_divergence: bool = True,
 ) -> Any:
-    """The host loop every entry point shares: `train_in_chunks` from iteration `start`, writing
-    `records(iteration, metrics)` to `log` after each chunk and, with `checkpoints`, saving the state at every
-    `checkpoints.every` iterations and at the end. `run_labels` name the runs of a state with a leading run axis
-    (seeds, or a sweep's runs); None: a single run. With `halt_on_divergence`, each chunk's state is checked before
-    it is saved (`non_finite`); a sweep turns it off to let its other runs finish and reports the diverged ones.
+    """The host loop every entry point shares: `train_in_chunks` from iteration `start`, writing `records(iteration,
+    metrics)` to `log` after each chunk and, with `checkpoints`, saving the state at every `checkpoints.every`
+    iterations and at the end; a run starting from scratch first saves its initial state as step 0, so it always has
+    a finite checkpoint, even if its first chunk diverges. `run_labels` name the runs of a state with a leading run
+    axis (seeds, or a sweep's runs); None: a single run. With `halt_on_divergence`, each chunk's state is checked
+    before it is saved (`non_finite`); a sweep turns it off to let its other runs finish and reports the diverged
+    ones.
 
     Raises:
         Interrupted: Ctrl-C, once the chunk in flight has finished; its state is saved first (with `checkpoints`),
@@ -300,6 +302,8 @@ def train_phase(
         if checkpoints is not None and (iteration % checkpoints.every == 0 or iteration == iterations):
             save_step(checkpoints.run_dir, state, checkpoints.config, iteration, keep=checkpoints.keep)
 
+    if checkpoints is not None and start == 0 and not checkpoint_steps(checkpoints.run_dir):
+        save_step(checkpoints.run_dir, state, checkpoints.config, 0, keep=checkpoints.keep)
     try:
         return train_in_chunks(update_chunk, state, key, iterations, chunk_size, description, on_chunk, postfix, start)
     except Interrupted as stop:

@@ -99,3 +99,12 @@ def tiny_config():
     return ModelConfig(
         input_dim=3, output_dim=2, state_dim=8, hidden_dim=16, num_layers=2, num_heads=2, attention_span=6
     )
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """A finished tiny `ssm-jax train` run (`cli_runs.TINY`), made once per test process: what interrupted,
+    resumed and extended runs must end as, and what `eval` and `adapt` read."""
+    import cli_runs
+
+    return cli_runs.train(tmp_path_factory.mktemp("uninterrupted"))

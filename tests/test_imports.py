@@ -39,3 +39,15 @@ def test_drawing_a_figure_sets_no_global_backend():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "svg []"
+
+
+def test_the_command_line_sets_its_ctrl_c_abort_before_it_imports_jax():
+    """`python -m ssm_jax` installs `interrupts.abort` first: a Ctrl-C while JAX loads (seconds) exits 130 cleanly."""
+    script = (
+        "import sys, signal\n"
+        "import ssm_jax.__main__, ssm_jax.interrupts\n"
+        "print('jax' in sys.modules, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]  # importing installs nothing; main() does, then imports JAX
