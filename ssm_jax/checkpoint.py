@@ -15,7 +15,7 @@ config classes). Each step also records a SHA-256 of its state's leaves (names, 
 spread over several hosts are not hashed). Steps written before the manager (a `config.json` file beside
 `state/`) or before the checksum still restore.
 
-A save that finds its device full is one `OutOfSpace` line (where, how much the step needs, how much is free) and
+A save that finds its device full is one `OutOfSpace` line (where, how much the step may need, how much is free) and
 leaves no staging directory. orbax's own reports of a failure (absl ERROR lines, tracebacks from its writer threads
 and from tensorstore callbacks that outlive its event loop) are not shown: every failure reaches the caller as the
 exception this module raises.
@@ -77,19 +77,19 @@ def space_errno(error: BaseException) -> int | None:
 
 
 def out_of_space(path: str | Path, needed: int, code: int = errno.ENOSPC) -> OutOfSpace:
-    """The one-line error for a write of about `needed` bytes under `path` that failed with `code`."""
+    """The one-line error for a write of at most `needed` bytes under `path` that failed with `code`."""
     path = Path(path)
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
     free = shutil.disk_usage(existing).free
     reason = os.strerror(code)
     return OutOfSpace(
-        f"{reason[0].lower()}{reason[1:]} writing {path}: it needs about {_size(needed)}, {_size(free)} is free"
+        f"{reason[0].lower()}{reason[1:]} writing {path}: it needs up to {_size(needed)}, {_size(free)} is free"
     )
 
 
 @contextlib.contextmanager
 def full_device_as_one_line(path: str | Path, needed: int) -> Iterator[None]:
-    """Within the block (a write of about `needed` bytes under `path`), a full device raises `OutOfSpace`."""
+    """Within the block (a write of at most `needed` bytes under `path`), a full device raises `OutOfSpace`."""
     try:
         yield
     except OSError as error:
@@ -103,7 +103,7 @@ def _size(n: int) -> str:
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"
-    return f"{n / 2**10:.0f} KiB"
+    return f"{n / 2**10:.0f} KiB" if n >= 2**10 else f"{n} bytes"
 
 
 class _OrbaxNoise(logging.Filter):
@@ -184,16 +184,9 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
             raise
         for staging in Path(directory).glob(f"{STEP_PREFIX}_{step}.orbax-checkpoint-tmp*"):
             shutil.rmtree(staging, ignore_errors=True)
-        raise out_of_space(step_path(directory, step), _step_size(directory, state), code) from None
+        needed = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state))  # orbax compresses: at most this
+        raise out_of_space(step_path(directory, step), needed, code) from None
     return step_path(directory, step)
-
-
-def _step_size(directory: str | Path, state: PyTree) -> int:
-    """About how many bytes a step of `state` takes on disk: the newest saved step's files, else the arrays'."""
-    saved = steps(directory)
-    if saved:
-        return sum(f.stat().st_size for f in step_path(directory, saved[-1]).rglob("*") if f.is_file())
-    return sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state))
 
 
 def steps(directory: str | Path) -> list[int]:

@@ -7,8 +7,9 @@
     text = config_to_json(config)   # {"__dataclass__": "pkg.mod:MyConfig", "fields": {...}}
     config = config_from_json(text) # equal to `config`
 
-A file names its classes, and a name outside the registry is refused with one line: reading a config never imports a
-module or calls a constructor the file chose. Tuples are kept apart from lists.
+A file names its classes, and a name outside the registry is refused with one line: reading a config imports no
+module outside `ssm_jax` (the library module a name points to is imported, so its classes register) and calls no
+constructor outside the registry. Tuples are kept apart from lists.
 
 A stored config is complete or refused: a missing or unknown field is one line naming it. Files of an older layout
 still load: a class that was renamed or merged maps to the function that rebuilds it (`register_renamed`), and a
@@ -18,7 +19,9 @@ registered class stored with one of its `LEGACY_FIELDS` (names only the older la
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import importlib
 import json
 import sys
 from collections.abc import Callable
@@ -75,6 +78,10 @@ def _decode(value: Any) -> Any:
         name, fields = value["__dataclass__"], value["fields"]
         if name in _RENAMED:
             return _RENAMED[name](_plain(fields))
+        module = name.split(":")[0]
+        if name not in _CONFIG_CLASSES and module.startswith("ssm_jax."):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)  # the library's own module registers its classes when imported
         if name not in _CONFIG_CLASSES:
             raise ValueError(f"the config names {name}, which is not a registered ssm_jax config class")
         cls = _CONFIG_CLASSES[name]

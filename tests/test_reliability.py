@@ -392,8 +392,9 @@ def _file_size_limit(limit: int) -> Callable[[], None]:
 @pytest.mark.slow
 def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, uninterrupted):
     """Checkpoint files may not grow past 60 KB (the step's largest file reaches ~100 KB once the experience
-    buffer fills): the save fails with one line naming the step, its size and the free space, exit 2, no staging
-    directory and no orbax or absl output; the steps before it are intact and the run resumes bit for bit."""
+    buffer fills): the save fails with one line naming the step, the most it needs and the free space, exit 2,
+    no staging directory and no orbax or absl output; the steps before it are intact and the run resumes bit for
+    bit."""
     process = start(tmp_path, preexec_fn=_file_size_limit(60_000))
     _, err = process.communicate(timeout=300)
     messages = [line for line in err.splitlines() if not line.startswith("train: ")]  # the per-chunk progress
@@ -402,7 +403,7 @@ def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, unin
     steps = runs.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40
     failed = run_dir.absolute() / runs.CHECKPOINTS / f"step_{steps[-1] + 5}"
-    assert messages[0].startswith(f"error: file too large writing {failed}: it needs about ")
+    assert messages[0].startswith(f"error: file too large writing {failed}: it needs up to ")
     assert messages[0].endswith(" is free") and not _staging(tmp_path)
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
     assert_same_run(run_dir, uninterrupted)
