@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -107,10 +108,14 @@ def _size(n: int) -> str:
 
 
 class _OrbaxNoise(logging.Filter):
-    """Drops orbax's log records: a failure reaches the caller as this module's exception."""
+    """Drops orbax's log records, and asyncio's about orbax's tasks: a failure reaches the caller as this module's
+    exception."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "/orbax/" not in record.pathname.replace("\\", "/")
+        texts = [record.pathname, record.getMessage()]
+        if record.exc_info and record.exc_info[2] is not None:
+            texts += [frame.filename for frame in traceback.extract_tb(record.exc_info[2])]
+        return not any("/orbax/" in text.replace("\\", "/") for text in texts)
 
 
 def _is_noise(error: BaseException | None, culprit: object = None) -> bool:
@@ -123,18 +128,20 @@ def _is_noise(error: BaseException | None, culprit: object = None) -> bool:
 
 
 def _quiet_orbax() -> None:
-    """Keeps orbax's reports of a failure off stderr: its log records, the tracebacks of callbacks that outlive
-    its event loop, and its unfinished coroutines (once per process; the hooks it wraps see everything else)."""
+    """Keeps orbax's reports of a failure off stderr: its log records, asyncio's about its failed tasks, the
+    tracebacks of callbacks that outlive its event loop, and its unfinished coroutines (once per process; the hooks
+    it wraps see everything else)."""
     if getattr(_quiet_orbax, "done", False):
         return
     _quiet_orbax.done = True
-    logging.getLogger("absl").addFilter(_OrbaxNoise())
-    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning, r"asyncio\.")
+    for logger in ("absl", "asyncio"):
+        logging.getLogger(logger).addFilter(_OrbaxNoise())
+    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)  # collected anywhere
     excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
 
-    def quiet_excepthook(kind, error, traceback):
+    def quiet_excepthook(kind, error, trace):
         if not _is_noise(error):
-            excepthook(kind, error, traceback)
+            excepthook(kind, error, trace)
 
     def quiet_unraisablehook(unraisable):
         if not _is_noise(unraisable.exc_value, unraisable.object):

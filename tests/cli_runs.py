@@ -25,11 +25,11 @@ def train(out_dir: Path, *flags: str) -> Path:
     return run_dir
 
 
-def start(out_dir: Path, *flags: str, **popen) -> subprocess.Popen:
-    """`ssm-jax train` in a subprocess (text pipes for stdout and stderr)."""
-    command = [sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(out_dir), *TINY, *flags]
+def start(out_dir: Path, *flags: str, wrapper: tuple[str, ...] = ()) -> subprocess.Popen:
+    """`ssm-jax train` in a subprocess (text pipes for stdout and stderr), run by the command `wrapper` if given."""
+    command = [*wrapper, sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(out_dir), *TINY, *flags]
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def final(run_dir: Path) -> tuple[list[np.ndarray], list[dict]]:

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import os
 import re
-import resource
 import shutil
 import signal
 import stat
@@ -379,14 +378,16 @@ def test_an_output_directory_that_cannot_be_made_is_one_line_and_exit_2(tmp_path
     assert result.returncode == 2 and result.stderr.strip() == expected, result.stderr[-1000:]
 
 
-def _file_size_limit(limit: int) -> Callable[[], None]:
-    """A `preexec_fn`: the child may write no file past `limit` bytes (EFBIG, as a full device is ENOSPC)."""
-
-    def limit_file_size():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return limit_file_size
+def _file_size_limit(limit: int) -> tuple[str, ...]:
+    """A command that runs the rest of its command line unable to write any file past `limit` bytes (EFBIG, where a
+    full device is ENOSPC; SIGXFSZ ignored), and without the tests' compilation cache, whose entries it could not
+    write either. A fresh interpreter sets it: a `preexec_fn` would fork this one, JAX threads and all."""
+    script = (
+        "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "os.environ.pop('JAX_COMPILATION_CACHE_DIR', None); "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    return (sys.executable, "-c", script)
 
 
 @pytest.mark.slow
@@ -395,7 +396,7 @@ def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, unin
     buffer fills): the save fails with one line naming the step, the most it needs and the free space, exit 2,
     no staging directory and no orbax or absl output; the steps before it are intact and the run resumes bit for
     bit."""
-    process = start(tmp_path, preexec_fn=_file_size_limit(60_000))
+    process = start(tmp_path, wrapper=_file_size_limit(60_000))
     _, err = process.communicate(timeout=300)
     messages = [line for line in err.splitlines() if not line.startswith("train: ")]  # the per-chunk progress
     assert process.returncode == 2 and len(messages) == 1, (process.returncode, err[-3000:])
