@@ -312,9 +312,11 @@ def test_optional_gpu_notices_are_dropped_and_other_output_passes_through(capsys
     assert capsys.readouterr().out == "a line of our own\n"
 
 
-def test_loading_brax_drops_its_python_notices_and_passes_other_output_through():
-    """The first brax family built imports brax: mujoco.mjx's "Failed to import warp" (stdout) and brax's
-    "not maintained" UserWarning are dropped there; output of our own, printed or warned meanwhile, still shows."""
+def test_loading_brax_drops_its_python_notices_and_passes_other_output_through(tmp_path):
+    """The first brax family built imports brax: mujoco.mjx's "Failed to import warp" (stdout), brax's "not
+    maintained" UserWarning and the model's 'settotalmass' deprecation are dropped there, and mujoco writes no
+    MUJOCO_LOG.TXT into the working directory; output of our own, printed or warned meanwhile, still shows, and
+    mujoco's other warnings reach stderr."""
     script = (
         "import warnings\n"
         "warnings.simplefilter('always')\n"
@@ -322,8 +324,13 @@ def test_loading_brax_drops_its_python_notices_and_passes_other_output_through()
         "envs.make('halfcheetah-vel', backend='spring').observation_size\n"
         "print('a line of our own')\n"
         "warnings.warn('a warning of our own')\n"
+        "import mujoco\n"
+        "mujoco.get_mju_user_warning()('a mujoco warning of our own')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-c", script]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "a line of our own\n"
     assert "not actively being maintained" not in result.stderr and "a warning of our own" in result.stderr
+    assert "settotalmass" not in result.stderr and "mujoco warning: a mujoco warning of our own" in result.stderr
+    assert not list(tmp_path.iterdir())

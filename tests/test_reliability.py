@@ -471,9 +471,20 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_the_start(tmp_pat
 
 
 @pytest.mark.slow
-def test_resume_with_more_iterations_extends_a_finished_run_to_the_longer_run(tmp_path, uninterrupted):
+def test_resume_with_more_iterations_extends_a_finished_run_to_the_longer_run(tmp_path, uninterrupted, capsys):
+    """Resumed as it is, a finished run says so in one line and changes nothing; with more iterations it goes on
+    to end as the run started with them."""
     extended = tmp_path / "extended"
     shutil.copytree(uninterrupted, extended, symlinks=True)
+    files = lambda: {
+        path.name: path.read_bytes() for path in extended.iterdir() if path.is_file() and path.name[0] != "."
+    }
+    before = files()
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(extended)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f"{extended} is finished (iteration 40): nothing to do; --iterations above 40 extends it"
+    assert files() == before  # the lock file aside
     assert cli.main(["train", "--resume", str(extended), "--iterations", "50"]) == 0
     assert config_from_json((extended / "config.json").read_text()).iterations == 50
     longer = train(tmp_path / "longer", "--iterations", "50")

@@ -35,6 +35,9 @@ class EvalArgs:
 
 @dataclasses.dataclass(frozen=True)
 class AdaptArgs(EvalArgs):
+    """`ssm-jax adapt`'s flags; its JSON goes to `--output`, else `adapt_<mode>.json` (`adapt_<mode>_online.json`
+    with `--online`) in the run directory, one file per setting, its plot beside it as `.png`."""
+
     adapt_rounds: int = 3
     """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
     adaptation_mode: Literal[ADAPTATION_MODES] = "standard"
@@ -141,7 +144,8 @@ def adapt(args: AdaptArgs) -> dict:
     }
     if args.online:
         result["online"] = _adapt_online(args, run)
-    output = Path(args.output) if args.output else run.run_dir / "adapt.json"
+    setting = f"{args.adaptation_mode}_online" if args.online else args.adaptation_mode
+    output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
     runs.write_json(output, result)
     fig, ax = new_figure(figsize=(5.5, 3.6))
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))

@@ -74,6 +74,9 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
             state, start = runs.resume(run_dir, state, log, kept=lambda record, step: record["iteration"] <= step)
         except ValueError as error:
             raise UsageError(f"--resume {run_dir}: {error}") from None
+        if start == config.iterations:
+            print(f"{run_dir} is finished (iteration {start}): nothing to do; --iterations above {start} extends it")
+            return 0
         runs.write_config(run_dir, config)  # its own, unless --iterations extended it
 
     chunk_records = lambda iteration, metrics: [{"iteration": iteration, **jax.tree.map(np.mean, metrics)}]

@@ -5,8 +5,10 @@ each at the Python level (no file descriptor is touched, so a native crash's mes
 - mujoco.mjx's "Failed to import warp ..." lines on stdout (its optional GPU backend, absent here);
 - brax's UserWarning that it is "not actively being maintained" (a `warnings` filter, scoped to the load).
 
-One notice still prints, once per process, when halfcheetah's model first loads: mujoco's C parser writes
-"WARNING: compiler attribute 'settotalmass' is deprecated" straight to stderr, out of Python's reach.
+mujoco's own warnings go through a Python handler (`mujoco.set_mju_user_warning`) installed with the first brax
+family: its default handler also appends each warning to `MUJOCO_LOG.TXT` in the working directory. Warnings reach
+stderr as one line each, except the deprecation notice brax's halfcheetah model triggers when it loads ("compiler
+attribute 'settotalmass' is deprecated"), which is dropped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ __all__ = ["brax_environment", "without_optional_gpu_notices"]
 
 _OPTIONAL_GPU_NOTICES = ("Failed to import warp", "Failed to import mujoco_warp")
 _UNMAINTAINED_WARNING = "Brax System, piplines and environments are not actively being maintained"
+_MODEL_DEPRECATION = "compiler attribute 'settotalmass' is deprecated"
+
+
+def _mujoco_warning(message: str) -> None:
+    """mujoco's warnings: on stderr, never in a file; brax's model deprecation notice dropped."""
+    if _MODEL_DEPRECATION not in message:
+        print(f"mujoco warning: {message}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -40,5 +49,7 @@ def brax_environment(name: str, backend: str, **kwargs: Any):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_UNMAINTAINED_WARNING)
         with without_optional_gpu_notices():
+            import mujoco
             from brax import envs
+        mujoco.set_mju_user_warning(_mujoco_warning)
         return envs.get_environment(name, backend=backend, **kwargs)
