@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The accelerator rows of the README: every benchmark, then navigation at the paper's settings as an 8-seed sweep.
+# The accelerator rows of docs/benchmarks.md: every benchmark, then navigation at the paper's settings as an 8-seed sweep.
 #   bash benchmarks/gpu_suite.sh OUT_DIR
 # Each stage runs under its own time limit and copies its JSON to OUT_DIR as soon as it ends, so a stage that runs
 # out of time loses only itself. OUT_DIR/log.txt holds the tables; OUT_DIR/runs.tar.gz the sweep's run directory.

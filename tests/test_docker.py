@@ -32,5 +32,5 @@ def test_dockerfile_installs_with_readme_command_1_and_runs_the_flagship_smoke_p
     assert ("USER", "ssm") in instructions  # not root
     assert any(op == "ARG" and argument.startswith("JAX_EXTRA=") for op, argument in instructions)  # the CUDA image
     assert {".git", ".venv", "runs"} <= set((ROOT / ".dockerignore").read_text().split())
-    readme = (ROOT / "README.md").read_text()
-    assert "docker build -t ssm-jax ." in readme and "docker run --rm ssm-jax" in readme
+    install_page = (ROOT / "docs" / "install.md").read_text()
+    assert "docker build -t ssm-jax ." in install_page and "docker run --rm ssm-jax" in install_page

@@ -233,7 +233,7 @@ def _deadbeat_returns(sigma):
 
 
 def test_navigation_return_floor_set_by_the_action_noise():
-    """What the README's navigation section reads off: without noise the aiming controller scores about −0.5;
+    """What docs/navigation.md reads off: without noise the aiming controller scores about −0.5;
     at the σ ≈ 0.85 MAML's policies keep (log σ ≈ −0.16) it lands in the 0.02-wide goal box in only ~75% of
     episodes and scores about −4.8, so no mean can reach Finn et al.'s −3.3 at that noise; σ = 0.6 scores about
     −3.2."""

@@ -1,5 +1,5 @@
-"""No failure passes silently: the reliability guarantees README.md lists, each tried as a user meets it (most in
-a subprocess, on the tiny run of `cli_runs.TINY`).
+"""No failure passes silently: the reliability guarantees docs/reliability.md lists, each tried as a user meets it
+(most in a subprocess, on the tiny run of `cli_runs.TINY`).
 
 - Divergence: non-finite or out-of-range values are refused before anything compiles; a run whose state turns
   non-finite stops with one line and exit 3, never saving it; `eval` refuses a non-finite checkpoint; a sweep
@@ -491,11 +491,10 @@ def test_resume_with_more_iterations_extends_a_finished_run_to_the_longer_run(tm
     assert_same_run(extended, longer)
 
 
-def test_the_readme_names_a_test_for_each_guarantee_and_each_exists():
-    """README.md's reliability table: every row names at least one test, and every test it names is defined."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## Reliability: what is guaranteed", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| guarantee")]
+def test_the_docs_name_a_test_for_each_guarantee_and_each_exists():
+    """docs/reliability.md's table: every row names at least one test, and every test it names is defined."""
+    page = (Path(__file__).parent.parent / "docs" / "reliability.md").read_text()
+    rows = [line for line in page.splitlines() if line.startswith("| ") and not line.startswith("| guarantee")]
     defined = {
         f"{path.name}::{name}" if path.name != "test_reliability.py" else name
         for path in Path(__file__).parent.glob("test_*.py")
