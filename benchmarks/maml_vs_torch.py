@@ -10,6 +10,10 @@ second-order gradients (`create_graph=True`), Adam outer step. Ours is `make_mam
 `MAMLConfig(num_inner_steps=1)`, its update jitted. Both start from the same weights and tasks, and the first
 meta-loss of each is reported side by side (they must agree to float32 rounding).
 
+Beside the seeds' loops, the strongest PyTorch formulation of the meta-update (`FunctionalMetaMAML`:
+`torch.func.functional_call` + `torch.func.grad` + `torch.func.vmap` over tasks, and the same under
+`torch.compile`, or the reason it failed): the rows named "torch.func + vmap" compare ours with that.
+
 Measured: the meta-update (second and first order), the test-time adapter's update (5 Adam steps with gradient
 clipping on one task's support), and the ExperienceBuffer's add+sample throughput (`benchmarks.buffer`).
 Writes `benchmarks/results/maml_vs_torch.json` and prints a table; `speedup` is the reference's time over ours.
@@ -18,6 +22,7 @@ Writes `benchmarks/results/maml_vs_torch.json` and prints a table; `speedup` is 
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import time
 
@@ -57,6 +62,9 @@ class Args:
     repeats: int = 5
     reference_repeats: int = 3
     torch_device: str = "cuda" if torch.cuda.is_available() else "cpu"
+    torch_compile: bool = True
+    """Also time the functional meta-update under `torch.compile` (its compile unrolls the time loop: minutes at
+    T = 20, far longer at T = 200)."""
     buffer_capacity: int = 100_000
 
 
@@ -112,6 +120,43 @@ class SeedMetaMAML:
         meta_loss.backward()
         self.optimizer.step()
         return float(meta_loss.detach())
+
+
+class FunctionalMetaMAML:
+    """The strongest PyTorch formulation of the same meta-update: one pure function of the parameters
+    (`torch.func.functional_call`), its inner step by `torch.func.grad` and `torch.func.vmap` over tasks (no Python
+    loop over tasks; the loop over time steps stays, PyTorch has no scan), the outer gradient by `torch.func.grad`
+    through it (second order unless `first_order`), then Adam. With `compile`, the meta-gradient function goes
+    through `torch.compile`."""
+
+    def __init__(self, model: nn.Module, inner_lr: float, outer_lr: float, first_order: bool, compile: bool):
+        self.model, self.inner_lr, self.first_order = model, inner_lr, first_order
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=outer_lr)
+        meta_grad = torch.func.grad_and_value(self._meta_loss)
+        self._meta_grad = torch.compile(meta_grad) if compile else meta_grad
+
+    def _loss(self, params: dict, xs: torch.Tensor, ys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        predictions = _unroll(lambda x, h: functional_call(self.model, params, (x, h)), xs, hidden)
+        return torch.mean((predictions - ys) ** 2)
+
+    def _task_loss(self, params, support_x, support_y, query_x, query_y, hidden):
+        grads = torch.func.grad(self._loss)(params, support_x, support_y, hidden)
+        if self.first_order:
+            grads = {name: g.detach() for name, g in grads.items()}
+        fast = {name: p - self.inner_lr * grads[name] for name, p in params.items()}
+        return self._loss(fast, query_x, query_y, hidden)
+
+    def _meta_loss(self, params, support_x, support_y, query_x, query_y, hidden):
+        per_task = torch.func.vmap(self._task_loss, in_dims=(None, 0, 0, 0, 0, None))
+        return per_task(params, support_x, support_y, query_x, query_y, hidden).mean()
+
+    def meta_update(self, stacked_tasks: tuple, hidden: torch.Tensor) -> float:
+        params = {name: p.detach() for name, p in self.model.named_parameters()}
+        grads, loss = self._meta_grad(params, *stacked_tasks, hidden)
+        for name, p in self.model.named_parameters():
+            p.grad = grads[name]
+        self.optimizer.step()
+        return float(loss.detach())
 
 
 def seed_adapter_update(model: nn.Module, optimizer, batch, hidden, loss_fn, steps: int, clip: float) -> float:
@@ -181,6 +226,7 @@ def main(args: Args) -> list[dict]:
     torch_tasks = [(xs_t[i, 0], ys_t[i, 0], xs_t[i, 1], ys_t[i, 1]) for i in range(args.tasks)]
     hidden = torch_model.init_hidden(args.task_batch)
     mse = torch.nn.functional.mse_loss
+    stacked = (xs_t[:, 0], ys_t[:, 0], xs_t[:, 1], ys_t[:, 1])  # [tasks, B, T, D] each, for vmap over tasks
 
     rows = []
     for first_order in (False, True):
@@ -200,6 +246,11 @@ def main(args: Args) -> list[dict]:
         order = "first" if first_order else "second"
         rows.append(_row(f"meta-update, {order} order", jax_s, torch_s, compile_s, jax_loss, torch_loss))
         print(f"meta-update ({order} order): jax {jax_s * 1e3:.2f} ms, torch {torch_s * 1e3:.1f} ms", flush=True)
+        for compiled in (False, True) if args.torch_compile else (False,):
+            name = f"meta-update, {order} order, torch.func + vmap{' + torch.compile' if compiled else ''}"
+            ours = (jax_s, compile_s, jax_loss)
+            rows.append(_functional_row(name, args, torch_model, params, stacked, hidden, first_order, compiled, ours))
+            print(f"{name}: {rows[-1]['torch_ms']} ms ({rows[-1]['torch_note']})", flush=True)
 
     support = tasks[0][0][0], tasks[0][1][0]  # one task's support, [B, T, D]
     adapter = make_adapter(
@@ -233,9 +284,34 @@ def main(args: Args) -> list[dict]:
     )
     for row in rows:
         row["torch_device"] = device
-    columns = ["operation", "jax_ms", "torch_ms", "speedup", "jax_compile_s", "loss_rel_diff"]
+    columns = ["operation", "jax_ms", "torch_ms", "speedup", "jax_compile_s", "loss_rel_diff", "torch_note"]
     report("maml_vs_torch", rows, columns, note=f"{args.tasks} tasks, T = {args.length}, torch on {device}")
     return rows
+
+
+def _functional_row(name, args, torch_model, params, stacked, hidden, first_order, compiled, ours) -> dict:
+    """`FunctionalMetaMAML`'s meta-update against ours (`ours`: our seconds, compile seconds and first loss): its
+    time and first loss, or why it did not run."""
+    _copy_flax_weights(params, torch_model)
+    functional = FunctionalMetaMAML(torch_model, args.inner_lr, args.outer_lr, first_order, compiled)
+    jax_s, compile_s, jax_loss = ours
+    try:
+        started = time.perf_counter()
+        torch_loss = functional.meta_update(stacked, hidden)  # the first call compiles, with torch.compile
+        first_call_s = time.perf_counter() - started
+
+        def step():
+            functional.meta_update(stacked, hidden)
+            _sync(args.torch_device)
+
+        torch_s = _median_seconds(step, args.reference_repeats)
+    except Exception as error:  # torch.compile's failures are many: the row says which
+        row = _row(name, jax_s, math.nan, compile_s)
+        row["torch_note"] = f"failed: {type(error).__name__}: {' '.join(str(error).split())[:200]}"
+        return row
+    row = _row(name, jax_s, torch_s, compile_s, jax_loss, torch_loss)
+    row["torch_note"] = f"first call {first_call_s:.1f} s"
+    return row
 
 
 def _row(operation, jax_s, torch_s, compile_s, jax_loss=None, torch_loss=None) -> dict:
@@ -248,6 +324,7 @@ def _row(operation, jax_s, torch_s, compile_s, jax_loss=None, torch_loss=None) -
         "jax_loss": jax_loss,
         "torch_loss": torch_loss,
         "loss_rel_diff": None if jax_loss is None else abs(jax_loss - torch_loss) / abs(torch_loss),
+        "torch_note": "the seeds' Python loops",
     }
 
 

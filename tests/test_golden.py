@@ -1,0 +1,62 @@
+"""Golden smoke results: the smoke preset of each flagship experiment, run as it is, reproduces the `results.json`
+committed under `tests/golden/`. Counts and names match exactly; floats to rtol 1e-4 (atol 1e-5), which a change of
+the maths exceeds and rounding on machines of one kind does not (XLA on CPU is deterministic run to run).
+
+A change that alters a golden file regenerates it in the same commit (`SSM_JAX_UPDATE_GOLDEN=1 python -m pytest
+tests/test_golden.py --runslow`) and says why in CHANGELOG.md.
+"""
+
+import dataclasses
+import importlib
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from ssm_jax.runs import to_python
+
+GOLDEN = Path(__file__).parent / "golden"
+EXPERIMENTS = ("navigation", "sinusoid", "world_model", "halfcheetah_vel")
+UNRECORDED = ("run_dir", "seconds")
+"""Keys whose values name where or how fast a run went (any key containing one of these), not what it computed."""
+
+
+def _recorded(value):
+    """`value` without the keys of `UNRECORDED`, as plain JSON values."""
+    if isinstance(value, dict):
+        return {k: _recorded(v) for k, v in value.items() if not any(word in k for word in UNRECORDED)}
+    if isinstance(value, list | tuple):
+        return [_recorded(v) for v in value]
+    return value
+
+
+def _differences(got, want, path: str = "") -> list[str]:
+    """Where `got` departs from `want`: structure, counts and strings exactly, floats beyond rtol 1e-4."""
+    if isinstance(want, dict):
+        if not isinstance(got, dict) or got.keys() != want.keys():
+            return [f"{path}: keys {sorted(got) if isinstance(got, dict) else got!r} != {sorted(want)}"]
+        return [d for k in want for d in _differences(got[k], want[k], f"{path}/{k}")]
+    if isinstance(want, list):
+        if not isinstance(got, list) or len(got) != len(want):
+            return [f"{path}: {got!r} != {want!r}"]
+        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in _differences(g, w, f"{path}[{i}]")]
+    if isinstance(want, float) and isinstance(got, float):
+        same = (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5)
+        return [] if same else [f"{path}: {got!r} != {want!r}"]
+    return [] if got == want and type(got) is type(want) else [f"{path}: {got!r} != {want!r}"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_the_smoke_preset_reproduces_its_golden_results(name, tmp_path):
+    experiment = importlib.import_module(f"experiments.{name}")
+    experiment.main(dataclasses.replace(experiment.PRESETS["smoke"], out_dir=str(tmp_path)))
+    (run_dir,) = tmp_path.iterdir()
+    got = _recorded(to_python(json.loads((run_dir / "results.json").read_text())))
+    golden = GOLDEN / f"{name}_smoke.json"
+    if os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1":
+        golden.write_text(json.dumps(got, indent=1, allow_nan=True) + "\n")
+    differences = _differences(got, json.loads(golden.read_text()))
+    assert not differences, f"{len(differences)} values differ from {golden.name}: " + "; ".join(differences[:10])
