@@ -3,14 +3,19 @@ committed under `tests/golden/`. Counts and names match exactly; floats to rtol 
 the maths exceeds and rounding on machines of one kind does not (XLA on CPU is deterministic run to run).
 
 A change that alters a golden file regenerates it in the same commit (`SSM_JAX_UPDATE_GOLDEN=1 python -m pytest
-tests/test_golden.py --runslow`) and says why in CHANGELOG.md.
+tests/test_golden.py --runslow`) and says why in CHANGELOG.md. The files hold one kind of machine's numbers
+(`tests/golden/machine.json`: CPU, architecture, jaxlib): XLA compiles for the CPU it runs on, and a training run
+carries another CPU's rounding far past any tolerance, so on another kind the test is skipped, saying so.
 """
 
 import dataclasses
 import importlib
+import importlib.metadata
 import json
 import math
 import os
+import platform
+import re
 from pathlib import Path
 
 import pytest
@@ -48,15 +53,29 @@ def _differences(got, want, path: str = "") -> list[str]:
     return [] if got == want and type(got) is type(want) else [f"{path}: {got!r} != {want!r}"]
 
 
+def _machine() -> dict:
+    """The kind of machine the numbers depend on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE) if cpuinfo.exists() else []
+    cpu = models[0].strip() if models else platform.processor()
+    return {"cpu": cpu, "architecture": platform.machine(), "jaxlib": importlib.metadata.version("jaxlib")}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_smoke_preset_reproduces_its_golden_results(name, tmp_path):
+    recorded_on = GOLDEN / "machine.json"
+    updating = os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1"
+    if updating:
+        recorded_on.write_text(json.dumps(_machine(), indent=1) + "\n")
+    elif json.loads(recorded_on.read_text()) != _machine():
+        pytest.skip(f"the golden results were recorded on {recorded_on.read_text()}, this is {_machine()}")
     experiment = importlib.import_module(f"experiments.{name}")
     experiment.main(dataclasses.replace(experiment.PRESETS["smoke"], out_dir=str(tmp_path)))
     (run_dir,) = tmp_path.iterdir()
     got = _recorded(to_python(json.loads((run_dir / "results.json").read_text())))
     golden = GOLDEN / f"{name}_smoke.json"
-    if os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1":
+    if updating:
         golden.write_text(json.dumps(got, indent=1, allow_nan=True) + "\n")
     differences = _differences(got, json.loads(golden.read_text()))
     assert not differences, f"{len(differences)} values differ from {golden.name}: " + "; ".join(differences[:10])
