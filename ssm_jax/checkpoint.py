@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -127,13 +128,11 @@ def _is_noise(error: BaseException | None, culprit: object = None) -> bool:
     return code is not None and "/orbax/" in code.co_filename.replace("\\", "/")
 
 
+@functools.cache
 def _quiet_orbax() -> None:
     """Keeps orbax's reports of a failure off stderr: its log records, asyncio's about its failed tasks, the
     tracebacks of callbacks that outlive its event loop, and its unfinished coroutines (once per process; the hooks
     it wraps see everything else)."""
-    if getattr(_quiet_orbax, "done", False):
-        return
-    _quiet_orbax.done = True
     for logger in ("absl", "asyncio"):
         logging.getLogger(logger).addFilter(_OrbaxNoise())
     warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)  # collected anywhere

@@ -18,6 +18,7 @@ import platform
 import re
 from pathlib import Path
 
+import jax
 import pytest
 
 from ssm_jax.runs import to_python
@@ -37,20 +38,19 @@ def _recorded(value):
     return value
 
 
-def _differences(got, want, path: str = "") -> list[str]:
-    """Where `got` departs from `want`: structure, counts and strings exactly, floats beyond rtol 1e-4."""
-    if isinstance(want, dict):
-        if not isinstance(got, dict) or got.keys() != want.keys():
-            return [f"{path}: keys {sorted(got) if isinstance(got, dict) else got!r} != {sorted(want)}"]
-        return [d for k in want for d in _differences(got[k], want[k], f"{path}/{k}")]
-    if isinstance(want, list):
-        if not isinstance(got, list) or len(got) != len(want):
-            return [f"{path}: {got!r} != {want!r}"]
-        return [d for i, (g, w) in enumerate(zip(got, want, strict=True)) for d in _differences(g, w, f"{path}[{i}]")]
-    if isinstance(want, float) and isinstance(got, float):
-        same = (math.isnan(got) and math.isnan(want)) or math.isclose(got, want, rel_tol=1e-4, abs_tol=1e-5)
-        return [] if same else [f"{path}: {got!r} != {want!r}"]
-    return [] if got == want and type(got) is type(want) else [f"{path}: {got!r} != {want!r}"]
+def _differences(got, want) -> list[str]:
+    """Where `got` departs from `want`: tree structure, counts and strings exactly, floats beyond rtol 1e-4."""
+    if jax.tree.structure(got) != jax.tree.structure(want):
+        return [f"the structure differs: {jax.tree.structure(got)} != {jax.tree.structure(want)}"]
+    differences = []
+    for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want), strict=True):
+        if isinstance(w, float) and isinstance(g, float):
+            same = (math.isnan(g) and math.isnan(w)) or math.isclose(g, w, rel_tol=1e-4, abs_tol=1e-5)
+        else:
+            same = g == w and type(g) is type(w)
+        if not same:
+            differences.append(f"{jax.tree_util.keystr(path)}: {g!r} != {w!r}")
+    return differences
 
 
 def _machine() -> dict:
