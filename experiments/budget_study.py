@@ -19,6 +19,7 @@ against env steps). Ctrl-C stops at the end of a chunk and keeps what was evalua
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -125,6 +126,29 @@ def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
 
 def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> dict:
     """results.json, results.md and budget_study.png for the budgets finished so far; returns the results dict."""
+    verdict = _verdict(rows)
+    results = {"run_dir": str(run_dir), "rows": rows, "random_init": random_init, "verdict": verdict}
+    runs.write_json(run_dir / "results.json", results)
+    print(write_report(run_dir, args))
+    print(f"results in {run_dir}")
+    return results
+
+
+def _verdict(rows: list[dict]) -> str:
+    separated = [r for r in rows if r["gain_difference"]["mean"] - r["gain_difference"]["ci95"] > 0]
+    if separated:
+        return (
+            f"MAML's one-step gain beats pretrained's, paired 95% CI clear of zero, from {separated[0]['env_steps']:,} "
+            "env steps on."
+        )
+    return "At no budget run here is MAML's one-step gain above pretrained's with the paired 95% CI clear of zero."
+
+
+def write_report(run_dir: Path, args: StudyArgs) -> str:
+    """Renders `run_dir`'s results.json into results.md (and with `args.plots` budget_study.png); returns the
+    markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    rows = results["rows"]
     fmt = lambda s: f"{s['mean']:.1f} ± {s['ci95']:.1f}"
     table = markdown_table(
         ["env steps", "iterations", "MAML 0 → 1 step", "pretrained 0 → 1 step", "gain MAML − pretrained",
@@ -140,15 +164,9 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
             for r in rows
         ],
     )  # fmt: skip
-    separated = [r for r in rows if r["gain_difference"]["mean"] - r["gain_difference"]["ci95"] > 0]
-    verdict = (
-        f"MAML's one-step gain beats pretrained's, paired 95% CI clear of zero, from {separated[0]['env_steps']:,} env "
-        "steps on."
-        if separated
-        else "At no budget run here is MAML's one-step gain above pretrained's with the paired 95% CI clear of zero."
-    )
-    random_mean, random_half = mean_ci(random_init)
+    random_mean, random_half = mean_ci(results["random_init"])
     trainer, eval_tasks = args.trainer, args.evaluation.eval_tasks
+    plot = "\n\n![budget study](budget_study.png)" if args.plots else ""
     text = (
         f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {eval_tasks} held-out tasks x "
         f"{args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out tasks); "
@@ -156,16 +174,12 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
         f"meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
         f"{trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}). Random init: "
         f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"
-        f"{table}\n\n{verdict}\n"
+        f"{table}\n\n{_verdict(rows)}{plot}\n"
     )
     (run_dir / "results.md").write_text(text)
-    results = {"run_dir": str(run_dir), "rows": rows, "random_init": random_init, "verdict": verdict}
-    runs.write_json(run_dir / "results.json", results)
     if args.plots:
         _plot(run_dir / "budget_study.png", rows, random_mean)
-    print(text)
-    print(f"results in {run_dir}")
-    return results
+    return text
 
 
 def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:

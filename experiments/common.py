@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from experiments import provenance
 from ssm_jax import checkpoint, interrupts, runs
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.runs import Diverged, Interrupted
@@ -65,11 +67,16 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0.
     Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a second one, aborts at
     once with exit 130 and no traceback (`interrupts.abort_on_interrupt`). A diverged run is one line on stderr and exit
-    3 (its newest checkpoint is the last finite state)."""
+    3 (its newest checkpoint is the last finite state). A finished run whose `main` returns its `run_dir` gets a
+    provenance.json (`experiments.provenance`: command, commit, wall time, machine)."""
     args = parse_args(presets, default_preset)
+    started = time.perf_counter()
     try:
         with interrupts.abort_on_interrupt():
-            main(args)
+            results = main(args)
+        module = provenance.current_module()
+        if module is not None and isinstance(results, dict) and "run_dir" in results:
+            provenance.record(Path(results["run_dir"]), module, sys.argv[1:], time.perf_counter() - started)
     except Interrupted:
         raise SystemExit(0) from None
     except Diverged as error:
@@ -84,9 +91,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
 def resume_command(run_dir: Path, default_module: str) -> str:
     """The command that continues `run_dir`: the running `python -m experiments.x` module, else `default_module`
     (a run started from Python or a test)."""
-    spec = getattr(sys.modules["__main__"], "__spec__", None)
-    module = spec.name if spec is not None and spec.name.startswith("experiments.") else default_module
-    return f"python -m {module} --resume {run_dir}"
+    return f"python -m {provenance.current_module() or default_module} --resume {run_dir}"
 
 
 @contextlib.contextmanager

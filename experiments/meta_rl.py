@@ -45,8 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory
-from experiments.meta_rl_report import plot_learning, summarise
-from experiments.report import REFERENCES, plot_adaptation
+from experiments.meta_rl_report import summarise, write_report
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.configs import RunConfig, build
@@ -110,14 +109,14 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, log, run_dir)
 
-    records = log.records()
     results = summarise(
-        args, run_dir, curves, task_metrics, env.task_metric_name, oracle, records, train_seconds,
+        curves, task_metrics, env.task_metric_name, oracle, log.records(), train_seconds,
         time.perf_counter() - start_time,
     )  # fmt: skip
-    if args.plots:
-        plot_learning(run_dir / "learning_curve.png", records)
-        plot_adaptation(run_dir / "adaptation_curve.png", curves, oracle, REFERENCES.get(args.env, {}))
+    results["run_dir"] = str(run_dir)
+    runs.write_json(run_dir / "results.json", results)
+    print(write_report(run_dir, args))
+    print(f"results in {run_dir}")
     return results
 
 

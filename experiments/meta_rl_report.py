@@ -1,8 +1,11 @@
-"""The meta-RL experiment's report: results.md (tables with paired 95% CIs, the inner step, the paper's rows),
-results.json and the learning curve; `experiments.meta_rl` runs the pipeline."""
+"""The meta-RL experiment's report. `summarise` turns a run's evaluation into results.json; `write_report` renders
+results.md (tables with paired 95% CIs, the inner step, the paper's rows) and the plots from the recorded files
+alone, so a run and its results page (`experiments.results_pages`) print the same; `experiments.meta_rl` runs the
+pipeline."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,15 +13,18 @@ import numpy as np
 from experiments.report import (
     REFERENCES,
     format_ci,
+    format_mean_ci,
     gap_closed,
     markdown_table,
     mean_ci,
     new_figure,
     paired_difference,
     paired_gains,
+    plot_adaptation,
     save_figure,
 )
 from ssm_jax import runs
+from ssm_jax.configs import RunConfig
 
 
 def plot_learning(path: Path, records: list[dict]):
@@ -36,37 +42,16 @@ def plot_learning(path: Path, records: list[dict]):
             iterations = sorted(by_iteration)
             ax.plot(iterations, [np.mean(by_iteration[i]) for i in iterations], marker="o", ms=3, label=label)
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean episode return (training tasks, mean over seeds)")
+    ax.set_ylabel("mean episode return\n(training tasks, mean over seeds)")
     ax.legend(fontsize=8)
     save_figure(fig, path)
 
 
-def summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records, train_seconds, total_seconds):
-    rounds = args.evaluation.adapt_rounds
-    steps = list(range(rounds + 1))
-    metric_column = [] if metric_name is None else [f"{metric_name} after {rounds}"]
-    rows = [
-        [name, *format_ci(returns), *([format_ci(task_metrics[name][:, -1])[0]] if metric_name else [])]
-        for name, returns in curves.items()
-    ]
-    if oracle is not None:
-        rows.append(
-            [
-                "oracle (trained on each eval task, its last iteration)",
-                format_ci(oracle)[0],
-                *[""] * rounds,
-                *[""] * len(metric_column),
-            ]
-        )
-    table = markdown_table(["method", *[f"{k} steps" for k in steps], *metric_column], rows)
-    gains = paired_gains(curves)
-    table += "\n\nPaired change from 0 steps (same tasks and keys):\n\n" + markdown_table(
-        ["method", *[f"after {k}" for k in steps[1:]]],
-        [
-            [name, *[f"{m:+.1f} ± {h:.1f}" for m, h in zip(g["mean"], g["ci95"], strict=True)]]
-            for name, g in gains.items()
-        ],
-    )
+def summarise(curves, task_metrics, metric_name, oracle, records, train_seconds, total_seconds) -> dict:
+    """The results dict results.json holds: per method (`curves[name]: [tasks, K + 1]`, seeds pooled) the mean
+    return after 0..K rounds with its 95% CI and the per-task returns, the paired gains and comparisons, the task
+    metric, the oracle's per-task returns (`[tasks]` or None) and the inner step's size at the end of meta-training
+    (from the metrics log's `records`)."""
     comparisons = {
         "hybrid_minus_standard": paired_difference(curves, "MAML + hybrid", "MAML + standard"),
         "maml_minus_pretrained": paired_difference(curves, "MAML + standard", "pretrained"),
@@ -77,22 +62,6 @@ def summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records,
         )
         mean, half = mean_ci(gain_diff)
         comparisons["one_step_gain_maml_minus_pretrained"] = {"mean": float(mean), "ci95": float(half)}
-    for label, value in (
-        ("MAML + hybrid − MAML + standard", comparisons["hybrid_minus_standard"]),
-        ("MAML + standard − pretrained", comparisons["maml_minus_pretrained"]),
-    ):
-        if value is not None:
-            table += f"\n\nPaired difference {label}: " + ", ".join(
-                f"{k} steps {m:+.1f} ± {h:.1f}" for k, m, h in zip(steps, value["mean"], value["ci95"], strict=True)
-            )
-    if "one_step_gain_maml_minus_pretrained" in comparisons:
-        g = comparisons["one_step_gain_maml_minus_pretrained"]
-        table += f"\n\nOne-step gain, MAML + standard − pretrained (paired): {g['mean']:+.1f} ± {g['ci95']:.1f}"
-    gap = gap_closed(curves, oracle)
-    if gap:
-        table += "\n\nFraction of the random-init → oracle gap closed after 0 / 1 steps: " + "; ".join(
-            f"{name} {' → '.join(f'{v:.2f}' for v in values)}" for name, values in gap.items()
-        )
     inner = [r for r in records if r.get("phase") == "maml" and "inner_kl" in r]
     last_inner = {}
     if inner:
@@ -102,10 +71,93 @@ def summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records,
             k: float(np.mean([r[k] for r in final]))
             for k in ("inner_kl", "inner_grad_norm", "inner_clip_fraction", "inner_lr_mean")
         }
+    return {
+        "returns": {name: mean_ci(r)[0] for name, r in curves.items()},
+        "returns_ci95": {name: mean_ci(r)[1] for name, r in curves.items()},
+        "per_task_returns": curves,
+        "paired_gain": paired_gains(curves),
+        "comparisons": {k: v for k, v in comparisons.items() if v is not None},
+        "gap_closed": gap_closed(curves, oracle),
+        "inner_step": last_inner,
+        "task_metric_name": metric_name,
+        "task_metric": {name: mean_ci(t)[0] for name, t in task_metrics.items()},
+        "task_metric_ci95": {name: mean_ci(t)[1] for name, t in task_metrics.items()},
+        "per_task_oracle": oracle,
+        "oracle_return": None if oracle is None else float(np.mean(oracle)),
+        "train_seconds": train_seconds,
+        "total_seconds": total_seconds,
+    }
+
+
+def write_report(run_dir: Path, args: RunConfig) -> str:
+    """Renders `run_dir`'s results.json (and metrics.jsonl's learning curve) into results.md, and with `args.plots`
+    learning_curve.png and adaptation_curve.png; returns the markdown."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    text = _render(results, args)
+    (run_dir / "results.md").write_text(text)
+    if args.plots:
+        metrics = Path(run_dir) / "metrics.jsonl"
+        if metrics.exists():
+            plot_learning(run_dir / "learning_curve.png", runs.MetricsLog(metrics).records())
+        oracle = results["per_task_oracle"]
+        curves = {name: np.asarray(r) for name, r in results["per_task_returns"].items()}
+        plot_adaptation(
+            run_dir / "adaptation_curve.png", curves, None if oracle is None else np.asarray(oracle),
+            REFERENCES.get(args.env, {}),
+        )  # fmt: skip
+    return text
+
+
+def _render(results: dict, args: RunConfig) -> str:
+    rounds = args.evaluation.adapt_rounds
+    steps = list(range(rounds + 1))
+    metric_name, oracle = results["task_metric_name"], results["per_task_oracle"]
+    metric_column = [] if metric_name is None else [f"{metric_name} after {rounds}"]
+    rows = [
+        [
+            name,
+            *map(format_mean_ci, results["returns"][name], results["returns_ci95"][name]),
+            *([format_mean_ci(results["task_metric"][name][-1], results["task_metric_ci95"][name][-1])]
+              if metric_name else []),
+        ]
+        for name in results["returns"]
+    ]  # fmt: skip
+    if oracle is not None:
+        rows.append(
+            ["oracle (trained on each eval task, its last iteration)", format_ci(np.asarray(oracle))[0],
+             *[""] * rounds, *[""] * len(metric_column)]
+        )  # fmt: skip
+    table = markdown_table(["method", *[f"{k} steps" for k in steps], *metric_column], rows)
+    table += "\n\nPaired change from 0 steps (same tasks and keys):\n\n" + markdown_table(
+        ["method", *[f"after {k}" for k in steps[1:]]],
+        [
+            [name, *[f"{m:+.1f} ± {h:.1f}" for m, h in zip(g["mean"], g["ci95"], strict=True)]]
+            for name, g in results["paired_gain"].items()
+        ],
+    )
+    comparisons = results["comparisons"]
+    for key, label in (
+        ("hybrid_minus_standard", "MAML + hybrid − MAML + standard"),
+        ("maml_minus_pretrained", "MAML + standard − pretrained"),
+    ):
+        if key in comparisons:
+            value = comparisons[key]
+            table += f"\n\nPaired difference {label}: " + ", ".join(
+                f"{k} steps {m:+.1f} ± {h:.1f}" for k, m, h in zip(steps, value["mean"], value["ci95"], strict=True)
+            )
+    if "one_step_gain_maml_minus_pretrained" in comparisons:
+        g = comparisons["one_step_gain_maml_minus_pretrained"]
+        table += f"\n\nOne-step gain, MAML + standard − pretrained (paired): {g['mean']:+.1f} ± {g['ci95']:.1f}"
+    if results["gap_closed"]:
+        table += "\n\nFraction of the random-init → oracle gap closed after 0 / 1 steps: " + "; ".join(
+            f"{name} {' → '.join(f'{v:.2f}' for v in values)}" for name, values in results["gap_closed"].items()
+        )
+    inner = results["inner_step"]
+    if inner:
         table += (
             f"\n\nInner step at the end of meta-training (last chunk, mean over seeds): KL(pre ‖ post) "
-            f"{last_inner['inner_kl']:.4f} nats, gradient norm {last_inner['inner_grad_norm']:.3f}, clipped "
-            f"{last_inner['inner_clip_fraction']:.0%}, mean inner lr {last_inner['inner_lr_mean']:.4f}"
+            f"{inner['inner_kl']:.4f} nats, gradient norm {inner['inner_grad_norm']:.3f}, clipped "
+            f"{inner['inner_clip_fraction']:.0%}, mean inner lr {inner['inner_lr_mean']:.4f}"
         )
     reference = REFERENCES.get(args.env, {})
     reference_text = ""
@@ -120,8 +172,11 @@ def summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records,
                 ],
             )
         )
+    plots = (
+        "\n\n![learning curve](learning_curve.png)\n\n![adaptation curve](adaptation_curve.png)" if args.plots else ""
+    )
     trainer, later_scale = args.trainer, args.evaluation.later_rounds_lr_scale
-    text = (
+    return (
         f"# {args.env}, {args.evaluation.eval_tasks} held-out tasks x {args.num_seeds} seed(s), {args.model} policy"
         f"{'' if args.env == 'navigation-2d' else f', {args.backend} backend'}\n\n"
         f"Mean episode return (± 95% CI over held-out tasks and seeds) after k adaptation rounds (inner lr "
@@ -129,25 +184,6 @@ def summarise(args, run_dir, curves, task_metrics, metric_name, oracle, records,
         f"{f', x {later_scale} after the first step' if later_scale != 1 else ''}, "
         f"{trainer.inner_steps} inner step(s) in meta-training); {args.iterations} meta-iterations of "
         f"{trainer.tasks_per_batch} tasks x {trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}; "
-        f"MAML training {train_seconds:.0f} s, total {total_seconds:.0f} s.\n\n{table}{reference_text}\n"
+        f"MAML training {results['train_seconds']:.0f} s, total {results['total_seconds']:.0f} s.\n\n"
+        f"{table}{reference_text}{plots}\n"
     )
-    (run_dir / "results.md").write_text(text)
-    results = {
-        "run_dir": str(run_dir),
-        "returns": {name: mean_ci(r)[0] for name, r in curves.items()},
-        "returns_ci95": {name: mean_ci(r)[1] for name, r in curves.items()},
-        "per_task_returns": curves,
-        "paired_gain": gains,
-        "comparisons": {k: v for k, v in comparisons.items() if v is not None},
-        "gap_closed": gap,
-        "inner_step": last_inner,
-        "task_metric_name": metric_name,
-        "task_metric": {name: mean_ci(t)[0] for name, t in task_metrics.items()},
-        "oracle_return": None if oracle is None else float(np.mean(oracle)),
-        "train_seconds": train_seconds,
-        "total_seconds": total_seconds,
-    }
-    runs.write_json(run_dir / "results.json", results)
-    print(text)
-    print(f"results in {run_dir}")
-    return results

@@ -42,14 +42,15 @@ REFERENCE_META_SGD_PAPER = {
 REFERENCE_MAML_PAPER = {"maml": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
 
 
+def format_mean_ci(mean: float, half: float, digits: int = 1) -> str:
+    """`"mean ± half-width"`, or "diverged" where the mean is not finite or exceeds 1e6."""
+    return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(mean) and abs(mean) < 1e6 else "diverged"
+
+
 def format_ci(values: np.ndarray, digits: int = 1) -> list[str]:
-    """`"mean ± half-width"` per column of `values` `[n, ...]` (95% CI over the leading axis); "diverged" where the
-    mean is not finite or exceeds 1e6."""
+    """`format_mean_ci` per column of `values` `[n, ...]` (95% CI over the leading axis)."""
     mean, half = mean_ci(values)
-    return [
-        f"{m:.{digits}f} ± {h:.{digits}f}" if np.isfinite(m) and abs(m) < 1e6 else "diverged"
-        for m, h in zip(np.atleast_1d(mean), np.atleast_1d(half), strict=True)
-    ]
+    return [format_mean_ci(m, h, digits) for m, h in zip(np.atleast_1d(mean), np.atleast_1d(half), strict=True)]
 
 
 def gap_closed(curves: dict, oracle: np.ndarray | None) -> dict:

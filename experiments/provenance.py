@@ -1,0 +1,77 @@
+"""Where a recorded run came from: the command, the commit, the machine and the wall time, in `provenance.json`
+beside its results. `experiments.common.run_main` writes it when an experiment finishes; the results pages
+(`experiments.results_pages`) print it under their title."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from ssm_jax import runs
+
+FILE = "provenance.json"
+
+
+def machine() -> dict:
+    """The machine a run's numbers depend on: CPU model and cores, architecture, the JAX backend's devices, jaxlib."""
+    import jax
+
+    cpuinfo = Path("/proc/cpuinfo")
+    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE) if cpuinfo.exists() else []
+    devices = jax.devices()
+    return {
+        "cpu": models[0].strip() if models else platform.processor(),
+        "cores": os.cpu_count(),
+        "architecture": platform.machine(),
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
+        "jaxlib": importlib.metadata.version("jaxlib"),
+    }
+
+
+def describe_machine(recorded: dict) -> str:
+    """`"2-core AMD EPYC 7B13 (x86_64), 1 x cpu, jaxlib 0.10.2"`."""
+    return (
+        f"{recorded['cores']}-core {recorded['cpu']} ({recorded['architecture']}), {recorded['devices']}, "
+        f"jaxlib {recorded['jaxlib']}"
+    )
+
+
+def commit() -> str:
+    """The checkout's short commit, with " + uncommitted changes" when tracked files differ from it; the installed
+    version when the code is not a git checkout."""
+    checkout = Path(__file__).resolve().parent.parent
+    git = lambda *args: subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True, check=False)
+    head = git("rev-parse", "--short", "HEAD")
+    if head.returncode != 0:
+        return f"ssm-jax {importlib.metadata.version('ssm-jax')} (not a git checkout)"
+    dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+    return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
+
+
+def record(run_dir: Path, module: str, argv: list[str], seconds: float) -> None:
+    """Writes `run_dir/provenance.json` for a run of `python -m <module> <argv>` that took `seconds`."""
+    command = " ".join(["python", "-m", module, *argv])
+    value = {"experiment": module, "command": command, "commit": commit(), "seconds": seconds, "machine": machine()}
+    runs.write_json(Path(run_dir) / FILE, value)
+
+
+def describe(recorded: dict) -> str:
+    """One paragraph: the command, the commit, the wall time and the machine."""
+    minutes, seconds = divmod(round(recorded["seconds"]), 60)
+    took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    return (
+        f"Recorded run: `{recorded['command']}` at commit {recorded['commit']}; {took} wall on a "
+        f"{describe_machine(recorded['machine'])}.{' ' + recorded['note'] if 'note' in recorded else ''} "
+        "Regenerate this page from the recorded files with `python -m experiments.results_pages`."
+    )
+
+
+def current_module() -> str | None:
+    """The `experiments.x` module running as `__main__`, if any."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    return spec.name if spec is not None and spec.name.startswith("experiments.") else None

@@ -1,0 +1,112 @@
+"""The results pages: every results table and plot in the docs, regenerated from the recorded runs under
+`docs/results/<name>/` (config.json, results.json, metrics.jsonl where the plots need it, and provenance.json: the
+command, commit, wall time and machine of the run).
+
+    python -m experiments.results_pages                          # rewrite every page and its plots
+    python -m experiments.results_pages --check                  # exit 1 naming the pages that differ
+    python -m experiments.results_pages --record RUN_DIR NAME    # copy a finished run into docs/results/NAME
+
+Each page is the experiment's own results.md, rendered by its `write_report(run_dir, config)` (`WRITERS`) from
+the recorded files alone (so the page and the run print the same), with the provenance under its title.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from experiments import budget_study, meta_rl_report, provenance
+from ssm_jax.cli import exit_with_error
+from ssm_jax.config_io import read_config
+from ssm_jax.configs import RunConfig
+
+RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+RECORDED = ("config.json", "results.json", "metrics.jsonl", provenance.FILE)
+"""The files of a recorded run; everything else in its directory is generated."""
+
+WRITERS = {RunConfig: meta_rl_report.write_report, budget_study.StudyArgs: budget_study.write_report}
+"""Each experiment's `write_report(run_dir, config) -> markdown`, by the class of the config it records."""
+
+
+def render(page_dir: Path) -> None:
+    """Rewrites `page_dir`'s results.md and plots from its recorded files."""
+    recorded = json.loads((page_dir / provenance.FILE).read_text())
+    config = read_config(page_dir / "config.json")
+    body = WRITERS[type(config)](page_dir, config)
+    title, rest = body.split("\n\n", 1)
+    (page_dir / "results.md").write_text(f"{title}\n\n{provenance.describe(recorded)}\n\n{rest}")
+
+
+def pages(root: Path = RESULTS) -> list[Path]:
+    """The recorded runs' directories under `root`."""
+    return sorted(path.parent for path in root.glob(f"*/{provenance.FILE}"))
+
+
+def differences(page_dir: Path) -> list[str]:
+    """The generated files of `page_dir` that its recorded files no longer reproduce: results.md byte for byte,
+    plots pixel for pixel (to a mean difference of 1e-3, as font rendering may differ between builds)."""
+    from matplotlib.image import imread
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fresh = Path(scratch) / page_dir.name
+        fresh.mkdir()
+        for name in RECORDED:
+            if (page_dir / name).exists():
+                shutil.copy(page_dir / name, fresh / name)
+        render(fresh)
+        generated = sorted(p.name for p in fresh.iterdir() if p.name not in RECORDED)
+        committed = sorted(p.name for p in page_dir.iterdir() if p.name not in RECORDED)
+        found = [f"{page_dir.name}: files {committed} != regenerated {generated}"] if generated != committed else []
+        for name in set(generated) & set(committed):
+            new, old = fresh / name, page_dir / name
+            if name.endswith(".png"):
+                a, b = imread(new), imread(old)
+                same = a.shape == b.shape and float(np.mean(np.abs(a - b))) < 1e-3
+            else:
+                same = new.read_text() == old.read_text()
+            if not same:
+                found.append(f"{page_dir.name}/{name} differs from what its recorded run renders")
+        return found
+
+
+def record(run_dir: Path, name: str, root: Path = RESULTS) -> Path:
+    """Copies a finished run's recorded files into `root/name` and renders its page there."""
+    if not (run_dir / provenance.FILE).exists():
+        exit_with_error(f"{run_dir} has no {provenance.FILE}: record a run that `python -m experiments.x` finished")
+    page_dir = root / name
+    page_dir.mkdir(parents=True, exist_ok=True)
+    for file in RECORDED:
+        if (run_dir / file).exists():
+            shutil.copy(run_dir / file, page_dir / file)
+    render(page_dir)
+    return page_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.results_pages", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="compare instead of writing; exit 1 on a difference")
+    parser.add_argument("--record", nargs=2, metavar=("RUN_DIR", "NAME"), help="add a finished run as a page")
+    args = parser.parse_args(argv)
+    if args.record:
+        print(f"wrote {record(Path(args.record[0]), args.record[1]) / 'results.md'}")
+        return 0
+    found = []
+    for page_dir in pages():
+        if args.check:
+            found += differences(page_dir)
+        else:
+            render(page_dir)
+            print(f"wrote {page_dir / 'results.md'}")
+    for line in found:
+        print(line, file=sys.stderr)
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
