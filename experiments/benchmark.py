@@ -29,7 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import meta_rl, world_model
-from experiments.benchmark_report import MODES, aggregate, plot
+from experiments.benchmark_report import MODES, aggregate, write_report
 from experiments.common import run_main
 from ssm_jax import envs, runs
 from ssm_jax.config_io import register_config
@@ -169,13 +169,15 @@ def main(args: Args) -> dict:
     eval_tasks = (
         args.world_model.trainer.eval_tasks if args.objective == "world_model" else args.rl.evaluation.eval_tasks
     )
-    text, rows = aggregate(args.objective, cells, args.num_seeds, eval_tasks)
-    title = f"# Benchmark ({args.objective}): {len(args.envs)} families × {len(args.methods)} models × 3 modes\n\n"
-    (run_dir / "results.md").write_text(title + text + "\n")
-    results = {"objective": args.objective, "rows": rows, "seconds": time.perf_counter() - started}
+    results = {
+        "run_dir": str(run_dir),
+        "objective": args.objective,
+        "held_out_tasks": args.num_seeds * eval_tasks,
+        "rows": aggregate(args.objective, cells),
+        "seconds": time.perf_counter() - started,
+    }
     runs.write_json(run_dir / "results.json", results)
-    plot(run_dir / "benchmark.png", args.objective, rows)
-    print(title + text)
+    print(write_report(run_dir, args))
     print(f"wrote {run_dir}")
     return results
 

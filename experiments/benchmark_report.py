@@ -3,11 +3,12 @@ its bar plot; `experiments.benchmark` runs the cells."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
+from experiments.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
 
 MODES = ("none", "standard", "hybrid")
 
@@ -18,11 +19,11 @@ def _score(curves: dict, mode: str) -> np.ndarray:
     return values[:, min(1, values.shape[1] - 1)]
 
 
-def aggregate(objective: str, cells: list[dict], num_seeds: int, tasks_per_seed: int) -> tuple[str, list[dict]]:
-    """The markdown table and its rows: mean ± 95% CI per mode after one step (held-out tasks of every seed
-    pooled), hybrid − standard paired."""
+def aggregate(objective: str, cells: list[dict]) -> list[dict]:
+    """Per cell: mean and 95% CI half-width per mode after one step (held-out tasks of every seed pooled), and
+    hybrid − standard paired with its verdict."""
     lower_is_better = objective == "world_model"
-    rows, table = [], []
+    rows = []
     for cell in cells:
         scores = {mode: _score(cell["curves"], mode) for mode in MODES}
         diff_mean, diff_half = mean_ci(scores["hybrid"] - scores["standard"])
@@ -38,17 +39,31 @@ def aggregate(objective: str, cells: list[dict], num_seeds: int, tasks_per_seed:
                 "hybrid_minus_standard": (diff_mean, diff_half), "verdict": f"hybrid {verdict}",
             }
         )  # fmt: skip
-        formatted = [format_ci(scores[mode], 4 if lower_is_better else 1)[0] for mode in MODES]
-        diff = format_ci(scores["hybrid"] - scores["standard"], 4 if lower_is_better else 1)[0]
-        table.append([cell["env"], cell["method"], cell["parameters"], *formatted, diff, f"hybrid {verdict}"])
+    return rows
+
+
+def write_report(run_dir: Path, args) -> str:
+    """Renders `run_dir`'s results.json (`experiments.benchmark.Args` `args`) into results.md and benchmark.png;
+    returns the markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    lower_is_better, rows = results["objective"] == "world_model", results["rows"]
+    digits = 4 if lower_is_better else 1
+    table = [
+        [r["env"], r["method"], r["parameters"], *(format_mean_ci(*r[mode], digits) for mode in MODES),
+         format_mean_ci(*r["hybrid_minus_standard"], digits), r["verdict"]]
+        for r in rows
+    ]  # fmt: skip
     metric = "query one-step MSE (lower is better)" if lower_is_better else "episode return (higher is better)"
     header = ["family", "model", "parameters", "none", "standard, 1 step", "hybrid, 1 step", "hybrid − standard", ""]
     text = (
-        f"**{metric}**, mean ± 95% CI over {num_seeds * tasks_per_seed} held-out tasks ({num_seeds} seeds pooled); "
-        "the last columns "
-        f"are the paired difference and what it says (a CI that contains 0 ties).\n\n{markdown_table(header, table)}"
+        f"# Benchmark ({results['objective']}): {len(args.envs)} families × {len(args.methods)} models × 3 modes\n\n"
+        f"**{metric}**, mean ± 95% CI over {results['held_out_tasks']} held-out tasks ({args.num_seeds} seeds pooled); "
+        "the last columns are the paired difference and what it says (a CI that contains 0 ties).\n\n"
+        f"{markdown_table(header, table)}\n\n![benchmark](benchmark.png)\n"
     )
-    return text, rows
+    (run_dir / "results.md").write_text(text)
+    plot(run_dir / "benchmark.png", results["objective"], rows)
+    return text
 
 
 def plot(path: Path, objective: str, rows: list[dict]) -> None:

@@ -70,13 +70,13 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     3 (its newest checkpoint is the last finite state). A finished run whose `main` returns its `run_dir` gets a
     provenance.json (`experiments.provenance`: command, commit, wall time, machine)."""
     args = parse_args(presets, default_preset)
-    started = time.perf_counter()
+    started, module = time.perf_counter(), provenance.current_module()
+    code = provenance.commit() if module is not None else None
     try:
         with interrupts.abort_on_interrupt():
             results = main(args)
-        module = provenance.current_module()
         if module is not None and isinstance(results, dict) and "run_dir" in results:
-            provenance.record(Path(results["run_dir"]), module, sys.argv[1:], time.perf_counter() - started)
+            provenance.record(Path(results["run_dir"]), module, sys.argv[1:], code, time.perf_counter() - started)
     except Interrupted:
         raise SystemExit(0) from None
     except Diverged as error:

@@ -53,17 +53,18 @@ def commit() -> str:
     return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
-def record(run_dir: Path, module: str, argv: list[str], seconds: float) -> None:
-    """Writes `run_dir/provenance.json` for a run of `python -m <module> <argv>` that took `seconds`."""
+def record(run_dir: Path, module: str, argv: list[str], code: str, seconds: float) -> None:
+    """Writes `run_dir/provenance.json` for a run of `python -m <module> <argv>` from commit `code` (`commit()` as
+    the run started: the code it loaded) that took `seconds`."""
     command = " ".join(["python", "-m", module, *argv])
-    value = {"experiment": module, "command": command, "commit": commit(), "seconds": seconds, "machine": machine()}
+    value = {"experiment": module, "command": command, "commit": code, "seconds": seconds, "machine": machine()}
     runs.write_json(Path(run_dir) / FILE, value)
 
 
 def describe(recorded: dict) -> str:
     """One paragraph: the command, the commit, the wall time and the machine."""
-    minutes, seconds = divmod(round(recorded["seconds"]), 60)
-    took = f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+    total = round(recorded["seconds"])
+    took = f"{total} s" if total < 60 else f"{total // 60} min {total % 60} s" if total < 600 else f"{total // 60} min"
     return (
         f"Recorded run: `{recorded['command']}` at commit {recorded['commit']}; {took} wall on a "
         f"{describe_machine(recorded['machine'])}.{' ' + recorded['note'] if 'note' in recorded else ''} "

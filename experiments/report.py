@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ssm_jax.report import mean_ci, new_figure, plot_ci_curve, save_figure
+from ssm_jax.report import mean_ci, new_figure, plot_ci_curve, plot_mean_ci_curve, save_figure
 
-__all__ = ["mean_ci", "new_figure", "plot_ci_curve", "save_figure"]  # with the experiments' own helpers below
+# re-exported beside the experiments' own helpers below
+__all__ = ["mean_ci", "new_figure", "plot_ci_curve", "plot_mean_ci_curve", "save_figure"]
 
 # Finn et al. 2017: mean return after 0/1/2/3 gradient steps (HalfCheetah: MuJoCo, horizon 200; the authors' result
 # files and the paper's Fig. 5; navigation: appendix Table 4). Compare shapes for brax, values for navigation.

@@ -21,16 +21,24 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import budget_study, meta_rl_report, provenance
+from experiments import benchmark, benchmark_report, budget_study, meta_rl_report, provenance, sinusoid, world_model
+from experiments import sweep as experiment_sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import read_config
-from ssm_jax.configs import RunConfig
+from ssm_jax.configs import RunConfig, SinusoidRunConfig, WorldModelRunConfig
 
 RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
-RECORDED = ("config.json", "results.json", "metrics.jsonl", provenance.FILE)
+RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provenance.FILE)
 """The files of a recorded run; everything else in its directory is generated."""
 
-WRITERS = {RunConfig: meta_rl_report.write_report, budget_study.StudyArgs: budget_study.write_report}
+WRITERS = {
+    RunConfig: meta_rl_report.write_report,
+    budget_study.StudyArgs: budget_study.write_report,
+    SinusoidRunConfig: sinusoid.write_report,
+    WorldModelRunConfig: world_model.write_report,
+    benchmark.Args: benchmark_report.write_report,
+    experiment_sweep.SweepArgs: experiment_sweep.write_report,
+}
 """Each experiment's `write_report(run_dir, config) -> markdown`, by the class of the config it records."""
 
 

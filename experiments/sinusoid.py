@@ -11,11 +11,12 @@ inner loop). Evaluation: `eval_tasks` held-out tasks from a separate key, K supp
 points, MSE after 0..`eval_steps` SGD steps (Meta-SGD with its learned per-parameter lr), 95% CIs over tasks.
 
 Writes under `runs/sinusoid/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md,
-fits.png (fitted curves) and mse_vs_steps.png.
+fits_<K>shot.png (fitted curves) and mse_vs_steps.png.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -27,11 +28,11 @@ from experiments.common import resume_command, run_directory, run_main
 from experiments.report import (
     REFERENCE_MAML_PAPER,
     REFERENCE_META_SGD_PAPER,
-    format_ci,
+    format_mean_ci,
     markdown_table,
     mean_ci,
     new_figure,
-    plot_ci_curve,
+    plot_mean_ci_curve,
     save_figure,
 )
 from ssm_jax import runs, sweep
@@ -124,14 +125,13 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
     save_figure(fig, path)
 
 
-def _plot_curves(path: Path, curves: dict):
-    shots_list = sorted({s for s, _ in curves})
+def _plot_curves(path: Path, results: dict):
+    """Query MSE against adaptation steps, one panel per K, from results.json's means and CIs."""
+    shots_list = list(results["shots"])
     fig, axes = new_figure(1, len(shots_list), figsize=(4.5 * len(shots_list), 3.6), squeeze=False)
     for ax, shots in zip(axes[0], shots_list, strict=True):
-        for (s, method), mse in curves.items():
-            if s != shots:
-                continue
-            plot_ci_curve(ax, mse, LABELS[method], band=True)
+        for method, summary in results["shots"][shots].items():
+            plot_mean_ci_curve(ax, np.asarray(summary["mse_mean"]), np.asarray(summary["mse_ci95"]), LABELS[method])
         ax.set_yscale("log")
         ax.set_xlabel("gradient steps on the support")
         ax.set_ylabel("query MSE (95% CI)")
@@ -151,44 +151,51 @@ def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
     dist = SinusoidDistribution(frequency_range=args.frequency_range)
     eval_tasks, eval_keys = sweep.held_out_tasks(dist, grid.keys.eval, args.eval_tasks)
     results: dict = {"shots": {}, "run_dir": str(run_dir)}
-    curves, rows = {}, []
     for shots in args.shots:
         fitted, per_method = {}, {}
         for method in args.methods:
             start = time.perf_counter()
             trainer, programs, states = train(args, shots, method, grid, run_dir, logger)
             mse = np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
-            mse = mse.reshape(-1, mse.shape[-1])  # [seeds * tasks, eval_steps + 1], seed-major
-            curves[(shots, method)] = mse
+            mean, half = mean_ci(mse.reshape(-1, mse.shape[-1]))  # over seeds x tasks
             fitted[method] = (trainer, states)
-            mean, half = mean_ci(mse)
             per_method[method] = {"mse_mean": mean, "mse_ci95": half, "train_seconds": time.perf_counter() - start}
-            rows.append(
-                [shots, LABELS[method]]
-                + [format_ci(mse, digits=3)[k] for k in (0, 1, min(5, args.eval_steps), args.eval_steps)]
-                + [REFERENCE_META_SGD_PAPER.get(shots, {}).get(method, "")]
-            )
         results["shots"][shots] = per_method
         if args.plots:
             selected = {m: fitted[m] for m in ("maml", "pretrained") if m in fitted}
             _plot_fits(run_dir / f"fits_{shots}shot.png", args, selected, eval_tasks, eval_keys[0])
-    steps = [f"{k} steps" for k in (0, min(5, args.eval_steps), args.eval_steps)]
-    header = ["K", "method", steps[0], "1 step", *steps[1:], "Li et al. 2017, 1 step (ω∈[0.8,1.2])"]
-    table = markdown_table(header, rows)
-    distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
-    (run_dir / "results.md").write_text(
-        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seeds ({distribution})\n\n"
-        f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
-        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{table}\n\n"
-        f"Finn et al. 2017 (ω = 1), 5-shot, after 1/5/10 steps: MAML {REFERENCE_MAML_PAPER['maml']}, "
-        f"pretrained {REFERENCE_MAML_PAPER['pretrained']}.\n"
-    )
     write_json(run_dir / "results.json", results)
-    if args.plots:
-        _plot_curves(run_dir / "mse_vs_steps.png", curves)
-    print(table)
+    print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     return results
+
+
+def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
+    """Renders `run_dir`'s results.json into results.md (and with `args.plots` mse_vs_steps.png); returns the
+    markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    columns = (0, 1, min(5, args.eval_steps), args.eval_steps)
+    rows = [
+        [shots, LABELS[method]]
+        + [format_mean_ci(summary["mse_mean"][k], summary["mse_ci95"][k], digits=3) for k in columns]
+        + [REFERENCE_META_SGD_PAPER.get(int(shots), {}).get(method, "")]
+        for shots, per_method in results["shots"].items()
+        for method, summary in per_method.items()
+    ]
+    header = ["K", "method", *(f"{k} step{'s' * (k != 1)}" for k in columns), "Li et al. 2017, 1 step (ω∈[0.8,1.2])"]
+    distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
+    plot = "\n\n![query MSE against steps](mse_vs_steps.png)" if args.plots else ""
+    text = (
+        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seeds ({distribution})\n\n"
+        f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
+        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}\n\n"
+        f"Finn et al. 2017 (ω = 1), 5-shot, after 1/5/10 steps: MAML {REFERENCE_MAML_PAPER['maml']}, "
+        f"pretrained {REFERENCE_MAML_PAPER['pretrained']}.{plot}\n"
+    )
+    (run_dir / "results.md").write_text(text)
+    if args.plots:
+        _plot_curves(run_dir / "mse_vs_steps.png", results)
+    return text
 
 
 if __name__ == "__main__":

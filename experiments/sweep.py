@@ -21,7 +21,9 @@ and 95% CI; seconds per run), results.md and `sweep_<field>.png` per swept field
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from pathlib import Path
 from typing import ClassVar
 
 import jax
@@ -140,21 +142,44 @@ def main(args: SweepArgs) -> dict:
     }
     write_json(run_dir / "runs.json", runs)
     write_json(run_dir / "results.json", results)
-    rounds = base.evaluation.adapt_rounds
-    table = _table(aggregate, rounds)
-    summary = (
-        f"{len(runs)} runs ({args.num_seeds} seeds x {', '.join(f'{n} {list(v)}' for n, v in swept.items())}) of "
-        f"{base.env}, {base.iterations} meta-iterations each, trained in one vmapped program: {train_seconds:.0f} s "
-        f"({train_seconds / len(runs):.1f} s per run). Return after 0..{rounds} standard steps, pooled "
-        f"over seeds and {base.evaluation.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n{table}\n"
+    print(write_report(run_dir, args))
+    print(f"results in {run_dir}")
+    return results
+
+
+def write_report(run_dir: Path, args: SweepArgs) -> str:
+    """Renders `run_dir`'s results.json and runs.json into results.md (the pooled table per swept value, then each
+    run's mean return) and `sweep_<field>.png`; returns the markdown. The results pages
+    (`experiments.results_pages`) call it on the recorded files."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    per_run = json.loads((Path(run_dir) / "runs.json").read_text())
+    aggregate = {
+        name: {float(v): stats for v, stats in by_value.items()} for name, by_value in results["aggregate"].items()
+    }
+    swept = {name: values for name, values in args.swept().items() if values}
+    rounds, train_seconds = args.evaluation.adapt_rounds, results["train_seconds"]
+    fields = list(swept)
+    run_rows = [
+        [*(f"{run[name]:g}" for name in fields), run["seed"], *(f"{m:.1f}" for m in run["return_mean"]),
+         "yes" if run["diverged"] else ""]
+        for run in per_run
+    ]  # fmt: skip
+    run_table = markdown_table([*fields, "seed", *[f"{k} steps" for k in range(rounds + 1)], "diverged"], run_rows)
+    text = (
+        f"# Sweep: {args.env}, {', '.join(fields)}\n\n"
+        f"{results['runs']} runs ({args.num_seeds} seeds x {', '.join(f'{n} {list(v)}' for n, v in swept.items())}) of "
+        f"{args.env}, {args.iterations} meta-iterations each, trained in one vmapped program: {train_seconds:.0f} s "
+        f"({results['seconds_per_run']:.1f} s per run). Return after 0..{rounds} standard steps, pooled "
+        f"over seeds and {args.evaluation.eval_tasks} held-out tasks per run (mean ± 95% CI):\n\n"
+        f"{_table(aggregate, rounds)}\n\nEach run's mean return over its held-out tasks:\n\n{run_table}\n"
     )
-    if diverged:
-        summary += f"\nDiverged (a non-finite state; left out of the table): {results['diverged_runs']}\n"
-    (run_dir / "results.md").write_text(summary)
+    if results["diverged_runs"]:
+        text += f"\nDiverged (a non-finite state; left out of the pooled table): {results['diverged_runs']}\n"
+    text += "".join(f"\n![sweep over {name}](sweep_{name}.png)\n" for name in aggregate)
+    (run_dir / "results.md").write_text(text)
     for name, by_value in aggregate.items():
         _plot(run_dir / f"sweep_{name}.png", name, by_value, rounds)
-    print(summary + f"\nresults in {run_dir}")
-    return results
+    return text
 
 
 def _pooled(returns: np.ndarray) -> dict:

@@ -21,6 +21,7 @@ open_loop.png (error against adaptation steps per method and mode).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def main(args: WorldModelRunConfig) -> dict:
     started = time.perf_counter()
     results = run_seeds(args, env, runs.MetricsLog(run_dir / "metrics.jsonl"))
     summary = {
+        "run_dir": str(run_dir),
         "env": args.env,
         "model": args.model,
         "parameters": results["parameters"],
@@ -149,14 +151,27 @@ def main(args: WorldModelRunConfig) -> dict:
         "per_task": {name: results[name] for name in METRICS},
     }
     runs.write_json(run_dir / "results.json", summary)
-    text = report(results, args.trainer.adapt_steps)
-    title = f"# World model: {args.model} on {args.env} ({summary['parameters']} parameters)\n\n"
-    (run_dir / "results.md").write_text(title + text)
-    for name, label in METRICS.items():
-        _plot(run_dir / f"{name}.png", results[name], label)
-    print(title + text)
+    print(write_report(run_dir, args))
     print(f"wrote {run_dir}")
     return summary
+
+
+def write_report(run_dir: Path, args: WorldModelRunConfig) -> str:
+    """Renders `run_dir`'s results.json into results.md and the plots (one per metric); returns the markdown. The
+    results pages (`experiments.results_pages`) call it on the recorded files."""
+    summary = json.loads((Path(run_dir) / "results.json").read_text())
+    per_task = {
+        name: {method: np.asarray(values, dtype=np.float64) for method, values in summary["per_task"][name].items()}
+        for name in METRICS
+    }
+    title = f"# World model: {args.model} on {args.env} ({summary['parameters']} parameters)\n\n"
+    plots = "".join(f"\n![{label}]({name}.png)\n" for name, label in METRICS.items()) if args.plots else ""
+    text = title + report(per_task, args.trainer.adapt_steps) + plots
+    (run_dir / "results.md").write_text(text)
+    if args.plots:
+        for name, label in METRICS.items():
+            _plot(run_dir / f"{name}.png", per_task[name], label)
+    return text
 
 
 if __name__ == "__main__":

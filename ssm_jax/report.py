@@ -48,7 +48,12 @@ def save_figure(fig, path: Path) -> None:
 def plot_ci_curve(ax, values: np.ndarray, label: str, band: bool = False):
     """Mean over the leading axis of `values` `[n, K + 1]` against steps 0..K, with its 95% CI as error bars (or a
     shaded band)."""
-    mean, half = mean_ci(values)
+    return plot_mean_ci_curve(ax, *mean_ci(values), label, band)
+
+
+def plot_mean_ci_curve(ax, mean: np.ndarray, half: np.ndarray, label: str, band: bool = False):
+    """`mean` `[K + 1]` against steps 0..K with the 95% CI half-widths `half` as error bars (or a shaded band);
+    returns the steps."""
     steps = np.arange(mean.size)
     if band:
         ax.plot(steps, mean, marker="o", ms=3, label=label)

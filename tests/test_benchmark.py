@@ -39,7 +39,7 @@ def test_the_verdict_follows_the_paired_ci_and_the_metric_direction():
     standard = [1.0, 2.0, 3.0, 4.0]
     lower = [s - 0.5 + 0.01 * i for i, s in enumerate(standard)]  # paired: lower by 0.5 +- ~0.01 on every task
     noisy = [s + d for s, d in zip(standard, (0.5, -0.5, 0.4, -0.4), strict=True)]
-    verdict = lambda objective, hybrid: benchmark.aggregate(objective, [_cell(standard, hybrid)], 1, 4)[1][0]["verdict"]
+    verdict = lambda objective, hybrid: benchmark.aggregate(objective, [_cell(standard, hybrid)])[0]["verdict"]
     assert verdict("world_model", lower) == "hybrid helps"  # lower MSE is better
     assert verdict("rl", lower) == "hybrid hurts"  # lower return is worse
     assert verdict("rl", noisy) == "hybrid ties"  # the paired CI contains 0
@@ -95,7 +95,7 @@ def test_benchmark_smoke_writes_the_aggregated_table_and_resume_skips_finished_c
         cell = json.loads((run_dir / "cells" / f"pendulum-params__{method}.json").read_text())
         assert set(cell["curves"]) == {"none", "standard", "hybrid"}
         assert np.asarray(cell["curves"]["hybrid"]).shape == (2 * 3, 4)  # 2 seeds x 3 held-out tasks, 0..3 steps
-        assert row.rstrip(" |").endswith(benchmark.aggregate("world_model", [cell], 2, 3)[1][0]["verdict"])
+        assert row.rstrip(" |").endswith(benchmark.aggregate("world_model", [cell])[0]["verdict"])
     assert (run_dir / "benchmark.png").stat().st_size > 0
     written = {p.name: p.stat().st_mtime_ns for p in (run_dir / "cells").glob("*.json")}
     again = subprocess.run([*command[:3], "--resume", str(run_dir)], capture_output=True, text=True, timeout=300)

@@ -1,9 +1,12 @@
 """The front door: a README of at most 150 lines whose links resolve and whose quickstart runs, and a documentation
-site that builds with `mkdocs build --strict`, its API reference covering every public module."""
+site that builds with `mkdocs build --strict`, its API reference covering every public module, and results pages
+that their recorded runs regenerate."""
 
+import json
 import os
 import pkgutil
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import ssm_jax
+from experiments import results_pages
 
 ROOT = Path(__file__).parent.parent
 
@@ -49,3 +53,40 @@ def test_the_readme_quickstart_runs_eight_runs_as_one_program(capsys):
     exec(compile(snippet, "README.md", "exec"), namespace)
     assert namespace["returns"].shape == (8, 16, namespace["config"].evaluation.adapt_rounds + 1)
     assert len(capsys.readouterr().out.strip().splitlines()) == 8  # one curve per run
+
+
+def test_every_results_page_is_what_its_recorded_run_renders():
+    recorded = results_pages.pages()
+    assert {page.name for page in recorded} >= {"budget_study_vel", "halfcheetah_vel_cpu"}
+    assert all(results_pages.differences(page) == [] for page in recorded), [
+        results_pages.differences(p) for p in recorded
+    ]
+    navigation = (ROOT / "mkdocs.yml").read_text()
+    assert all(f"results/{page.name}/results.md" in navigation for page in recorded)
+
+
+def test_a_results_page_whose_recorded_numbers_changed_is_reported(tmp_path):
+    page = tmp_path / "budget_study_vel"
+    shutil.copytree(results_pages.RESULTS / "budget_study_vel", page)
+    results = json.loads((page / "results.json").read_text())
+    results["rows"][0]["gain_difference"]["mean"] += 0.1  # +0.5 ± 4.8 now renders +0.6
+    (page / "results.json").write_text(json.dumps(results))
+    assert results_pages.differences(page) == ["budget_study_vel/results.md differs from what its recorded run renders"]
+    results_pages.render(page)
+    assert results_pages.differences(page) == []
+    assert "| +0.6 ± 4.8 |" in (page / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_finished_experiment_records_its_provenance_and_becomes_a_page(tmp_path):
+    command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path / "runs")]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    recorded = json.loads((run_dir / "provenance.json").read_text())
+    assert recorded["command"] == " ".join(["python", "-m", *command[2:]])
+    assert recorded["experiment"] == "experiments.navigation" and recorded["seconds"] > 0
+    page = results_pages.record(run_dir, "navigation_smoke", root=tmp_path / "pages")
+    text = (page / "results.md").read_text()
+    assert text.split("\n\n")[1].startswith("Recorded run: `python -m experiments.navigation --preset smoke")
+    assert text.split("\n\n", 2)[2] == (run_dir / "results.md").read_text().split("\n\n", 1)[1]  # the run's own
+    assert results_pages.differences(page) == []
