@@ -25,6 +25,7 @@ from experiments.report import (
 )
 from ssm_jax import runs
 from ssm_jax.configs import RunConfig
+from ssm_jax.report import steps_label
 
 
 def plot_learning(path: Path, records: list[dict]):
@@ -127,7 +128,7 @@ def _render(results: dict, args: RunConfig) -> str:
             ["oracle (trained on each eval task, its last iteration)", format_ci(np.asarray(oracle))[0],
              *[""] * rounds, *[""] * len(metric_column)]
         )  # fmt: skip
-    table = markdown_table(["method", *[f"{k} steps" for k in steps], *metric_column], rows)
+    table = markdown_table(["method", *[steps_label(k) for k in steps], *metric_column], rows)
     table += "\n\nPaired change from 0 steps (same tasks and keys):\n\n" + markdown_table(
         ["method", *[f"after {k}" for k in steps[1:]]],
         [
@@ -142,8 +143,9 @@ def _render(results: dict, args: RunConfig) -> str:
     ):
         if key in comparisons:
             value = comparisons[key]
+            pairs = zip(steps, value["mean"], value["ci95"], strict=True)
             table += f"\n\nPaired difference {label}: " + ", ".join(
-                f"{k} steps {m:+.1f} ± {h:.1f}" for k, m, h in zip(steps, value["mean"], value["ci95"], strict=True)
+                f"{steps_label(k)} {m:+.1f} ± {h:.1f}" for k, m, h in pairs
             )
     if "one_step_gain_maml_minus_pretrained" in comparisons:
         g = comparisons["one_step_gain_maml_minus_pretrained"]
@@ -165,7 +167,7 @@ def _render(results: dict, args: RunConfig) -> str:
         width = max(len(v) for v in reference.values())
         reference_text = "\n\nReference (Finn et al. 2017; MuJoCo for the brax families: compare shapes):\n\n" + (
             markdown_table(
-                ["reference", *[f"{k} steps" for k in range(width)]],
+                ["reference", *[steps_label(k) for k in range(width)]],
                 [
                     [name, *[f"{v:.1f}" for v in values], *[""] * (width - len(values))]
                     for name, values in reference.items()

@@ -61,10 +61,15 @@ def record(run_dir: Path, module: str, argv: list[str], code: str, seconds: floa
     runs.write_json(Path(run_dir) / FILE, value)
 
 
+def wall_time(seconds: float) -> str:
+    """`"42 s"`, `"9 min 5 s"`, or whole minutes from 10 minutes on."""
+    total = round(seconds)
+    return f"{total} s" if total < 60 else f"{total // 60} min {total % 60} s" if total < 600 else f"{total // 60} min"
+
+
 def describe(recorded: dict) -> str:
     """One paragraph: the command, the commit, the wall time and the machine."""
-    total = round(recorded["seconds"])
-    took = f"{total} s" if total < 60 else f"{total // 60} min {total % 60} s" if total < 600 else f"{total // 60} min"
+    took = wall_time(recorded["seconds"])
     return (
         f"Recorded run: `{recorded['command']}` at commit {recorded['commit']}; {took} wall on a "
         f"{describe_machine(recorded['machine'])}.{' ' + recorded['note'] if 'note' in recorded else ''} "

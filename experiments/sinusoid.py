@@ -38,6 +38,7 @@ from experiments.report import (
 from ssm_jax import runs, sweep
 from ssm_jax.configs import CONFIGS, SinusoidRunConfig
 from ssm_jax.envs import SinusoidDistribution
+from ssm_jax.report import steps_label
 from ssm_jax.runs import MetricsLog, write_json
 from ssm_jax.train_config import HParams
 from ssm_jax.train_regression import RegressionTrainer, RegressionTrainerConfig, make_regression_trainer
@@ -170,27 +171,44 @@ def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
     return results
 
 
+def _finn_et_al(shots: int, method: str) -> str:
+    values = REFERENCE_MAML_PAPER.get(method) if shots == 5 else None
+    return " / ".join(f"{v:.2f}" for v in values) if values else ""
+
+
+def _li_et_al(shots: int, method: str) -> str:
+    return REFERENCE_META_SGD_PAPER.get(shots, {}).get(method, "")
+
+
+REFERENCES = {
+    (1.0, 1.0): ("Finn et al. 2017, 1 / 5 / 10 steps", _finn_et_al),
+    (0.8, 1.2): ("Li et al. 2017, 1 step", _li_et_al),
+}
+"""The published figures for a frequency range, as (column label, (shots, method) -> cell); the MAML paper's
+distribution (ω = 1, 5-shot only) and Meta-SGD's (ω in [0.8, 1.2], Li et al. Table 1 as quoted in secondary copies:
+its 10-shot figures are unconfirmed)."""
+
+
 def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     """Renders `run_dir`'s results.json into results.md (and with `args.plots` mse_vs_steps.png); returns the
     markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
     columns = (0, 1, min(5, args.eval_steps), args.eval_steps)
+    reference_label, reference = REFERENCES.get(tuple(args.frequency_range), (None, None))
     rows = [
         [shots, LABELS[method]]
         + [format_mean_ci(summary["mse_mean"][k], summary["mse_ci95"][k], digits=3) for k in columns]
-        + [REFERENCE_META_SGD_PAPER.get(int(shots), {}).get(method, "")]
+        + ([reference(int(shots), method)] if reference else [])
         for shots, per_method in results["shots"].items()
         for method, summary in per_method.items()
     ]
-    header = ["K", "method", *(f"{k} step{'s' * (k != 1)}" for k in columns), "Li et al. 2017, 1 step (ω∈[0.8,1.2])"]
+    header = ["K", "method", *(steps_label(k) for k in columns), *([reference_label] if reference else [])]
     distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
     plot = "\n\n![query MSE against steps](mse_vs_steps.png)" if args.plots else ""
     text = (
         f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seeds ({distribution})\n\n"
         f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
-        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}\n\n"
-        f"Finn et al. 2017 (ω = 1), 5-shot, after 1/5/10 steps: MAML {REFERENCE_MAML_PAPER['maml']}, "
-        f"pretrained {REFERENCE_MAML_PAPER['pretrained']}.{plot}\n"
+        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}{plot}\n"
     )
     (run_dir / "results.md").write_text(text)
     if args.plots:

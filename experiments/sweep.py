@@ -35,6 +35,7 @@ from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, extend
+from ssm_jax.report import steps_label
 from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_config, write_json
 from ssm_jax.train import HParams
 
@@ -164,7 +165,7 @@ def write_report(run_dir: Path, args: SweepArgs) -> str:
          "yes" if run["diverged"] else ""]
         for run in per_run
     ]  # fmt: skip
-    run_table = markdown_table([*fields, "seed", *[f"{k} steps" for k in range(rounds + 1)], "diverged"], run_rows)
+    run_table = markdown_table([*fields, "seed", *[steps_label(k) for k in range(rounds + 1)], "diverged"], run_rows)
     text = (
         f"# Sweep: {args.env}, {', '.join(fields)}\n\n"
         f"{results['runs']} runs ({args.num_seeds} seeds x {', '.join(f'{n} {list(v)}' for n, v in swept.items())}) of "
@@ -197,7 +198,7 @@ def _table(aggregate: dict, steps: int) -> str:
         for value, stats in by_value.items():
             cells = [f"{m:.1f} ± {h:.1f}" for m, h in zip(stats["mean"], stats["ci95"], strict=True)]
             rows.append([name, f"{value:g}", *cells])
-    return markdown_table(["field", "value", *[f"{k} steps" for k in range(steps + 1)]], rows)
+    return markdown_table(["field", "value", *[steps_label(k) for k in range(steps + 1)]], rows)
 
 
 def _plot(path, name: str, by_value: dict, steps: int) -> None:
@@ -206,7 +207,7 @@ def _plot(path, name: str, by_value: dict, steps: int) -> None:
     for step in (0, 1, steps) if steps > 1 else (0, 1):
         mean = np.array([by_value[v]["mean"][step] for v in values])
         half = np.array([by_value[v]["ci95"][step] for v in values])
-        ax.errorbar(values, mean, yerr=half, marker="o", capsize=3, label=f"after {step} steps")
+        ax.errorbar(values, mean, yerr=half, marker="o", capsize=3, label=f"after {steps_label(step)}")
     if len(values) > 1 and values[0] > 0 and values[-1] / values[0] >= 10:
         ax.set_xscale("log")
     ax.set_xlabel(name)

@@ -32,6 +32,7 @@ from experiments.common import run_main
 from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
 from ssm_jax import envs, runs, sweep
 from ssm_jax.configs import CONFIGS, WorldModelRunConfig
+from ssm_jax.report import steps_label
 from ssm_jax.train_config import HParams
 from ssm_jax.train_world_model import make_world_model_trainer
 
@@ -114,7 +115,7 @@ def _plot(path: Path, curves: dict, ylabel: str) -> None:
 def report(results: dict, steps: int) -> str:
     """Markdown tables (error after 0..K steps, 95% CIs) per metric, and paired differences after one step."""
     lines = []
-    header = ["method + mode", *(f"{k} steps" for k in range(steps + 1))]
+    header = ["method + mode", *(steps_label(k) for k in range(steps + 1))]
     for name, label in METRICS.items():
         curves = results[name]
         rows = [

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 
 
+def steps_label(k: int) -> str:
+    """`"1 step"`, `"k steps"`: the column and legend label of k adaptation steps."""
+    return f"{k} step{'' if k == 1 else 's'}"
+
+
 def mean_ci(values: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Mean and 95% normal-approximation half-width over `axis`."""
     values = np.asarray(values, dtype=np.float64)

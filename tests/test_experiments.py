@@ -39,6 +39,21 @@ def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
     assert len(lines) == 2 * args.iterations // args.chunk_size
 
 
+def test_sinusoid_page_compares_with_the_paper_of_its_distribution(tmp_path):
+    curve = {"mse_mean": [3.0] + [0.5] * 10, "mse_ci95": [0.1] * 11, "train_seconds": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"shots": {"5": {"maml": curve, "pretrained": curve}}}))
+    config = dataclasses.replace(sinusoid.PRESETS["paper"], plots=False)
+    maml_row = "| 5 | MAML | 3.000 ± 0.100 | 0.500 ± 0.100 | 0.500 ± 0.100 | 0.500 ± 0.100 |"
+    maml_paper = sinusoid.write_report(tmp_path, config)
+    assert f"{maml_row} 0.67 / 0.38 / 0.35 |" in maml_paper
+    assert "Li et al." not in maml_paper
+    meta_sgd_paper = sinusoid.write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.8, 1.2)))
+    assert "Li et al. 2017, 1 step" in meta_sgd_paper and "| 1.13 ± 0.18 |" in meta_sgd_paper
+    assert "Finn et al." not in meta_sgd_paper
+    other = sinusoid.write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.5, 2.0)))
+    assert "et al." not in other and f"{maml_row}\n" in other
+
+
 SINUSOID_SHORT = ["--preset", "smoke", "--methods", "maml", "pretrained", "--iterations", "600", "--chunk-size", "100",
                   "--checkpoint-every", "100", "--eval-tasks", "20", "--no-plots"]  # fmt: skip
 

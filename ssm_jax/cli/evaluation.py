@@ -13,7 +13,7 @@ from ssm_jax import runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.parsing import UsageError
 from ssm_jax.configs import RunConfig, build, initial_state, load_run_config
-from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure
+from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure, steps_label
 from ssm_jax.train import Trainer, TrainState
 
 
@@ -156,7 +156,7 @@ def adapt(args: AdaptArgs) -> dict:
     rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.tasks)]]
     for k in range(args.adapt_rounds + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
-        rows.append([f"after {k} steps", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
+        rows.append([f"after {steps_label(k)}", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
     if args.online:
         online = result["online"]
         rows.append(["online, frozen", f"{online['frozen_mean']:.2f} ± {online['frozen_ci95']:.2f}"])
