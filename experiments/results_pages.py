@@ -7,7 +7,9 @@ command, commit, wall time and machine of the run).
     python -m experiments.results_pages --record RUN_DIR NAME    # copy a finished run into docs/results/NAME
 
 Each page is the experiment's own results.md, rendered by its `write_report(run_dir, config)` (`WRITERS`) from
-the recorded files alone (so the page and the run print the same), with the provenance under its title.
+the recorded files alone (so the page and the run print the same), with the provenance under its title. The
+headline table of README.md and docs/index.md (navigation against Finn et al.'s Table 4) is rendered from the
+`navigation` page the same way, between its markers.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import numpy as np
 
 from experiments import benchmark, benchmark_report, budget_study, meta_rl_report, provenance, sinusoid, world_model
 from experiments import sweep as experiment_sweep
+from experiments.report import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import read_config
 from ssm_jax.configs import RunConfig, SinusoidRunConfig, WorldModelRunConfig
+from ssm_jax.report import steps_label
 
-RESULTS = Path(__file__).resolve().parent.parent / "docs" / "results"
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results"
 RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provenance.FILE)
 """The files of a recorded run; everything else in its directory is generated."""
 
@@ -83,6 +88,47 @@ def differences(page_dir: Path) -> list[str]:
         return found
 
 
+HEADLINE_PAGE = "navigation"
+HEADLINE_FILES = {ROOT / "README.md": "docs/", ROOT / "docs" / "index.md": ""}
+"""The files that show the headline table, each with the prefix of its links into docs/."""
+HEADLINE_BEGIN = "<!-- headline: rendered by python -m experiments.results_pages from docs/results/navigation -->"
+HEADLINE_END = "<!-- /headline -->"
+
+
+def headline(link_prefix: str, root: Path = RESULTS) -> str:
+    """The headline: the recorded navigation run's MAML and random-init rows beside Finn et al.'s Table 4, with its
+    command, commit and wall time; links start with `link_prefix` (the path from the including file to docs/)."""
+    page_dir = root / HEADLINE_PAGE
+    results = json.loads((page_dir / "results.json").read_text())
+    recorded = json.loads((page_dir / provenance.FILE).read_text())
+    config = read_config(page_dir / "config.json")
+    steps = range(config.evaluation.adapt_rounds + 1)
+    ours = lambda name: list(map(format_mean_ci, results["returns"][name], results["returns_ci95"][name]))
+    (paper,) = [values for name, values in REFERENCES[config.env].items() if name.startswith("MAML")]
+    table = markdown_table(
+        ["", *[steps_label(k) for k in steps]],
+        [
+            ["MAML, ours", *ours("MAML + standard")],
+            ["MAML, Finn et al. 2017", *[f"{value:.2f}" for value in paper]],
+            ["random init, ours", *ours("random init")],
+        ],
+    )
+    link = f"{link_prefix}results/{HEADLINE_PAGE}/results.md"
+    return (
+        f"**2D navigation reproduces Finn et al.'s Table 4** (MAML-RL's own setup, TRPO outer steps; "
+        f"{config.num_seeds} seeds pooled, {config.num_seeds * config.evaluation.eval_tasks} held-out goals; mean "
+        f"return, 95% CI; [the recorded run]({link}): `{recorded['command']}` at commit {recorded['commit']}, "
+        f"{provenance.wall_time(recorded['seconds'])} on {recorded['machine']['cores']} CPU cores):\n\n{table}"
+    )
+
+
+def with_headline(text: str, link_prefix: str) -> str:
+    """`text` with the block between the headline markers replaced by `headline(link_prefix)`."""
+    before, rest = text.split(HEADLINE_BEGIN + "\n", 1)
+    _, after = rest.split(HEADLINE_END, 1)
+    return f"{before}{HEADLINE_BEGIN}\n{headline(link_prefix)}\n{HEADLINE_END}{after}"
+
+
 def record(run_dir: Path, name: str, root: Path = RESULTS) -> Path:
     """Copies a finished run's recorded files into `root/name` and renders its page there."""
     if not (run_dir / provenance.FILE).exists():
@@ -111,6 +157,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             render(page_dir)
             print(f"wrote {page_dir / 'results.md'}")
+    for path, link_prefix in HEADLINE_FILES.items():
+        text = path.read_text()
+        if args.check:
+            found += [] if with_headline(text, link_prefix) == text else [f"{path.name}: the headline table differs"]
+        else:
+            path.write_text(with_headline(text, link_prefix))
+            print(f"wrote the headline of {path}")
     for line in found:
         print(line, file=sys.stderr)
     return 1 if found else 0

@@ -55,14 +55,41 @@ def test_the_readme_quickstart_runs_eight_runs_as_one_program(capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 8  # one curve per run
 
 
+RECORDED_PAGES = {
+    "budget_study_vel",
+    "halfcheetah_vel_cpu",
+    "navigation",
+    "sweep_inner_lr",
+    "world_model_halfcheetah_vel",
+    "world_model_pendulum",
+}
+
+
 def test_every_results_page_is_what_its_recorded_run_renders():
     recorded = results_pages.pages()
-    assert {page.name for page in recorded} >= {"budget_study_vel", "halfcheetah_vel_cpu"}
+    assert {page.name for page in recorded} >= RECORDED_PAGES
     assert all(results_pages.differences(page) == [] for page in recorded), [
         results_pages.differences(p) for p in recorded
     ]
     navigation = (ROOT / "mkdocs.yml").read_text()
     assert all(f"results/{page.name}/results.md" in navigation for page in recorded)
+
+
+def test_the_headline_table_is_the_recorded_navigation_run():
+    for path, link_prefix in results_pages.HEADLINE_FILES.items():
+        text = path.read_text()
+        assert results_pages.with_headline(text, link_prefix) == text, f"{path.name}: run experiments.results_pages"
+    page = (results_pages.RESULTS / "navigation" / "results.md").read_text()
+    rows = re.findall(r"^\| (?:MAML, ours|random init, ours) \| (.*) \|$", (ROOT / "README.md").read_text(), re.M)
+    assert len(rows) == 2 and all(f"| {row} |" in page for row in rows)
+
+
+def test_the_flagship_line_quotes_the_recorded_budget_study():
+    study = (results_pages.RESULTS / "budget_study_vel" / "results.md").read_text()
+    (ten_million,) = re.findall(r"^\| 10,000,000 \|.*$", study, re.M)
+    for path in results_pages.HEADLINE_FILES:
+        (gain,) = re.findall(r"(\+\d+\.\d ± \d+\.\d) at 10M", path.read_text())
+        assert f"| {gain} |" in ten_million, (path.name, gain)
 
 
 def test_a_results_page_whose_recorded_numbers_changed_is_reported(tmp_path):
