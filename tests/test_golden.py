@@ -3,9 +3,11 @@ committed under `tests/golden/`. Counts and names match exactly; floats to rtol 
 the maths exceeds and rounding on machines of one kind does not (XLA on CPU is deterministic run to run).
 
 A change that alters a golden file regenerates it in the same commit (`SSM_JAX_UPDATE_GOLDEN=1 python -m pytest
-tests/test_golden.py --runslow`) and says why in CHANGELOG.md. The files hold one kind of machine's numbers
-(`tests/golden/machine.json`: CPU, architecture, jaxlib): XLA compiles for the CPU it runs on, and a training run
-carries another CPU's rounding far past any tolerance, so on another kind the test is skipped, saying so.
+tests/test_golden.py --runslow`, on each kind of machine that has a directory) and says why in CHANGELOG.md. Each
+directory `tests/golden/<kind>/` holds one kind of machine's numbers (its `machine.json`: CPU, architecture,
+jaxlib): XLA compiles for the CPU it runs on, and a training run carries another CPU's rounding far past any
+tolerance, so the test compares with the directory of the kind it runs on and is skipped, saying so, where none
+exists (recording on a new kind makes its directory).
 """
 
 import dataclasses
@@ -61,20 +63,38 @@ def _machine() -> dict:
     return {"cpu": cpu, "architecture": platform.machine(), "jaxlib": importlib.metadata.version("jaxlib")}
 
 
+def _golden_directory(machine: dict) -> Path | None:
+    """The directory of `machine`'s kind under `GOLDEN`, or None where none was recorded."""
+    for recorded_on in sorted(GOLDEN.glob("*/machine.json")):
+        if json.loads(recorded_on.read_text()) == machine:
+            return recorded_on.parent
+    return None
+
+
+def _kind_name(machine: dict) -> str:
+    """A directory name for a new kind: the CPU's first two words and the architecture, e.g. `amd-epyc-x86_64`."""
+    words = re.sub(r"\(.*?\)", "", machine["cpu"]).lower().split()[:2]
+    return "-".join([*words, machine["architecture"]])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_smoke_preset_reproduces_its_golden_results(name, tmp_path):
-    recorded_on = GOLDEN / "machine.json"
+    machine = _machine()
+    directory = _golden_directory(machine)
     updating = os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1"
-    if updating:
-        recorded_on.write_text(json.dumps(_machine(), indent=1) + "\n")
-    elif json.loads(recorded_on.read_text()) != _machine():
-        pytest.skip(f"the golden results were recorded on {recorded_on.read_text()}, this is {_machine()}")
+    if updating and directory is None:
+        directory = GOLDEN / _kind_name(machine)
+        directory.mkdir(exist_ok=True)
+        (directory / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
+    elif directory is None:
+        recorded = [json.loads(path.read_text()) for path in sorted(GOLDEN.glob("*/machine.json"))]
+        pytest.skip(f"no golden results for this kind of machine, {machine}; recorded on {recorded}")
     experiment = importlib.import_module(f"experiments.{name}")
     experiment.main(dataclasses.replace(experiment.PRESETS["smoke"], out_dir=str(tmp_path)))
     (run_dir,) = tmp_path.iterdir()
     got = _recorded(to_python(json.loads((run_dir / "results.json").read_text())))
-    golden = GOLDEN / f"{name}_smoke.json"
+    golden = directory / f"{name}_smoke.json"
     if updating:
         golden.write_text(json.dumps(got, indent=1, allow_nan=True) + "\n")
     differences = _differences(got, json.loads(golden.read_text()))
