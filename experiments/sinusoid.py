@@ -127,13 +127,15 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
 
 
 def _plot_curves(path: Path, results: dict):
-    """Query MSE against adaptation steps, one panel per K, from results.json's means and CIs."""
+    """Query MSE against adaptation steps, one panel per K, from results.json's means and CIs. Each panel's top is
+    10x its largest pre-adaptation error, so a curve that diverges leaves the panel instead of flattening the rest."""
     shots_list = list(results["shots"])
     fig, axes = new_figure(1, len(shots_list), figsize=(4.5 * len(shots_list), 3.6), squeeze=False)
     for ax, shots in zip(axes[0], shots_list, strict=True):
         for method, summary in results["shots"][shots].items():
             plot_mean_ci_curve(ax, np.asarray(summary["mse_mean"]), np.asarray(summary["mse_ci95"]), LABELS[method])
         ax.set_yscale("log")
+        ax.set_ylim(top=10 * max(summary["mse_mean"][0] for summary in results["shots"][shots].values()))
         ax.set_xlabel("gradient steps on the support")
         ax.set_ylabel("query MSE (95% CI)")
         ax.set_title(f"{shots}-shot, held-out tasks")
@@ -204,9 +206,10 @@ def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     ]
     header = ["K", "method", *(steps_label(k) for k in columns), *([reference_label] if reference else [])]
     distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
-    plot = "\n\n![query MSE against steps](mse_vs_steps.png)" if args.plots else ""
+    caption = "A curve that leaves the top of its panel diverged."
+    plot = f"\n\n![query MSE against steps](mse_vs_steps.png)\n\n{caption}" if args.plots else ""
     text = (
-        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seeds ({distribution})\n\n"
+        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seed(s) ({distribution})\n\n"
         f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
         f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}{plot}\n"
     )
