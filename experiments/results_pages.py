@@ -118,7 +118,8 @@ def headline(link_prefix: str, root: Path = RESULTS) -> str:
         f"**2D navigation reproduces Finn et al.'s Table 4** (MAML-RL's own setup, TRPO outer steps; "
         f"{config.num_seeds} seeds pooled, {config.num_seeds * config.evaluation.eval_tasks} held-out goals; mean "
         f"return, 95% CI; [the recorded run]({link}): `{recorded['command']}` at commit {recorded['commit']}, "
-        f"{provenance.wall_time(recorded['seconds'])} on {recorded['machine']['cores']} CPU cores):\n\n{table}"
+        f"{provenance.wall_time(recorded['seconds'])} on a {provenance.describe_machine(recorded['machine'])}):\n\n"
+        f"{table}"
     )
 
 
