@@ -135,7 +135,9 @@ def _plot_curves(path: Path, results: dict):
         for method, summary in results["shots"][shots].items():
             plot_mean_ci_curve(ax, np.asarray(summary["mse_mean"]), np.asarray(summary["mse_ci95"]), LABELS[method])
         ax.set_yscale("log")
-        ax.set_ylim(top=10 * max(summary["mse_mean"][0] for summary in results["shots"][shots].values()))
+        before = np.array([summary["mse_mean"][0] for summary in results["shots"][shots].values()])
+        if np.isfinite(before).any():
+            ax.set_ylim(top=10 * before[np.isfinite(before)].max())
         ax.set_xlabel("gradient steps on the support")
         ax.set_ylabel("query MSE (95% CI)")
         ax.set_title(f"{shots}-shot, held-out tasks")
@@ -182,7 +184,7 @@ def _li_et_al(shots: int, method: str) -> str:
     return REFERENCE_META_SGD_PAPER.get(shots, {}).get(method, "")
 
 
-REFERENCES = {
+REFERENCE_COLUMNS = {
     (1.0, 1.0): ("Finn et al. 2017, 1 / 5 / 10 steps", _finn_et_al),
     (0.8, 1.2): ("Li et al. 2017, 1 step", _li_et_al),
 }
@@ -196,7 +198,7 @@ def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
     columns = (0, 1, min(5, args.eval_steps), args.eval_steps)
-    reference_label, reference = REFERENCES.get(tuple(args.frequency_range), (None, None))
+    reference_label, reference = REFERENCE_COLUMNS.get(tuple(args.frequency_range), (None, None))
     rows = [
         [shots, LABELS[method]]
         + [format_mean_ci(summary["mse_mean"][k], summary["mse_ci95"][k], digits=3) for k in columns]
