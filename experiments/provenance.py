@@ -53,10 +53,16 @@ def commit() -> str:
     return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
 
 
+NUMERIC_ENVIRONMENT = ("XLA_FLAGS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECISION", "JAX_PLATFORMS")
+"""Environment variables that change what a run computes or where; a recorded command starts with those set."""
+
+
 def record(run_dir: Path, module: str, argv: list[str], code: str, seconds: float) -> None:
     """Writes `run_dir/provenance.json` for a run of `python -m <module> <argv>` from commit `code` (`commit()` as
-    the run started: the code it loaded) that took `seconds`."""
-    command = " ".join(["python", "-m", module, *argv])
+    the run started: the code it loaded) that took `seconds`; the command starts with the variables of
+    `NUMERIC_ENVIRONMENT` that were set."""
+    settings = [f"{name}={os.environ[name]}" for name in NUMERIC_ENVIRONMENT if os.environ.get(name)]
+    command = " ".join([*settings, "python", "-m", module, *argv])
     value = {"experiment": module, "command": command, "commit": code, "seconds": seconds, "machine": machine()}
     runs.write_json(Path(run_dir) / FILE, value)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import ssm_jax
-from experiments import results_pages
+from experiments import provenance, results_pages
 
 ROOT = Path(__file__).parent.parent
 
@@ -108,13 +108,15 @@ def test_a_results_page_whose_recorded_numbers_changed_is_reported(tmp_path):
 @pytest.mark.slow
 def test_a_finished_experiment_records_its_provenance_and_becomes_a_page(tmp_path):
     command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path / "runs")]
-    subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    env = {name: value for name, value in os.environ.items() if name not in provenance.NUMERIC_ENVIRONMENT}
+    env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS") or "--xla_cpu_multi_thread_eigen=true"
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     (run_dir,) = (tmp_path / "runs").iterdir()
     recorded = json.loads((run_dir / "provenance.json").read_text())
-    assert recorded["command"] == " ".join(["python", "-m", *command[2:]])
+    assert recorded["command"] == " ".join([f"XLA_FLAGS={env['XLA_FLAGS']}", "python", "-m", *command[2:]])
     assert recorded["experiment"] == "experiments.navigation" and recorded["seconds"] > 0
     page = results_pages.record(run_dir, "navigation_smoke", root=tmp_path / "pages")
     text = (page / "results.md").read_text()
-    assert text.split("\n\n")[1].startswith("Recorded run: `python -m experiments.navigation --preset smoke")
+    assert text.split("\n\n")[1].startswith(f"Recorded run: `{recorded['command']}` at commit")
     assert text.split("\n\n", 2)[2] == (run_dir / "results.md").read_text().split("\n\n", 1)[1]  # the run's own
     assert results_pages.differences(page) == []
