@@ -61,6 +61,7 @@ RECORDED_PAGES = {
     "navigation",
     "sinusoid_paper",
     "sweep_inner_lr",
+    "world_model_benchmark",
     "world_model_halfcheetah_vel",
     "world_model_pendulum",
 }
