@@ -59,6 +59,7 @@ RECORDED_PAGES = {
     "budget_study_vel",
     "halfcheetah_vel_cpu",
     "navigation",
+    "sinusoid_li",
     "sinusoid_paper",
     "sweep_inner_lr",
     "world_model_benchmark",
