@@ -72,9 +72,10 @@ def _golden_directory(machine: dict) -> Path | None:
 
 
 def _kind_name(machine: dict) -> str:
-    """A directory name for a new kind: the CPU's first two words and the architecture, e.g. `amd-epyc-x86_64`."""
+    """A directory name for a new kind: the CPU's first two words, the architecture and jaxlib, e.g.
+    `amd-epyc-x86_64-jaxlib-0.10.2`."""
     words = re.sub(r"\(.*?\)", "", machine["cpu"]).lower().split()[:2]
-    return "-".join([*words, machine["architecture"]])
+    return "-".join([*words, machine["architecture"], "jaxlib", machine["jaxlib"]])
 
 
 @pytest.mark.slow
