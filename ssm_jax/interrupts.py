@@ -82,11 +82,13 @@ def abort_on_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def stop_at_chunk_end() -> Iterator[Callable[[], bool]]:
     """Turns the first SIGINT into a request the loop reads at the end of a chunk (the block yields the reader);
-    the second aborts at once."""
+    the second aborts at once. A request that arrives after the loop's last read (its last chunk done and saved)
+    aborts when the block ends without an error: the loop has no chunk left to stop after, and what follows it runs
+    under `abort_on_interrupt`."""
     if not _on_main_thread():
         yield lambda: False
         return
-    requested = []
+    requested, read = [], []
 
     def request(signum, frame):
         if requested:
@@ -94,11 +96,17 @@ def stop_at_chunk_end() -> Iterator[Callable[[], bool]]:
         requested.append(signum)
         print("\ninterrupt: stopping after the chunk in flight (Ctrl-C again aborts)", file=sys.stderr, flush=True)
 
+    def reader() -> bool:
+        read.append(bool(requested))
+        return read[-1]
+
     previous = signal.signal(signal.SIGINT, request)
     try:
-        yield lambda: bool(requested)
+        yield reader
     finally:
         signal.signal(signal.SIGINT, previous)
+    if requested and not any(read):
+        abort()
 
 
 def ignore_while_exiting() -> None:

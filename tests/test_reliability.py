@@ -282,6 +282,23 @@ def test_ctrl_c_while_an_experiment_evaluates_aborts_at_once_without_a_traceback
     assert runs.checkpoint_steps(run_dir) == [0, 2] and not (run_dir / "results.json").exists()
 
 
+def test_ctrl_c_after_the_loops_last_read_aborts_instead_of_being_swallowed():
+    """The window a CI run hit: Ctrl-C after the last chunk's check but before the loop hands back. The loop never
+    reads that request, so leaving the block aborts (what follows runs under the abort handler) rather than going
+    on as if no Ctrl-C had come."""
+    script = (
+        "import os, signal\n"
+        "from ssm_jax import interrupts\n"
+        "with interrupts.stop_at_chunk_end() as requested:\n"
+        "    assert not requested()\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('went on')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and "went on" not in done.stdout, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.strip().splitlines()[-1] == "interrupt: aborted; the newest checkpoint is intact"
+
+
 # Integrity ----------------------------------------------------------------------------------------------------------
 
 
