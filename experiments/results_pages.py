@@ -115,7 +115,7 @@ def headline(link_prefix: str, root: Path = RESULTS) -> str:
     )
     link = f"{link_prefix}results/{HEADLINE_PAGE}/results.md"
     return (
-        f"**2D navigation reproduces Finn et al.'s Table 4** (MAML-RL's own setup, TRPO outer steps; "
+        f"**2D navigation reproduces Finn et al.'s Table 4** ({config.trainer.outer_optimizer.upper()} outer steps; "
         f"{config.num_seeds} seeds pooled, {config.num_seeds * config.evaluation.eval_tasks} held-out goals; mean "
         f"return, 95% CI; [the recorded run]({link}): `{recorded['command']}` at commit {recorded['commit']}, "
         f"{provenance.wall_time(recorded['seconds'])} on a {provenance.describe_machine(recorded['machine'])}):\n\n"

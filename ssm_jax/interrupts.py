@@ -88,7 +88,7 @@ def stop_at_chunk_end() -> Iterator[Callable[[], bool]]:
     if not _on_main_thread():
         yield lambda: False
         return
-    requested, read = [], []
+    requested, seen = [], [False]  # seen: whether the loop has read a request (it then stops, raising)
 
     def request(signum, frame):
         if requested:
@@ -97,15 +97,15 @@ def stop_at_chunk_end() -> Iterator[Callable[[], bool]]:
         print("\ninterrupt: stopping after the chunk in flight (Ctrl-C again aborts)", file=sys.stderr, flush=True)
 
     def reader() -> bool:
-        read.append(bool(requested))
-        return read[-1]
+        seen[0] = seen[0] or bool(requested)
+        return bool(requested)
 
     previous = signal.signal(signal.SIGINT, request)
     try:
         yield reader
     finally:
         signal.signal(signal.SIGINT, previous)
-    if requested and not any(read):
+    if requested and not seen[0]:
         abort()
 
 
