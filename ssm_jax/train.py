@@ -36,7 +36,7 @@ from ssm_jax.buffer import experience_windows, freeze, make_experience_buffer
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.maml import MAMLConfig, with_outer_lr
-from ssm_jax.meta.policy_losses import RLConfig
+from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models.heads import HeadedModel
@@ -74,7 +74,7 @@ class Trainer(NamedTuple):
     train: Callable[[TrainState, PRNGKey, int], tuple[TrainState, dict]]
     evaluate: Callable[..., tuple[Array, dict]]
     oracle: Callable[[TrainState, PRNGKey, Any, int], Array]
-    evaluate_online: Callable[..., tuple[Array, Array]]
+    evaluate_online: Callable[..., tuple[Array, dict]]
 
 
 def _learns_inner_lr(state: TrainState) -> bool:
@@ -142,7 +142,7 @@ def make_meta_rl_trainer(
     meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
     eval_rl = build(config.learn_inner_lr, evaluation.eval_trajectories or config.trajectories_per_task)
     adapter_config = AdapterConfig(
-        num_steps=1,
+        num_steps=evaluation.steps_per_round,
         optimizer="sgd",
         grad_clip_norm=config.inner_grad_clip,  # the same (optionally clipped) SGD step as the inner loop
         experience_batch_size=config.experience_batch_size,
@@ -154,6 +154,8 @@ def make_meta_rl_trainer(
         rl_config,
         evaluation.adapt_rounds,
         later_rounds_lr_scale=evaluation.later_rounds_lr_scale,
+        replay=evaluation.replay,
+        task_loss=evaluation.task_replay_loss,
     )
 
     def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> TrainState:
@@ -193,10 +195,11 @@ def make_meta_rl_trainer(
 
     def evaluate(state: TrainState, key: PRNGKey, tasks: Any, mode: str = "standard"):
         """Adaptation curves on `tasks` (leading axis E): `(returns [E, adapt_rounds + 1], extras)`, each task with
-        its own key. `mode` (static): `standard`, or `hybrid` with the state's `hparams.experience_weight` (so a
-        sweep over the weight sweeps the hybrid curve). Observation statistics are frozen and the buffer is
-        read-only. The inner rate is the state's (learned under Meta-SGD; the hyperparameter for the pretrained
-        baseline, whose own is 0)."""
+        its own key. `mode` (static): `standard`, or `hybrid` with the state's `hparams.experience_weight` on the
+        sources `evaluation.replay` names (so a sweep over the weight sweeps the hybrid curve). Observation
+        statistics are frozen, the meta-training buffer is read-only, and each task's buffer starts empty. The inner
+        rate is the state's (learned under Meta-SGD; the hyperparameter for the pretrained baseline, whose own is
+        0)."""
         weight = state.hparams.adapter_weight(mode)
         learning_rate = adaptation_lr(state)
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
@@ -211,18 +214,50 @@ def make_meta_rl_trainer(
         return train_per_task(meta_rl, state.meta.params, state.obs_stats, adam, key, tasks, iterations)
 
     def evaluate_online(
-        state: TrainState, key: PRNGKey, tasks: Any, mode: str, window: int, every: int
-    ) -> tuple[Array, Array]:
+        state: TrainState,
+        key: PRNGKey,
+        tasks: Any,
+        mode: str,
+        window: int,
+        every: int,
+        switch_to: Any = None,
+    ) -> tuple[Array, dict]:
         """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
         steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
-        `mode` as in `evaluate`). `every > horizon` never adapts: the same episodes, frozen.
-        Returns `(returns [E], adaptations [E])`."""
-        episode = make_online_rl_episode(eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every)
+        `mode` and the replayed sources as in `evaluate`). `every > horizon` never adapts: the same episodes, frozen.
+        With `switch_to` (tasks `[E]`), each task changes to its `switch_to` task at half the horizon.
+
+        Returns `(returns [E], extras)`: `extras["adaptations"] [E]`; with `switch_to` also `after_switch` (return
+        over the second half), and `first_task_at_switch` / `first_task_at_end`, the mean return on the first task
+        of fresh frozen episodes (the evaluation's trajectory count) with the params the agent had at the switch
+        and at the end (their difference: what it forgot)."""
+        switch_at = None if switch_to is None else config.horizon // 2
+        episode = make_online_rl_episode(
+            eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every,
+            evaluation.replay, evaluation.task_replay_loss, switch_at,
+        )  # fmt: skip
         weight, learning_rate = state.hparams.adapter_weight(mode), adaptation_lr(state)
-        one = lambda k, task: episode(
-            k, task, state.meta.params, freeze(state.buffer), weight, state.obs_stats, learning_rate
-        )
-        return jax.vmap(one)(jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0]), tasks)
+
+        def one(k, task, second):
+            run = lambda k, task: episode(
+                k, task, state.meta.params, freeze(state.buffer), weight, state.obs_stats, learning_rate
+            )
+            if second is None:
+                return run(k, task)
+            episode_key, first_task_key = jax.random.split(k)
+            ret, extras = run(episode_key, (task, second))
+            first_task_return = lambda params: mean_episode_return(
+                eval_rl.sample_trajectories(first_task_key, task, params, state.obs_stats)
+            )  # the same key for both: paired
+            return ret, {
+                "adaptations": extras["adaptations"],
+                "after_switch": extras["after_switch"],
+                "first_task_at_switch": first_task_return(extras["params_at_switch"]),
+                "first_task_at_end": first_task_return(extras["final_params"]),
+            }
+
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        return jax.vmap(one)(keys, tasks, switch_to)
 
     functions = (init, train, evaluate, oracle, evaluate_online)
     programs = (_at_precision(fn, config.matmul_precision) for fn in functions)

@@ -14,7 +14,8 @@ from typing import Any, Literal, Protocol
 import jax.numpy as jnp
 from flax import struct
 
-from ssm_jax.adapt.adapter import ADAPTATION_MODES
+from ssm_jax.adapt.adapter import ADAPTATION_MODES, REPLAY_CHOICES
+from ssm_jax.adapt.rl import TASK_REPLAY_LOSSES
 from ssm_jax.buffer import BufferState
 from ssm_jax.config_io import register_config
 from ssm_jax.envs.normalize import RunningMeanStd
@@ -124,10 +125,27 @@ class EvalConfig:
     """Trajectories per test-time round (None: the trainer's trajectories_per_task)."""
     later_rounds_lr_scale: float = 1.0
     """Factor on the inner rate for rounds after the first (MAML-RL's test script halves it)."""
+    steps_per_round: int = 1
+    """Gradient steps of each round's update on its trajectories (1: the step MAML was meta-trained for)."""
+    replay: Literal[REPLAY_CHOICES] = "meta"
+    """What hybrid adaptation replays, at the experience weight: the meta-training buffer (`meta`), the current
+    task's own earlier trajectories (`task`), or `both`."""
+    task_replay_loss: Literal[TASK_REPLAY_LOSSES] = "clipped_pg"
+    """The task buffer's term: `clipped_pg` (PPO-clipped importance-weighted policy gradient) or `kl_anchor`
+    (KL to the meta-trained policy on the task's own states)."""
 
     def __post_init__(self):
-        if min(self.eval_tasks, self.adapt_rounds) < 1:
-            raise ValueError(f"eval_tasks and adapt_rounds must be >= 1, got {self.eval_tasks}, {self.adapt_rounds}")
+        if min(self.eval_tasks, self.adapt_rounds, self.steps_per_round) < 1:
+            raise ValueError(
+                f"eval_tasks, adapt_rounds and steps_per_round must be >= 1, got {self.eval_tasks}, "
+                f"{self.adapt_rounds}, {self.steps_per_round}"
+            )
+        for name, value, choices in (
+            ("replay", self.replay, REPLAY_CHOICES),
+            ("task_replay_loss", self.task_replay_loss, TASK_REPLAY_LOSSES),
+        ):
+            if value not in choices:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
         if self.eval_trajectories is not None and self.eval_trajectories < 1:
             raise ValueError(f"eval_trajectories must be >= 1 or None, got {self.eval_trajectories}")
         if not self.later_rounds_lr_scale > 0:

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ssm_jax.adapt.adapter import AdapterConfig, make_adapter
+from ssm_jax import buffer as buffer_lib
+from ssm_jax.adapt.adapter import REPLAY_CHOICES, AdapterConfig, make_adapter, replayed_sources
 from ssm_jax.buffer import BufferState, freeze, make_experience_buffer
 from ssm_jax.config_io import register_config
 from ssm_jax.envs.base import TaskEnv
@@ -64,8 +65,12 @@ class WorldModelTrainerConfig:
     scratch_steps: int = 200
     """Adam steps of the from-scratch baseline (`oracle`) on the support, as the experiments call it."""
     scratch_lr: float = 3e-3
+    replay: Literal[REPLAY_CHOICES] = "meta"
+    """What hybrid adaptation replays, at the experience weight, with the same MSE: the meta-training pool's windows
+    (`meta`), the held-out task's own support windows (`task`), or `both`."""
 
     def __post_init__(self):
+        replayed_sources(self.replay)
         sizes = ("train_tasks", "tasks_per_batch", "inner_steps", "adapt_steps", "eval_tasks", "scratch_steps")
         for name in (*sizes, "buffer_size", "experience_batch_size"):
             if getattr(self, name) < 1:
@@ -172,19 +177,31 @@ def make_world_model_trainer(
 
     def evaluate(state: WorldModelState, key: PRNGKey, tasks, mode: str = "standard") -> tuple[Array, dict]:
         """Query one-step MSE after 0..adapt_steps steps on each of `tasks`' support (leading axis E): `(mse
-        [E, adapt_steps + 1], {"open_loop": [E, adapt_steps + 1]})`. `mode` (static): `standard`, or `hybrid` on the
-        buffer with the state's `hparams.experience_weight`."""
+        [E, adapt_steps + 1], {"open_loop": [E, adapt_steps + 1]})`. `mode` (static): `standard`, or `hybrid` with
+        the state's `hparams.experience_weight` on the sources `config.replay` names: the frozen meta-training buffer
+        and/or a task buffer holding the task's own support windows (empty for every other task)."""
         data_key, adapt_key = jax.random.split(key)
         weight, data = state.hparams.adapter_weight(mode), state.data
+        sources = replayed_sources(config.replay)
+        meta_buffer = data.buffer if "meta" in sources else None
 
         def one_task(support, query, task_key):
             astate = step.init(state.meta.params)
-            astate = astate.replace(learning_rate=state.hparams.inner_lr, experience_weight=weight)
+            astate = astate.replace(
+                learning_rate=state.hparams.inner_lr,
+                experience_weight=weight if "meta" in sources else jnp.zeros_like(weight),
+                task_weight=weight if "task" in sources else jnp.zeros_like(weight),
+            )
             score = lambda p: (wm.loss(p, query)[0], wm.open_loop_error(p, query, data.stats))
+            task_buffer = None
+            if "task" in sources:
+                count = jax.tree.leaves(support)[0].shape[0]
+                empty = buffer_lib.init(count, jax.tree.map(lambda x: x[0], support))
+                task_buffer = buffer_lib.add(empty, support)
 
             def body(carry, step_key):
                 astate, params = carry
-                astate, params, _ = step.update(astate, params, support, data.buffer, step_key)
+                astate, params, _ = step.update(astate, params, support, meta_buffer, step_key, task_buffer=task_buffer)
                 return (astate, params), score(params)
 
             keys = jax.random.split(task_key, config.adapt_steps)

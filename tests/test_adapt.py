@@ -16,6 +16,7 @@ from ssm_jax.adapt import (
     strategy_names,
 )
 from ssm_jax.buffer import make_experience_buffer
+from ssm_jax.buffer import ordered as buffer_ordered
 from ssm_jax.meta import sequence_mse_loss
 from ssm_jax.models import ModelConfig, make_model
 
@@ -91,6 +92,73 @@ def test_hybrid_with_empty_buffer_is_standard_and_finite(params, key):
     _, p_hyb, metrics = jax.jit(hybrid.update)(hybrid.init(params), params, batch, empty, key)
     assert _tree_equal(p_std, p_hyb)
     assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(metrics))
+
+
+@pytest.fixture(scope="module")
+def task_buffer():
+    """A task buffer holding earlier items of the current task."""
+    buf = make_experience_buffer(32)
+    state = buf.init(jax.tree.map(lambda x: x[0], make_task(jax.random.key(11))))
+    return buf.add(state, make_task(jax.random.key(12), n=16))
+
+
+def test_hybrid_with_zero_weights_and_both_buffers_is_standard_bit_for_bit(params, filled_buffer, task_buffer, key):
+    cfg = AdapterConfig(experience_weight=0.0, task_weight=0.0, num_steps=3)
+    batch = make_task(key)
+    standard = make_adapter("standard", regression_loss, cfg)
+    hybrid = make_adapter("hybrid", regression_loss, cfg)
+    _, p_std, _ = jax.jit(standard.update)(standard.init(params), params, batch, None, key)
+    update = jax.jit(hybrid.update)
+    for meta in (filled_buffer, None):
+        _, p_hyb, metrics = update(hybrid.init(params), params, batch, meta, key, task_buffer=task_buffer)
+        assert _tree_equal(p_std, p_hyb)
+        assert float(metrics["task_replay_loss"]) > 0  # replayed, at weight 0
+
+
+def test_replaying_the_tasks_own_data_changes_the_update(params, task_buffer, key):
+    """The task term moves the params, each weight acts on its own source, and what the buffer holds matters."""
+    batch = make_task(key)
+    hybrid = make_adapter("hybrid", regression_loss, AdapterConfig(experience_weight=1.0, task_weight=0.0))
+    update = jax.jit(hybrid.update)
+    _, p_off, _ = update(hybrid.init(params), params, batch, None, key, task_buffer=task_buffer)
+    on = hybrid.init(params).replace(task_weight=jnp.asarray(1.0))
+    _, p_on, metrics = update(on, params, batch, None, key, task_buffer=task_buffer)
+    assert not _tree_equal(p_off, p_on)
+    assert float(metrics["experience_loss"]) == 0.0 and float(metrics["task_replay_loss"]) > 0
+    buf = make_experience_buffer(32)
+    other = buf.add(buf.init(jax.tree.map(lambda x: x[0], batch)), make_task(jax.random.key(13), n=16, scale=3.0))
+    _, p_other, _ = update(on, params, batch, None, key, task_buffer=other)
+    assert not _tree_equal(p_on, p_other)
+
+
+def test_online_task_buffer_starts_empty_and_holds_every_window_of_this_task(params, key):
+    windows_loss = lambda p, windows: regression_loss(p, jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), windows))
+    config = AdapterConfig(num_steps=1, task_weight=1.0)
+    adapter = make_adapter("hybrid", regression_loss, config, task_loss_fn=windows_loss)
+    online = make_online_adaptation(adapter, window=4, every=2, task_capacity=8)
+    xs, ys = make_task(key, n=10)
+    state = online.init(params, (xs[0], ys[0]))
+    assert int(state.task_buffer.size) == 0
+
+    def body(state, inputs):
+        item, k = inputs
+        return online.step(state, item, None, k)
+
+    run = jax.jit(lambda s, xs, ys: jax.lax.scan(body, s, ((xs, ys), jax.random.split(key, 10))))
+    final, metrics = run(state, xs, ys)
+    adapted = np.flatnonzero(np.asarray(metrics["adapted"]))  # steps 3, 5, 7, 9: windows ending there
+    items, mask = buffer_ordered(final.task_buffer)
+    assert int(final.task_buffer.size) == len(adapted) == 4
+    for slot, t in enumerate(adapted):
+        np.testing.assert_array_equal(np.asarray(items[0][slot]), np.asarray(xs[t - 3 : t + 1]))
+    assert not np.asarray(mask)[4:].any()
+    # a new task starts from a fresh state: its buffer is empty and holds only its own windows afterwards
+    other_xs, other_ys = make_task(jax.random.key(14), n=10)
+    fresh = online.init(params, (other_xs[0], other_ys[0]))
+    assert int(fresh.task_buffer.size) == 0
+    other, _ = run(fresh, other_xs, other_ys)
+    held = np.asarray(buffer_ordered(other.task_buffer)[0][0][:4]).reshape(-1, 2)
+    assert {tuple(row) for row in held} <= {tuple(row) for row in np.asarray(other_xs).reshape(-1, 2)}
 
 
 def test_nonfinite_batch_skips_update(params, key):
@@ -212,7 +280,7 @@ def test_registry_and_config_errors(monkeypatch):
         make_adapter("fancy", regression_loss)
     with pytest.raises(ValueError, match="optimizer must be one of adam, sgd"):
         AdapterConfig(optimizer="rmsprop")
-    with pytest.raises(ValueError, match="hybrid adaptation needs a buffer_state"):
+    with pytest.raises(ValueError, match="hybrid adaptation needs a buffer_state .* or a task_buffer"):
         make_adapter("hybrid", regression_loss).update(None, None, None, None, None)
     monkeypatch.undo()
     assert "halve" not in strategy_names()

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -311,3 +312,31 @@ def test_budget_study_smoke_preset_evaluates_both_methods_at_each_budget(tmp_pat
         ("MAML", 1), ("pretrained", 1), ("MAML", 2), ("pretrained", 2)
     ]  # fmt: skip
     assert all(r["env_steps"] == 160 for r in records)
+
+
+@pytest.mark.slow
+def test_replay_smoke_scores_every_regime_and_source_against_the_same_standard(tmp_path):
+    """Every variant's α = 0 run is the standard adapter on the same keys: one standard per regime, whatever the
+    variant's replay source (each a program of its own, so XLA may order a sum differently: float-level
+    differences after several steps); the verdicts are words with paired CIs."""
+    from experiments import replay
+    from ssm_jax import configs
+
+    results = replay.main(dataclasses.replace(replay.PRESETS["smoke"], out_dir=str(tmp_path)))
+    assert set(results["regimes"]) == set(replay.REGIMES)
+    for regime, scores in results["scores"].items():
+        variants = [np.asarray(scores[label]) for label in replay.RL_VARIANTS]
+        for values in variants[1:]:
+            np.testing.assert_allclose(values[0], variants[0][0], rtol=1e-4, atol=1e-4)
+        assert all(v.shape == (2, 1, 4) for v in variants)  # [alphas, seeds, tasks]
+        words = {entry["verdict"]["word"] for entry in results["regimes"][regime].values()}
+        assert words <= {"helps", "hurts", "ties"}
+    assert "frozen" in results["scores"]["online"] and "meta: forgetting" in results["scores"]["task_switch"]
+    run_dir = Path(results["run_dir"])
+    for name in ("config.json", "results.json", "results.md", "alpha_sweep.png"):
+        assert (run_dir / name).exists()
+    assert "## task switch" in (run_dir / "results.md").read_text()
+    with pytest.raises(ValueError, match="alphas must start with 0"):
+        dataclasses.replace(replay.PRESETS["smoke"], alphas=(0.1, 1.0))
+    with pytest.raises(ValueError, match="eval_tasks must be even"):
+        configs.replace(replay.PRESETS["smoke"], eval_tasks=3)

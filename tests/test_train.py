@@ -9,6 +9,8 @@ import optax
 import pytest
 
 from ssm_jax import envs, sweep
+from ssm_jax.adapt import AdapterConfig
+from ssm_jax.adapt.rl import make_rl_adaptation
 from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import prepare_batch
@@ -116,6 +118,71 @@ def test_a_sweep_over_experience_weight_changes_the_hybrid_curve_and_only_it(set
     np.testing.assert_array_equal(standard[0], standard[1])
     np.testing.assert_array_equal(hybrid[0], standard[0])
     assert not np.allclose(hybrid[1, :, 1:], hybrid[0, :, 1:])
+
+
+@pytest.mark.parametrize(
+    ("replay", "task_loss"), [("task", "clipped_pg"), ("task", "kl_anchor"), ("both", "clipped_pg")]
+)
+def test_task_replay_at_weight_zero_is_standard_and_leaves_the_meta_buffer_alone(setup, replay, task_loss):
+    """Hybrid with the task buffer (alone or with the meta-training buffer): weight 0 is the standard curve bit for
+    bit, a positive weight changes it from the first update on (the task buffer holds that round's trajectories),
+    and evaluation neither writes nor consumes the meta-training buffer."""
+    env, policy, _, _ = setup
+    evaluation = dataclasses.replace(EVALUATION, adapt_rounds=2, replay=replay, task_replay_loss=task_loss)
+    trainer = make_meta_rl_trainer(env, policy, CONFIG, evaluation)
+    grid = sweep.make_grid(range(1), experience_weight=(0.0, 1.0))
+    programs = sweep.make_programs(trainer, chunk_size=1)
+    states, _ = programs.train(programs.init(grid.keys.init, grid.hparams(HParams.create())), grid.keys.train)
+    buffer_before = jax.tree.map(np.array, states.buffer)
+    tasks, keys = sweep.held_out_tasks(env, grid.keys.eval, 3)
+    standard, hybrid = (np.asarray(programs.evaluate(states, keys, tasks, mode)[0]) for mode in ("standard", "hybrid"))
+    np.testing.assert_array_equal(hybrid[0], standard[0])
+    assert not np.allclose(hybrid[1, :, 1:], hybrid[0, :, 1:])
+    np.testing.assert_array_equal(hybrid[1, :, 0], hybrid[0, :, 0])  # before any update: the same episodes
+    assert _leaves_equal(states.buffer, buffer_before) and int(states.buffer.size[0]) > 0
+
+
+def test_each_tasks_buffer_holds_only_its_own_trajectories(setup, key):
+    """Under vmap each task adapts with a task buffer of its own: a task's curve is the same alone or beside
+    another task (nothing leaks between tasks), and the curve does not depend on what was evaluated before."""
+    env, policy, _, _ = setup
+    evaluation = dataclasses.replace(EVALUATION, adapt_rounds=2, replay="task")
+    trainer = make_meta_rl_trainer(env, policy, CONFIG, evaluation)
+    state = trainer.init(key, HParams.create(experience_weight=1.0))
+    tasks = env.sample_tasks(jax.random.key(3), 2)
+    keys = jax.random.split(jax.random.key(4), 2)
+    curve = _task_replay_curve(trainer, state)
+    together = np.asarray(jax.jit(jax.vmap(curve))(keys, tasks))
+    alone = [np.asarray(jax.jit(curve)(keys[i], jax.tree.map(lambda x, i=i: x[i], tasks))) for i in range(2)]
+    np.testing.assert_allclose(together, np.stack(alone), rtol=1e-5, atol=1e-5)
+    again = np.asarray(jax.jit(curve)(keys[0], jax.tree.map(lambda x: x[0], tasks)))
+    np.testing.assert_array_equal(again, alone[0])
+
+
+def _task_replay_curve(trainer, state):
+    """`curve(key, task) -> returns [K + 1]`: the trainer's hybrid task-replay evaluation of one task."""
+    adapter_config = AdapterConfig(num_steps=1, optimizer="sgd", grad_clip_norm=CONFIG.inner_grad_clip)
+    curve = make_rl_adaptation(
+        trainer.meta_rl, adapter_config, trainer.rl_config, trainer.evaluation.adapt_rounds, replay="task"
+    )
+    return lambda k, task: curve(
+        k, task, state.meta.params, None, state.hparams.experience_weight, state.obs_stats, state.hparams.inner_lr
+    )[0]
+
+
+def test_a_task_switch_mid_episode_changes_the_second_half_and_a_frozen_agent_forgets_nothing(setup, key):
+    env, _, trainer, _ = setup
+    state = trainer.init(key, HParams.create(experience_weight=1.0))
+    tasks = env.sample_tasks(jax.random.key(5), 3)
+    online = jax.jit(trainer.evaluate_online, static_argnames=("mode", "window", "every"))
+    moved = jax.tree.map(lambda x: -x, tasks)  # the goal jumps to the opposite corner
+    run = lambda every, switch_to: online(state, key, tasks, "hybrid", 4, every, switch_to)[1]
+    same, switched, frozen = run(2, tasks), run(2, moved), run(CONFIG.horizon + 1, moved)
+    assert set(switched) == {"adaptations", "after_switch", "first_task_at_switch", "first_task_at_end"}
+    assert not np.allclose(same["after_switch"], switched["after_switch"])
+    np.testing.assert_array_equal(frozen["first_task_at_switch"], frozen["first_task_at_end"])
+    assert not np.allclose(switched["first_task_at_switch"], switched["first_task_at_end"])
+    assert np.all(np.asarray(frozen["adaptations"]) == 0) and np.all(np.asarray(switched["adaptations"]) > 0)
 
 
 def test_sweep_fields_are_checked_before_anything_compiles():

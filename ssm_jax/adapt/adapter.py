@@ -2,15 +2,18 @@
 
     adapter = make_adapter("hybrid", loss_fn, AdapterConfig(experience_weight=0.1))
     astate = adapter.init(params)
-    astate, params, metrics = adapter.update(astate, params, batch, buffer_state, key)
+    astate, params, metrics = adapter.update(astate, params, batch, buffer_state, key, task_buffer=task_state)
 
 `loss_fn(params, batch) -> (loss, aux)` takes a batch whose leaves have a leading item axis (the MAML core uses
 the same convention, so one loss serves both). One `update` runs `num_steps` optimizer steps in a `lax.scan`:
 
-- `standard`: the current-task loss only (`buffer_state` may be None).
-- `hybrid`: `loss_current + experience_weight * loss_fn(params, experience)`, with `experience_batch_size` items
-  sampled from the (read-only) buffer at every step. While the buffer is empty the term's weight is 0.
-  `experience_weight = 0` gives exactly `standard`.
+- `standard`: the current-task loss only (the buffers may be None).
+- `hybrid`: `loss_current + experience_weight * experience_loss_fn(params, replayed) + task_weight *
+  task_loss_fn(params, task_replayed)`, with `experience_batch_size` items sampled at every step from each buffer
+  given: `buffer_state`, the (read-only) meta-training buffer of other tasks' experience, and `task_buffer`, the
+  current task's own earlier experience (filled by the caller as the agent acts on the task, emptied between
+  tasks). A buffer that is None drops its term; while a buffer is empty its term's weight is 0. Both weights 0 give
+  exactly `standard`.
 
 Guards, in order: the strategy's loss transform (`none`, `tent`, or registered), then one optax chain —
 `clip_by_global_norm`, the direction (`scale_by_adam` or plain SGD), `× −learning_rate` (traced, scalar or
@@ -44,6 +47,19 @@ from ssm_jax.config_io import register_config
 from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
 
 ADAPTATION_MODES = ("standard", "hybrid")
+REPLAY_SOURCES = ("meta", "task")
+"""The hybrid term's sources: the meta-training buffer (other tasks' experience) and the current task's buffer."""
+REPLAY_CHOICES = ("meta", "task", "both")
+"""What a hybrid evaluation replays (`EvalConfig.replay`): one source, or both, each at the experience weight."""
+
+
+def replayed_sources(replay: str) -> tuple[str, ...]:
+    """The `REPLAY_SOURCES` that the choice `replay` (one of `REPLAY_CHOICES`) replays."""
+    if replay not in REPLAY_CHOICES:
+        raise ValueError(f"unknown replay {replay!r}; expected one of {', '.join(REPLAY_CHOICES)}")
+    return REPLAY_SOURCES if replay == "both" else (replay,)
+
+
 OPTIMIZERS = ("adam", "sgd")
 LossFn = Callable[[Params, PyTree], tuple[Array, Any]]
 
@@ -58,6 +74,7 @@ class AdapterConfig:
     optimizer: str = "adam"
     grad_clip_norm: float | None = 1.0
     experience_weight: float = 0.1
+    task_weight: float = 0.0
     experience_batch_size: int = 32
     max_step_scale: float | None = None
     ema_decay: float | None = None
@@ -75,10 +92,10 @@ class AdapterConfig:
             )
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"AdapterConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.learning_rate <= 0 or self.experience_weight < 0:
+        if self.learning_rate <= 0 or self.experience_weight < 0 or self.task_weight < 0:
             raise ValueError(
-                f"AdapterConfig needs learning_rate > 0 and experience_weight >= 0, "
-                f"got {self.learning_rate}, {self.experience_weight}"
+                f"AdapterConfig needs learning_rate > 0, experience_weight >= 0 and task_weight >= 0, "
+                f"got {self.learning_rate}, {self.experience_weight}, {self.task_weight}"
             )
         for name in ("grad_clip_norm", "max_step_scale", "trust_region_eps"):
             value = getattr(self, name)
@@ -95,6 +112,7 @@ class AdaptState:
     anchor: Params
     learning_rate: Array
     experience_weight: Array
+    task_weight: Array
     step: Array
     skipped: Array
     features: MetaFeatures
@@ -106,14 +124,21 @@ class Adapter(NamedTuple):
 
 
 def make_adapter(
-    mode: str, loss_fn: LossFn, config: AdapterConfig | None = None, experience_loss_fn: LossFn | None = None
+    mode: str,
+    loss_fn: LossFn,
+    config: AdapterConfig | None = None,
+    experience_loss_fn: LossFn | None = None,
+    task_loss_fn: LossFn | None = None,
 ) -> Adapter:
     """Builds the pure `Adapter(init, update)` for `mode` in `("standard", "hybrid")`; see the module docstring.
 
-    `experience_loss_fn` (default `loss_fn`) scores the replayed items, for buffers whose items are not
-    batches of the current task's kind (meta-RL replays observation windows with the actions taken).
+    `experience_loss_fn` and `task_loss_fn` (default `loss_fn`) score the items replayed from the meta-training
+    buffer and from the task buffer, for buffers whose items are not batches of the current task's kind (meta-RL
+    replays observation windows with the actions taken, and the task's own trajectories with their behaviour
+    log-probabilities).
     """
     experience_loss_fn = loss_fn if experience_loss_fn is None else experience_loss_fn
+    task_loss_fn = loss_fn if task_loss_fn is None else task_loss_fn
     if mode not in ADAPTATION_MODES:
         raise ValueError(f"unknown adaptation mode {mode!r}; expected one of {', '.join(ADAPTATION_MODES)}")
     config = AdapterConfig() if config is None else config
@@ -128,14 +153,17 @@ def make_adapter(
     if config.skip_nonfinite:  # a non-finite gradient leaves params and optimizer state as they were, and is counted
         transform = optax.apply_if_finite(transform, max_consecutive_errors=jnp.iinfo(jnp.int32).max)
 
-    def objective(params, batch, experience, weight):
+    replay_loss_fns = {"meta": experience_loss_fn, "task": task_loss_fn}
+
+    def objective(params, batch, replayed, weights):
+        """`replayed` and `weights`: `{"meta": ..., "task": ...}`, with the sources this update replays."""
         loss, aux = loss_fn(params, batch)
         total = strategy(loss, aux, config)
-        experience_loss = jnp.zeros_like(loss)
-        if hybrid:
-            experience_loss = experience_loss_fn(params, experience)[0]
-            total = total + weight * experience_loss
-        return total, (loss, experience_loss, aux)
+        replay_losses = {name: jnp.zeros_like(loss) for name in REPLAY_SOURCES}
+        for name, items in replayed.items():
+            replay_losses[name] = replay_loss_fns[name](params, items)[0]
+            total = total + weights[name] * replay_losses[name]
+        return total, (loss, replay_losses, aux)
 
     def init(params: Params) -> AdaptState:
         return AdaptState(
@@ -143,6 +171,7 @@ def make_adapter(
             anchor=params,
             learning_rate=jnp.asarray(config.learning_rate, jnp.float32),
             experience_weight=jnp.asarray(config.experience_weight, jnp.float32),
+            task_weight=jnp.asarray(config.task_weight, jnp.float32),
             step=jnp.zeros((), jnp.int32),
             skipped=jnp.zeros((), jnp.int32),
             features=MetaFeatures.zeros(),
@@ -154,20 +183,32 @@ def make_adapter(
         batch: PyTree,
         buffer_state: buffer_lib.BufferState | None,
         key: PRNGKey,
+        task_buffer: buffer_lib.BufferState | None = None,
     ) -> tuple[AdaptState, Params, dict]:
-        """Runs `num_steps` guarded steps on `batch` (leaves `[B, ...]`). Returns `(astate, params, metrics)`."""
-        if hybrid and buffer_state is None:
-            raise ValueError("hybrid adaptation needs a buffer_state (the ExperienceBuffer filled in meta-training)")
+        """Runs `num_steps` guarded steps on `batch` (leaves `[B, ...]`). Returns `(astate, params, metrics)`.
+
+        `buffer_state`: the meta-training buffer; `task_buffer`: the current task's own experience (items of
+        `task_loss_fn`'s kind). Hybrid replays each that is not None, and needs at least one."""
+        if hybrid and buffer_state is None and task_buffer is None:
+            raise ValueError(
+                "hybrid adaptation needs a buffer_state (the ExperienceBuffer filled in meta-training) or a "
+                "task_buffer (the current task's own experience)"
+            )
+        sources = {"meta": buffer_state, "task": task_buffer} if hybrid else {}
+        sources = {name: state for name, state in sources.items() if state is not None}
         start_params = params
 
         def one_step(carry, step_key):
             astate, params = carry
-            experience, weight = None, jnp.zeros((), jnp.float32)
-            if hybrid:
-                experience, mask = buffer_lib.sample(buffer_state, step_key, config.experience_batch_size)
-                weight = jnp.where(jnp.any(mask), astate.experience_weight, 0.0)
-            (_, (loss, experience_loss, aux)), grads = jax.value_and_grad(objective, has_aux=True)(
-                params, batch, experience, weight
+            traced_weights = {"meta": astate.experience_weight, "task": astate.task_weight}
+            replayed, weights = {}, {}
+            # one source samples with the step's key (the meta-training buffer's draws predate the task buffer)
+            source_keys = jax.random.split(step_key, len(sources)) if len(sources) > 1 else [step_key] * len(sources)
+            for (name, state), source_key in zip(sources.items(), source_keys, strict=True):
+                replayed[name], mask = buffer_lib.sample(state, source_key, config.experience_batch_size)
+                weights[name] = jnp.where(jnp.any(mask), traced_weights[name], 0.0)
+            (_, (loss, replay_losses, aux)), grads = jax.value_and_grad(objective, has_aux=True)(
+                params, batch, replayed, weights
             )
             updates, opt_state = transform.update(grads, astate.opt_state, params, learning_rate=astate.learning_rate)
             new_params = optax.apply_updates(params, updates)
@@ -182,7 +223,8 @@ def make_adapter(
             astate = astate.replace(opt_state=opt_state, anchor=anchor, step=astate.step + 1, skipped=skipped)
             metrics = {
                 "loss": loss,
-                "experience_loss": experience_loss,
+                "experience_loss": replay_losses["meta"],
+                "task_replay_loss": replay_losses["task"],
                 "grad_norm": optax.tree.norm(grads),
                 "skipped": ~ok,
             }
@@ -197,6 +239,7 @@ def make_adapter(
             "loss_before": steps["loss"][0],
             "loss_after": loss_fn(params, batch)[0],
             "experience_loss": jnp.mean(steps["experience_loss"]),
+            "task_replay_loss": jnp.mean(steps["task_replay_loss"]),
             "grad_norm": jnp.mean(steps["grad_norm"]),
             "step_norm": optax.tree.norm(jax.tree.map(jnp.subtract, params, start_params)),
             "skipped_steps": jnp.sum(steps["skipped"], dtype=jnp.int32),

@@ -178,7 +178,7 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     if args.online_window > horizon:
         raise UsageError(f"--online-window {args.online_window} exceeds the run's horizon {horizon}")
     online = jax.jit(run.trainer.evaluate_online, static_argnames=("mode", "window", "every"))
-    adapting, updates = online(
+    adapting, extras = online(
         run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, args.online_every
     )
     frozen, _ = online(run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, horizon + 1)
@@ -194,6 +194,6 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
         "frozen_ci95": frozen_half,
         "paired_gain": gain,
         "paired_gain_ci95": gain_half,
-        "adaptations": float(np.mean(updates)),
+        "adaptations": float(np.mean(extras["adaptations"])),
         "per_task": {"adapting": adapting, "frozen": frozen},
     }

@@ -20,6 +20,7 @@ every one of them, with no inner step and so no second-order cost.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ from ssm_jax.meta.policy_losses import (
     distribution_kl,
     make_policy_losses,
     mean_episode_return,
+    policy_kl,
     policy_outputs,
     prepare_batch,
     surrogate_objective,
@@ -59,6 +61,7 @@ class MetaRL(NamedTuple):
     inner_loss: Callable
     outer_loss: Callable
     bc_loss: Callable
+    policy_kl: Callable
 
 
 def make_maml_rl(
@@ -244,6 +247,7 @@ def make_maml_rl(
         inner_loss,
         ppo_loss,
         bc_loss,
+        functools.partial(policy_kl, policy),
     )
 
 

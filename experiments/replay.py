@@ -1,0 +1,401 @@
+"""Experience replay at test time: hybrid adaptation against standard in the regimes where replay can matter.
+
+    python -m experiments.replay                          # navigation: many-step, online, task switch (3 seeds)
+    python -m experiments.replay --preset world-model     # pendulum world model: one support trajectory, 30 steps
+    python -m experiments.replay --preset smoke           # seconds, for tests (and world-model-smoke)
+
+Hybrid adaptation adds `α x` a term on replayed experience to the current task's loss. Its sources (`adapt.rl`):
+the meta-training buffer (`meta`: behaviour cloning of other tasks' windows; world models: their windows' MSE), the
+task buffer of the current task's own experience (`task`, empty at each task's start: the PPO-clipped importance-
+weighted policy gradient on its earlier trajectories, `clipped_pg`, or KL to the meta-trained policy on its states,
+`kl_anchor`; world models: the support's windows' MSE), or `both`. Each variant is one compiled program evaluated
+at every α of `--alphas` at once (the seeds x α grid is one vmapped run axis); α = 0 is the standard adapter, bit
+for bit, on the same keys, so every difference is paired.
+
+Regimes (MAML meta-trained once per seed, then evaluated on `eval_tasks` held-out tasks per seed):
+- `many_step`: one support of `support_trajectories` trajectories, then `many_steps` gradient steps on it from the
+  meta-trained start; scored by the return of fresh trajectories after them.
+- `online`: one episode per task that adapts every `online_every` steps on the last `online_window` transitions
+  (`adapt.rl.make_online_rl_episode`); the task buffer holds every window seen so far. Also against the same
+  episodes frozen.
+- `task_switch`: the same online episode, whose goal changes to another held-out task's at half the horizon;
+  scored by the return after the switch, and what the agent forgot of the first task (frozen return on it with the
+  params it had at the switch minus with its final params).
+- world model (`--preset world-model`): meta-trained for one-trajectory supports, then `adapt_steps` SGD steps;
+  scored by the query's one-step MSE (lower is better).
+
+The verdict is honest about selection: each variant's α is chosen on the first half of every seed's held-out tasks,
+and its difference from standard (paired, 95% CI) is reported on the other half. Writes results.json, results.md and
+alpha_sweep.png under `<out_dir>/<timestamp>/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments.common import run_main
+from experiments.meta_rl import compiled_programs
+from experiments.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
+from ssm_jax import runs, sweep
+from ssm_jax.config_io import register_config
+from ssm_jax.configs import CONFIGS, RunConfig, WorldModelRunConfig, build, extend, replace
+from ssm_jax.train_config import HParams
+from ssm_jax.train_world_model import make_world_model_trainer
+
+REGIMES = ("many_step", "online", "task_switch")
+RL_VARIANTS = {
+    "meta": ("meta", "clipped_pg"),
+    "task (clipped PG)": ("task", "clipped_pg"),
+    "task (KL anchor)": ("task", "kl_anchor"),
+    "both (clipped PG)": ("both", "clipped_pg"),
+}
+"""Hybrid variants of the meta-RL regimes: label -> (`EvalConfig.replay`, `EvalConfig.task_replay_loss`)."""
+WORLD_MODEL_VARIANTS = {"meta": "meta", "task": "task", "both": "both"}
+METRICS = {
+    "many_step": ("return after the steps", 1.0),
+    "online": ("episode return", 1.0),
+    "task_switch": ("return after the switch", 1.0),
+    "world_model": ("query one-step MSE", -1.0),
+}
+"""Each regime's score and its sign (+1: higher is better), by regime."""
+
+
+def _check_alphas(alphas: tuple[float, ...]) -> None:
+    if len(alphas) < 2 or alphas[0] != 0.0 or any(a <= 0 for a in alphas[1:]):
+        raise ValueError(f"alphas must start with 0 (the standard adapter) followed by positive weights, got {alphas}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class ReplayArgs(RunConfig):
+    """The meta-RL regimes on a `RunConfig` (the meta-training), with the replay study's own settings."""
+
+    RESUMABLE: ClassVar[bool] = False
+
+    regimes: tuple[str, ...] = REGIMES
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+    """Weights of the hybrid term, evaluated in one program; the first must be 0 (standard)."""
+    many_steps: int = 20
+    """Gradient steps of the many-step regime."""
+    support_trajectories: int = 10
+    """Trajectories of the many-step regime's support."""
+    online_window: int = 20
+    online_every: int = 10
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_alphas(self.alphas)
+        unknown = sorted(set(self.regimes) - set(REGIMES))
+        if not self.regimes or unknown:
+            raise ValueError(f"regimes must be some of {', '.join(REGIMES)}, got {self.regimes}")
+        if min(self.many_steps, self.support_trajectories, self.online_window, self.online_every) < 1:
+            raise ValueError("many_steps, support_trajectories, online_window and online_every must be >= 1")
+        if self.evaluation.eval_tasks < 2 or self.evaluation.eval_tasks % 2:
+            raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.evaluation.eval_tasks}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class ReplayWorldModelArgs(WorldModelRunConfig):
+    """The world-model regime: a `WorldModelRunConfig` with the α grid."""
+
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+    """Weights of the hybrid term, evaluated in one program; the first must be 0 (standard)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_alphas(self.alphas)
+        if self.trainer.eval_tasks < 2 or self.trainer.eval_tasks % 2:
+            raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.trainer.eval_tasks}")
+
+
+PRESETS = {
+    "navigation": extend(
+        ReplayArgs, CONFIGS["navigation"], name="replay-navigation", num_seeds=3, eval_tasks=64,
+        eval_trajectories=20, pretrained=False, random_baseline=False, out_dir="runs/replay",
+    ),
+    "world-model": extend(
+        ReplayWorldModelArgs, CONFIGS["world-model"], name="replay-world-model", num_seeds=3, eval_tasks=64,
+        support_trajectories=1, adapt_steps=30, out_dir="runs/replay",
+    ),
+    "world-model-smoke": extend(
+        ReplayWorldModelArgs, CONFIGS["world-model-smoke"], name="replay-world-model-smoke", eval_tasks=4,
+        support_trajectories=1, adapt_steps=3, alphas=(0.0, 1.0), out_dir="runs/replay",
+    ),
+    "smoke": extend(
+        ReplayArgs, CONFIGS["navigation-smoke"], name="replay-smoke", eval_tasks=4, alphas=(0.0, 1.0), many_steps=3,
+        support_trajectories=2, online_window=5, online_every=5, pretrained=False, random_baseline=False,
+        out_dir="runs/replay",
+    ),
+}  # fmt: skip
+"""The presets: the meta-RL regimes on 2D navigation at the paper's settings, the world-model regime, a smoke run."""
+
+
+def _tile(tree, times: int):
+    """Leaves `[S, ...]` -> `[S * times, ...]`, each seed's entry repeated `times` times (seed-major)."""
+    return jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), tree)
+
+
+def _with_alphas(states, alphas: tuple[float, ...]):
+    """States `[S]` -> `[S * A]`: each seed's state once per α, its `hparams.experience_weight` set to that α."""
+    tiled = _tile(states, len(alphas))
+    weights = jnp.tile(jnp.asarray(alphas, jnp.float32), jax.tree.leaves(states)[0].shape[0])
+    return tiled.replace(hparams=tiled.hparams.replace(experience_weight=weights))
+
+
+def _by_alpha(values, num_alphas: int) -> np.ndarray:
+    """`[S * A, E]` (seed-major) -> `[A, S, E]`."""
+    values = np.asarray(values)
+    return values.reshape(-1, num_alphas, values.shape[-1]).swapaxes(0, 1)
+
+
+def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
+    run_dir = runs.make_run_dir(args.out_dir)
+    runs.write_config(run_dir, args)
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    started = time.perf_counter()
+    scores = _world_model_scores(args, log) if isinstance(args, ReplayWorldModelArgs) else _rl_scores(args, log)
+    results = {
+        "run_dir": str(run_dir),
+        "alphas": list(args.alphas),
+        "regimes": {name: verdicts(regime, args.alphas, METRICS[name][1]) for name, regime in scores.items()},
+        "scores": scores,
+        "seconds": time.perf_counter() - started,
+    }
+    runs.write_json(run_dir / "results.json", results)
+    print(write_report(run_dir, args))
+    print(f"results in {run_dir}")
+    return results
+
+
+def _train(args, programs, states, keys, log, phase: str):
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    records = lambda iteration, metrics: [
+        {"phase": phase, "seed": seed, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+        for i, seed in enumerate(seeds)
+    ]  # fmt: skip
+    return runs.train_phase(
+        programs.train, states, keys, args.iterations, args.chunk_size, f"{phase} ({len(seeds)} seeds)", log,
+        records, run_labels=[f"seed {seed}" for seed in seeds],
+    )  # fmt: skip
+
+
+def _rl_scores(args: ReplayArgs, log: runs.MetricsLog) -> dict:
+    """Meta-trains MAML for every seed, then scores each regime's variants: `{regime: {"standard" | variant:
+    [A, S, E]}}` plus the regimes' extra arrays (`frozen`, forgetting)."""
+    env, programs = compiled_programs(args)
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    states = _train(args, programs, programs.init(grid.keys.init, hparams), grid.keys.train, log, "MAML")
+    tasks, eval_keys = sweep.held_out_tasks(env, grid.keys.eval, args.evaluation.eval_tasks)
+    num_alphas = len(args.alphas)
+    swept_states, swept_keys = _with_alphas(states, args.alphas), _tile(eval_keys, num_alphas)
+    swept_tasks = _tile(tasks, num_alphas)
+    scores = {}
+    for regime in args.regimes:
+        scores[regime] = {}
+        for label, (replay, task_loss) in RL_VARIANTS.items():
+            print(f"{regime}: {label}, alphas {', '.join(map(str, args.alphas))}", flush=True)
+            variant = replace(args, replay=replay, task_replay_loss=task_loss)
+            if regime == "many_step":
+                variant = replace(
+                    variant, adapt_rounds=1, steps_per_round=args.many_steps,
+                    eval_trajectories=args.support_trajectories,
+                )  # fmt: skip
+                evaluate = compiled_programs(variant)[1].evaluate
+                returns = evaluate(swept_states, swept_keys, swept_tasks, "hybrid")[0]
+                scores[regime][label] = _by_alpha(returns[..., -1], num_alphas)
+                continue
+            online = _online_program(variant, args, switch=regime == "task_switch")
+            returns, extras = online(swept_states, swept_keys, swept_tasks, args.online_every)
+            if regime == "online":
+                scores[regime][label] = _by_alpha(returns, num_alphas)
+                scores[regime].setdefault(
+                    "frozen", _by_alpha(online(swept_states, swept_keys, swept_tasks, args.trainer.horizon + 1)[0],
+                                        num_alphas)[0],
+                )  # fmt: skip
+            else:
+                scores[regime][label] = _by_alpha(extras["after_switch"], num_alphas)
+                forgot = extras["first_task_at_switch"] - extras["first_task_at_end"]
+                scores[regime][f"{label}: forgetting"] = _by_alpha(forgot, num_alphas)
+    return {regime: {k: np.asarray(v) for k, v in regime_scores.items()} for regime, regime_scores in scores.items()}
+
+
+def _online_program(variant: ReplayArgs, args: ReplayArgs, switch: bool):
+    """`online(states [R], keys [R], tasks [R, E], every) -> (returns [R, E], extras)`: `evaluate_online` (hybrid,
+    each run's weight) vmapped over runs and jitted; with `switch`, each task changes to the next one at half time."""
+    trainer = build(variant)[1]
+
+    def one(state, key, tasks, every):
+        switch_to = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), tasks) if switch else None
+        return trainer.evaluate_online(state, key, tasks, "hybrid", args.online_window, every, switch_to)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)), static_argnums=3)
+
+
+def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog) -> dict:
+    """Meta-trains the world model for every seed, then scores each replay source: `{"world_model": {"standard" |
+    variant: [A, S, E]}}` (query MSE after the last step)."""
+    from experiments.world_model import make_env  # the world-model experiment's env choice
+
+    env = make_env(args)
+    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    programs = sweep.make_programs(
+        make_world_model_trainer(env, args.model, args.network, args.trainer), args.chunk_size
+    )
+    states = _train(args, programs, programs.init(grid.keys.init, hparams), grid.keys.train, log, "MAML")
+    tasks, eval_keys = sweep.held_out_tasks(env, grid.keys.eval, args.trainer.eval_tasks)
+    num_alphas, scores = len(args.alphas), {}
+    swept = (_with_alphas(states, args.alphas), _tile(eval_keys, num_alphas), _tile(tasks, num_alphas))
+    for label, replay in WORLD_MODEL_VARIANTS.items():
+        print(f"world model: {label}, alphas {', '.join(map(str, args.alphas))}", flush=True)
+        trainer_config = dataclasses.replace(args.trainer, replay=replay)
+        trainer = make_world_model_trainer(env, args.model, args.network, trainer_config)
+        mse = sweep.make_programs(trainer, args.chunk_size).evaluate(*swept, "hybrid")[0]
+        scores[label] = _by_alpha(mse[..., -1], num_alphas)
+    return {"world_model": scores}
+
+
+def verdicts(scores: dict, alphas: tuple[float, ...], sign: float) -> dict:
+    """Per variant of one regime (`scores[variant]`: `[A, S, E]`, α = 0 the standard adapter): the paired
+    difference from standard at every α on all tasks (`sweep`: mean and CI per α > 0), the α chosen on the first
+    half of every seed's tasks, and at that α the difference on the other half (`verdict`: mean, CI, and `helps`,
+    `hurts` or `ties`, in the regime's better direction: `sign` +1 when higher scores are better, -1 when lower)."""
+    out = {}
+    for label, values in scores.items():
+        if label == "frozen" or label.endswith(": forgetting"):
+            continue
+        values = np.asarray(values, np.float64)
+        half = values.shape[-1] // 2
+        differences = values[1:] - values[:1]  # [A - 1, S, E]
+        pooled = lambda x: x.reshape(x.shape[0], -1)
+        sweep_mean, sweep_ci = mean_ci(pooled(differences), axis=1)
+        choice = int(np.argmax(sign * np.nanmean(pooled(differences[..., :half]), axis=1)))
+        judged = differences[choice, :, half:].reshape(-1)
+        mean, ci = (float(v) for v in mean_ci(judged))
+        word = "ties" if abs(mean) <= ci or not np.isfinite(mean) else ("helps" if sign * mean > 0 else "hurts")
+        out[label] = {
+            "sweep": {"alpha": list(alphas[1:]), "mean": sweep_mean.tolist(), "ci95": sweep_ci.tolist()},
+            "chosen_alpha": alphas[1 + choice],
+            "verdict": {"mean": mean, "ci95": ci, "word": word},
+        }
+    return out
+
+
+def _rows(regime: str, summary: dict) -> list[list[str]]:
+    rows = []
+    for label, entry in summary.items():
+        verdict = entry["verdict"]
+        rows.append([
+            label, f"{entry['chosen_alpha']:g}", format_mean_ci(verdict["mean"], verdict["ci95"], _digits(regime)),
+            verdict["word"],
+        ])  # fmt: skip
+    return rows
+
+
+def _digits(regime: str) -> int:
+    return 4 if regime == "world_model" else 1
+
+
+def write_report(run_dir: Path, args: ReplayArgs | ReplayWorldModelArgs) -> str:
+    """results.md (and alpha_sweep.png with `args.plots`) from the run's results.json; returns the markdown."""
+    results = json.loads((run_dir / "results.json").read_text())
+    alphas = results["alphas"]
+    lines = [
+        "# Hybrid adaptation against standard, per regime",
+        f"{args.num_seeds} seeds x {_eval_tasks(args)} held-out tasks each; α chosen on the first half of every "
+        "seed's tasks among " + ", ".join(f"{a:g}" for a in alphas[1:]) + ", judged on the other half. "
+        "Differences are hybrid − standard on the same tasks and keys (paired), with 95% CIs.",
+    ]
+    for regime, summary in results["regimes"].items():
+        metric, sign = METRICS[regime]
+        better = "higher" if sign > 0 else "lower"
+        lines += [f"## {regime.replace('_', ' ')}", f"Score: {metric} ({better} is better)."]
+        scores = results["scores"][regime]
+        standard = np.asarray(next(iter(scores.values())))[0].reshape(-1)
+        lines.append(f"Standard: {format_mean_ci(*map(float, mean_ci(standard)), _digits(regime))}.")
+        if "frozen" in scores:
+            frozen = np.asarray(scores["frozen"]).reshape(-1)
+            gain = standard - frozen
+            lines.append(
+                f"Frozen (the same episodes, no update): {format_mean_ci(*map(float, mean_ci(frozen)), 1)}; "
+                f"standard − frozen {format_mean_ci(*map(float, mean_ci(gain)), 1)}."
+            )
+        lines.append(
+            markdown_table(["hybrid replays", "α chosen", "hybrid − standard", "verdict"], _rows(regime, summary))
+        )
+        sweep_rows = [
+            [label, *(format_mean_ci(m, c, _digits(regime)) for m, c in zip(entry["sweep"]["mean"],
+                                                                          entry["sweep"]["ci95"], strict=True))]
+            for label, entry in summary.items()
+        ]  # fmt: skip
+        lines += ["α sweep on all tasks (hybrid − standard):",
+                  markdown_table(["hybrid replays", *(f"α = {a:g}" for a in alphas[1:])], sweep_rows)]  # fmt: skip
+        lines += _regime_notes(regime, scores, summary)
+    if args.plots:
+        _plot(run_dir / "alpha_sweep.png", results)
+        lines.append("![hybrid − standard against α](alpha_sweep.png)")
+    text = "\n\n".join(lines) + "\n"
+    (run_dir / "results.md").write_text(text)
+    return text
+
+
+def _eval_tasks(args) -> int:
+    return args.trainer.eval_tasks if isinstance(args, ReplayWorldModelArgs) else args.evaluation.eval_tasks
+
+
+def _regime_notes(regime: str, scores: dict, summary: dict) -> list[str]:
+    """For the online regime, each variant at its chosen α against the frozen episodes; for the task switch, what
+    each forgot of the first task beside standard."""
+    notes = []
+    if regime == "online":
+        frozen = np.asarray(scores["frozen"]).reshape(-1)
+        rows = []
+        for label, entry in summary.items():
+            index = list(summary[label]["sweep"]["alpha"]).index(entry["chosen_alpha"]) + 1
+            gain = np.asarray(scores[label])[index].reshape(-1) - frozen
+            rows.append([label, f"{entry['chosen_alpha']:g}", format_mean_ci(*map(float, mean_ci(gain)), 1)])
+        notes += ["Each at its chosen α against the same episodes frozen (all tasks):",
+                  markdown_table(["hybrid replays", "α", "hybrid − frozen"], rows)]  # fmt: skip
+    if regime == "task_switch":
+        rows = []
+        for label, entry in summary.items():
+            forgetting = np.asarray(scores[f"{label}: forgetting"])
+            index = list(entry["sweep"]["alpha"]).index(entry["chosen_alpha"]) + 1
+            rows.append([
+                label, f"{entry['chosen_alpha']:g}", format_mean_ci(*map(float, mean_ci(forgetting[0].reshape(-1))), 1),
+                format_mean_ci(*map(float, mean_ci(forgetting[index].reshape(-1))), 1),
+            ])  # fmt: skip
+        notes += ["Forgetting of the first task (its frozen return with the params at the switch minus with the "
+                  "final params; positive: forgot), all tasks:",
+                  markdown_table(["hybrid replays", "α", "standard", "hybrid"], rows)]  # fmt: skip
+    return notes
+
+
+def _plot(path: Path, results: dict) -> None:
+    regimes = results["regimes"]
+    fig, axes = new_figure(1, len(regimes), figsize=(4.2 * len(regimes), 3.4), squeeze=False)
+    for ax, (regime, summary) in zip(axes[0], regimes.items(), strict=True):
+        for label, entry in summary.items():
+            sweep_ = entry["sweep"]
+            ax.errorbar(sweep_["alpha"], sweep_["mean"], yerr=sweep_["ci95"], label=label, marker="o", capsize=3)
+        ax.axhline(0.0, color="grey", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("α")
+        ax.set_title(f"{regime.replace('_', ' ')}: {METRICS[regime][0]}", fontsize=9)
+    axes[0][0].set_ylabel("hybrid − standard")
+    axes[0][0].legend(fontsize=7)
+    save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    run_main(main, PRESETS, "navigation")
