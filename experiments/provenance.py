@@ -42,13 +42,19 @@ def describe_machine(recorded: dict) -> str:
 
 
 def commit() -> str:
-    """The checkout's short commit, with " + uncommitted changes" when tracked files differ from it; the installed
-    version when the code is not a git checkout."""
+    """The checkout's short commit, with " + uncommitted changes" when tracked files differ from it. For code that
+    is not a git checkout: `$SSM_JAX_COMMIT` where the copy's sender set it (a copy of a clean checkout sent to an
+    accelerator machine), else the installed version."""
     checkout = Path(__file__).resolve().parent.parent
     git = lambda *args: subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True, check=False)
     head = git("rev-parse", "--short", "HEAD")
     if head.returncode != 0:
-        return f"ssm-jax {importlib.metadata.version('ssm-jax')} (not a git checkout)"
+        if os.environ.get("SSM_JAX_COMMIT"):
+            return f"{os.environ['SSM_JAX_COMMIT']} (a copy of that checkout)"
+        try:
+            return f"ssm-jax {importlib.metadata.version('ssm-jax')} (not a git checkout)"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown (not a git checkout, not installed)"
     dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
     return head.stdout.strip() + (" + uncommitted changes" if dirty else "")
 

@@ -158,20 +158,21 @@ def _by_alpha(values, num_alphas: int) -> np.ndarray:
 
 
 def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
+    """Meta-trains, then scores one regime after another; results.json and results.md are rewritten as each regime
+    finishes (a stopped study keeps the regimes it finished). Returns the results dict."""
     run_dir = runs.make_run_dir(args.out_dir)
     runs.write_config(run_dir, args)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     started = time.perf_counter()
-    scores = _world_model_scores(args, log) if isinstance(args, ReplayWorldModelArgs) else _rl_scores(args, log)
-    results = {
-        "run_dir": str(run_dir),
-        "alphas": list(args.alphas),
-        "regimes": {name: verdicts(regime, args.alphas, METRICS[name][1]) for name, regime in scores.items()},
-        "scores": scores,
-        "seconds": time.perf_counter() - started,
-    }
-    runs.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
+    regimes = _world_model_scores(args, log) if isinstance(args, ReplayWorldModelArgs) else _rl_scores(args, log)
+    results = {"run_dir": str(run_dir), "alphas": list(args.alphas), "regimes": {}, "scores": {}}
+    for name, scores in regimes:
+        results["regimes"][name] = verdicts(scores, args.alphas, METRICS[name][1])
+        results["scores"][name] = scores
+        results["seconds"] = time.perf_counter() - started
+        runs.write_json(run_dir / "results.json", results)
+        report = write_report(run_dir, args)
+    print(report)
     print(f"results in {run_dir}")
     return results
 
@@ -188,9 +189,9 @@ def _train(args, programs, states, keys, log, phase: str):
     )  # fmt: skip
 
 
-def _rl_scores(args: ReplayArgs, log: runs.MetricsLog) -> dict:
-    """Meta-trains MAML for every seed, then scores each regime's variants: `{regime: {"standard" | variant:
-    [A, S, E]}}` plus the regimes' extra arrays (`frozen`, forgetting)."""
+def _rl_scores(args: ReplayArgs, log: runs.MetricsLog):
+    """Meta-trains MAML for every seed, then yields `(regime, {variant: [A, S, E]})` regime by regime (α = 0 is
+    standard), with the regimes' extra arrays (`frozen` `[S, E]`, `<variant>: forgetting` `[A, S, E]`)."""
     env, programs = compiled_programs(args)
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
     hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
@@ -199,9 +200,8 @@ def _rl_scores(args: ReplayArgs, log: runs.MetricsLog) -> dict:
     num_alphas = len(args.alphas)
     swept_states, swept_keys = _with_alphas(states, args.alphas), _tile(eval_keys, num_alphas)
     swept_tasks = _tile(tasks, num_alphas)
-    scores = {}
     for regime in args.regimes:
-        scores[regime] = {}
+        scores = {}
         for label, (replay, task_loss) in RL_VARIANTS.items():
             print(f"{regime}: {label}, alphas {', '.join(map(str, args.alphas))}", flush=True)
             variant = replace(args, replay=replay, task_replay_loss=task_loss)
@@ -212,21 +212,20 @@ def _rl_scores(args: ReplayArgs, log: runs.MetricsLog) -> dict:
                 )  # fmt: skip
                 evaluate = compiled_programs(variant)[1].evaluate
                 returns = evaluate(swept_states, swept_keys, swept_tasks, "hybrid")[0]
-                scores[regime][label] = _by_alpha(returns[..., -1], num_alphas)
+                scores[label] = _by_alpha(returns[..., -1], num_alphas)
                 continue
             online = _online_program(variant, args, switch=regime == "task_switch")
             returns, extras = online(swept_states, swept_keys, swept_tasks, args.online_every)
             if regime == "online":
-                scores[regime][label] = _by_alpha(returns, num_alphas)
-                scores[regime].setdefault(
-                    "frozen", _by_alpha(online(swept_states, swept_keys, swept_tasks, args.trainer.horizon + 1)[0],
-                                        num_alphas)[0],
-                )  # fmt: skip
+                scores[label] = _by_alpha(returns, num_alphas)
+                if "frozen" not in scores:  # the same episodes with no update (every > horizon): one per seed
+                    frozen = online(swept_states, swept_keys, swept_tasks, args.trainer.horizon + 1)[0]
+                    scores["frozen"] = _by_alpha(frozen, num_alphas)[0]
             else:
-                scores[regime][label] = _by_alpha(extras["after_switch"], num_alphas)
+                scores[label] = _by_alpha(extras["after_switch"], num_alphas)
                 forgot = extras["first_task_at_switch"] - extras["first_task_at_end"]
-                scores[regime][f"{label}: forgetting"] = _by_alpha(forgot, num_alphas)
-    return {regime: {k: np.asarray(v) for k, v in regime_scores.items()} for regime, regime_scores in scores.items()}
+                scores[f"{label}: forgetting"] = _by_alpha(forgot, num_alphas)
+        yield regime, scores
 
 
 def _online_program(variant: ReplayArgs, args: ReplayArgs, switch: bool):
@@ -241,9 +240,9 @@ def _online_program(variant: ReplayArgs, args: ReplayArgs, switch: bool):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)), static_argnums=3)
 
 
-def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog) -> dict:
-    """Meta-trains the world model for every seed, then scores each replay source: `{"world_model": {"standard" |
-    variant: [A, S, E]}}` (query MSE after the last step)."""
+def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog):
+    """Meta-trains the world model for every seed, then yields `("world_model", {variant: [A, S, E]})` (query MSE
+    after the last step; α = 0 is standard)."""
     from experiments.world_model import make_env  # the world-model experiment's env choice
 
     env = make_env(args)
@@ -262,7 +261,7 @@ def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog) -> dic
         trainer = make_world_model_trainer(env, args.model, args.network, trainer_config)
         mse = sweep.make_programs(trainer, args.chunk_size).evaluate(*swept, "hybrid")[0]
         scores[label] = _by_alpha(mse[..., -1], num_alphas)
-    return {"world_model": scores}
+    yield "world_model", scores
 
 
 def verdicts(scores: dict, alphas: tuple[float, ...], sign: float) -> dict:

@@ -23,7 +23,16 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import benchmark, benchmark_report, budget_study, meta_rl_report, provenance, sinusoid, world_model
+from experiments import (
+    benchmark,
+    benchmark_report,
+    budget_study,
+    meta_rl_report,
+    provenance,
+    replay,
+    sinusoid,
+    world_model,
+)
 from experiments import sweep as experiment_sweep
 from experiments.report import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax.cli import exit_with_error
@@ -43,6 +52,8 @@ WRITERS = {
     WorldModelRunConfig: world_model.write_report,
     benchmark.Args: benchmark_report.write_report,
     experiment_sweep.SweepArgs: experiment_sweep.write_report,
+    replay.ReplayArgs: replay.write_report,
+    replay.ReplayWorldModelArgs: replay.write_report,
 }
 """Each experiment's `write_report(run_dir, config) -> markdown`, by the class of the config it records."""
 

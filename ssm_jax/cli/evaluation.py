@@ -10,7 +10,8 @@ import jax
 import numpy as np
 
 from ssm_jax import runs, sweep
-from ssm_jax.adapt.adapter import ADAPTATION_MODES
+from ssm_jax.adapt.adapter import ADAPTATION_MODES, REPLAY_CHOICES
+from ssm_jax.adapt.rl import TASK_REPLAY_LOSSES
 from ssm_jax.cli.parsing import UsageError
 from ssm_jax.configs import RunConfig, build, initial_state, load_run_config
 from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure, steps_label
@@ -41,7 +42,12 @@ class AdaptArgs(EvalArgs):
     adapt_rounds: int = 3
     """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
     adaptation_mode: Literal[ADAPTATION_MODES] = "standard"
-    """hybrid adds experience_weight x behaviour cloning on windows replayed from the run's buffer."""
+    """hybrid adds experience_weight x a term on replayed experience, from the sources --replay names."""
+    replay: Literal[REPLAY_CHOICES] | None = None
+    """What hybrid replays: the run's meta-training buffer (meta), the task's own earlier trajectories (task), or
+    both (None: the run's evaluation setting)."""
+    task_replay_loss: Literal[TASK_REPLAY_LOSSES] | None = None
+    """The task buffer's term: clipped_pg or kl_anchor (None: the run's evaluation setting)."""
     trajectories: int | None = None
     """Trajectories per round (None: the run's eval_trajectories, else its trajectories_per_task)."""
     online: bool = False
@@ -123,8 +129,13 @@ def evaluate(args: EvalArgs) -> dict:
 def adapt(args: AdaptArgs) -> dict:
     """`ssm-jax adapt`: return on held-out tasks after 0..K rounds of standard or hybrid adaptation."""
     changes = {"adapt_rounds": args.adapt_rounds}
-    if args.trajectories is not None:
-        changes["eval_trajectories"] = args.trajectories
+    for name, value in (
+        ("eval_trajectories", args.trajectories),
+        ("replay", args.replay),
+        ("task_replay_loss", args.task_replay_loss),
+    ):
+        if value is not None:
+            changes[name] = value
     run = _restore(args, changes)
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
     returns, _ = evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode)
@@ -135,6 +146,8 @@ def adapt(args: AdaptArgs) -> dict:
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
         "adaptation_mode": args.adaptation_mode,
+        "replay": run.config.evaluation.replay if args.adaptation_mode == "hybrid" else None,
+        "task_replay_loss": run.config.evaluation.task_replay_loss if args.adaptation_mode == "hybrid" else None,
         "tasks": args.tasks,
         "returns": mean,
         "returns_std": std,
@@ -144,7 +157,8 @@ def adapt(args: AdaptArgs) -> dict:
     }
     if args.online:
         result["online"] = _adapt_online(args, run)
-    setting = f"{args.adaptation_mode}_online" if args.online else args.adaptation_mode
+    setting = args.adaptation_mode + (f"_{args.replay}" if args.replay and args.adaptation_mode == "hybrid" else "")
+    setting += "_online" if args.online else ""
     output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
     runs.write_json(output, result)
     fig, ax = new_figure(figsize=(5.5, 3.6))
@@ -153,7 +167,11 @@ def adapt(args: AdaptArgs) -> dict:
     ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.tasks} tasks)")
     ax.legend()
     save_figure(fig, output.with_suffix(".png"))
-    rows = [["checkpoint", str(run.checkpoint)], ["mode", args.adaptation_mode], ["tasks", str(args.tasks)]]
+    mode = args.adaptation_mode
+    if mode == "hybrid":
+        task_term = "" if result["replay"] == "meta" else f", task term {result['task_replay_loss']}"
+        mode += f" (replays {result['replay']}{task_term})"
+    rows = [["checkpoint", str(run.checkpoint)], ["mode", mode], ["tasks", str(args.tasks)]]
     for k in range(args.adapt_rounds + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
         rows.append([f"after {steps_label(k)}", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
