@@ -47,7 +47,10 @@ def commit() -> str:
     accelerator machine), else the installed version."""
     checkout = Path(__file__).resolve().parent.parent
     git = lambda *args: subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True, check=False)
-    head = git("rev-parse", "--short", "HEAD")
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+    except FileNotFoundError:  # no git on this machine
+        head = subprocess.CompletedProcess([], returncode=127)
     if head.returncode != 0:
         if os.environ.get("SSM_JAX_COMMIT"):
             return f"{os.environ['SSM_JAX_COMMIT']} (a copy of that checkout)"
