@@ -85,6 +85,9 @@ class ReplayArgs(RunConfig):
     """Weights of the hybrid term, evaluated in one program; the first must be 0 (standard)."""
     many_steps: int = 20
     """Gradient steps of the many-step regime."""
+    many_step_lr_scale: float = 0.1
+    """The many-step regime's rate, x the inner lr: every step at the rate of the protocol's later steps (at the
+    first step's rate, 20 steps on one support diverge for every replay source)."""
     support_trajectories: int = 10
     """Trajectories of the many-step regime's support."""
     online_window: int = 20
@@ -96,6 +99,8 @@ class ReplayArgs(RunConfig):
         unknown = sorted(set(self.regimes) - set(REGIMES))
         if not self.regimes or unknown:
             raise ValueError(f"regimes must be some of {', '.join(REGIMES)}, got {self.regimes}")
+        if not self.many_step_lr_scale > 0:
+            raise ValueError(f"many_step_lr_scale must be > 0, got {self.many_step_lr_scale}")
         if min(self.many_steps, self.support_trajectories, self.online_window, self.online_every) < 1:
             raise ValueError("many_steps, support_trajectories, online_window and online_every must be >= 1")
         if self.evaluation.eval_tasks < 2 or self.evaluation.eval_tasks % 2:
@@ -211,7 +216,8 @@ def _rl_scores(args: ReplayArgs, log: runs.MetricsLog):
                     eval_trajectories=args.support_trajectories,
                 )  # fmt: skip
                 evaluate = compiled_programs(variant)[1].evaluate
-                returns = evaluate(swept_states, swept_keys, swept_tasks, "hybrid")[0]
+                slower = swept_states.hparams.replace(inner_lr=swept_states.hparams.inner_lr * args.many_step_lr_scale)
+                returns = evaluate(swept_states.replace(hparams=slower), swept_keys, swept_tasks, "hybrid")[0]
                 scores[label] = _by_alpha(returns[..., -1], num_alphas)
                 continue
             online = _online_program(variant, args, switch=regime == "task_switch")
@@ -268,7 +274,8 @@ def verdicts(scores: dict, alphas: tuple[float, ...], sign: float) -> dict:
     """Per variant of one regime (`scores[variant]`: `[A, S, E]`, α = 0 the standard adapter): the paired
     difference from standard at every α on all tasks (`sweep`: mean and CI per α > 0), the α chosen on the first
     half of every seed's tasks, and at that α the difference on the other half (`verdict`: mean, CI, and `helps`,
-    `hurts` or `ties`, in the regime's better direction: `sign` +1 when higher scores are better, -1 when lower)."""
+    `hurts` or `ties`, in the regime's better direction: `sign` +1 when higher scores are better, -1 when lower;
+    `diverged` where a score is not finite)."""
     out = {}
     for label, values in scores.items():
         if label == "frozen" or label.endswith(": forgetting"):
@@ -278,10 +285,14 @@ def verdicts(scores: dict, alphas: tuple[float, ...], sign: float) -> dict:
         differences = values[1:] - values[:1]  # [A - 1, S, E]
         pooled = lambda x: x.reshape(x.shape[0], -1)
         sweep_mean, sweep_ci = mean_ci(pooled(differences), axis=1)
-        choice = int(np.argmax(sign * np.nanmean(pooled(differences[..., :half]), axis=1)))
+        selection = sign * np.mean(pooled(differences[..., :half]), axis=1)
+        choice = int(np.argmax(np.where(np.isfinite(selection), selection, -np.inf)))
         judged = differences[choice, :, half:].reshape(-1)
         mean, ci = (float(v) for v in mean_ci(judged))
-        word = "ties" if abs(mean) <= ci or not np.isfinite(mean) else ("helps" if sign * mean > 0 else "hurts")
+        if not np.isfinite(mean):
+            word = "diverged"  # a run of either adapter went non-finite on some task
+        else:
+            word = "ties" if abs(mean) <= ci else ("helps" if sign * mean > 0 else "hurts")
         out[label] = {
             "sweep": {"alpha": list(alphas[1:]), "mean": sweep_mean.tolist(), "ci95": sweep_ci.tolist()},
             "chosen_alpha": alphas[1 + choice],
@@ -384,11 +395,13 @@ def _plot(path: Path, results: dict) -> None:
     regimes = results["regimes"]
     fig, axes = new_figure(1, len(regimes), figsize=(4.2 * len(regimes), 3.4), squeeze=False)
     for ax, (regime, summary) in zip(axes[0], regimes.items(), strict=True):
+        alphas = results["alphas"][1:]
         for label, entry in summary.items():
             sweep_ = entry["sweep"]
-            ax.errorbar(sweep_["alpha"], sweep_["mean"], yerr=sweep_["ci95"], label=label, marker="o", capsize=3)
+            ax.errorbar(alphas, sweep_["mean"], yerr=sweep_["ci95"], label=label, marker="o", capsize=3)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xscale("log")
+        ax.set_xlim(min(alphas) / 2, max(alphas) * 2)  # set: a panel whose every point diverged has no data
         ax.set_xlabel("α")
         ax.set_title(f"{regime.replace('_', ' ')}: {METRICS[regime][0]}", fontsize=9)
     axes[0][0].set_ylabel("hybrid − standard")

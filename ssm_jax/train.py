@@ -224,7 +224,8 @@ def make_meta_rl_trainer(
     ) -> tuple[Array, dict]:
         """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
         steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
-        `mode` and the replayed sources as in `evaluate`). `every > horizon` never adapts: the same episodes, frozen.
+        `mode` and the replayed sources as in `evaluate`; updates after the first at `later_rounds_lr_scale` x the
+        rate, as later rounds). `every > horizon` never adapts: the same episodes, frozen.
         With `switch_to` (tasks `[E]`), each task changes to its `switch_to` task at half the horizon.
 
         Returns `(returns [E], extras)`: `extras["adaptations"] [E]`; with `switch_to` also `after_switch` (return
@@ -234,7 +235,7 @@ def make_meta_rl_trainer(
         switch_at = None if switch_to is None else config.horizon // 2
         episode = make_online_rl_episode(
             eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every,
-            evaluation.replay, evaluation.task_replay_loss, switch_at,
+            evaluation.replay, evaluation.task_replay_loss, switch_at, evaluation.later_rounds_lr_scale,
         )  # fmt: skip
         weight, learning_rate = state.hparams.adapter_weight(mode), adaptation_lr(state)
 

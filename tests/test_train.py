@@ -251,8 +251,14 @@ def test_pretrained_baseline_samples_maml_budget_and_learns_from_every_trajector
 def test_bad_configs_raise_one_line_errors():
     with pytest.raises(ValueError, match="TrainerConfig.window=20 must not exceed horizon=10"):
         TrainerConfig(horizon=10, window=20)
-    with pytest.raises(ValueError, match="eval_tasks and adapt_rounds must be >= 1"):
+    with pytest.raises(ValueError, match="eval_tasks, adapt_rounds and steps_per_round must be >= 1"):
         EvalConfig(adapt_rounds=0)
+    with pytest.raises(ValueError, match="eval_tasks, adapt_rounds and steps_per_round must be >= 1"):
+        EvalConfig(steps_per_round=0)
+    with pytest.raises(ValueError, match="unknown replay 'all'; expected one of meta, task, both"):
+        EvalConfig(replay="all")
+    with pytest.raises(ValueError, match="unknown task_replay_loss 'bc'; expected one of clipped_pg, kl_anchor"):
+        EvalConfig(task_replay_loss="bc")
     with pytest.raises(ValueError, match="later_rounds_lr_scale must be > 0"):
         EvalConfig(later_rounds_lr_scale=0.0)
     with pytest.raises(ValueError, match="TrainerConfig.cg_iters must be >= 1"):

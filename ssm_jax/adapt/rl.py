@@ -177,14 +177,17 @@ def make_online_rl_episode(
     replay: str = "meta",
     task_loss: str = "clipped_pg",
     switch_at: int | None = None,
+    later_updates_lr_scale: float = 1.0,
 ):
     """Builds `episode(key, task, params, buffer_state, weight, obs_stats, learning_rate)`: one episode of `horizon`
     steps in which the policy adapts while it acts. Every `every` steps, once `window` transitions have been seen,
     the online adapter (`adapt.online`) takes one adapter step on the policy-gradient batch of the last `window`
     transitions (advantages from that window alone); the next actions come from the updated params, with the
-    policy's carry kept. The hybrid term (`weight`; 0 is the standard step) replays `replay`'s sources: `meta`,
-    the meta-training buffer; `task`, a task buffer of every window adapted on so far in this episode (empty at its
-    start), scored by `task_loss` (`TASK_REPLAY_LOSSES`) with each window's own behaviour log-probabilities.
+    policy's carry kept. Updates after the first take `learning_rate x later_updates_lr_scale` (the rule of
+    `make_rl_adaptation`'s later rounds). The hybrid term (`weight`; 0 is the standard step) replays `replay`'s
+    sources: `meta`, the meta-training buffer; `task`, a task buffer of every window adapted on so far in this
+    episode (empty at its start), scored by `task_loss` (`TASK_REPLAY_LOSSES`) with each window's own behaviour
+    log-probabilities.
 
     With `switch_at`, `task` is a pair `(first, second)` and the env plays `second` from step `switch_at` on (the
     goal or the dynamics change mid-episode; the agent is not told).
@@ -198,6 +201,8 @@ def make_online_rl_episode(
         raise ValueError(f"window={window} must not exceed horizon={horizon}")
     if switch_at is not None and not 0 < switch_at < horizon:
         raise ValueError(f"switch_at={switch_at} must be inside the episode (0, {horizon})")
+    if not later_updates_lr_scale > 0:
+        raise ValueError(f"later_updates_lr_scale must be > 0, got {later_updates_lr_scale}")
     sources = replayed_sources(replay)
     check_task_loss(task_loss)
 
@@ -233,11 +238,12 @@ def make_online_rl_episode(
         }  # fmt: skip
         state = online.init(params, example)
         weight = jnp.asarray(weight, jnp.float32)
+        first_lr = jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate)
         state = state.replace(
             adapt_state=state.adapt_state.replace(
                 experience_weight=weight if "meta" in sources else jnp.zeros_like(weight),
                 task_weight=weight if "task" in sources else jnp.zeros_like(weight),
-                learning_rate=jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate),
+                learning_rate=first_lr,
             )
         )
 
@@ -257,6 +263,9 @@ def make_online_rl_episode(
             if switch_at is not None:
                 params_at_switch = tree_where(t == switch_at, state.params, params_at_switch)
             state, metrics = online.step(state, item, meta_buffer, adapt_key)
+            scale = jnp.where(state.adapt_state.step > 0, later_updates_lr_scale, 1.0)
+            later_lr = jax.tree.map(lambda lr: lr * scale, first_lr)
+            state = state.replace(adapt_state=state.adapt_state.replace(learning_rate=later_lr))
             return (state, env_state, next_obs, policy_carry, done, params_at_switch), (
                 reward,
                 done,
