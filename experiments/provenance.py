@@ -42,9 +42,11 @@ def describe_machine(recorded: dict) -> str:
 
 
 def commit() -> str:
-    """The checkout's short commit, with " + uncommitted changes" when tracked files differ from it. For code that
-    is not a git checkout: `$SSM_JAX_COMMIT` where the copy's sender set it (a copy of a clean checkout sent to an
-    accelerator machine), else the installed version."""
+    """The checkout's short commit, with " + uncommitted changes" when tracked files differ from it. `$SSM_JAX_COMMIT`,
+    where the sender of a copy of a clean checkout set it, names that copy's commit (an accelerator machine gets the
+    working tree beside a stale .git); code that is not a git checkout names the installed version."""
+    if os.environ.get("SSM_JAX_COMMIT"):
+        return f"{os.environ['SSM_JAX_COMMIT']} (a copy of that checkout)"
     checkout = Path(__file__).resolve().parent.parent
     git = lambda *args: subprocess.run(["git", *args], cwd=checkout, capture_output=True, text=True, check=False)
     try:
@@ -52,8 +54,6 @@ def commit() -> str:
     except FileNotFoundError:  # no git on this machine
         head = subprocess.CompletedProcess([], returncode=127)
     if head.returncode != 0:
-        if os.environ.get("SSM_JAX_COMMIT"):
-            return f"{os.environ['SSM_JAX_COMMIT']} (a copy of that checkout)"
         try:
             return f"ssm-jax {importlib.metadata.version('ssm-jax')} (not a git checkout)"
         except importlib.metadata.PackageNotFoundError:

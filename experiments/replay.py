@@ -92,6 +92,8 @@ class ReplayArgs(RunConfig):
     """Trajectories of the many-step regime's support."""
     online_window: int = 20
     online_every: int = 10
+    online_lr_scale: float = 1.0
+    """The online regimes' rate, x the inner lr (their first update; later ones x later_rounds_lr_scale too)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -99,8 +101,11 @@ class ReplayArgs(RunConfig):
         unknown = sorted(set(self.regimes) - set(REGIMES))
         if not self.regimes or unknown:
             raise ValueError(f"regimes must be some of {', '.join(REGIMES)}, got {self.regimes}")
-        if not self.many_step_lr_scale > 0:
-            raise ValueError(f"many_step_lr_scale must be > 0, got {self.many_step_lr_scale}")
+        if not (self.many_step_lr_scale > 0 and self.online_lr_scale > 0):
+            raise ValueError(
+                f"many_step_lr_scale and online_lr_scale must be > 0, got {self.many_step_lr_scale}, "
+                f"{self.online_lr_scale}"
+            )
         if min(self.many_steps, self.support_trajectories, self.online_window, self.online_every) < 1:
             raise ValueError("many_steps, support_trajectories, online_window and online_every must be >= 1")
         if self.evaluation.eval_tasks < 2 or self.evaluation.eval_tasks % 2:
@@ -154,6 +159,11 @@ def _with_alphas(states, alphas: tuple[float, ...]):
     tiled = _tile(states, len(alphas))
     weights = jnp.tile(jnp.asarray(alphas, jnp.float32), jax.tree.leaves(states)[0].shape[0])
     return tiled.replace(hparams=tiled.hparams.replace(experience_weight=weights))
+
+
+def _with_lr_scale(states, scale: float):
+    """States whose adaptation rate (`hparams.inner_lr`) is `scale` x their own."""
+    return states.replace(hparams=states.hparams.replace(inner_lr=states.hparams.inner_lr * scale))
 
 
 def _by_alpha(values, num_alphas: int) -> np.ndarray:
@@ -216,16 +226,17 @@ def _rl_scores(args: ReplayArgs, log: runs.MetricsLog):
                     eval_trajectories=args.support_trajectories,
                 )  # fmt: skip
                 evaluate = compiled_programs(variant)[1].evaluate
-                slower = swept_states.hparams.replace(inner_lr=swept_states.hparams.inner_lr * args.many_step_lr_scale)
-                returns = evaluate(swept_states.replace(hparams=slower), swept_keys, swept_tasks, "hybrid")[0]
+                states = _with_lr_scale(swept_states, args.many_step_lr_scale)
+                returns = evaluate(states, swept_keys, swept_tasks, "hybrid")[0]
                 scores[label] = _by_alpha(returns[..., -1], num_alphas)
                 continue
             online = _online_program(variant, args, switch=regime == "task_switch")
-            returns, extras = online(swept_states, swept_keys, swept_tasks, args.online_every)
+            states = _with_lr_scale(swept_states, args.online_lr_scale)
+            returns, extras = online(states, swept_keys, swept_tasks, args.online_every)
             if regime == "online":
                 scores[label] = _by_alpha(returns, num_alphas)
                 if "frozen" not in scores:  # the same episodes with no update (every > horizon): one per seed
-                    frozen = online(swept_states, swept_keys, swept_tasks, args.trainer.horizon + 1)[0]
+                    frozen = online(states, swept_keys, swept_tasks, args.trainer.horizon + 1)[0]
                     scores["frozen"] = _by_alpha(frozen, num_alphas)[0]
             else:
                 scores[label] = _by_alpha(extras["after_switch"], num_alphas)
@@ -271,34 +282,60 @@ def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog):
 
 
 def verdicts(scores: dict, alphas: tuple[float, ...], sign: float) -> dict:
-    """Per variant of one regime (`scores[variant]`: `[A, S, E]`, α = 0 the standard adapter): the paired
-    difference from standard at every α on all tasks (`sweep`: mean and CI per α > 0), the α chosen on the first
-    half of every seed's tasks, and at that α the difference on the other half (`verdict`: mean, CI, and `helps`,
-    `hurts` or `ties`, in the regime's better direction: `sign` +1 when higher scores are better, -1 when lower;
-    `diverged` where a score is not finite)."""
+    """Per variant of one regime (`scores[variant]`: `[A, S, E]`, α = 0 the standard adapter; `sign` +1 when higher
+    scores are better, -1 when lower). A task whose score is not finite is one the adapter diverged on. Returns,
+    per variant: `sweep`, the paired difference from standard at each α > 0 over the tasks where both are finite
+    (mean, CI) and the tasks each diverged on; `chosen_alpha`, chosen on the first half of every seed's tasks (the
+    fewest divergences, then the best mean difference); `verdict`, the same on the other half, with a word: a
+    variant that diverges on fewer tasks than standard `helps` unless its finite difference hurts (and the mirror
+    case `hurts`); otherwise the finite difference decides (`helps`, `hurts`, or `ties` when its CI holds 0)."""
     out = {}
     for label, values in scores.items():
         if label == "frozen" or label.endswith(": forgetting"):
             continue
         values = np.asarray(values, np.float64)
         half = values.shape[-1] // 2
-        differences = values[1:] - values[:1]  # [A - 1, S, E]
         pooled = lambda x: x.reshape(x.shape[0], -1)
-        sweep_mean, sweep_ci = mean_ci(pooled(differences), axis=1)
-        selection = sign * np.mean(pooled(differences[..., :half]), axis=1)
-        choice = int(np.argmax(np.where(np.isfinite(selection), selection, -np.inf)))
-        judged = differences[choice, :, half:].reshape(-1)
-        mean, ci = (float(v) for v in mean_ci(judged))
-        if not np.isfinite(mean):
-            word = "diverged"  # a run of either adapter went non-finite on some task
-        else:
-            word = "ties" if abs(mean) <= ci else ("helps" if sign * mean > 0 else "hurts")
+        every, first, second = (pooled(values), pooled(values[..., :half]), pooled(values[..., half:]))
+        sweep_ = [paired_summary(every[0], every[a]) for a in range(1, len(alphas))]
+        selection = [paired_summary(first[0], first[a]) for a in range(1, len(alphas))]
+        choice = max(
+            range(len(selection)),
+            key=lambda i: (-selection[i]["diverged"], np.nan_to_num(sign * selection[i]["mean"], nan=-np.inf)),
+        )
+        verdict = paired_summary(second[0], second[1 + choice])
+        verdict["word"] = _word(verdict, sign)
         out[label] = {
-            "sweep": {"alpha": list(alphas[1:]), "mean": sweep_mean.tolist(), "ci95": sweep_ci.tolist()},
+            "sweep": {"alpha": list(alphas[1:]), **{k: [entry[k] for entry in sweep_] for k in sweep_[0]}},
             "chosen_alpha": alphas[1 + choice],
-            "verdict": {"mean": mean, "ci95": ci, "word": word},
+            "verdict": verdict,
         }
     return out
+
+
+def paired_summary(standard: np.ndarray, hybrid: np.ndarray) -> dict:
+    """`hybrid − standard` over the tasks where both are finite (mean, 95% CI half-width, count), and how many tasks
+    each diverged on (`standard_diverged`, `diverged`)."""
+    finite = np.isfinite(standard) & np.isfinite(hybrid)
+    mean, ci = (float(v) for v in mean_ci(hybrid[finite] - standard[finite])) if finite.sum() > 1 else (np.nan,) * 2
+    return {
+        "mean": mean,
+        "ci95": ci,
+        "finite_tasks": int(finite.sum()),
+        "diverged": int(np.sum(~np.isfinite(hybrid))),
+        "standard_diverged": int(np.sum(~np.isfinite(standard))),
+    }
+
+
+def _word(summary: dict, sign: float) -> str:
+    mean, ci = summary["mean"], summary["ci95"]
+    finite_word = "ties" if not np.isfinite(mean) or abs(mean) <= ci else ("helps" if sign * mean > 0 else "hurts")
+    fewer, more = summary["diverged"] < summary["standard_diverged"], summary["diverged"] > summary["standard_diverged"]
+    if fewer and finite_word != "hurts":
+        return "helps"
+    if more and finite_word != "helps":
+        return "hurts"
+    return finite_word
 
 
 def _rows(regime: str, summary: dict) -> list[list[str]]:
@@ -306,10 +343,15 @@ def _rows(regime: str, summary: dict) -> list[list[str]]:
     for label, entry in summary.items():
         verdict = entry["verdict"]
         rows.append([
-            label, f"{entry['chosen_alpha']:g}", format_mean_ci(verdict["mean"], verdict["ci95"], _digits(regime)),
-            verdict["word"],
+            label, f"{entry['chosen_alpha']:g}", _difference(verdict, _digits(regime)),
+            f"{verdict['diverged']} / {verdict['standard_diverged']}", verdict["word"],
         ])  # fmt: skip
     return rows
+
+
+def _difference(summary: dict, digits: int) -> str:
+    mean, ci = summary["mean"], summary["ci95"]
+    return format_mean_ci(mean, ci, digits) if np.isfinite(mean) else "no finite pair"
 
 
 def _digits(regime: str) -> int:
@@ -317,73 +359,80 @@ def _digits(regime: str) -> int:
 
 
 def write_report(run_dir: Path, args: ReplayArgs | ReplayWorldModelArgs) -> str:
-    """results.md (and alpha_sweep.png with `args.plots`) from the run's results.json; returns the markdown."""
+    """results.md (and alpha_sweep.png with `args.plots`) from the per-task scores in the run's results.json (the
+    verdicts are recomputed from them); returns the markdown."""
     results = json.loads((run_dir / "results.json").read_text())
-    alphas = results["alphas"]
+    alphas = tuple(results["alphas"])
+    regimes = {name: verdicts(scores, alphas, METRICS[name][1]) for name, scores in sorted(results["scores"].items())}
     lines = [
         "# Hybrid adaptation against standard, per regime",
         f"{args.num_seeds} seeds x {_eval_tasks(args)} held-out tasks each; α chosen on the first half of every "
-        "seed's tasks among " + ", ".join(f"{a:g}" for a in alphas[1:]) + ", judged on the other half. "
-        "Differences are hybrid − standard on the same tasks and keys (paired), with 95% CIs.",
+        "seed's tasks among " + ", ".join(f"{a:g}" for a in alphas[1:]) + " (the fewest diverged tasks, then the "
+        "best mean), judged on the other half. Differences are hybrid − standard on the same tasks and keys "
+        "(paired), with 95% CIs, over the tasks where neither diverged (a non-finite score); the diverged column "
+        "counts each adapter's (hybrid / standard). Fewer divergences with no worse finite difference is `helps`.",
     ]
-    for regime, summary in results["regimes"].items():
+    for regime, summary in regimes.items():
         metric, sign = METRICS[regime]
-        better = "higher" if sign > 0 else "lower"
-        lines += [f"## {regime.replace('_', ' ')}", f"Score: {metric} ({better} is better)."]
-        scores = results["scores"][regime]
-        standard = np.asarray(next(iter(scores.values())))[0].reshape(-1)
-        lines.append(f"Standard: {format_mean_ci(*map(float, mean_ci(standard)), _digits(regime))}.")
+        digits = _digits(regime)
+        lines += [f"## {regime.replace('_', ' ')}", f"Score: {metric} ({'higher' if sign > 0 else 'lower'} is better)."]
+        scores = {label: np.asarray(values, np.float64) for label, values in results["scores"][regime].items()}
+        standard = scores[next(iter(summary))][0].reshape(-1)
+        lines.append(f"Standard: {_finite_mean(standard, digits)}.")
         if "frozen" in scores:
-            frozen = np.asarray(scores["frozen"]).reshape(-1)
-            gain = standard - frozen
+            frozen = scores["frozen"].reshape(-1)
             lines.append(
-                f"Frozen (the same episodes, no update): {format_mean_ci(*map(float, mean_ci(frozen)), 1)}; "
-                f"standard − frozen {format_mean_ci(*map(float, mean_ci(gain)), 1)}."
+                f"Frozen (the same episodes, no update): {_finite_mean(frozen, digits)}; standard − frozen "
+                f"{_difference(paired_summary(frozen, standard), digits)}."
             )
-        lines.append(
-            markdown_table(["hybrid replays", "α chosen", "hybrid − standard", "verdict"], _rows(regime, summary))
-        )
+        header = ["hybrid replays", "α chosen", "hybrid − standard", "diverged", "verdict"]
+        lines.append(markdown_table(header, _rows(regime, summary)))
         sweep_rows = [
-            [label, *(format_mean_ci(m, c, _digits(regime)) for m, c in zip(entry["sweep"]["mean"],
-                                                                          entry["sweep"]["ci95"], strict=True))]
+            [label, *(f"{_difference({'mean': m, 'ci95': c}, digits)} ({d})" for m, c, d in
+                      zip(entry["sweep"]["mean"], entry["sweep"]["ci95"], entry["sweep"]["diverged"], strict=True))]
             for label, entry in summary.items()
         ]  # fmt: skip
-        lines += ["α sweep on all tasks (hybrid − standard):",
+        lines += ["α sweep on all tasks, hybrid − standard (hybrid's diverged tasks):",
                   markdown_table(["hybrid replays", *(f"α = {a:g}" for a in alphas[1:])], sweep_rows)]  # fmt: skip
-        lines += _regime_notes(regime, scores, summary)
+        lines += _regime_notes(regime, scores, summary, alphas)
     if args.plots:
-        _plot(run_dir / "alpha_sweep.png", results)
+        _plot(run_dir / "alpha_sweep.png", regimes, alphas)
         lines.append("![hybrid − standard against α](alpha_sweep.png)")
     text = "\n\n".join(lines) + "\n"
     (run_dir / "results.md").write_text(text)
     return text
 
 
+def _finite_mean(values: np.ndarray, digits: int) -> str:
+    finite = np.isfinite(values)
+    diverged = f", diverged on {int(np.sum(~finite))} of {values.size}" if not finite.all() else ""
+    return f"{format_mean_ci(*map(float, mean_ci(values[finite])), digits)}{diverged}"
+
+
 def _eval_tasks(args) -> int:
     return args.trainer.eval_tasks if isinstance(args, ReplayWorldModelArgs) else args.evaluation.eval_tasks
 
 
-def _regime_notes(regime: str, scores: dict, summary: dict) -> list[str]:
+def _regime_notes(regime: str, scores: dict, summary: dict, alphas: tuple[float, ...]) -> list[str]:
     """For the online regime, each variant at its chosen α against the frozen episodes; for the task switch, what
     each forgot of the first task beside standard."""
     notes = []
+    at_chosen = lambda values, entry: values[alphas.index(entry["chosen_alpha"])].reshape(-1)
     if regime == "online":
-        frozen = np.asarray(scores["frozen"]).reshape(-1)
+        frozen = scores["frozen"].reshape(-1)
         rows = []
         for label, entry in summary.items():
-            index = list(summary[label]["sweep"]["alpha"]).index(entry["chosen_alpha"]) + 1
-            gain = np.asarray(scores[label])[index].reshape(-1) - frozen
-            rows.append([label, f"{entry['chosen_alpha']:g}", format_mean_ci(*map(float, mean_ci(gain)), 1)])
+            gain = paired_summary(frozen, at_chosen(scores[label], entry))
+            rows.append([label, f"{entry['chosen_alpha']:g}", _difference(gain, 1), str(gain["diverged"])])
         notes += ["Each at its chosen α against the same episodes frozen (all tasks):",
-                  markdown_table(["hybrid replays", "α", "hybrid − frozen"], rows)]  # fmt: skip
+                  markdown_table(["hybrid replays", "α", "hybrid − frozen", "diverged"], rows)]  # fmt: skip
     if regime == "task_switch":
         rows = []
         for label, entry in summary.items():
-            forgetting = np.asarray(scores[f"{label}: forgetting"])
-            index = list(entry["sweep"]["alpha"]).index(entry["chosen_alpha"]) + 1
+            forgetting = scores[f"{label}: forgetting"]
             rows.append([
-                label, f"{entry['chosen_alpha']:g}", format_mean_ci(*map(float, mean_ci(forgetting[0].reshape(-1))), 1),
-                format_mean_ci(*map(float, mean_ci(forgetting[index].reshape(-1))), 1),
+                label, f"{entry['chosen_alpha']:g}", _finite_mean(forgetting[0].reshape(-1), 1),
+                _finite_mean(at_chosen(forgetting, entry), 1),
             ])  # fmt: skip
         notes += ["Forgetting of the first task (its frozen return with the params at the switch minus with the "
                   "final params; positive: forgot), all tasks:",
@@ -391,17 +440,15 @@ def _regime_notes(regime: str, scores: dict, summary: dict) -> list[str]:
     return notes
 
 
-def _plot(path: Path, results: dict) -> None:
-    regimes = results["regimes"]
+def _plot(path: Path, regimes: dict, alphas: tuple[float, ...]) -> None:
     fig, axes = new_figure(1, len(regimes), figsize=(4.2 * len(regimes), 3.4), squeeze=False)
     for ax, (regime, summary) in zip(axes[0], regimes.items(), strict=True):
-        alphas = results["alphas"][1:]
         for label, entry in summary.items():
             sweep_ = entry["sweep"]
-            ax.errorbar(alphas, sweep_["mean"], yerr=sweep_["ci95"], label=label, marker="o", capsize=3)
+            ax.errorbar(alphas[1:], sweep_["mean"], yerr=sweep_["ci95"], label=label, marker="o", capsize=3)
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlim(min(alphas) / 2, max(alphas) * 2)  # set: a panel whose every point diverged has no data
+        ax.set_xlim(alphas[1] / 2, alphas[-1] * 2)  # set: a panel whose every point diverged has no data
         ax.set_xlabel("α")
         ax.set_title(f"{regime.replace('_', ' ')}: {METRICS[regime][0]}", fontsize=9)
     axes[0][0].set_ylabel("hybrid − standard")
