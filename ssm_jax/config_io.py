@@ -88,6 +88,8 @@ def _decode(value: Any) -> Any:
         own = {f.name for f in dataclasses.fields(cls) if f.init}
         if set(fields) & getattr(cls, "LEGACY_FIELDS", frozenset()):
             return cls.from_fields(_plain(fields))
+        added = getattr(cls, "ADDED_FIELDS", {})  # fields newer than the stored config: what it ran with
+        fields = {**{k: v for k, v in added.items() if k not in fields}, **fields}
         missing, unknown = sorted(own - set(fields)), sorted(set(fields) - own)
         problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
             [f"has unknown {', '.join(unknown)}"] if unknown else []

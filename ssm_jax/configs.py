@@ -63,7 +63,7 @@ class ExperimentConfig:
     outer_lr: float = 3e-3
     """Adam learning rate of the outer steps."""
     experience_weight: float = 0.1
-    """Weight of the hybrid adapter's term on windows replayed from the ExperienceBuffer."""
+    """Weight of the hybrid adapter's term on replayed experience (the sources `replay` names)."""
     iterations: int = 60
     """Meta-iterations in all."""
     chunk_size: int = 5

@@ -221,12 +221,14 @@ def make_meta_rl_trainer(
         window: int,
         every: int,
         switch_to: Any = None,
+        lr_scale: float = 1.0,
     ) -> tuple[Array, dict]:
         """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
         steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
         `mode` and the replayed sources as in `evaluate`; updates after the first at `later_rounds_lr_scale` x the
         rate, as later rounds). `every > horizon` never adapts: the same episodes, frozen.
-        With `switch_to` (tasks `[E]`), each task changes to its `switch_to` task at half the horizon.
+        With `switch_to` (tasks `[E]`), each task changes to its `switch_to` task at half the horizon. `lr_scale`
+        multiplies the adaptation rate (the hyperparameter, or Meta-SGD's learned rates).
 
         Returns `(returns [E], extras)`: `extras["adaptations"] [E]`; with `switch_to` also `after_switch` (return
         over the second half), and `first_task_at_switch` / `first_task_at_end`, the mean return on the first task
@@ -237,7 +239,8 @@ def make_meta_rl_trainer(
             eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every,
             evaluation.replay, evaluation.task_replay_loss, switch_at, evaluation.later_rounds_lr_scale,
         )  # fmt: skip
-        weight, learning_rate = state.hparams.adapter_weight(mode), adaptation_lr(state)
+        weight = state.hparams.adapter_weight(mode)
+        learning_rate = jax.tree.map(lambda lr: lr * lr_scale, adaptation_lr(state))
 
         def one(k, task, second):
             run = lambda k, task: episode(

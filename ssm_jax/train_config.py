@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import jax.numpy as jnp
 from flax import struct
@@ -117,6 +117,9 @@ class EvalConfig:
     at the inner rate, scaled by `later_rounds_lr_scale` after the first). Static: changing one recompiles
     `evaluate`, never `train`."""
 
+    ADDED_FIELDS: ClassVar[dict] = {"steps_per_round": 1, "replay": "meta", "task_replay_loss": "clipped_pg"}
+    """What a config stored before these fields existed ran with (`config_io` fills them in when reading one)."""
+
     eval_tasks: int = 16
     """Held-out tasks per seed."""
     adapt_rounds: int = 3
@@ -127,12 +130,16 @@ class EvalConfig:
     """Factor on the inner rate for rounds after the first (MAML-RL's test script halves it)."""
     steps_per_round: int = 1
     """Gradient steps of each round's update on its trajectories (1: the step MAML was meta-trained for)."""
-    replay: Literal[REPLAY_CHOICES] = "meta"
+    replay: Literal[REPLAY_CHOICES] = "task"
     """What hybrid adaptation replays, at the experience weight: the meta-training buffer (`meta`), the current
-    task's own earlier trajectories (`task`), or `both`."""
-    task_replay_loss: Literal[TASK_REPLAY_LOSSES] = "clipped_pg"
-    """The task buffer's term: `clipped_pg` (PPO-clipped importance-weighted policy gradient) or `kl_anchor`
-    (KL to the meta-trained policy on the task's own states)."""
+    task's own earlier trajectories (`task`), or `both`. `task` by the replay study's verdict (docs/adaptation.md):
+    with a loss chosen per regime it helps wherever replay helps, and `meta` (cloning other tasks' actions) helps
+    only as a brake on a drifting adapter."""
+    task_replay_loss: Literal[TASK_REPLAY_LOSSES] = "kl_anchor"
+    """The task buffer's term: `clipped_pg` (PPO-clipped importance-weighted policy gradient) or `kl_anchor` (KL to
+    the meta-trained policy on the task's own states). `kl_anchor` by the verdict: best in the many-step and
+    task-switch regimes, and zero at the meta-trained params, so a first step is the standard one; `clipped_pg`
+    is best for online adaptation at a tenth of the rate."""
 
     def __post_init__(self):
         if min(self.eval_tasks, self.adapt_rounds, self.steps_per_round) < 1:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,6 +47,9 @@ from ssm_jax.types import Array, PRNGKey
 @dataclasses.dataclass(frozen=True)
 class WorldModelTrainerConfig:
     """Static sizes (changing one recompiles)."""
+
+    ADDED_FIELDS: ClassVar[dict] = {"replay": "meta"}
+    """What a config stored before these fields existed ran with (`config_io` fills them in when reading one)."""
 
     model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
     train_tasks: int = 64

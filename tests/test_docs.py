@@ -57,6 +57,9 @@ def test_the_readme_quickstart_runs_eight_runs_as_one_program(capsys):
 
 RECORDED_PAGES = {
     "budget_study_vel",
+    "replay_navigation_h200",
+    "replay_online_h200",
+    "replay_world_model_h200",
     "halfcheetah_vel_cpu",
     "navigation",
     "sinusoid_li",
@@ -122,3 +125,20 @@ def test_a_finished_experiment_records_its_provenance_and_becomes_a_page(tmp_pat
     assert text.split("\n\n")[1].startswith(f"Recorded run: `{recorded['command']}` at commit")
     assert text.split("\n\n", 2)[2] == (run_dir / "results.md").read_text().split("\n\n", 1)[1]  # the run's own
     assert results_pages.differences(page) == []
+
+
+def test_the_replay_verdict_quotes_its_recorded_runs():
+    """Every figure the adaptation guide's verdict table, the README and the docs home quote from the replay study
+    is on one of its recorded pages (the signs aside: the pages print −x as -x)."""
+    pages = " ".join(
+        (results_pages.RESULTS / name / "results.md").read_text().replace("-", "")
+        for name in ("replay_navigation_h200", "replay_online_h200", "replay_world_model_h200")
+    )
+    guide = (ROOT / "docs" / "adaptation.md").read_text().split("## The verdict", 1)[1]
+    for path, text in ((ROOT / "README.md", None), (ROOT / "docs" / "index.md", None), ("verdict", guide)):
+        text = text if text is not None else path.read_text().split("HalfCheetah-Vel, the flagship", 1)[1]
+        figures = re.findall(r"[+−-]?(\d+\.\d+ ± \d+\.\d+)", text)
+        figures = [figure for figure in figures if figure != "37.9 ± 8.2"]  # the budget study's
+        assert figures, path
+        missing = [figure for figure in figures if figure not in pages]
+        assert not missing, (path, missing)

@@ -108,7 +108,8 @@ def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(
 def test_a_sweep_over_experience_weight_changes_the_hybrid_curve_and_only_it(setup):
     """`evaluate(..., "hybrid")` reads each run's own `hparams.experience_weight`: runs that differ only in it train
     alike, give the same standard curve, and weight 0 gives exactly the standard curve."""
-    env, _, trainer, _ = setup
+    env, policy, _, _ = setup
+    trainer = make_meta_rl_trainer(env, policy, CONFIG, dataclasses.replace(EVALUATION, replay="meta"))
     grid = sweep.make_grid(range(1), experience_weight=(0.0, 2.0))
     programs = sweep.make_programs(trainer, chunk_size=1)
     states, _ = programs.train(programs.init(grid.keys.init, grid.hparams(HParams.create())), grid.keys.train)

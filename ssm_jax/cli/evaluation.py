@@ -55,6 +55,9 @@ class AdaptArgs(EvalArgs):
     against the same episodes with no adaptation."""
     online_every: int = 10
     online_window: int = 20
+    online_lr_scale: float = 0.1
+    """Online updates' rate, x the run's adaptation rate (later updates x later_rounds_lr_scale too); at 1 online
+    adaptation diverges on navigation (the replay study's verdict, docs/adaptation.md)."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -64,6 +67,8 @@ class AdaptArgs(EvalArgs):
             )
         if min(self.online_every, self.online_window) < 1:
             raise ValueError(f"online_every and online_window must be >= 1: {self.online_every}, {self.online_window}")
+        if not self.online_lr_scale > 0:
+            raise ValueError(f"online_lr_scale must be > 0, got {self.online_lr_scale}")
 
 
 class _Restored(NamedTuple):
@@ -196,16 +201,17 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     if args.online_window > horizon:
         raise UsageError(f"--online-window {args.online_window} exceeds the run's horizon {horizon}")
     online = jax.jit(run.trainer.evaluate_online, static_argnames=("mode", "window", "every"))
-    adapting, extras = online(
-        run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, args.online_every
-    )
-    frozen, _ = online(run.state, run.key, run.tasks, args.adaptation_mode, args.online_window, horizon + 1)
+    settings = (args.adaptation_mode, args.online_window)
+    scale = args.online_lr_scale
+    adapting, extras = online(run.state, run.key, run.tasks, *settings, args.online_every, lr_scale=scale)
+    frozen, _ = online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale)
     adapting, frozen = np.asarray(adapting), np.asarray(frozen)
     (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
     gain, gain_half = mean_ci(adapting - frozen)
     return {
         "every": args.online_every,
         "window": args.online_window,
+        "lr_scale": args.online_lr_scale,
         "adapting_mean": adapting_mean,
         "adapting_ci95": adapting_half,
         "frozen_mean": frozen_mean,
