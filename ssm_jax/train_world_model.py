@@ -190,11 +190,7 @@ def make_world_model_trainer(
 
         def one_task(support, query, task_key):
             astate = step.init(state.meta.params)
-            astate = astate.replace(
-                learning_rate=state.hparams.inner_lr,
-                experience_weight=weight if "meta" in sources else jnp.zeros_like(weight),
-                task_weight=weight if "task" in sources else jnp.zeros_like(weight),
-            )
+            astate = astate.replaying(weight, sources).replace(learning_rate=state.hparams.inner_lr)
             score = lambda p: (wm.loss(p, query)[0], wm.open_loop_error(p, query, data.stats))
             task_buffer = None
             if "task" in sources:

@@ -117,6 +117,12 @@ class AdaptState:
     skipped: Array
     features: MetaFeatures
 
+    def replaying(self, weight: Array, sources: tuple[str, ...]) -> AdaptState:
+        """This state with `weight` on each of `sources` (`REPLAY_SOURCES`) and 0 on the others."""
+        weight = jnp.asarray(weight, jnp.float32)
+        on = lambda source: weight if source in sources else jnp.zeros_like(weight)
+        return self.replace(experience_weight=on("meta"), task_weight=on("task"))
+
 
 class Adapter(NamedTuple):
     init: Callable[[Params], AdaptState]

@@ -43,8 +43,8 @@ from ssm_jax.rollout import Trajectory, action_log_prob, sample_action
 from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
 
 TASK_REPLAY_LOSSES = ("clipped_pg", "kl_anchor")
-_TIME_MAJOR = ("obs", "action", "advantage", "old_log_prob", "resets")
 """The RL task-buffer terms: PPO-clipped importance-weighted policy gradient, or KL to the meta-trained policy."""
+_TIME_MAJOR = ("obs", "action", "advantage", "old_log_prob", "resets")
 
 
 def batch_items(batch: PolicyBatch) -> PolicyBatch:
@@ -129,12 +129,7 @@ def make_rl_adaptation(
     ):
         adapter = make_policy_adapter(meta_rl, adapter_config, mode, task_loss, anchor=params)
         first_lr = jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate)
-        weight = jnp.asarray(weight, jnp.float32)
-        astate = adapter.init(params).replace(
-            experience_weight=weight if "meta" in sources else jnp.zeros_like(weight),
-            task_weight=weight if "task" in sources else jnp.zeros_like(weight),
-            learning_rate=first_lr,
-        )
+        astate = adapter.init(params).replaying(weight, sources).replace(learning_rate=first_lr)
         meta_buffer = buffer_state if "meta" in sources else None
 
         def round_(carry, inputs):
@@ -237,15 +232,8 @@ def make_online_rl_episode(
             "next_obs": obs, "resets": jnp.zeros((), bool),
         }  # fmt: skip
         state = online.init(params, example)
-        weight = jnp.asarray(weight, jnp.float32)
         first_lr = jax.tree.map(lambda lr: jnp.asarray(lr, jnp.float32), learning_rate)
-        state = state.replace(
-            adapt_state=state.adapt_state.replace(
-                experience_weight=weight if "meta" in sources else jnp.zeros_like(weight),
-                task_weight=weight if "task" in sources else jnp.zeros_like(weight),
-                learning_rate=first_lr,
-            )
-        )
+        state = state.replace(adapt_state=state.adapt_state.replaying(weight, sources).replace(learning_rate=first_lr))
 
         def step(carry, inputs):
             state, env_state, obs, policy_carry, reset, params_at_switch = carry
