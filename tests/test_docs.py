@@ -57,6 +57,7 @@ def test_the_readme_quickstart_runs_eight_runs_as_one_program(capsys):
 
 RECORDED_PAGES = {
     "budget_study_vel",
+    "replay_navigation_cpu",
     "replay_navigation_h200",
     "replay_online_h200",
     "replay_world_model_h200",
@@ -132,7 +133,7 @@ def test_the_replay_verdict_quotes_its_recorded_runs():
     is on one of its recorded pages (the signs aside: the pages print −x as -x)."""
     pages = " ".join(
         (results_pages.RESULTS / name / "results.md").read_text().replace("-", "")
-        for name in ("replay_navigation_h200", "replay_online_h200", "replay_world_model_h200")
+        for name in ("replay_navigation_h200", "replay_online_h200", "replay_world_model_h200", "replay_navigation_cpu")
     )
     guide = (ROOT / "docs" / "adaptation.md").read_text().split("## The verdict", 1)[1]
     for path, text in ((ROOT / "README.md", None), (ROOT / "docs" / "index.md", None), ("verdict", guide)):

@@ -162,8 +162,10 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert np.isfinite(results["oracle_return"])
     assert set(results["gap_closed"]) == expected - {"random init"}
     assert results["inner_step"]["inner_kl"] > 0
-    # the buffer only changes what hybrid adapts; before any adaptation both modes act identically
-    assert results["returns"]["MAML + hybrid"][0] == results["returns"]["MAML + standard"][0]
+    # the buffers only change what hybrid adapts; before any adaptation both modes act alike: the same keys and
+    # params, in two compiled programs (the task buffer's program fuses differently), whose last-bit differences
+    # brax's physics amplifies over an episode
+    np.testing.assert_allclose(results["returns"]["MAML + hybrid"][0], results["returns"]["MAML + standard"][0], 1e-2)
     stored = json.loads((run_dir / "results.json").read_text())
     assert set(stored["per_task_returns"]) == expected
     per_task = np.asarray(stored["per_task_returns"]["MAML + standard"])
