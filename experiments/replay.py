@@ -24,9 +24,12 @@ Regimes (MAML meta-trained once per seed, then evaluated on `eval_tasks` held-ou
 - world model (`--preset world-model`): meta-trained for one-trajectory supports, then `adapt_steps` SGD steps;
   scored by the query's one-step MSE (lower is better).
 
-The verdict is honest about selection: each variant's α is chosen on the first half of every seed's held-out tasks,
-and its difference from standard (paired, 95% CI) is reported on the other half. Writes results.json, results.md and
-alpha_sweep.png under `<out_dir>/<timestamp>/`.
+Rates are multiples of the meta-trained inner lr: `many_step_lr_scale` and `online_lr_scale` (a tenth by default:
+at the full rate, many steps and online updates diverge). The verdict is honest about selection: each variant's α
+is chosen on the first half of every seed's held-out tasks, and its difference from standard (paired, 95% CI, over
+the tasks where neither diverged, beside each one's count of diverged tasks) is reported on the other half.
+Writes results.json (with every per-task score, from which results.md is rendered), results.md and
+alpha_sweep.png under `<out_dir>/<timestamp>/`, the first two after each regime.
 """
 
 from __future__ import annotations

@@ -342,3 +342,16 @@ def test_replay_smoke_scores_every_regime_and_source_against_the_same_standard(t
         dataclasses.replace(replay.PRESETS["smoke"], alphas=(0.1, 1.0))
     with pytest.raises(ValueError, match="eval_tasks must be even"):
         configs.replace(replay.PRESETS["smoke"], eval_tasks=3)
+
+
+@pytest.mark.slow
+def test_replay_world_model_smoke_scores_every_source_against_one_standard(tmp_path):
+    from experiments import replay
+
+    results = replay.main(dataclasses.replace(replay.PRESETS["world-model-smoke"], out_dir=str(tmp_path)))
+    scores = results["scores"]["world_model"]
+    assert set(scores) == set(replay.WORLD_MODEL_VARIANTS)
+    standards = [np.asarray(values)[0] for values in scores.values()]  # α = 0 of each source's program
+    for standard in standards[1:]:
+        np.testing.assert_allclose(standard, standards[0], rtol=1e-4)
+    assert "## world model" in (Path(results["run_dir"]) / "results.md").read_text()
