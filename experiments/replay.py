@@ -1,6 +1,7 @@
 """Experience replay at test time: hybrid adaptation against standard in the regimes where replay can matter.
 
     python -m experiments.replay                          # navigation: many-step, online, task switch (3 seeds)
+    python -m experiments.replay --preset online          # one of them (many-step, online, task-switch)
     python -m experiments.replay --preset world-model     # pendulum world model: one support trajectory, 30 steps
     python -m experiments.replay --preset smoke           # seconds, for tests (and world-model-smoke)
 
@@ -134,11 +135,16 @@ class ReplayWorldModelArgs(WorldModelRunConfig):
             raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.trainer.eval_tasks}")
 
 
+_NAVIGATION = extend(
+    ReplayArgs, CONFIGS["navigation"], name="replay-navigation", num_seeds=3, eval_tasks=64, eval_trajectories=20,
+    pretrained=False, random_baseline=False, out_dir="runs/replay",
+)  # fmt: skip
 PRESETS = {
-    "navigation": extend(
-        ReplayArgs, CONFIGS["navigation"], name="replay-navigation", num_seeds=3, eval_tasks=64,
-        eval_trajectories=20, pretrained=False, random_baseline=False, out_dir="runs/replay",
-    ),
+    "navigation": _NAVIGATION,
+    **{
+        name: dataclasses.replace(_NAVIGATION, name=f"replay-{name}", regimes=(regime,))
+        for regime, name in ((regime, regime.replace("_", "-")) for regime in REGIMES)
+    },
     "world-model": extend(
         ReplayWorldModelArgs, CONFIGS["world-model"], name="replay-world-model", num_seeds=3, eval_tasks=64,
         support_trajectories=1, adapt_steps=30, out_dir="runs/replay",
@@ -153,7 +159,8 @@ PRESETS = {
         out_dir="runs/replay",
     ),
 }  # fmt: skip
-"""The presets: the meta-RL regimes on 2D navigation at the paper's settings, the world-model regime, a smoke run."""
+"""The presets: the meta-RL regimes on 2D navigation at the paper's settings (all, or one each), the world-model
+regime, and smoke runs."""
 
 
 def _tile(tree, times: int):
