@@ -48,13 +48,9 @@ _TIME_MAJOR = ("obs", "action", "advantage", "old_log_prob", "resets")
 
 
 def batch_items(batch: PolicyBatch) -> PolicyBatch:
-    """A time-major batch `[T, N, ...]` as N task-buffer items `[N, T, ...]` (one per trajectory)."""
+    """A time-major batch `[T, N, ...]` as N task-buffer items `[N, T, ...]` (one per trajectory), and, being its
+    own inverse, sampled items `[B, T, ...]` back as a time-major batch `[T, B, ...]`."""
     return batch._replace(**{f: jnp.swapaxes(getattr(batch, f), 0, 1) for f in _TIME_MAJOR})
-
-
-def items_batch(items: PolicyBatch) -> PolicyBatch:
-    """Task-buffer items `[B, T, ...]` back as a time-major batch `[T, B, ...]`."""
-    return batch_items(items)
 
 
 def check_task_loss(name: str) -> None:
@@ -90,7 +86,7 @@ def make_policy_adapter(
         meta_rl.inner_loss,
         adapter_config,
         experience_loss_fn=meta_rl.bc_loss,
-        task_loss_fn=lambda params, items: replay(params, items_batch(items)),
+        task_loss_fn=lambda params, items: replay(params, batch_items(items)),
     )
 
 
