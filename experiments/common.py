@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from experiments import provenance
-from ssm_jax import checkpoint, interrupts, runs
+from ssm_jax import checkpoint, distributed, interrupts, runs
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.runs import Diverged, Interrupted
 
@@ -73,7 +73,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     started, module = time.perf_counter(), provenance.current_module()
     code = provenance.commit() if module is not None else None
     try:
-        with interrupts.abort_on_interrupt():
+        with interrupts.abort_on_interrupt(), distributed.failing_fast():
             results = main(args)
         if module is not None and isinstance(results, dict) and "run_dir" in results:
             provenance.record(Path(results["run_dir"]), module, sys.argv[1:], code, time.perf_counter() - started)

@@ -3,7 +3,8 @@
     python -m experiments.sweep                                        # navigation: 3 seeds x inner lr 0.05, 0.1
     python -m experiments.sweep --num-seeds 8 --sweep-inner-lr 0.1 --sweep-outer-lr 1e-3 3e-3 1e-2
     python -m experiments.sweep --preset smoke                         # seconds, for tests
-    python -m experiments.sweep --distributed ...                      # one process per host; runs over all devices
+    python -m ssm_jax.launch -n 2 -- python -m experiments.sweep --distributed   # runs over 2 processes' devices
+    python -m experiments.sweep --task-devices 2 ...                   # and each run's tasks over 2 devices
 
 Every run of the grid (each swept value with each seed) meta-trains in one `jax.jit(jax.vmap(trainer.train))`
 program and is evaluated on its own held-out tasks by one vmapped evaluation (standard adaptation). Run `i` is the
@@ -47,6 +48,8 @@ class SweepArgs(RunConfig):
     the fields not swept) and the values to sweep."""
 
     RESUMABLE: ClassVar[bool] = False
+    ADDED_FIELDS: ClassVar[dict] = {"task_devices": 1}
+    """Sweeps stored before `task_devices` split no run's tasks."""
 
     name: str = "sweep"
     num_seeds: int = 3
@@ -57,9 +60,12 @@ class SweepArgs(RunConfig):
     sweep_experience_weight: tuple[float, ...] = ()
     """Hybrid experience weights to sweep (empty: the config's; the evaluation here is standard)."""
     distributed: bool = False
-    """Call `jax.distributed.initialize()` first (one process per host; JAX detects SLURM, Open MPI and TPU pods).
-    With several devices the runs are split over all of them (the run count must be a multiple of the device
-    count)."""
+    """Join JAX's multi-process runtime first (`ssm_jax.distributed.initialize`: one process per host, started by
+    `python -m ssm_jax.launch`, SLURM, Open MPI or a TPU pod); the runs are then split over every process's
+    devices."""
+    task_devices: int = 1
+    """Devices each run's meta-batch of tasks is split over (the mesh's "tasks" axis); the runs are split over the
+    rest (the "runs" axis: the run count must be a multiple of the device count divided by this)."""
     out_dir: str = "runs/sweep"
 
     def __post_init__(self):
@@ -88,38 +94,48 @@ PRESETS = {  # navigation (ppo) at half the paper's batch on each axis: about 3 
 
 def main(args: SweepArgs) -> dict:
     if args.distributed:
-        distributed.initialize()
+        try:
+            distributed.initialize()
+        except distributed.DistributedError as error:
+            exit_with_error(str(error))
     swept = {name: values for name, values in args.swept().items() if values}
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
-    if grid.size % jax.device_count():
-        exit_with_error(f"{grid.size} runs cannot be split evenly over {jax.device_count()} devices")
+    devices = jax.device_count()
+    if devices % args.task_devices or args.trainer.tasks_per_batch % args.task_devices:
+        exit_with_error(
+            f"--task-devices {args.task_devices} must divide the {devices} devices and --tasks-per-batch "
+            f"{args.trainer.tasks_per_batch}"
+        )
+    if grid.size % (devices // args.task_devices):
+        exit_with_error(f"{grid.size} runs cannot be split evenly over {devices // args.task_devices} devices")
     base = args
     run_dir = make_run_dir(args.out_dir)
     write_config(run_dir, args)
-    env, trainer = build(base)
-    programs = sweep.make_programs(trainer, base.chunk_size)
+    mesh = distributed.make_mesh(tasks=args.task_devices) if devices > 1 else None
+    env, trainer = build(base, distributed.task_sharding(mesh) if args.task_devices > 1 else None)
+    programs = sweep.make_programs(trainer, base.chunk_size, spmd_axis_name=None if mesh is None else distributed.RUNS)
+    place = (lambda runs: runs) if mesh is None else (lambda runs: distributed.shard_runs(runs, mesh))
     hparams = grid.hparams(HParams.create(base.inner_lr, base.outer_lr, base.experience_weight))
     keys = grid.keys
 
     started = time.perf_counter()
-    states = programs.init(keys.init, hparams)
-    if jax.device_count() > 1:
-        states = distributed.shard_runs(states, distributed.make_mesh())
+    states = place(programs.init(keys.init, hparams))
     records = lambda iteration, metrics: [
         {**run, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
         for i, run in enumerate(grid.runs())
     ]  # one record per run and chunk
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"][:, -1]))}
     log = MetricsLog(run_dir / "metrics.jsonl")
+    train = lambda states, chunk_keys: programs.train(states, place(chunk_keys))
     states = train_phase(
-        programs.train, states, keys.train, base.iterations, base.chunk_size, f"sweep ({grid.size} runs)", log, records,
+        train, states, keys.train, base.iterations, base.chunk_size, f"sweep ({grid.size} runs)", log, records,
         postfix=postfix, halt_on_divergence=False,  # the other runs finish; the diverged ones are reported per run
     )  # fmt: skip
     jax.block_until_ready(states)
     train_seconds = time.perf_counter() - started
     tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, base.evaluation.eval_tasks)
-    returns, _ = programs.evaluate(states, eval_keys, tasks)
-    returns = np.asarray(returns)  # [R, E, K + 1]
+    returns, _ = programs.evaluate(states, place(eval_keys), place(tasks))
+    returns = distributed.host_copy(returns)  # [R, E, K + 1]
 
     diverged = {run for _, run in non_finite(states, run_axis=True)}  # these are left out of the pooled table
     runs = [
@@ -135,16 +151,19 @@ def main(args: SweepArgs) -> dict:
     }
     results = {
         "runs": len(runs),
+        "processes": jax.process_count(),
+        "devices": devices,
         "train_seconds": train_seconds,
         "seconds_per_run": train_seconds / len(runs),
         "aggregate": aggregate,
         "diverged_runs": [run for run in runs if run["diverged"]],
         "run_dir": str(run_dir),
     }
-    write_json(run_dir / "runs.json", runs)
-    write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+    if distributed.is_writer():
+        write_json(run_dir / "runs.json", runs)
+        write_json(run_dir / "results.json", results)
+        print(write_report(run_dir, args))
+        print(f"results in {run_dir}")
     return results
 
 

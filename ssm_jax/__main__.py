@@ -9,10 +9,15 @@ from ssm_jax import interrupts
 def main() -> int:
     """Installs the abort, then runs `ssm_jax.cli.main`; returns its exit code."""
     signal.signal(signal.SIGINT, interrupts.abort)
-    from ssm_jax.cli import main as cli_main  # JAX loads here, seconds during which Ctrl-C already aborts cleanly
+    from ssm_jax import distributed  # JAX loads here, seconds during which Ctrl-C already aborts cleanly
+    from ssm_jax.cli import main as cli_main
 
     try:
-        return cli_main()
+        with distributed.failing_fast():  # one of several processes that fails ends at once
+            code = cli_main()
+            if code:
+                raise SystemExit(code)
+        return code
     finally:
         interrupts.ignore_while_exiting()
 

@@ -41,7 +41,9 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import SingleDeviceSharding
 
+from ssm_jax import distributed
 from ssm_jax.config_io import config_from_json, config_to_json
 from ssm_jax.types import PyTree
 
@@ -196,8 +198,9 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
 
 
 def steps(directory: str | Path) -> list[int]:
-    """The complete steps saved in `directory`, ascending ([] if there is none)."""
-    if not Path(directory).is_dir():
+    """The complete steps saved in `directory`, ascending ([] if there is none). Under several processes every
+    process calls it together (the manager's barriers): a directory any of them sees is opened by all."""
+    if not distributed.any_process(Path(directory).is_dir()):
         return []
     with _manager(directory) as manager:
         return sorted(manager.all_steps())
@@ -218,15 +221,18 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
         raise FileNotFoundError(f"no checkpoint at {path}")
     _quiet_orbax()
     legacy_config = path / _LEGACY_CONFIG_FILE
-    items = {"state": ocp.args.StandardRestore(None if target is None else jax.tree.map(_abstract, target))}
+    items = {}
     if not legacy_config.is_file():
         items["config"] = ocp.args.JsonRestore()
     if (path / "checksum").is_dir():
         items["checksum"] = ocp.args.JsonRestore()
     try:
         with _manager(directory) as manager:
+            stored = manager.item_metadata(step)["state"]
             if target is not None:
-                _check_matches(path, manager.item_metadata(step)["state"], target)
+                _check_matches(path, stored, target)
+            abstract = jax.tree.map(_abstract, target if target is not None else stored)
+            items["state"] = ocp.args.StandardRestore(abstract)
             restored = manager.restore(step, args=ocp.args.Composite(**items))
         config_text = legacy_config.read_text() if legacy_config.is_file() else json.dumps(restored["config"])
         recorded = restored["checksum"]["sha256"] if "checksum" in items else None
@@ -258,9 +264,12 @@ def _checksum(state: PyTree) -> str | None:
 
 
 def _abstract(leaf: Any) -> Any:
-    """The restore target of one leaf: its shape, dtype and (for a `jax.Array`) sharding."""
+    """The restore target of one leaf: its shape, dtype and (for a `jax.Array`) sharding; a stored leaf's metadata
+    (no target) goes to this process's first device, whatever devices saved it."""
     if isinstance(leaf, jax.Array):
         return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    if not isinstance(leaf, np.ndarray | np.generic | int | float | bool):  # orbax's metadata of a stored leaf
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=SingleDeviceSharding(jax.local_devices()[0]))
     array = np.asarray(leaf)
     return jax.ShapeDtypeStruct(array.shape, array.dtype)
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ssm_jax import distributed
+
 
 def steps_label(k: int) -> str:
     """`"1 step"`, `"k steps"`: the column and legend label of k adaptation steps."""
@@ -45,7 +47,9 @@ def new_figure(nrows: int = 1, ncols: int = 1, **kwargs: Any):
 
 
 def save_figure(fig, path: Path) -> None:
-    """Writes `fig` to `path` (PNG, tight layout)."""
+    """Writes `fig` to `path` (PNG, tight layout); under several processes only process 0 writes."""
+    if not distributed.is_writer():
+        return
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -37,11 +37,13 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from ssm_jax import checkpoint, interrupts
+from ssm_jax import checkpoint, distributed, interrupts
 from ssm_jax.config_io import config_to_json
 from ssm_jax.sweep import chunk_keys
 
 CHECKPOINTS = "checkpoints"
+PROCESSES = "processes.json"
+"""The process and device count of a run started on several processes (none: one process)."""
 _STEP = re.compile(r"step_(\d+)")
 
 
@@ -50,11 +52,20 @@ class RunDirError(OSError):
 
 
 def make_run_dir(root: str | Path) -> Path:
-    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken).
+    """A fresh `root/<UTC timestamp>` directory (suffixed if that name is taken). Under several processes, process 0
+    makes it and every process gets its name.
 
     Raises:
         RunDirError: `root` cannot hold one (read-only, not a directory, no permission), in one line.
     """
+    made = _make_run_dir(root) if distributed.is_writer() else ""
+    run_dir = Path(distributed.agree(str(made)))
+    if jax.process_count() > 1:
+        write_json(run_dir / PROCESSES, {"processes": jax.process_count(), "devices": jax.device_count()})
+    return run_dir
+
+
+def _make_run_dir(root: str | Path) -> Path:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
     root = Path(root)
     for suffix in [""] + [f"-{i}" for i in range(1, 100)]:
@@ -77,11 +88,14 @@ class RunInUse(RuntimeError):
 def lock(run_dir: str | Path) -> Iterator[None]:
     """Makes this process the run directory's one writer while the block runs: an exclusive `flock` on
     `run_dir/.lock`, which names its holder. The kernel releases it when the holder exits, however it exits, so a
-    killed run's lock never blocks its resume.
+    killed run's lock never blocks its resume. Under several processes, process 0 (the one writer) holds it.
 
     Raises:
         RunInUse: another process holds it (one line naming the process).
     """
+    if not distributed.is_writer():
+        yield
+        return
     with open(Path(run_dir) / ".lock", "a+") as file:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -101,7 +115,9 @@ def lock(run_dir: str | Path) -> Iterator[None]:
 
 def write_config(run_dir: str | Path, config: Any) -> None:
     """`run_dir/config.json`, the run's config, replaced atomically (`resume` is not stored: it names where the run
-    is, not what it is)."""
+    is, not what it is). Only process 0 writes."""
+    if not distributed.is_writer():
+        return
     if dataclasses.is_dataclass(config) and getattr(config, "resume", None) is not None:
         config = dataclasses.replace(config, resume=None)
     staging, text = Path(run_dir) / ".config.json.saving", config_to_json(config)
@@ -121,19 +137,26 @@ def to_python(tree: Any) -> Any:
 
 
 def write_json(path: Path, value: Any) -> None:
+    """`value` as JSON at `path` (only process 0 writes)."""
+    if not distributed.is_writer():
+        return
     text = json.dumps(to_python(value), indent=2, allow_nan=True)
     with checkpoint.full_device_as_one_line(path, len(text)):
         path.write_text(text)
 
 
 class MetricsLog:
-    """`metrics.jsonl`: one JSON object per line, appended."""
+    """`metrics.jsonl`: one JSON object per line, appended (by process 0 only; the others' logs write nothing)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.path.touch()
+        self.writes = distributed.is_writer()
+        if self.writes:
+            self.path.touch()
 
     def log(self, record: Mapping[str, Any]) -> None:
+        if not self.writes:
+            return
         line = json.dumps(to_python(dict(record))) + "\n"
         with checkpoint.full_device_as_one_line(self.path, len(line)), self.path.open("a") as f:
             f.write(line)
@@ -148,6 +171,8 @@ class MetricsLog:
 
     def keep(self, predicate: Callable[[dict], bool]) -> None:
         """Rewrites the log with only the records `predicate` accepts (a resume drops what follows its checkpoint)."""
+        if not self.writes:
+            return
         kept = "".join(json.dumps(r) + "\n" for r in self.records() if predicate(r))
         staging = self.path.with_name(f".{self.path.name}.keep")
         with interrupts.completing(), checkpoint.full_device_as_one_line(staging, len(kept)):
@@ -183,7 +208,7 @@ def non_finite(tree: Any, run_axis: bool = False) -> list[tuple[str, int | None]
     """`(leaf path, run index)` for every float leaf of `tree` holding a non-finite value (run index None without
     a run axis; one entry per diverged run with one); empty when all is finite. One small reduction on device."""
     arrays = jax.tree.map(jnp.asarray, tree)
-    flags = jax.device_get(_finite(arrays, run_axis))
+    flags = distributed.host_copy(_finite(arrays, run_axis))
     found = []
     for path, ok in jax.tree_util.tree_flatten_with_path(flags)[0]:
         name = jax.tree_util.keystr(path)
@@ -217,7 +242,9 @@ def train_in_chunks(
     """Runs `update_chunk(state, key) -> (state, stacked metrics)` (jitted, `chunk_size` iterations per call;
     `key` may be a sweep's stacked train keys `[R]`, each run's chunks keyed as if it ran alone) from iteration
     `start` until `iterations`, syncing to the host once per chunk for the progress bar and
-    `on_chunk(iteration, state, metrics)` (the state that chunk returned, before the next call donates it).
+    `on_chunk(iteration, state, metrics)` (the state that chunk returned, before the next call donates it; the
+    metrics as numpy, gathered from every process). Under several processes only process 0 shows progress, and a
+    Ctrl-C seen by any process stops them all at the end of the same chunk.
 
     Raises:
         Interrupted: Ctrl-C; raised once the chunk in flight has finished and `on_chunk` has seen it.
@@ -225,26 +252,27 @@ def train_in_chunks(
     if iterations % chunk_size or start % chunk_size:
         raise ValueError(f"iterations={iterations} and start={start} must be multiples of chunk_size={chunk_size}")
     keys = chunk_keys(key, iterations // chunk_size)
-    live, started = _live_progress(), time.perf_counter()
+    writes = distributed.is_writer()
+    live, started = writes and _live_progress(), time.perf_counter()
     bar = tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False, disable=not live)
     with bar, interrupts.stop_at_chunk_end() as interrupt_requested:
         for chunk in range(start // chunk_size, iterations // chunk_size):
             state, metrics = update_chunk(state, keys[chunk])
-            metrics = jax.device_get(metrics)
+            metrics = distributed.host_copy(metrics)
             done = (chunk + 1) * chunk_size
             if on_chunk is not None:
                 on_chunk(done, state, metrics)
             shown = {} if postfix is None else {k: f"{v:.4g}" for k, v in postfix(metrics).items()}
             bar.set_postfix(shown)
             bar.update(chunk_size)
-            if not live:  # a log file or CI: one plain line per chunk instead of carriage-return redraws
+            if writes and not live:  # a log file or CI: one plain line per chunk instead of carriage-return redraws
                 fields = "".join(f", {k} {v}" for k, v in shown.items())
                 print(
                     f"{description}: {done}/{iterations}{fields}, {time.perf_counter() - started:.0f} s",
                     file=sys.stderr,
                     flush=True,
                 )
-            if interrupt_requested():
+            if distributed.any_process(interrupt_requested()):
                 raise Interrupted(done, state)
     return state
 
@@ -322,7 +350,9 @@ def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[di
 
     Raises:
         FileNotFoundError, ValueError: as `restore_latest`.
+        ValueError: the run was started on another number of processes (one line naming it).
     """
+    _check_processes(Path(run_dir))
     if not checkpoint_steps(run_dir):
         log.keep(lambda record: kept(record, 0))
         print(f"resumed {run_dir} from the start (no checkpoint yet)")
@@ -332,6 +362,18 @@ def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[di
     log.keep(lambda record: kept(record, iteration))
     print(f"resumed {run_dir} from {path.name} (iteration {iteration})")
     return state, iteration
+
+
+def _check_processes(run_dir: Path) -> None:
+    """Raises a one-line ValueError unless this job has as many processes as the run at `run_dir` was started on."""
+    path = run_dir / PROCESSES
+    started_on = json.loads(path.read_text())["processes"] if path.is_file() else 1
+    if started_on != jax.process_count():
+        how = "without ssm_jax.launch" if started_on == 1 else f"with python -m ssm_jax.launch -n {started_on}"
+        raise ValueError(
+            f"it was started on {started_on} process(es) and this is {jax.process_count()}: resume it on "
+            f"{started_on} ({how})"
+        )
 
 
 def _live_progress() -> bool:

@@ -126,25 +126,30 @@ def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
     return tasks, jax.vmap(jax.random.fold_in, (0, None))(eval_keys, 1)
 
 
-def make_programs(trainer: TrainerProtocol, chunk_size: int, compiler_options: dict | None = None) -> Programs:
+def make_programs(
+    trainer: TrainerProtocol, chunk_size: int, compiler_options: dict | None = None, spmd_axis_name: str | None = None
+) -> Programs:
     """`trainer`'s functions (`train_config.TrainerProtocol`: meta-RL or world model) vmapped over runs and jitted:
     `init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
     `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
     `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each
     run's own `experience_weight`) and `oracle(states [R], keys [R], tasks [R, E], iterations)` (the trainer's
     per-task results, `[R, E, ...]`). `compiler_options` go to XLA with each program (`jax.jit(...,
-    compiler_options=...)`)."""
+    compiler_options=...)`). `spmd_axis_name` names the mesh axis the run axis is split over
+    (`distributed.RUNS`), so that a trainer's own sharding constraints (its tasks over "tasks") keep the runs split
+    too (`jax.vmap(..., spmd_axis_name=...)`)."""
+    vmap = functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
 
     def init(keys, hparams, adapt=True):
-        return jax.vmap(lambda key, hparams: trainer.init(key, hparams, adapt))(keys, hparams)
+        return vmap(lambda key, hparams: trainer.init(key, hparams, adapt))(keys, hparams)
 
     def oracle(states, keys, tasks, iterations):
-        return jax.vmap(lambda state, key, tasks: trainer.oracle(state, key, tasks, iterations))(states, keys, tasks)
+        return vmap(lambda state, key, tasks: trainer.oracle(state, key, tasks, iterations))(states, keys, tasks)
 
-    train = jax.vmap(lambda state, key: trainer.train(state, key, chunk_size))
+    train = vmap(lambda state, key: trainer.train(state, key, chunk_size))
 
     def evaluate(states, keys, tasks, mode="standard"):
-        return jax.vmap(lambda state, key, tasks: trainer.evaluate(state, key, tasks, mode))(states, keys, tasks)
+        return vmap(lambda state, key, tasks: trainer.evaluate(state, key, tasks, mode))(states, keys, tasks)
 
     jit = functools.partial(jax.jit, compiler_options=compiler_options)
     return Programs(

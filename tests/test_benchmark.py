@@ -115,3 +115,14 @@ def test_the_sweep_scaling_harness_times_vmapped_against_sequential_runs(tmp_pat
     rows = json.loads((tmp_path / "sweep_scaling.json").read_text())["rows"]
     assert [(row["workload"], row["runs"]) for row in rows] == [("sinusoid", 1), ("sinusoid", 2)]
     assert all(row["vmapped_s"] > 0 and row["sequential_s"] > 0 for row in rows)
+
+
+def test_the_processes_harness_times_one_sweep_as_one_and_as_two_processes_with_the_same_results(tmp_path):
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "benchmarks.processes", "--preset", "smoke"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "processes.json").read_text())["rows"]
+    assert [(row["processes"], row["devices"]) for row in rows] == [(1, 1), (1, 2), (2, 2)]
+    assert all(row["train_s"] > 0 and row["wall_s"] > row["train_s"] for row in rows)
+    assert rows[2]["vs_one_process_same_devices"] < 1e-4 and rows[2]["vs_one_device"] < 1e-3

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ssm_jax import checkpoint, runs
+from ssm_jax import checkpoint, distributed, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.configs import META_RL_CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
 from ssm_jax.report import aligned_table, new_figure, save_figure
@@ -23,11 +23,20 @@ def train(argv: Sequence[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--distributed", action="store_true")
     known, rest = pre.parse_known_args(argv)
     if known.config is not None and known.config not in META_RL_CONFIGS:
         raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(META_RL_CONFIGS)}")
     prog = "ssm-jax train"
-    also = f"Also --config {{{','.join(META_RL_CONFIGS)}}} and --resume RUN_DIR."
+    also = (
+        f"Also --config {{{','.join(META_RL_CONFIGS)}}}, --resume RUN_DIR and --distributed (join JAX's "
+        "multi-process runtime first: python -m ssm_jax.launch, SLURM, Open MPI, TPU pods)."
+    )
+    if known.distributed:
+        try:
+            distributed.initialize()
+        except distributed.DistributedError as error:
+            raise UsageError(str(error)) from None
     if known.resume is not None:
         run_dir = Path(known.resume)
         try:
@@ -58,15 +67,21 @@ def train(argv: Sequence[str]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 3
     except BaseException:
-        if known.resume is None and not runs.checkpoint_steps(run_dir):
+        if known.resume is None and jax.process_count() == 1 and not runs.checkpoint_steps(run_dir):
             shutil.rmtree(run_dir)  # a run that failed before its first checkpoint leaves nothing behind
         raise
 
 
 def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
     started = time.perf_counter()
-    _, trainer = build(config)
-    state = initial_state(config, trainer)
+    devices = jax.device_count()
+    if config.trainer.tasks_per_batch % devices:
+        raise UsageError(
+            f"--tasks-per-batch {config.trainer.tasks_per_batch} cannot be split evenly over {devices} devices"
+        )
+    mesh = distributed.make_mesh(runs=1, tasks=devices)  # one run: its meta-batch of tasks over every device
+    _, trainer = build(config, distributed.task_sharding(mesh) if devices > 1 else None)
+    state = distributed.replicate(initial_state(config, trainer), mesh)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     start = 0
     if resume:
@@ -83,7 +98,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
     checkpoints = runs.Checkpoints(
         run_dir, config, config.checkpoint_every, f"ssm-jax train --resume {run_dir}", config.keep_checkpoints
     )
-    chunk = jax.jit(lambda state, key: trainer.train(state, key, config.chunk_size), donate_argnums=0)
+    train_chunk = jax.jit(lambda state, key: trainer.train(state, key, config.chunk_size), donate_argnums=0)
+    chunk = lambda state, key: train_chunk(state, distributed.replicate(key, mesh))
     try:
         state = runs.train_phase(
             chunk,
@@ -100,11 +116,13 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
         )
     except runs.Interrupted:
         return 0
+    if not distributed.is_writer():
+        return 0
     records = log.records()
     summary = {
         "run_dir": str(run_dir),
         "iteration": int(state.iteration),
-        "checkpoint": str(checkpoint.step_path(run_dir / runs.CHECKPOINTS, runs.checkpoint_steps(run_dir)[-1])),
+        "checkpoint": str(checkpoint.step_path(run_dir / runs.CHECKPOINTS, config.iterations)),  # the phase saved it
         "final_metrics": {k: v for k, v in records[-1].items() if k != "iteration"},
         "seconds": time.perf_counter() - started,
     }
