@@ -43,8 +43,12 @@ PROCESS_COUNT_VARIABLE, PROCESS_ID_VARIABLE = "SSM_JAX_NUM_PROCESSES", "SSM_JAX_
 """Set by `ssm_jax.launch` for each process it starts (beside JAX's own `JAX_COORDINATOR_ADDRESS`)."""
 
 
+_joined = False
+"""Whether this process joined the multi-process runtime (`initialize`)."""
+
+
 class DistributedError(RuntimeError):
-    """The multi-process runtime cannot start, or a run does not fit the processes it was given (one line)."""
+    """JAX's multi-process runtime cannot start here (one line)."""
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None, process_id: int | None = None):
@@ -66,10 +70,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
         ) from None
     global _joined
     _joined = True
-
-
-_joined = False
-"""Whether this process joined the multi-process runtime (`initialize`)."""
 
 
 @contextlib.contextmanager

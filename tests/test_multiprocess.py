@@ -76,6 +76,15 @@ def test_the_launcher_refuses_bad_input_in_one_line_and_stops_every_process_when
     assert "error: the 2 processes ran past --timeout 1 s" in hanging.stderr
 
 
+def test_distributed_without_a_coordinator_is_one_line_and_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSM_JAX_NUM", "SSM_JAX_PROCESS", "JAX_COORD"))}
+    command = [sys.executable, "-m", "ssm_jax", "train", "--config", "navigation-smoke", "--distributed", "--out-dir"]
+    result = subprocess.run([*command, str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: cannot start JAX's multi-process runtime")
+    assert "python -m ssm_jax.launch -n N" in result.stderr
+
+
 KEYS_SCRIPT = textwrap.dedent(
     """
     import sys
