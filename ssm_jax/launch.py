@@ -95,6 +95,8 @@ def launch(command: Sequence[str], args: LaunchArgs) -> int:
             env = process_environment(args, process_id, port)
             stderr = None if output is None else subprocess.STDOUT
             processes.append(subprocess.Popen(list(command), env=env, stdout=output, stderr=stderr))
+            if output is not None:
+                output.close()  # the process holds its own copy of the descriptor
             log_paths.append(log_path)
         terminate = lambda signum, frame: [p.send_signal(signal.SIGTERM) for p in processes if p.poll() is None]
         previous_term = signal.signal(signal.SIGTERM, terminate)
