@@ -95,9 +95,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
         runs.write_config(run_dir, config)  # its own, unless --iterations extended it
 
     chunk_records = lambda iteration, metrics: [{"iteration": iteration, **jax.tree.map(np.mean, metrics)}]
-    checkpoints = runs.Checkpoints(
-        run_dir, config, config.checkpoint_every, f"ssm-jax train --resume {run_dir}", config.keep_checkpoints
-    )
+    resume_command = f"ssm-jax train --resume {run_dir}"
+    if jax.process_count() > 1:
+        resume_command = f"python -m ssm_jax.launch -n {jax.process_count()} -- {resume_command} --distributed"
+    checkpoints = runs.Checkpoints(run_dir, config, config.checkpoint_every, resume_command, config.keep_checkpoints)
     train_chunk = jax.jit(lambda state, key: trainer.train(state, key, config.chunk_size), donate_argnums=0)
     chunk = lambda state, key: train_chunk(state, distributed.replicate(key, mesh))
     try:
