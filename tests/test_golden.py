@@ -4,10 +4,10 @@ the maths exceeds and rounding on machines of one kind does not (XLA on CPU is d
 
 A change that alters a golden file regenerates it in the same commit (`SSM_JAX_UPDATE_GOLDEN=1 python -m pytest
 tests/test_golden.py --runslow`, on each kind of machine that has a directory) and says why in CHANGELOG.md. Each
-directory `tests/golden/<kind>/` holds one kind of machine's numbers (its `machine.json`: CPU, architecture,
-jaxlib): XLA compiles for the CPU it runs on, and a training run carries another CPU's rounding far past any
-tolerance, so the test compares with the directory of the kind it runs on and is skipped, saying so, where none
-exists (recording on a new kind makes its directory).
+directory `tests/golden/<kind>/` holds one kind of machine's numbers (its `machine.json`: CPU, AVX-512,
+architecture, jaxlib): XLA compiles for the CPU it runs on, and a training run carries another CPU's rounding
+far past any tolerance, so the test compares with the directory of the kind it runs on and is skipped, saying so,
+where none exists (recording on a new kind makes its directory).
 """
 
 import dataclasses
@@ -56,26 +56,36 @@ def _differences(got, want) -> list[str]:
 
 
 def _machine() -> dict:
-    """The kind of machine the numbers depend on."""
+    """The kind of machine the numbers depend on: the CPU's name, whether it has AVX-512 (XLA vectorises for it, and
+    two "AMD EPYC" machines, one with and one without, rounded the sinusoid smoke run differently), the architecture
+    and jaxlib."""
     cpuinfo = Path("/proc/cpuinfo")
-    models = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.MULTILINE) if cpuinfo.exists() else []
+    text = cpuinfo.read_text() if cpuinfo.exists() else ""
+    models = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
     cpu = models[0].strip() if models else platform.processor()
-    return {"cpu": cpu, "architecture": platform.machine(), "jaxlib": importlib.metadata.version("jaxlib")}
+    return {
+        "cpu": cpu,
+        "avx512": "avx512f" in text,
+        "architecture": platform.machine(),
+        "jaxlib": importlib.metadata.version("jaxlib"),
+    }
 
 
 def _golden_directory(machine: dict) -> Path | None:
-    """The directory of `machine`'s kind under `GOLDEN`, or None where none was recorded."""
-    for recorded_on in sorted(GOLDEN.glob("*/machine.json")):
-        if json.loads(recorded_on.read_text()) == machine:
-            return recorded_on.parent
-    return None
+    """The directory of `machine`'s kind under `GOLDEN`, or None where none was recorded. A directory whose
+    machine.json names fewer fields (recorded before `avx512` was one) matches on those it names; one that names
+    them all wins."""
+    recorded = [(json.loads(path.read_text()), path.parent) for path in sorted(GOLDEN.glob("*/machine.json"))]
+    matching = [(len(kind), directory) for kind, directory in recorded if kind.items() <= machine.items()]
+    return max(matching, key=lambda match: match[0])[1] if matching else None
 
 
 def _kind_name(machine: dict) -> str:
-    """A directory name for a new kind: the CPU's first two words, the architecture and jaxlib, e.g.
-    `amd-epyc-x86_64-jaxlib-0.10.2`."""
+    """A directory name for a new kind: the CPU's first two words, AVX-512 where it has it, the architecture and
+    jaxlib, e.g. `amd-epyc-avx512-x86_64-jaxlib-0.10.2`."""
     words = re.sub(r"\(.*?\)", "", machine["cpu"]).lower().split()[:2]
-    return "-".join([*words, machine["architecture"], "jaxlib", machine["jaxlib"]])
+    isa = ["avx512"] if machine["avx512"] else []
+    return "-".join([*words, *isa, machine["architecture"], "jaxlib", machine["jaxlib"]])
 
 
 @pytest.mark.slow
@@ -84,7 +94,7 @@ def test_the_smoke_preset_reproduces_its_golden_results(name, tmp_path):
     machine = _machine()
     directory = _golden_directory(machine)
     updating = os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1"
-    if updating and directory is None:
+    if updating and (directory is None or json.loads((directory / "machine.json").read_text()) != machine):
         directory = GOLDEN / _kind_name(machine)
         directory.mkdir(exist_ok=True)
         (directory / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
