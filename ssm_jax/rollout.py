@@ -10,6 +10,12 @@ the losses replay it through the same statistics (`normalize(obs_stats, traj.obs
 policy carry is reset before the first step of every episode (popjaxrl style), and `traj.resets` records where.
 Re-running `policy.apply(params, traj.initial_carry[n], traj.obs[:, n], traj.resets[:, n])` reproduces the
 rollout's outputs, which is how the RL losses evaluate (and differentiate) a trajectory.
+
+With `in_context=True` the rollout is an RL² trial: the carry is reset only before step 0 and survives every
+episode boundary, and the policy reads `context_inputs` (the standardised observation, the previous action, the
+previous reward and whether this step starts an episode). `trial_inputs(traj, ...)` rebuilds those inputs from the
+recorded trajectory, so `policy.apply(params, traj.initial_carry[n], trial_inputs(...)[:, n], traj.resets[:, n])`
+reproduces an in-context rollout too.
 """
 
 from __future__ import annotations
@@ -64,6 +70,30 @@ def action_log_prob(pi: GaussianParams | Array, action: Array) -> Array:
     return gaussian_log_prob(pi, action) if isinstance(pi, GaussianParams) else categorical_log_prob(pi, action)
 
 
+def context_size(env: TaskEnv) -> int:
+    """Features of `context_inputs` for `env`: observation, previous action (one-hot where discrete), previous
+    reward and the episode-start flag."""
+    return env.observation_size + env.action_size + 2
+
+
+def context_inputs(env: TaskEnv, obs: Array, prev_action: Array, prev_reward: Array, first: Array) -> Array:
+    """The in-context policy's input `[..., context_size(env)]`: `obs [..., D]` (standardised), `prev_action`
+    (`[..., A]`, or integer `[...]` one-hot encoded for discrete envs), `prev_reward [...]` and `first [...]`
+    (this step starts an episode). At a trial's first step the previous action and reward are zeros."""
+    if env.discrete:
+        prev_action = jax.nn.one_hot(prev_action, env.action_size, dtype=obs.dtype)
+    features = (obs, prev_action.astype(obs.dtype), prev_reward[..., None].astype(obs.dtype))
+    return jnp.concatenate([*features, first[..., None].astype(obs.dtype)], axis=-1)
+
+
+def trial_inputs(env: TaskEnv, traj: Trajectory, obs_stats: RunningMeanStd | None = None) -> Array:
+    """The inputs an in-context rollout fed its policy, rebuilt from the trajectory `[T, N, ...]`: each step's
+    previous action, reward and episode end, shifted by one (zeros, and an episode start, at step 0)."""
+    shift = lambda x: jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]])
+    first = shift(traj.done).at[0].set(True)
+    return context_inputs(env, normalize(obs_stats, traj.obs), shift(traj.action), shift(traj.reward), first)
+
+
 def rollout(
     key: PRNGKey,
     env: TaskEnv,
@@ -73,8 +103,11 @@ def rollout(
     num_envs: int,
     horizon: int,
     obs_stats: RunningMeanStd | None = None,
+    in_context: bool = False,
 ) -> Trajectory:
     """Samples `num_envs` envs of `task` for `horizon` steps with `policy` (inputs standardised by `obs_stats`).
+    With `in_context` (static), each env's `horizon` steps are one trial: the carry persists across episodes and
+    the policy reads `context_inputs` (see the module docstring).
 
     Returns a `Trajectory` with leaves `[horizon, num_envs, ...]` of raw observations. Deterministic given `key`.
     """
@@ -87,9 +120,13 @@ def rollout(
     env_step = jax.vmap(env.step, in_axes=(0, 0, 0, None))
 
     def body(carry, step_key):
-        states, obs, policy_carry, resets = carry
+        states, obs, policy_carry, first, trial_start, prev_action, prev_reward = carry
         action_key, env_key = jax.random.split(step_key)
-        policy_carry, out = policy_step(params, policy_carry, normalize(obs_stats, obs), resets)
+        inputs = normalize(obs_stats, obs)
+        if in_context:
+            inputs = context_inputs(env, inputs, prev_action, prev_reward, first)
+        resets = trial_start if in_context else first
+        policy_carry, out = policy_step(params, policy_carry, inputs, resets)
         action = sample_action(action_key, out["pi"])
         next_obs, states, reward, done, info = env_step(jax.random.split(env_key, num_envs), states, action, task)
         record = Trajectory(
@@ -105,8 +142,13 @@ def rollout(
             initial_carry=None,
             metrics=info["metrics"],
         )
-        return (states, next_obs, policy_carry, done), record
+        carry = (states, next_obs, policy_carry, done, jnp.zeros_like(done), action.astype(prev_action.dtype), reward)
+        return carry, record
 
     first = jnp.ones(num_envs, bool)
-    _, traj = jax.lax.scan(body, (states, obs, initial_carry, first), jax.random.split(steps_key, horizon))
+    no_action = jnp.zeros(
+        (num_envs,) if env.discrete else (num_envs, env.action_size), jnp.int32 if env.discrete else obs.dtype
+    )
+    start = (states, obs, initial_carry, first, first, no_action, jnp.zeros(num_envs, jnp.float32))
+    _, traj = jax.lax.scan(body, start, jax.random.split(steps_key, horizon))
     return traj._replace(initial_carry=initial_carry)

@@ -88,7 +88,7 @@ def adaptation_lr(state: TrainState) -> Any:
     return state.meta.inner_lr if _learns_inner_lr(state) else state.hparams.inner_lr
 
 
-def _at_precision(fn: Callable, precision: str | None) -> Callable:
+def at_precision(fn: Callable, precision: str | None) -> Callable:
     """`fn` tracing its matmuls at `precision` (`jax.default_matmul_precision`; read when the program is traced)."""
     if precision is None:
         return fn
@@ -264,5 +264,5 @@ def make_meta_rl_trainer(
         return jax.vmap(one)(keys, tasks, switch_to)
 
     functions = (init, train, evaluate, oracle, evaluate_online)
-    programs = (_at_precision(fn, config.matmul_precision) for fn in functions)
+    programs = (at_precision(fn, config.matmul_precision) for fn in functions)
     return Trainer(config, evaluation, env, policy, rl_config, meta_rl, adapter, *programs)

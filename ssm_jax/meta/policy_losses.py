@@ -113,7 +113,8 @@ def policy_outputs(policy: HeadedModel, params: Params, batch: PolicyBatch) -> d
     return jax.vmap(run, in_axes=(0, 1, 1), out_axes=1)(batch.initial_carry, batch.obs, batch.resets)
 
 
-def _entropy(pi) -> Array:
+def action_entropy(pi) -> Array:
+    """Entropy of a policy head output (`GaussianParams` or logits), summed over action dimensions: `[...]`."""
     return gaussian_entropy(pi) if isinstance(pi, GaussianParams) else categorical_entropy(pi)
 
 
@@ -133,7 +134,7 @@ def surrogate_objective(pi, batch: PolicyBatch, entropy_coef: float = 0.0) -> tu
     action distribution `pi` (leaves `[T, N, ...]`) on `batch`; returns `(loss, log_prob [T, N])`."""
     log_prob = action_log_prob(pi, batch.action)
     ratio = jnp.exp(log_prob - batch.old_log_prob)
-    return -jnp.mean(ratio * batch.advantage) - entropy_coef * jnp.mean(_entropy(pi)), log_prob
+    return -jnp.mean(ratio * batch.advantage) - entropy_coef * jnp.mean(action_entropy(pi)), log_prob
 
 
 def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
@@ -145,7 +146,7 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
 
     def pg_loss(params, batch: PolicyBatch):
         log_prob, pi = log_probs(params, batch)
-        loss = -jnp.mean(log_prob * batch.advantage) - config.entropy_coef * jnp.mean(_entropy(pi))
+        loss = -jnp.mean(log_prob * batch.advantage) - config.entropy_coef * jnp.mean(action_entropy(pi))
         return loss, {"log_prob": log_prob}
 
     def surrogate_loss(params, batch: PolicyBatch):
@@ -159,7 +160,7 @@ def make_policy_losses(policy: HeadedModel, config: RLConfig) -> PolicyLosses:
         clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
         surrogate = jnp.minimum(ratio * batch.advantage, clipped * batch.advantage)
         approx_kl = jnp.mean(ratio - 1.0 - log_ratio)  # non-negative estimator of KL(old || new)
-        loss = -jnp.mean(surrogate) + config.kl_coef * approx_kl - config.entropy_coef * jnp.mean(_entropy(pi))
+        loss = -jnp.mean(surrogate) + config.kl_coef * approx_kl - config.entropy_coef * jnp.mean(action_entropy(pi))
         return loss, {"log_prob": log_prob, "approx_kl": approx_kl}
 
     def behaviour_cloning_loss(params, windows):

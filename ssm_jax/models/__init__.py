@@ -10,7 +10,7 @@ from ssm_jax.models.heads import (
     ValueHead,
     attach_heads,
 )
-from ssm_jax.models.registry import MODEL_NAMES, NetworkConfig, make_gaussian_policy, make_model
+from ssm_jax.models.registry import MODEL_NAMES, NetworkConfig, make_actor_critic, make_gaussian_policy, make_model
 
 __all__ = [
     "MODEL_NAMES",
@@ -24,6 +24,7 @@ __all__ = [
     "SequenceModel",
     "ValueHead",
     "attach_heads",
+    "make_actor_critic",
     "make_gaussian_policy",
     "make_model",
 ]

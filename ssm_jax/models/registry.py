@@ -7,7 +7,7 @@ import functools
 
 from ssm_jax.config_io import register_config
 from ssm_jax.models.base import ModelConfig, SequenceModel
-from ssm_jax.models.heads import GaussianHead, HeadedModel, attach_heads
+from ssm_jax.models.heads import CategoricalHead, GaussianHead, HeadedModel, ValueHead, attach_heads
 from ssm_jax.models.mlp import MLPCore, mlp_carry
 from ssm_jax.models.recurrent import RecurrentCore, gru_carry, lstm_carry
 from ssm_jax.models.s5 import S5Core, s5_carry
@@ -73,12 +73,33 @@ def make_gaussian_policy(
     """The meta-RL policy: the sequence model `name` reading `[T, observation_size]` observations into
     `network.hidden_dim` features, under a Gaussian head `pi` over `action_size` actions. `attention_span` is the
     transformer's (steps attended to)."""
+    core = _policy_core(name, observation_size, network, attention_span)
+    return attach_heads(core, pi=GaussianHead(action_size, init_log_std=network.init_log_std))
+
+
+def make_actor_critic(
+    name: str,
+    input_size: int,
+    action_size: int,
+    discrete: bool = False,
+    network: NetworkConfig = NetworkConfig(),
+    attention_span: int = 16,
+) -> HeadedModel:
+    """The in-context (RL²) policy: the sequence model `name` reading `[T, input_size]` inputs, under a policy head
+    `pi` (Gaussian over `action_size` actions, or categorical logits over `action_size` choices when `discrete`) and
+    a value head `value` (`[T]`)."""
+    core = _policy_core(name, input_size, network, attention_span)
+    pi = CategoricalHead(action_size) if discrete else GaussianHead(action_size, init_log_std=network.init_log_std)
+    return attach_heads(core, pi=pi, value=ValueHead())
+
+
+def _policy_core(name: str, input_size: int, network: NetworkConfig, attention_span: int):
     config = ModelConfig(
-        observation_size,
+        input_size,
         network.hidden_dim,
         state_dim=network.state_dim,
         hidden_dim=network.hidden_dim,
         num_layers=network.num_layers,
         attention_span=attention_span,
     )
-    return attach_heads(make_model(name, config), pi=GaussianHead(action_size, init_log_std=network.init_log_std))
+    return make_model(name, config)

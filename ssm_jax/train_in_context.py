@@ -1,0 +1,337 @@
+"""In-context meta-RL (RL²: Duan et al. 2016, Wang et al. 2016) on the trainer protocol: `init / train / evaluate`.
+
+    trainer = make_in_context_trainer(env, "gru", NetworkConfig(), InContextConfig(episodes_per_trial=2))
+    state = trainer.init(key, HParams.create(outer_lr=1e-3))
+    state, metrics = trainer.train(state, key, 10)           # 10 PPO iterations in one lax.scan (jit it)
+    returns, extras = trainer.evaluate(state, key, tasks)    # [E, K]: episode 1..K on each held-out task
+
+A trial is K consecutive episodes of one task (`rollout(..., in_context=True)`): the policy's carry is reset before
+the trial and survives every episode boundary, and the policy reads (observation, previous action, previous
+reward, episode-start flag). Whatever it learns about the task lives in its carry, so it adapts with no gradient
+step: evaluation reports the return of episodes 1..K of fresh trials on held-out tasks.
+
+Each iteration draws `tasks_per_batch` tasks, samples `trials_per_task` trials of each, replays them through the
+policy's `apply` (the model's parallel `sequence` path where it has one: S5's associative scan, the transformer's
+masked attention) for the values, and takes `ppo_epochs` epochs of `minibatches` Adam steps on the PPO-clipped
+surrogate plus a value loss, with advantages from GAE over the whole trial: RL²'s objective is the return of all K
+episodes, so neither the value nor the advantage stops at an episode boundary, only at the trial's end (with no
+bootstrap: the trial ends there). The state holds params, optimizer state, observation statistics (updated from
+the sampled trials, frozen for evaluation), the iteration and the traced `HParams` (`outer_lr` is the Adam rate;
+the others are unused), so `sweep.make_programs` vmaps it over seeds and `runs.train_phase` checkpoints it as it
+does the MAML trainer's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from ssm_jax.config_io import register_config
+from ssm_jax.envs.base import TaskEnv
+from ssm_jax.envs.normalize import RunningMeanStd, update_stats
+from ssm_jax.meta.estimators import gae
+from ssm_jax.meta.maml import with_outer_lr
+from ssm_jax.meta.policy_losses import PolicyBatch, action_entropy, policy_outputs
+from ssm_jax.models import NetworkConfig, make_actor_critic
+from ssm_jax.models.heads import HeadedModel
+from ssm_jax.rollout import Trajectory, action_log_prob, context_size, rollout, trial_inputs
+from ssm_jax.train import at_precision
+from ssm_jax.train_config import MATMUL_PRECISIONS, EvalConfig, HParams
+from ssm_jax.types import Array, Params, PRNGKey
+
+DEFAULT_NETWORK = NetworkConfig()
+DEFAULT_EVALUATION = EvalConfig()
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class InContextConfig:
+    """Static settings of the in-context trainer (changing one recompiles). Trials are per task."""
+
+    tasks_per_batch: int = 20
+    """Tasks per iteration (E)."""
+    trials_per_task: int = 10
+    """Trials per task and iteration (N), each with its own fresh carry."""
+    episodes_per_trial: int = 2
+    """K: consecutive episodes of one task the carry persists across."""
+    horizon: int = 100
+    """Steps per episode (a trial is K x horizon steps)."""
+    ppo_epochs: int = 4
+    """Passes over each iteration's trials."""
+    minibatches: int = 4
+    """Adam steps per epoch, each on a disjoint share of the trials (must divide E x N)."""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    value_coef: float = 0.5
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    """Clip each PPO gradient to this global norm."""
+    reward_scale: float = 1.0
+    """Factor on the rewards the value and the advantages learn from (the policy still reads the raw reward)."""
+    normalize_observations: bool = True
+    """Standardise the observation part of the policy's input with running statistics."""
+    matmul_precision: Literal[MATMUL_PRECISIONS] = "highest"
+    """As `TrainerConfig.matmul_precision`."""
+
+    def __post_init__(self):
+        sizes = ("tasks_per_batch", "trials_per_task", "episodes_per_trial", "horizon", "ppo_epochs", "minibatches")
+        for name in sizes:
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"InContextConfig.{name} must be a positive int, got {value!r}")
+        if (self.tasks_per_batch * self.trials_per_task) % self.minibatches:
+            raise ValueError(
+                f"InContextConfig.minibatches={self.minibatches} must divide tasks_per_batch x trials_per_task = "
+                f"{self.tasks_per_batch * self.trials_per_task}"
+            )
+        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip_eps > 0):
+            raise ValueError(
+                f"InContextConfig needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip_eps > 0; got {self.gamma}, "
+                f"{self.gae_lambda}, {self.clip_eps}"
+            )
+        if min(self.value_coef, self.entropy_coef) < 0 or not (self.max_grad_norm > 0 and self.reward_scale > 0):
+            raise ValueError("InContextConfig needs value_coef, entropy_coef >= 0 and max_grad_norm, reward_scale > 0")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"InContextConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
+
+    @property
+    def trial_length(self) -> int:
+        """Steps per trial: `episodes_per_trial x horizon`."""
+        return self.episodes_per_trial * self.horizon
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps one iteration samples: E x N trials of K x horizon steps."""
+        return self.tasks_per_batch * self.trials_per_task * self.trial_length
+
+
+@struct.dataclass
+class InContextState:
+    """Everything a checkpoint needs; `optimizer` (static) is the Adam chain whose rate comes from `hparams`."""
+
+    params: Params
+    opt_state: Any
+    obs_stats: RunningMeanStd
+    iteration: Array
+    hparams: HParams
+    optimizer: optax.GradientTransformation = struct.field(pytree_node=False)
+
+
+class InContextTrainer(NamedTuple):
+    """The pure program of RL² for one (env, policy, config); see the module docstring. `sample_trials(key, task,
+    params, obs_stats, num_trials)` is one task's trials (`Trajectory [K x horizon, num_trials, ...]`), and
+    `loss(params, batch)` the PPO loss on a prepared batch, exposed for tests and benchmarks."""
+
+    config: InContextConfig
+    evaluation: EvalConfig
+    env: TaskEnv
+    policy: HeadedModel
+    sample_trials: Callable[..., Trajectory]
+    loss: Callable[..., tuple[Array, dict]]
+    init: Callable[..., InContextState]
+    train: Callable[..., tuple[InContextState, dict]]
+    evaluate: Callable[..., tuple[Array, dict]]
+
+
+class TrialBatch(NamedTuple):
+    """Trials prepared for the PPO loss, time-major `[T, B, ...]` (carry leaves `[B, ...]`): `policy` holds the
+    replayed inputs, actions, advantages, sampled log-probs, carry resets and initial carries; `returns` the value
+    targets; `valid` marks the steps of the trial's first K episodes (an episode that ends early leaves a tail that
+    belongs to none)."""
+
+    policy: PolicyBatch
+    returns: Array
+    valid: Array
+
+
+def episode_returns(traj: Trajectory, episodes: int) -> Array:
+    """Undiscounted return of each of the first `episodes` episodes of every env's trial: `[N, episodes]` from a
+    `Trajectory [T, N]`."""
+    episode = jnp.cumsum(traj.done, axis=0) - traj.done  # the episode index of each step
+    return jnp.einsum("tn,tnk->nk", traj.reward, jax.nn.one_hot(episode, episodes, dtype=traj.reward.dtype))
+
+
+def episode_means(values: Array, done: Array, episodes: int) -> Array:
+    """Mean of `values [T, N]` over the steps of each of the first `episodes` episodes, then over envs: `[episodes]`."""
+    membership = jax.nn.one_hot(jnp.cumsum(done, axis=0) - done, episodes, dtype=values.dtype)  # [T, N, K]
+    return jnp.sum(values[..., None] * membership, axis=(0, 1)) / jnp.maximum(jnp.sum(membership, axis=(0, 1)), 1.0)
+
+
+def make_in_context_trainer(
+    env: TaskEnv,
+    model: str,
+    network: NetworkConfig = DEFAULT_NETWORK,
+    config: InContextConfig = InContextConfig(),
+    evaluation: EvalConfig = DEFAULT_EVALUATION,
+) -> InContextTrainer:
+    """Builds the RL² trainer of the sequence model `model` on `env` (whose horizon must be `config.horizon`);
+    evaluation runs `evaluation.eval_trajectories` trials per held-out task (None: `config.trials_per_task`).
+
+    Raises:
+        ValueError: the env's horizon differs from the config's (one line).
+    """
+    if env.horizon != config.horizon:
+        raise ValueError(f"the env's horizon {env.horizon} differs from InContextConfig.horizon={config.horizon}")
+    K, T = config.episodes_per_trial, config.trial_length
+    eval_trials = evaluation.eval_trajectories or config.trials_per_task
+    policy = make_actor_critic(
+        model, context_size(env), env.action_size, env.discrete, network, attention_span=max(T, 16)
+    )
+    adam = lambda learning_rate: optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+    optimizer = optax.inject_hyperparams(adam)(learning_rate=0.0)  # the rate comes from `HParams`
+
+    def sample_trials(key: PRNGKey, task: Any, params: Params, obs_stats: RunningMeanStd | None, num_trials: int):
+        return rollout(key, env, task, policy, params, num_trials, T, obs_stats, in_context=True)
+
+    def merge_stats(obs_stats: RunningMeanStd, obs: Array) -> RunningMeanStd:
+        return update_stats(obs_stats, obs) if config.normalize_observations else obs_stats
+
+    def prepare(params: Params, traj: Trajectory, obs_stats: RunningMeanStd) -> TrialBatch:
+        """The PPO batch of trials `[T, B]`: inputs rebuilt from the trajectory, values from one replay of the
+        sampling params, GAE over each whole trial (no bootstrap at its end), advantages standardised over the
+        valid steps."""
+        traj = jax.lax.stop_gradient(traj)
+        episode = jnp.cumsum(traj.done, axis=0) - traj.done
+        valid = (episode < K).astype(jnp.float32)
+        inputs = trial_inputs(env, traj, obs_stats)
+        batch = PolicyBatch(inputs, traj.action, jnp.zeros_like(valid), traj.log_prob, traj.resets, traj.initial_carry)
+        values = jax.lax.stop_gradient(policy_outputs(policy, params, batch)["value"])
+        rewards = traj.reward * config.reward_scale * valid
+        next_values = jnp.concatenate([values[1:], jnp.zeros_like(values[:1])])
+        trial_end = jnp.zeros(T, jnp.float32).at[-1].set(1.0)
+        advantage = jax.vmap(
+            lambda r, v, nv, end: gae(r, v, nv, jnp.zeros_like(end), end, config.gamma, config.gae_lambda),
+            in_axes=(1, 1, 1, None),
+            out_axes=1,
+        )(rewards, values, next_values, trial_end)
+        returns = advantage + values
+        count = jnp.maximum(jnp.sum(valid), 1.0)
+        mean = jnp.sum(advantage * valid) / count
+        std = jnp.sqrt(jnp.sum((advantage - mean) ** 2 * valid) / count)
+        batch = batch._replace(advantage=(advantage - mean) / (std + 1e-8))
+        return TrialBatch(batch, returns, valid)
+
+    def loss(params: Params, batch: TrialBatch) -> tuple[Array, dict]:
+        """The clipped surrogate, `value_coef` x the value error and `-entropy_coef` x the entropy, each averaged
+        over the valid steps of `batch`."""
+        out = policy_outputs(policy, params, batch.policy)
+        mean = lambda x: jnp.sum(x * batch.valid) / jnp.maximum(jnp.sum(batch.valid), 1.0)
+        log_ratio = action_log_prob(out["pi"], batch.policy.action) - batch.policy.old_log_prob
+        ratio = jnp.exp(log_ratio)
+        advantage = batch.policy.advantage
+        clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
+        policy_loss = -mean(jnp.minimum(ratio * advantage, clipped * advantage))
+        value_loss = mean((out["value"] - batch.returns) ** 2)
+        entropy = mean(action_entropy(out["pi"]))
+        total = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
+        return total, {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "approx_kl": mean(ratio - 1.0 - log_ratio),
+            "clip_fraction": mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)),
+        }
+
+    def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> InContextState:
+        """The state before training; the statistics start from one batch of trials of the initial policy.
+
+        Raises:
+            ValueError: `adapt=False` (RL² has no pretrained variant; the MAML trainer's is the baseline).
+        """
+        if not adapt:
+            raise ValueError("the in-context trainer has no pretrained variant: compare with the MAML trainer's")
+        params_key, stats_key = jax.random.split(key)
+        params = policy.init(params_key, jnp.zeros((1, context_size(env))))
+        tasks = env.sample_tasks(stats_key, config.tasks_per_batch)
+        keys = jax.random.split(stats_key, config.tasks_per_batch)
+        trials = jax.vmap(sample_trials, in_axes=(0, 0, None, None, None))(keys, tasks, params, None, 1)
+        obs_stats = merge_stats(RunningMeanStd.create(env.observation_size), trials.obs)
+        opt_state = optimizer.init(params)
+        state = InContextState(params, opt_state, obs_stats, jnp.zeros((), jnp.int32), hparams, optimizer)
+        return jax.tree.map(jnp.array, state)  # every leaf its own buffer: training donates the state
+
+    def train(state: InContextState, key: PRNGKey, num_iterations: int) -> tuple[InContextState, dict]:
+        """`num_iterations` (static) PPO iterations in one `lax.scan`; metrics stacked `[num_iterations]`: the mean
+        return of each episode of the sampled trials (`episode_<k>_return`), the trial's, the losses, the PPO KL and
+        clip fraction of the last minibatch, and `env_steps`."""
+
+        def iteration(state: InContextState, k: PRNGKey):
+            task_key, sample_key, shuffle_key = jax.random.split(k, 3)
+            tasks = env.sample_tasks(task_key, config.tasks_per_batch)
+            keys = jax.random.split(sample_key, config.tasks_per_batch)
+            sample = lambda k, task: sample_trials(k, task, state.params, state.obs_stats, config.trials_per_task)
+            trajs = jax.vmap(sample)(keys, tasks)  # [E, T, N, ...]
+            merged = jax.tree.map(
+                lambda x: jnp.swapaxes(x, 0, 1).reshape(T, -1, *x.shape[3:]), trajs._replace(initial_carry=None)
+            )  # [T, E x N, ...]
+            carry = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trajs.initial_carry)
+            batch = prepare(state.params, merged._replace(initial_carry=carry), state.obs_stats)
+            returns = jax.vmap(lambda t: episode_returns(t, K).mean(axis=0))(trajs)  # [E, K]
+
+            def epoch(carry, epoch_key):
+                params, opt_state = carry
+                order = jax.random.permutation(epoch_key, config.tasks_per_batch * config.trials_per_task)
+                split = lambda x, axis: jnp.stack(jnp.split(jnp.take(x, order, axis=axis), config.minibatches, axis))
+                shares = TrialBatch(
+                    jax.tree.map(lambda x: split(x, 1), batch.policy._replace(initial_carry=None))._replace(
+                        initial_carry=jax.tree.map(lambda x: split(x, 0), batch.policy.initial_carry)
+                    ),
+                    split(batch.returns, 1),
+                    split(batch.valid, 1),
+                )
+
+                def minibatch(carry, share):
+                    params, opt_state = carry
+                    (_, metrics), grads = jax.value_and_grad(loss, has_aux=True)(params, share)
+                    updates, opt_state = state.optimizer.update(grads, opt_state, params)
+                    return (optax.apply_updates(params, updates), opt_state), metrics
+
+                return jax.lax.scan(minibatch, (params, opt_state), shares)
+
+            opt_state = with_outer_lr(state, state.hparams.outer_lr).opt_state
+            epoch_keys = jax.random.split(shuffle_key, config.ppo_epochs)
+            (params, opt_state), metrics = jax.lax.scan(epoch, (state.params, opt_state), epoch_keys)
+            metrics = jax.tree.map(lambda m: m[-1, -1], metrics)
+            metrics.update({f"episode_{k + 1}_return": jnp.mean(returns[:, k]) for k in range(K)})
+            metrics.update(
+                trial_return=jnp.mean(jnp.sum(returns, axis=1)),
+                env_steps=jnp.asarray(config.env_steps_per_iteration, jnp.float32),
+            )
+            state = state.replace(
+                params=params,
+                opt_state=opt_state,
+                obs_stats=merge_stats(state.obs_stats, trajs.obs),
+                iteration=state.iteration + 1,
+            )
+            return state, metrics
+
+        return jax.lax.scan(iteration, state, jax.random.split(key, num_iterations))
+
+    def evaluate(state: InContextState, key: PRNGKey, tasks: Any, mode: str = "standard") -> tuple[Array, dict]:
+        """Fresh trials of the frozen policy on `tasks` (leading axis E, each with its own key), no gradient step:
+        `(returns [E, K], extras)`, the mean return of episode 1..K over `eval_trials` trials per task; extras hold
+        the env's per-step metrics (e.g. `task_metric`) averaged over each episode's steps, `[E, K]`. `mode` exists
+        for the trainer protocol: in-context adaptation has only `standard` (no adapter)."""
+        if mode != "standard":
+            raise ValueError(f"in-context adaptation takes no gradient step, so it has no {mode!r} mode")
+
+        def one(k, task):
+            traj = sample_trials(k, task, state.params, state.obs_stats, eval_trials)
+            metrics = {name: episode_means(v, traj.done, K) for name, v in traj.metrics.items()}
+            return episode_returns(traj, K).mean(axis=0), metrics
+
+        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
+        return jax.vmap(one)(keys, tasks)
+
+    functions = (init, train, evaluate)
+    programs = (at_precision(fn, config.matmul_precision) for fn in functions)
+    return InContextTrainer(config, evaluation, env, policy, sample_trials, loss, *programs)
