@@ -35,12 +35,14 @@ from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 from ssm_jax.train_config import EvalConfig
+from ssm_jax.train_in_context import InContextConfig, InContextTrainer, make_in_context_trainer
 from ssm_jax.train_world_model import WorldModelTrainerConfig
 
 ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
 METHODS = ("maml", "pretrained")
 WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
 SINUSOID_METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
+IN_CONTEXT_ENVS = (*envs.META_RL_ENVS, "pendulum-params", "cartpole-params")
 
 
 @register_config
@@ -295,6 +297,48 @@ class SinusoidRunConfig(ExperimentConfig):
             raise ValueError("meta_batch, eval_tasks, eval_points and eval_steps must be >= 1")
 
 
+@register_config
+@dataclasses.dataclass(frozen=True)
+class InContextRunConfig(ExperimentConfig):
+    """In-context meta-RL (RL², `ssm_jax.train_in_context`) for each policy of `models`, seeds vmapped, optionally
+    beside a recorded MAML run on the same family (`compare_with`). `outer_lr` is PPO's Adam rate; `inner_lr` and
+    `experience_weight` are unused (no gradient step at test time)."""
+
+    name: str = "in-context-navigation"
+    env: Literal[IN_CONTEXT_ENVS] = "navigation-2d"
+    """The task family."""
+    backend: Literal[BACKENDS] = "spring"
+    """brax physics backend (brax families only)."""
+    goals: Literal[envs.GOAL_SETS] = "uniform"
+    """halfcheetah-vel goals."""
+    models: tuple[str, ...] = ("s5", "ssm", "gru", "mlp")
+    """The policies' sequence models, trained one after another (mlp is memoryless: it cannot adapt in context)."""
+    network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=64))
+    trainer: InContextConfig = dataclasses.field(default_factory=InContextConfig)
+    evaluation: EvalConfig = dataclasses.field(default_factory=lambda: EvalConfig(eval_tasks=40, eval_trajectories=10))
+    """Reads `eval_tasks` and `eval_trajectories` (trials per held-out task)."""
+    compare_with: str | None = None
+    """A meta-RL run directory (`experiments.navigation`, `experiments.halfcheetah_vel`) on the same family, horizon
+    and held-out tasks, whose MAML, pretrained and random-init curves the report puts beside RL² (paired on the seeds
+    both ran)."""
+    outer_lr: float = 5e-4
+    iterations: int = 320
+    chunk_size: int = 20
+    checkpoint_every: int = 80
+    num_seeds: int = 3
+    out_dir: str = "runs/in_context"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.env not in IN_CONTEXT_ENVS:
+            raise ValueError(f"unknown env {self.env!r}; expected one of {', '.join(IN_CONTEXT_ENVS)}")
+        unknown = sorted(set(self.models) - set(MODEL_NAMES))
+        if not self.models or unknown or len(set(self.models)) != len(self.models):
+            raise ValueError(f"models must be distinct names among {', '.join(MODEL_NAMES)}, got {self.models}")
+        if self.trainer.episodes_per_trial < 2:
+            raise ValueError("episodes_per_trial must be >= 2: in-context adaptation shows from episode 1 to 2")
+
+
 for _old, _new in (
     ("experiments.meta_rl:Args", RunConfig),
     ("ssm_jax.cli.configs:RunConfig", RunConfig),
@@ -417,6 +461,39 @@ CONFIGS: dict[str, ExperimentConfig] = {
         chunk_size=100,
         checkpoint_every=100,
     ),
+    "in-context-navigation": InContextRunConfig(
+        trainer=InContextConfig(
+            tasks_per_batch=16, trials_per_task=8, horizon=100, reward_scale=0.1, normalize_observations=False
+        )
+    ),
+    "in-context-smoke": InContextRunConfig(
+        name="in-context-smoke",
+        models=("gru", "mlp"),
+        network=NetworkConfig(state_dim=8, hidden_dim=16),
+        trainer=InContextConfig(
+            tasks_per_batch=2, trials_per_task=2, horizon=10, minibatches=2, ppo_epochs=1, normalize_observations=False
+        ),
+        evaluation=EvalConfig(eval_tasks=3, eval_trajectories=2),
+        iterations=4,
+        chunk_size=2,
+        checkpoint_every=2,
+        num_seeds=2,
+    ),
+    "in-context-halfcheetah-vel": InContextRunConfig(
+        name="in-context-halfcheetah-vel",
+        env="halfcheetah-vel",
+        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.1),
+        evaluation=EvalConfig(eval_tasks=40, eval_trajectories=4),
+        iterations=80,
+        chunk_size=10,
+        checkpoint_every=20,
+    ),
+    "in-context-pendulum": InContextRunConfig(
+        name="in-context-pendulum",
+        env="pendulum-params",
+        trainer=InContextConfig(tasks_per_batch=16, trials_per_task=8, horizon=200, reward_scale=0.01),
+        iterations=200,
+    ),
     "sinusoid": SinusoidRunConfig(),
     "sinusoid-smoke": SinusoidRunConfig(
         name="sinusoid-smoke", iterations=1500, chunk_size=500, checkpoint_every=500, eval_tasks=100, plots=False
@@ -427,9 +504,10 @@ CONFIGS: dict[str, ExperimentConfig] = {
 --preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
 navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
 flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale, for a GPU.
-halfcheetah-dir: forward/backward (Finn et al. Fig. 5). world-model: a meta-learned SSM dynamics model on
-pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression (`experiments.sinusoid`); -smoke:
-seconds, for tests."""
+halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`experiments.in_context`) on navigation
+(MAML's navigation budget, 8M env steps), halfcheetah-vel and pendulum-params. world-model: a meta-learned SSM
+dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression
+(`experiments.sinusoid`); -smoke: seconds, for tests."""
 META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, RunConfig)}
 """The named configs `ssm-jax train --config` runs (the meta-RL ones)."""
 
@@ -445,6 +523,16 @@ def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None)
         attention_span=max(config.trainer.window, 16),
     )
     return env, make_meta_rl_trainer(env, policy, config.trainer, config.evaluation, task_sharding)
+
+
+def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskEnv, InContextTrainer]:
+    """The env and the in-context trainer of `model` that `config` describes."""
+    horizon = config.trainer.horizon
+    if config.env in envs.META_RL_ENVS:
+        env = envs.make_meta_rl(config.env, horizon, config.backend, config.goals)
+    else:
+        env = envs.make(config.env, horizon=horizon)
+    return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
 
 
 def initial_state(config: RunConfig, trainer: Trainer) -> TrainState:

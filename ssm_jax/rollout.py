@@ -13,7 +13,8 @@ rollout's outputs, which is how the RL losses evaluate (and differentiate) a tra
 
 With `in_context=True` the rollout is an RL² trial: the carry is reset only before step 0 and survives every
 episode boundary, and the policy reads `context_inputs` (the standardised observation, the previous action, the
-previous reward and whether this step starts an episode). `trial_inputs(traj, ...)` rebuilds those inputs from the
+previous reward and whether this step starts an episode; the previous action and reward are zeros at an episode's
+first step). `trial_inputs(traj, ...)` rebuilds those inputs from the
 recorded trajectory, so `policy.apply(params, traj.initial_carry[n], trial_inputs(...)[:, n], traj.resets[:, n])`
 reproduces an in-context rollout too.
 """
@@ -79,11 +80,14 @@ def context_size(env: TaskEnv) -> int:
 def context_inputs(env: TaskEnv, obs: Array, prev_action: Array, prev_reward: Array, first: Array) -> Array:
     """The in-context policy's input `[..., context_size(env)]`: `obs [..., D]` (standardised), `prev_action`
     (`[..., A]`, or integer `[...]` one-hot encoded for discrete envs), `prev_reward [...]` and `first [...]`
-    (this step starts an episode). At a trial's first step the previous action and reward are zeros."""
+    (this step starts an episode). At an episode's first step the previous action and reward read as zeros, so what
+    crosses an episode boundary crosses it in the carry alone (a memoryless policy sees every episode alike)."""
     if env.discrete:
         prev_action = jax.nn.one_hot(prev_action, env.action_size, dtype=obs.dtype)
-    features = (obs, prev_action.astype(obs.dtype), prev_reward[..., None].astype(obs.dtype))
-    return jnp.concatenate([*features, first[..., None].astype(obs.dtype)], axis=-1)
+    within = ~first[..., None]
+    previous = (jnp.where(within, prev_action, 0.0), jnp.where(within, prev_reward[..., None], 0.0))
+    features = (obs, *(x.astype(obs.dtype) for x in previous), first[..., None].astype(obs.dtype))
+    return jnp.concatenate(features, axis=-1)
 
 
 def trial_inputs(env: TaskEnv, traj: Trajectory, obs_stats: RunningMeanStd | None = None) -> Array:

@@ -1,0 +1,297 @@
+"""In-context adaptation (RL²): a sequence policy's memory across episodes, beside MAML on the same held-out tasks.
+
+    python -m experiments.in_context                      # navigation-2d at MAML's navigation budget (8M env steps)
+    python -m experiments.in_context --compare-with docs/results/navigation_maml   # beside a recorded MAML run
+    python -m experiments.in_context --preset halfcheetah-vel --models gru s5
+    python -m experiments.in_context --preset smoke       # seconds, for tests
+
+For each policy of `--models` (default s5, ssm, gru and the memoryless mlp) it trains RL² (`ssm_jax.train_in_context`:
+PPO + GAE over trials of K episodes of one task, the carry kept across episodes and reset between trials) for
+`--num-seeds` seeds as one vmapped program, then runs fresh trials of the frozen policy on the held-out tasks each
+seed draws (`sweep.held_out_tasks`: the tasks a MAML run with that seed evaluates on) and reports the return of
+episode 1..K, with no gradient step. With `--compare-with RUN_DIR` (a meta-RL run of the same family and horizon),
+the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and random init beside it, each
+with the env steps it trained on and the env steps each took on the held-out task, and pairs RL² with MAML on the
+tasks of the seeds both ran.
+
+Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, episodes.png (return
+against env steps on the held-out task) and orbax checkpoints of each model's stacked states,
+`<model>/checkpoints/step_<n>/`. `--resume <run dir>` continues the model in training from its newest checkpoint
+(the models before it are restored, not retrained) and ends as the uninterrupted run would; Ctrl-C saves the last
+finished chunk and exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from experiments.common import resume_command, run_directory, run_main
+from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
+from ssm_jax import runs, sweep
+from ssm_jax.cli import exit_with_error
+from ssm_jax.config_io import read_config
+from ssm_jax.configs import CONFIGS, InContextRunConfig, RunConfig, build_in_context
+from ssm_jax.report import steps_label
+from ssm_jax.train_config import HParams
+
+PRESETS = {
+    "navigation": CONFIGS["in-context-navigation"],
+    "halfcheetah-vel": CONFIGS["in-context-halfcheetah-vel"],
+    "pendulum": CONFIGS["in-context-pendulum"],
+    "smoke": CONFIGS["in-context-smoke"],
+}
+"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
+
+MAML_ROWS = ("MAML + standard", "pretrained", "random init")
+"""The rows of a compared meta-RL run's results, where it has them."""
+
+
+def main(args: InContextRunConfig) -> dict:
+    """Trains and evaluates RL² for each model; returns the results dict (also in results.json)."""
+    if args.compare_with is not None:
+        try:
+            _compared_run(args)
+        except ValueError as error:
+            exit_with_error(f"--compare-with {args.compare_with}: {error}")
+    with run_directory(args) as run_dir:
+        return _main(args, run_dir)
+
+
+def _main(args: InContextRunConfig, run_dir: Path) -> dict:
+    started = time.perf_counter()
+    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(seeds)
+    keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
+    models = {}
+    for index, model in enumerate(args.models):
+        env, trainer = build_in_context(args, model)
+        programs = sweep.make_programs(trainer, args.chunk_size)
+        states = programs.init(keys.init, hparams)
+        model_dir, start = run_dir / model, 0
+        if args.resume:
+            kept = lambda record, step, model=model: (
+                record["model"] in args.models[:index] or (record["model"] == model and record["iteration"] <= step)
+            )  # the models after this one run again
+            try:
+                states, start = runs.resume(model_dir, states, log, kept)
+            except ValueError as error:
+                exit_with_error(f"--resume {run_dir}: {error}")
+        model_dir.mkdir(exist_ok=True)
+        trained_at = time.perf_counter()
+        states = _train(args, programs.train, states, keys.train, log, model, seeds, run_dir, start)
+        train_seconds = time.perf_counter() - trained_at
+        tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
+        returns, extras = programs.evaluate(states, eval_keys, tasks)
+        params = jax.tree.map(lambda x: x[0], states.params)
+        models[model] = {
+            "per_task_returns": pooled(returns),
+            "per_task_metric": pooled(extras["task_metric"]) if "task_metric" in extras else None,
+            "train_seconds": train_seconds,
+            "evaluate_seconds": time.perf_counter() - trained_at - train_seconds,
+            "parameters": int(sum(x.size for x in jax.tree.leaves(params))),
+        }
+    if args.resume:
+        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
+    results = {
+        "run_dir": str(run_dir),
+        "env": args.env,
+        "task_metric_name": env.task_metric_name,
+        "seeds": seeds,
+        "held_out_tasks": len(seeds) * args.evaluation.eval_tasks,
+        "episodes": args.trainer.episodes_per_trial,
+        "horizon": args.trainer.horizon,
+        "train_env_steps": args.iterations * args.trainer.env_steps_per_iteration,
+        "models": models,
+        "compared": _compared_run(args) if args.compare_with is not None else None,
+        "seconds": time.perf_counter() - started,
+    }
+    runs.write_json(run_dir / "results.json", results)
+    print(write_report(run_dir, args))
+    print(f"results in {run_dir}")
+    return results
+
+
+def _train(args, chunk, states, train_keys, log, model, seeds, run_dir, start):
+    """`runs.train_phase` for one model's stacked states: one record per seed and chunk, checkpoints under
+    `run_dir/<model>/`."""
+    started = time.perf_counter()
+
+    def records(iteration, metrics):
+        elapsed = time.perf_counter() - started
+        return [
+            {"model": model, "seed": seed, "iteration": iteration, "elapsed_s": elapsed,
+             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+            for i, seed in enumerate(seeds)
+        ]  # fmt: skip
+
+    saving = runs.Checkpoints(
+        run_dir / model,
+        args,
+        args.checkpoint_every,
+        resume_command(run_dir, "experiments.in_context"),
+        args.keep_checkpoints,
+    )
+    episodes = args.trainer.episodes_per_trial
+    postfix = lambda m: {
+        "ep1": float(np.mean(m["episode_1_return"])),
+        "last": float(np.mean(m[f"episode_{episodes}_return"])),
+    }
+    description = f"RL² {model}" + ("" if len(seeds) == 1 else f" ({len(seeds)} seeds)")
+    return runs.train_phase(
+        chunk, states, train_keys, args.iterations, args.chunk_size, description, log, records, saving, postfix,
+        start, run_labels=[f"seed {seed}" for seed in seeds],
+    )  # fmt: skip
+
+
+def _compared_run(args: InContextRunConfig) -> dict:
+    """The MAML side of the comparison: `args.compare_with`'s per-task curves on the seeds both runs share, its
+    budget and wall time.
+
+    Raises:
+        ValueError: not a finished meta-RL run, or one on another family, horizon or held-out task count (one line).
+    """
+    run_dir = Path(args.compare_with)
+    config_path, results_path = run_dir / "config.json", run_dir / "results.json"
+    if not (config_path.is_file() and results_path.is_file()):
+        raise ValueError("not a finished meta-RL run directory (config.json and results.json)")
+    config = read_config(config_path)
+    if not isinstance(config, RunConfig):
+        raise ValueError(f"not a meta-RL run (its config is a {type(config).__name__})")
+    mine = (args.env, args.trainer.horizon, args.evaluation.eval_tasks)
+    theirs = (config.env, config.trainer.horizon, config.evaluation.eval_tasks)
+    if mine != theirs:
+        raise ValueError(f"its (env, horizon, held-out tasks) are {theirs}, this run's {mine}")
+    their_seeds = list(range(config.seed, config.seed + config.num_seeds))
+    shared = [seed for seed in range(args.seed, args.seed + args.num_seeds) if seed in their_seeds]
+    if not shared:
+        raise ValueError(f"it ran seeds {their_seeds}, none of this run's")
+    recorded = json.loads(results_path.read_text())
+    tasks = config.evaluation.eval_tasks
+    rows = np.concatenate([np.arange(tasks) + their_seeds.index(seed) * tasks for seed in shared])
+    provenance = run_dir / "provenance.json"
+    return {
+        "run": str(run_dir),
+        "provenance": json.loads(provenance.read_text()) if provenance.is_file() else None,
+        "model": config.model,
+        "seeds": shared,
+        "train_env_steps": config.iterations * config.trainer.env_steps_per_iteration,
+        "round_env_steps": (config.evaluation.eval_trajectories or config.trainer.trajectories_per_task)
+        * config.trainer.horizon,
+        "train_seconds": recorded["train_seconds"],
+        "per_task_returns": {
+            name: np.asarray(recorded["per_task_returns"][name])[rows]
+            for name in MAML_ROWS
+            if name in recorded["per_task_returns"]
+        },
+    }
+
+
+def _episode_columns(k: int) -> list[str]:
+    return [f"episode {i + 1}" for i in range(k)]
+
+
+def report(results: dict) -> str:
+    """Markdown tables: RL² per model (episode 1..K, paired change, budget, wall time), the compared MAML run's rows,
+    and the paired differences between them on shared tasks."""
+    k, horizon = results["episodes"], results["horizon"]
+    models = results["models"]
+    per_task = {name: np.asarray(m["per_task_returns"], np.float64) for name, m in models.items()}
+    lines = [
+        f"**RL²** ({results['train_env_steps'] / 1e6:.2f}M training env steps per model and seed; no gradient step "
+        f"on the held-out task: episode k starts after {horizon} x (k − 1) env steps on it)",
+        "",
+    ]
+    header = ["policy", *_episode_columns(k), f"episode {k} − episode 1", "train s", "parameters"]
+    rows = [
+        [
+            name, *format_ci(returns), format_ci(returns[:, -1] - returns[:, 0])[0],
+            f"{models[name]['train_seconds']:.0f}", models[name]["parameters"],
+        ]
+        for name, returns in per_task.items()
+    ]  # fmt: skip
+    lines += [markdown_table(header, rows), ""]
+    compared = results.get("compared")
+    if compared is None:
+        return "\n".join(lines)
+    theirs = {name: np.asarray(values, np.float64) for name, values in compared["per_task_returns"].items()}
+    budget, round_steps = compared["train_env_steps"], compared["round_env_steps"]
+    made = compared["provenance"]
+    origin = f"`{made['command']}` at commit {made['commit']}" if made else compared["run"]
+    lines += [
+        f"**MAML** ({compared['model']} policy; {origin}; {budget / 1e6:.2f}M training env steps per method and "
+        f"seed, {compared['train_seconds']:.0f} s of MAML training; each gradient step on the held-out task first "
+        f"samples {round_steps} env steps; seeds {compared['seeds']})",
+        "",
+    ]
+    steps = max(v.shape[1] for v in theirs.values())
+    header = ["method", *(steps_label(j) for j in range(steps))]
+    lines += [markdown_table(header, [[name, *format_ci(values)] for name, values in theirs.items()]), ""]
+    shared = len(compared["seeds"]) * (theirs[next(iter(theirs))].shape[0] // len(compared["seeds"]))
+    lines += [f"**Paired on the {shared} held-out tasks both ran** (same goals)", ""]
+    header = ["RL² policy", f"episode {k} − MAML after 1 step", "episode 1 − MAML after 0 steps"]
+    if "pretrained" in theirs:
+        header.append("episode 1 − pretrained")
+    rows = []
+    for name, returns in per_task.items():
+        mine = _shared_rows(returns, results["seeds"], compared["seeds"])
+        row = [name, format_ci(mine[:, -1] - theirs["MAML + standard"][:, 1])[0]]
+        row.append(format_ci(mine[:, 0] - theirs["MAML + standard"][:, 0])[0])
+        if "pretrained" in theirs:
+            row.append(format_ci(mine[:, 0] - theirs["pretrained"][:, 0])[0])
+        rows.append(row)
+    lines += [markdown_table(header, rows), ""]
+    return "\n".join(lines)
+
+
+def _shared_rows(per_task: np.ndarray, seeds: list[int], shared: list[int]) -> np.ndarray:
+    """The rows of seed-major `per_task` `[len(seeds) * E, ...]` that belong to the `shared` seeds."""
+    tasks = per_task.shape[0] // len(seeds)
+    return np.concatenate([per_task[seeds.index(seed) * tasks : (seeds.index(seed) + 1) * tasks] for seed in shared])
+
+
+def _plot(path: Path, results: dict) -> None:
+    """Return against the env steps taken on the held-out task: RL²'s episodes and MAML's gradient steps."""
+    fig, ax = new_figure(figsize=(6.4, 4))
+    horizon = results["horizon"]
+    for name, values in results["models"].items():
+        returns = np.asarray(values["per_task_returns"], np.float64)
+        mean, half = mean_ci(returns)
+        x = horizon * np.arange(returns.shape[1])
+        ax.errorbar(x + 1, mean, yerr=half, marker="o", capsize=3, label=f"RL² {name}")
+    compared = results.get("compared")
+    if compared is not None:
+        for name, values in compared["per_task_returns"].items():
+            returns = np.asarray(values, np.float64)
+            mean, half = mean_ci(returns)
+            x = compared["round_env_steps"] * np.arange(returns.shape[1])
+            ax.errorbar(x + 1, mean, yerr=half, marker="s", ls="--", capsize=3, label=f"{name} ({compared['model']})")
+    ax.set_xscale("log")
+    ax.set_xlabel("env steps already taken on the held-out task + 1")
+    ax.set_ylabel("episode return\n(mean, 95% CI over tasks and seeds)")
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def write_report(run_dir: Path, args: InContextRunConfig) -> str:
+    """Renders `run_dir`'s results.json into results.md and episodes.png; returns the markdown."""
+    results = json.loads((Path(run_dir) / "results.json").read_text())
+    title = (
+        f"# In-context adaptation (RL²) on {results['env']}: {results['held_out_tasks']} held-out tasks x "
+        f"{results['episodes']} episodes, seeds {results['seeds']}\n\n"
+    )
+    text = title + report(results) + ("\n![episodes](episodes.png)\n" if args.plots else "")
+    (Path(run_dir) / "results.md").write_text(text)
+    if args.plots:
+        _plot(Path(run_dir) / "episodes.png", results)
+    return text
+
+
+if __name__ == "__main__":
+    run_main(main, PRESETS, "navigation")
