@@ -127,16 +127,19 @@ class InContextState:
 
 
 class InContextTrainer(NamedTuple):
-    """The pure program of RL² for one (env, policy, config); see the module docstring. `sample_trials(key, task,
-    params, obs_stats, num_trials)` is one task's trials (`Trajectory [K x horizon, num_trials, ...]`), and
-    `loss(params, batch)` the PPO loss on a prepared batch, exposed for tests and benchmarks."""
+    """The pure program of RL² for one (env, policy, config); see the module docstring. Its parts, for tests and
+    benchmarks: `sample_trials(key, task, params, obs_stats, num_trials)` is one task's trials (`Trajectory
+    [K x horizon, num_trials, ...]`), `prepare(params, trials, obs_stats)` their PPO batch, `loss(params, batch)` the
+    PPO loss and `loss_of_outputs(head outputs, batch)` the same loss of outputs replayed another way."""
 
     config: InContextConfig
     evaluation: EvalConfig
     env: TaskEnv
     policy: HeadedModel
     sample_trials: Callable[..., Trajectory]
+    prepare: Callable[..., TrialBatch]
     loss: Callable[..., tuple[Array, dict]]
+    loss_of_outputs: Callable[..., tuple[Array, dict]]
     init: Callable[..., InContextState]
     train: Callable[..., tuple[InContextState, dict]]
     evaluate: Callable[..., tuple[Array, dict]]
@@ -220,10 +223,9 @@ def make_in_context_trainer(
         batch = batch._replace(advantage=(advantage - mean) / (std + 1e-8))
         return TrialBatch(batch, returns, valid)
 
-    def loss(params: Params, batch: TrialBatch) -> tuple[Array, dict]:
-        """The clipped surrogate, `value_coef` x the value error and `-entropy_coef` x the entropy, each averaged
-        over the valid steps of `batch`."""
-        out = policy_outputs(policy, params, batch.policy)
+    def loss_of_outputs(out: dict, batch: TrialBatch) -> tuple[Array, dict]:
+        """The clipped surrogate, `value_coef` x the value error and `-entropy_coef` x the entropy of the head outputs
+        `out` (leaves `[T, B, ...]`), each averaged over the valid steps of `batch`."""
         mean = lambda x: jnp.sum(x * batch.valid) / jnp.maximum(jnp.sum(batch.valid), 1.0)
         log_ratio = action_log_prob(out["pi"], batch.policy.action) - batch.policy.old_log_prob
         ratio = jnp.exp(log_ratio)
@@ -240,6 +242,10 @@ def make_in_context_trainer(
             "approx_kl": mean(ratio - 1.0 - log_ratio),
             "clip_fraction": mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)),
         }
+
+    def loss(params: Params, batch: TrialBatch) -> tuple[Array, dict]:
+        """The PPO loss of `params` on `batch`, its trials replayed through the policy's `apply`."""
+        return loss_of_outputs(policy_outputs(policy, params, batch.policy), batch)
 
     def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> InContextState:
         """The state before training; the statistics start from one batch of trials of the initial policy.
@@ -334,4 +340,4 @@ def make_in_context_trainer(
 
     functions = (init, train, evaluate)
     programs = (at_precision(fn, config.matmul_precision) for fn in functions)
-    return InContextTrainer(config, evaluation, env, policy, sample_trials, loss, *programs)
+    return InContextTrainer(config, evaluation, env, policy, sample_trials, prepare, loss, loss_of_outputs, *programs)

@@ -126,3 +126,17 @@ def test_the_processes_harness_times_one_sweep_as_one_and_as_two_processes_with_
     assert [(row["processes"], row["devices"]) for row in rows] == [(1, 1), (1, 2), (2, 2)]
     assert all(row["train_s"] > 0 and row["wall_s"] > row["train_s"] for row in rows)
     assert rows[2]["vs_one_process_same_devices"] < 1e-4 and rows[2]["vs_one_device"] < 1e-3
+
+
+def test_the_trial_replay_harness_times_every_model_both_ways(tmp_path):
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    flags = ["--lengths", "20", "40", "--horizon", "20", "--batch", "4", "--repeats", "1", "--models", "s5", "gru"]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.trial_replay", *flags], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "trial_replay.json").read_text())["rows"]
+    assert [(row["model"], row["T"]) for row in rows] == [("s5", 20), ("gru", 20), ("s5", 40), ("gru", 40)]
+    assert all(min(row["forward_ms"], row["forward_grad_ms"], row["parallel_speedup"]) > 0 for row in rows)
+    assert [row["vs_gru"] for row in rows if row["model"] == "gru"] == [1.0, 1.0]
+    assert "| s5 | 40 |" in result.stdout

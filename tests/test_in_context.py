@@ -162,3 +162,23 @@ def test_in_context_smoke_writes_its_report_and_resumes_to_the_uninterrupted_num
     for model in args.models:
         np.testing.assert_array_equal(resumed["models"][model]["per_task_returns"],
                                       whole["models"][model]["per_task_returns"])  # fmt: skip
+
+
+@pytest.mark.parametrize("model", ["s5", "transformer"])
+def test_the_parallel_replay_gives_the_stepwise_loss_and_gradient(model):
+    trainer, params, traj = _trials(model, horizon=8, episodes=3)
+    batch = trainer.prepare(params, traj, None)
+
+    def stepwise_loss(params):
+        step = lambda carry, inputs: trainer.policy.step(params, carry, *inputs)
+        run = lambda carry, xs, resets: jax.lax.scan(step, carry, (xs, resets))[1]
+        out = jax.vmap(run, in_axes=(0, 1, 1), out_axes=1)(
+            batch.policy.initial_carry, batch.policy.obs, batch.policy.resets
+        )
+        return trainer.loss_of_outputs(out, batch)[0]
+
+    parallel, parallel_grad = jax.value_and_grad(lambda p: trainer.loss(p, batch)[0])(params)
+    stepwise, stepwise_grad = jax.value_and_grad(stepwise_loss)(params)
+    np.testing.assert_allclose(parallel, stepwise, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(parallel_grad), jax.tree.leaves(stepwise_grad), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
