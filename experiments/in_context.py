@@ -1,7 +1,7 @@
 """In-context adaptation (RL²): a sequence policy's memory across episodes, beside MAML on the same held-out tasks.
 
     python -m experiments.in_context                      # navigation-2d at MAML's navigation budget (8M env steps)
-    python -m experiments.in_context --compare-with docs/results/navigation_maml   # beside a recorded MAML run
+    python -m experiments.in_context --compare-with docs/results/maml_navigation_mlp   # beside recorded MAML runs
     python -m experiments.in_context --preset halfcheetah-vel --models gru s5
     python -m experiments.in_context --preset smoke       # seconds, for tests
 
@@ -9,10 +9,10 @@ For each policy of `--models` (default s5, ssm, gru and the memoryless mlp) it t
 PPO + GAE over trials of K episodes of one task, the carry kept across episodes and reset between trials) for
 `--num-seeds` seeds as one vmapped program, then runs fresh trials of the frozen policy on the held-out tasks each
 seed draws (`sweep.held_out_tasks`: the tasks a MAML run with that seed evaluates on) and reports the return of
-episode 1..K, with no gradient step. With `--compare-with RUN_DIR` (a meta-RL run of the same family and horizon),
-the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and random init beside it, each
-with the env steps it trained on and the env steps each took on the held-out task, and pairs RL² with MAML on the
-tasks of the seeds both ran.
+episode 1..K, with no gradient step. With `--compare-with RUN_DIR ...` (meta-RL runs of the same family and horizon,
+one per policy), the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and random init
+beside it, each with the env steps it trained on and the env steps each took on the held-out task, and pairs each
+RL² policy with MAML (of the same policy where one was compared) on the tasks of the seeds both ran.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, episodes.png (return
 against env steps on the held-out task) and orbax checkpoints of each model's stacked states,
@@ -53,16 +53,17 @@ MAML_ROWS = ("MAML + standard", "pretrained", "random init")
 
 def main(args: InContextRunConfig) -> dict:
     """Trains and evaluates RL² for each model; returns the results dict (also in results.json)."""
-    if args.compare_with is not None:
+    compared = []
+    for run in args.compare_with:
         try:
-            _compared_run(args)
+            compared.append(_compared_run(args, Path(run)))
         except ValueError as error:
-            exit_with_error(f"--compare-with {args.compare_with}: {error}")
+            exit_with_error(f"--compare-with {run}: {error}")
     with run_directory(args) as run_dir:
-        return _main(args, run_dir)
+        return _main(args, run_dir, compared)
 
 
-def _main(args: InContextRunConfig, run_dir: Path) -> dict:
+def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict:
     started = time.perf_counter()
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     seeds = list(range(args.seed, args.seed + args.num_seeds))
@@ -109,7 +110,7 @@ def _main(args: InContextRunConfig, run_dir: Path) -> dict:
         "horizon": args.trainer.horizon,
         "train_env_steps": args.iterations * args.trainer.env_steps_per_iteration,
         "models": models,
-        "compared": _compared_run(args) if args.compare_with is not None else None,
+        "compared": compared,
         "seconds": time.perf_counter() - started,
     }
     runs.write_json(run_dir / "results.json", results)
@@ -150,14 +151,13 @@ def _train(args, chunk, states, train_keys, log, model, seeds, run_dir, start):
     )  # fmt: skip
 
 
-def _compared_run(args: InContextRunConfig) -> dict:
-    """The MAML side of the comparison: `args.compare_with`'s per-task curves on the seeds both runs share, its
-    budget and wall time.
+def _compared_run(args: InContextRunConfig, run_dir: Path) -> dict:
+    """The MAML side of the comparison: the per-task curves of the meta-RL run at `run_dir` on the seeds both runs
+    share, its policy, budget and wall time.
 
     Raises:
         ValueError: not a finished meta-RL run, or one on another family, horizon or held-out task count (one line).
     """
-    run_dir = Path(args.compare_with)
     config_path, results_path = run_dir / "config.json", run_dir / "results.json"
     if not (config_path.is_file() and results_path.is_file()):
         raise ValueError("not a finished meta-RL run directory (config.json and results.json)")
@@ -193,6 +193,11 @@ def _compared_run(args: InContextRunConfig) -> dict:
     }
 
 
+def _env_steps(count: int) -> str:
+    """An env-step count as people read it: `8.19M`, or `1,600` below 100k."""
+    return f"{count / 1e6:.2f}M" if count >= 100_000 else f"{count:,}"
+
+
 def _episode_columns(k: int) -> list[str]:
     return [f"episode {i + 1}" for i in range(k)]
 
@@ -204,48 +209,65 @@ def report(results: dict) -> str:
     models = results["models"]
     per_task = {name: np.asarray(m["per_task_returns"], np.float64) for name, m in models.items()}
     lines = [
-        f"**RL²** ({results['train_env_steps'] / 1e6:.2f}M training env steps per model and seed; no gradient step "
+        f"**RL²** ({_env_steps(results['train_env_steps'])} training env steps per model and seed; no gradient step "
         f"on the held-out task: episode k starts after {horizon} x (k − 1) env steps on it)",
         "",
     ]
-    header = ["policy", *_episode_columns(k), f"episode {k} − episode 1", "train s", "parameters"]
+    header = [
+        "policy", *_episode_columns(k), f"episode {k} − episode 1", "training env steps", "train s", "parameters"
+    ]  # fmt: skip
+    budget = _env_steps(results["train_env_steps"])
     rows = [
         [
-            name, *format_ci(returns), format_ci(returns[:, -1] - returns[:, 0])[0],
+            name, *format_ci(returns), format_ci(returns[:, -1] - returns[:, 0])[0], budget,
             f"{models[name]['train_seconds']:.0f}", models[name]["parameters"],
         ]
         for name, returns in per_task.items()
     ]  # fmt: skip
     lines += [markdown_table(header, rows), ""]
-    compared = results.get("compared")
-    if compared is None:
+    if not results["compared"]:
         return "\n".join(lines)
-    theirs = {name: np.asarray(values, np.float64) for name, values in compared["per_task_returns"].items()}
-    budget, round_steps = compared["train_env_steps"], compared["round_env_steps"]
-    made = compared["provenance"]
-    origin = f"`{made['command']}` at commit {made['commit']}" if made else compared["run"]
+    maml = {}  # the compared runs' curves, by policy
+    columns = max(np.shape(v)[1] for c in results["compared"] for v in c["per_task_returns"].values())
+    rows = []
+    for compared in results["compared"]:
+        theirs = {name: np.asarray(values, np.float64) for name, values in compared["per_task_returns"].items()}
+        maml[compared["model"]] = (compared["seeds"], theirs)
+        made = compared["provenance"]
+        origin = f"`{made['command']}` at {made['commit']}" if made else compared["run"]
+        for name, values in theirs.items():
+            budget = 0 if name == "random init" else compared["train_env_steps"]
+            seconds = compared["train_seconds"] if name == "MAML + standard" else None
+            rows.append([
+                f"{name} ({compared['model']})", *format_ci(values), *["—"] * (columns - values.shape[1]),
+                _env_steps(budget), "—" if seconds is None else f"{seconds:.0f}", origin,
+            ])  # fmt: skip
+    round_steps = ", ".join(sorted({str(c["round_env_steps"]) for c in results["compared"]}))
     lines += [
-        f"**MAML** ({compared['model']} policy; {origin}; {budget / 1e6:.2f}M training env steps per method and "
-        f"seed, {compared['train_seconds']:.0f} s of MAML training; each gradient step on the held-out task first "
-        f"samples {round_steps} env steps; seeds {compared['seeds']})",
+        f"**MAML** on the same held-out tasks (each gradient step on a task first samples {round_steps} env steps on "
+        "it; training env steps per method and seed)",
+        "",
+        markdown_table(
+            ["method (policy)", *map(steps_label, range(columns)), "training env steps", "train s", "run"], rows
+        ),
         "",
     ]
-    steps = max(v.shape[1] for v in theirs.values())
-    header = ["method", *(steps_label(j) for j in range(steps))]
-    lines += [markdown_table(header, [[name, *format_ci(values)] for name, values in theirs.items()]), ""]
-    shared = len(compared["seeds"]) * (theirs[next(iter(theirs))].shape[0] // len(compared["seeds"]))
-    lines += [f"**Paired on the {shared} held-out tasks both ran** (same goals)", ""]
-    header = ["RL² policy", f"episode {k} − MAML after 1 step", "episode 1 − MAML after 0 steps"]
-    if "pretrained" in theirs:
-        header.append("episode 1 − pretrained")
+    header = [
+        "RL² policy", "paired with MAML of", f"episode {k} − MAML after 1 step", "episode 1 − MAML after 0 steps",
+        "episode 1 − pretrained",
+    ]  # fmt: skip
     rows = []
     for name, returns in per_task.items():
-        mine = _shared_rows(returns, results["seeds"], compared["seeds"])
-        row = [name, format_ci(mine[:, -1] - theirs["MAML + standard"][:, 1])[0]]
-        row.append(format_ci(mine[:, 0] - theirs["MAML + standard"][:, 0])[0])
-        if "pretrained" in theirs:
-            row.append(format_ci(mine[:, 0] - theirs["pretrained"][:, 0])[0])
-        rows.append(row)
+        policy = name if name in maml else next(iter(maml))
+        seeds, theirs = maml[policy]
+        mine = _shared_rows(returns, results["seeds"], seeds)
+        pretrained = format_ci(mine[:, 0] - theirs["pretrained"][:, 0])[0] if "pretrained" in theirs else "—"
+        rows.append([
+            name, policy, format_ci(mine[:, -1] - theirs["MAML + standard"][:, 1])[0],
+            format_ci(mine[:, 0] - theirs["MAML + standard"][:, 0])[0], pretrained,
+        ])  # fmt: skip
+    tasks = {len(maml[policy][0]) * results["held_out_tasks"] // len(results["seeds"]) for policy in maml}
+    lines += [f"**Paired on the held-out tasks both ran** ({', '.join(map(str, tasks))} tasks: the same goals)", ""]
     lines += [markdown_table(header, rows), ""]
     return "\n".join(lines)
 
@@ -265,8 +287,7 @@ def _plot(path: Path, results: dict) -> None:
         mean, half = mean_ci(returns)
         x = horizon * np.arange(returns.shape[1])
         ax.errorbar(x + 1, mean, yerr=half, marker="o", capsize=3, label=f"RL² {name}")
-    compared = results.get("compared")
-    if compared is not None:
+    for compared in results["compared"]:
         for name, values in compared["per_task_returns"].items():
             returns = np.asarray(values, np.float64)
             mean, half = mean_ci(returns)

@@ -317,10 +317,10 @@ class InContextRunConfig(ExperimentConfig):
     trainer: InContextConfig = dataclasses.field(default_factory=InContextConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=lambda: EvalConfig(eval_tasks=40, eval_trajectories=10))
     """Reads `eval_tasks` and `eval_trajectories` (trials per held-out task)."""
-    compare_with: str | None = None
-    """A meta-RL run directory (`experiments.navigation`, `experiments.halfcheetah_vel`) on the same family, horizon
-    and held-out tasks, whose MAML, pretrained and random-init curves the report puts beside RL² (paired on the seeds
-    both ran)."""
+    compare_with: tuple[str, ...] = ()
+    """Meta-RL run directories (`experiments.navigation`, `experiments.halfcheetah_vel`; one per policy) on the same
+    family, horizon and held-out task count, whose MAML, pretrained and random-init curves the report puts beside
+    RL² (paired on the seeds both ran)."""
     outer_lr: float = 5e-4
     iterations: int = 320
     chunk_size: int = 20
@@ -471,9 +471,9 @@ CONFIGS: dict[str, ExperimentConfig] = {
         models=("gru", "mlp"),
         network=NetworkConfig(state_dim=8, hidden_dim=16),
         trainer=InContextConfig(
-            tasks_per_batch=2, trials_per_task=2, horizon=10, minibatches=2, ppo_epochs=1, normalize_observations=False
+            tasks_per_batch=2, trials_per_task=2, horizon=20, minibatches=2, ppo_epochs=1, normalize_observations=False
         ),
-        evaluation=EvalConfig(eval_tasks=3, eval_trajectories=2),
+        evaluation=EvalConfig(eval_tasks=2, eval_trajectories=2),  # navigation-smoke's horizon and held-out tasks
         iterations=4,
         chunk_size=2,
         checkpoint_every=2,

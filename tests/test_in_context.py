@@ -4,13 +4,14 @@ a GRU policy adapts from episode 1 to 2 on held-out navigation goals while a mem
 
 import dataclasses
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import in_context
+from experiments import in_context, navigation
 from ssm_jax import envs
 from ssm_jax.configs import CONFIGS, replace
 from ssm_jax.meta.policy_losses import PolicyBatch, policy_outputs
@@ -147,11 +148,19 @@ def test_a_memoryless_mlp_policy_does_not_improve_from_episode_1_to_2(fully_opti
 
 
 def test_in_context_smoke_writes_its_report_and_resumes_to_the_uninterrupted_numbers(tmp_path):
-    args = dataclasses.replace(in_context.PRESETS["smoke"], out_dir=str(tmp_path / "a"), plots=False)
+    maml = navigation.main(replace(navigation.PRESETS["smoke"], pretrained=True, out_dir=str(tmp_path / "maml")))
+    args = replace(in_context.PRESETS["smoke"], out_dir=str(tmp_path / "a"), compare_with=(maml["run_dir"],))
     whole = in_context.main(args)
-    run_dir = tmp_path / "a" / next((tmp_path / "a").iterdir()).name
-    assert (run_dir / "results.md").read_text().count("| gru |") == 1
-    assert whole["models"]["gru"]["per_task_returns"].shape == (6, 2)  # 2 seeds x 3 held-out tasks, 2 episodes
+    run_dir = Path(whole["run_dir"])
+    page = (run_dir / "results.md").read_text()
+    assert (
+        page.count("| gru |") == 2 and "| MAML + standard (mlp) |" in page
+    )  # RL²'s table and the paired one and "| pretrained (mlp) |" in page
+    assert (run_dir / "episodes.png").exists()
+    assert whole["models"]["gru"]["per_task_returns"].shape == (4, 2)  # 2 seeds x 2 held-out tasks, 2 episodes
+    compared = whole["compared"][0]
+    assert compared["seeds"] == [0]  # the MAML run's one seed: paired on its 2 tasks
+    assert compared["per_task_returns"]["MAML + standard"].shape == (2, 4)
     # a run killed after gru's first checkpoint: resume restores gru, trains mlp, and ends with the same numbers
     killed = tmp_path / "b" / run_dir.name
     killed.parent.mkdir()
@@ -162,6 +171,18 @@ def test_in_context_smoke_writes_its_report_and_resumes_to_the_uninterrupted_num
     for model in args.models:
         np.testing.assert_array_equal(resumed["models"][model]["per_task_returns"],
                                       whole["models"][model]["per_task_returns"])  # fmt: skip
+
+
+def test_a_compared_run_of_another_horizon_is_one_line_and_exit_2(tmp_path, capsys):
+    maml = navigation.main(replace(navigation.PRESETS["smoke"], horizon=10, window=5, out_dir=str(tmp_path / "m")))
+    args = replace(in_context.PRESETS["smoke"], out_dir=str(tmp_path / "a"), compare_with=(maml["run_dir"],))
+    with pytest.raises(SystemExit) as exit_info:
+        in_context.main(args)
+    assert exit_info.value.code == 2
+    assert "(env, horizon, held-out tasks) are ('navigation-2d', 10, 2), this run's ('navigation-2d', 20, 2)" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists()  # refused before any run directory
 
 
 @pytest.mark.parametrize("model", ["s5", "transformer"])
