@@ -27,6 +27,7 @@ from experiments import (
     benchmark,
     benchmark_report,
     budget_study,
+    in_context,
     meta_rl_report,
     provenance,
     replay,
@@ -37,7 +38,7 @@ from experiments import sweep as experiment_sweep
 from experiments.report import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import read_config
-from ssm_jax.configs import RunConfig, SinusoidRunConfig, WorldModelRunConfig
+from ssm_jax.configs import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.report import steps_label
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +49,7 @@ RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provena
 WRITERS = {
     RunConfig: meta_rl_report.write_report,
     budget_study.StudyArgs: budget_study.write_report,
+    InContextRunConfig: in_context.write_report,
     SinusoidRunConfig: sinusoid.write_report,
     WorldModelRunConfig: world_model.write_report,
     benchmark.Args: benchmark_report.write_report,
