@@ -42,7 +42,7 @@ ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
 METHODS = ("maml", "pretrained")
 WORLD_MODEL_ENVS = ("pendulum-params", "cartpole-params", "halfcheetah-gravity", "ant-mass", "halfcheetah-vel")
 SINUSOID_METHODS = ("maml", "fomaml", "meta_sgd", "pretrained")
-IN_CONTEXT_ENVS = (*envs.META_RL_ENVS, "pendulum-params", "cartpole-params")
+IN_CONTEXT_ENVS = (*envs.META_RL_ENVS, "cartpole-params")
 
 
 @register_config
@@ -483,16 +483,19 @@ CONFIGS: dict[str, ExperimentConfig] = {
         name="in-context-halfcheetah-vel",
         env="halfcheetah-vel",
         trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.1),
-        evaluation=EvalConfig(eval_tasks=40, eval_trajectories=4),
-        iterations=80,
-        chunk_size=10,
-        checkpoint_every=20,
+        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # the flagship CPU preset's held-out tasks
+        iterations=75,  # 0.96M env steps: the flagship CPU preset's budget
+        chunk_size=15,
+        checkpoint_every=15,
     ),
     "in-context-pendulum": InContextRunConfig(
         name="in-context-pendulum",
         env="pendulum-params",
-        trainer=InContextConfig(tasks_per_batch=16, trials_per_task=8, horizon=200, reward_scale=0.01),
-        iterations=200,
+        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.01),
+        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # as the flagship preset's MAML on this family
+        iterations=75,
+        chunk_size=15,
+        checkpoint_every=15,
     ),
     "sinusoid": SinusoidRunConfig(),
     "sinusoid-smoke": SinusoidRunConfig(

@@ -24,7 +24,9 @@ _REGISTRY = {
     "navigation-2d": (Navigation2D, {}),
 }
 ENV_NAMES = tuple(_REGISTRY)
-META_RL_ENVS = ("halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d")
+META_RL_ENVS = (
+    "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d", "pendulum-params"
+)  # fmt: skip
 GOAL_SETS = ("uniform", "seed")
 
 
@@ -41,11 +43,11 @@ def make(name: str, **options) -> TaskEnv:
 
 
 def make_meta_rl(name: str, horizon: int, backend: str = "spring", goals: str = "uniform") -> TaskEnv:
-    """The meta-RL family `name` (one of `META_RL_ENVS`) with the options that apply to it: `backend` for the brax
-    families, `goals` (U[0, 2] or SSM-MetaRL's 0.5, 1, ..., 2.5) for halfcheetah-vel."""
+    """The meta-RL family `name` (one of `META_RL_ENVS`: continuous actions) with the options that apply to it:
+    `backend` for the brax families, `goals` (U[0, 2] or SSM-MetaRL's 0.5, 1, ..., 2.5) for halfcheetah-vel."""
     if name not in META_RL_ENVS:
         raise ValueError(f"unknown meta-RL family {name!r}; expected one of {', '.join(META_RL_ENVS)}")
-    if name == "navigation-2d":
+    if name in ("navigation-2d", "pendulum-params"):
         return make(name, horizon=horizon)
     return make(name, backend=backend, horizon=horizon, **({"goals": goals} if name == "halfcheetah-vel" else {}))
 
