@@ -279,20 +279,28 @@ def _shared_rows(per_task: np.ndarray, seeds: list[int], shared: list[int]) -> n
 
 
 def _plot(path: Path, results: dict) -> None:
-    """Return against the env steps taken on the held-out task: RL²'s episodes and MAML's gradient steps."""
+    """Return against the env steps taken on the held-out task: RL²'s episodes and MAML's gradient steps. The y axis
+    spans the curves' starting points and everything above them, so a baseline that diverges leaves the plot
+    instead of flattening the rest (the tables hold its numbers)."""
     fig, ax = new_figure(figsize=(6.4, 4))
-    horizon = results["horizon"]
-    for name, values in results["models"].items():
-        returns = np.asarray(values["per_task_returns"], np.float64)
-        mean, half = mean_ci(returns)
-        x = horizon * np.arange(returns.shape[1])
-        ax.errorbar(x + 1, mean, yerr=half, marker="o", capsize=3, label=f"RL² {name}")
+    curves = [
+        (f"RL² {name}", np.asarray(values["per_task_returns"], np.float64), results["horizon"], "o", "-")
+        for name, values in results["models"].items()
+    ]
     for compared in results["compared"]:
-        for name, values in compared["per_task_returns"].items():
-            returns = np.asarray(values, np.float64)
-            mean, half = mean_ci(returns)
-            x = compared["round_env_steps"] * np.arange(returns.shape[1])
-            ax.errorbar(x + 1, mean, yerr=half, marker="s", ls="--", capsize=3, label=f"{name} ({compared['model']})")
+        curves += [
+            (f"{name} ({compared['model']})", np.asarray(values, np.float64), compared["round_env_steps"], "s", "--")
+            for name, values in compared["per_task_returns"].items()
+        ]
+    means = []
+    for label, returns, steps_per_point, marker, style in curves:
+        mean, half = mean_ci(returns)
+        means.append(mean)
+        x = steps_per_point * np.arange(returns.shape[1]) + 1
+        ax.errorbar(x, mean, yerr=half, marker=marker, ls=style, capsize=3, label=label)
+    floor = min(float(m[0]) for m in means)
+    top = max(float(np.nanmax(np.where(np.isfinite(m), m, -np.inf))) for m in means)
+    ax.set_ylim(floor - 0.15 * (top - floor) - 1e-6, top + 0.1 * (top - floor) + 1e-6)
     ax.set_xscale("log")
     ax.set_xlabel("env steps already taken on the held-out task + 1")
     ax.set_ylabel("episode return\n(mean, 95% CI over tasks and seeds)")

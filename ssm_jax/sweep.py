@@ -133,8 +133,8 @@ def make_programs(
     `init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
     `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
     `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each
-    run's own `experience_weight`) and `oracle(states [R], keys [R], tasks [R, E], iterations)` (the trainer's
-    per-task results, `[R, E, ...]`). `compiler_options` go to XLA with each program (`jax.jit(...,
+    run's own `experience_weight`) and `oracle(states [R], keys [R], tasks [R, E], iterations)` (where the trainer
+    has one: its per-task results, `[R, E, ...]`). `compiler_options` go to XLA with each program (`jax.jit(...,
     compiler_options=...)`). `spmd_axis_name` names the mesh axis the run axis is split over
     (`distributed.RUNS`), so that a trainer's own sharding constraints (its tasks over "tasks") keep the runs split
     too (`jax.vmap(..., spmd_axis_name=...)`)."""

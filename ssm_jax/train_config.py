@@ -207,17 +207,20 @@ class TrainState:
 
 class TrainerProtocol(Protocol):
     """What every trainer provides (the meta-RL one of `ssm_jax.train`, the world-model one of
-    `ssm_jax.train_world_model`): pure functions of a state pytree that holds everything a run needs (params,
-    optimizer, statistics, buffer, data, hparams), which `sweep.make_programs` vmaps over runs and `runs` drives.
+    `ssm_jax.train_world_model`, the in-context one of `ssm_jax.train_in_context`): pure functions of a state pytree
+    that holds everything a run needs (params, optimizer, statistics, buffer, data, hparams), which
+    `sweep.make_programs` vmaps over runs and `runs` drives.
 
-    - `init(key, hparams, adapt=True) -> state` (`adapt=False`: the pretrained baseline's state);
+    - `init(key, hparams, adapt=True) -> state` (`adapt=False`: the pretrained baseline's state, where the program
+      has one);
     - `train(state, key, num_iterations) -> (state, metrics {name: [num_iterations]})`, `num_iterations` static;
-    - `evaluate(state, key, tasks, mode="standard") -> (scores [E, K + 1], extras)`, `mode` static (`hybrid` reads
-      `state.hparams.experience_weight`);
-    - `oracle(state, key, tasks, iterations) -> per-task results` (a model trained on each task alone).
+    - `evaluate(state, key, tasks, mode="standard") -> (scores [E, ...], extras)`, `mode` static (`hybrid` reads
+      `state.hparams.experience_weight`): scores after 0..K adaptation steps, or in episodes 1..K for in-context
+      adaptation;
+    - `oracle(state, key, tasks, iterations) -> per-task results` (a model trained on each task alone), where the
+      program has one (the in-context trainer has none).
     """
 
     init: Callable[..., Any]
     train: Callable[..., tuple[Any, dict]]
     evaluate: Callable[..., tuple[Array, Any]]
-    oracle: Callable[..., Any]
