@@ -35,7 +35,7 @@ from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
 from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
 from ssm_jax.train_config import EvalConfig
-from ssm_jax.train_in_context import InContextConfig, InContextTrainer, make_in_context_trainer
+from ssm_jax.train_in_context import InContextConfig, InContextState, InContextTrainer, make_in_context_trainer
 from ssm_jax.train_world_model import WorldModelTrainerConfig
 
 ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
@@ -512,7 +512,9 @@ halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`exp
 dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression
 (`experiments.sinusoid`); -smoke: seconds, for tests."""
 META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, RunConfig)}
-"""The named configs `ssm-jax train --config` runs (the meta-RL ones)."""
+"""The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""
+IN_CONTEXT_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, InContextRunConfig)}
+"""The in-context (RL²) named configs; `ssm-jax train --config` runs these and the meta-RL ones."""
 
 
 def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None) -> tuple[envs.TaskEnv, Trainer]:
@@ -538,27 +540,35 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
     return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
 
 
-def initial_state(config: RunConfig, trainer: Trainer) -> TrainState:
+def _meta_learns(config: RunConfig | InContextRunConfig) -> bool:
+    """Whether `config` trains the meta-learner (MAML, or RL²) rather than the pretrained baseline."""
+    return getattr(config, "method", "maml") == "maml"
+
+
+def initial_state(
+    config: RunConfig | InContextRunConfig, trainer: Trainer | InContextTrainer
+) -> TrainState | InContextState:
     """The state of `config.seed`'s run before training (`sweep.run_keys(seed).init`, as every entry point)."""
     hparams = HParams.create(config.inner_lr, config.outer_lr, config.experience_weight)
     init = jax.jit(trainer.init, static_argnames="adapt")
-    return init(sweep.run_keys(config.seed).init, hparams, adapt=config.method == "maml")
+    return init(sweep.run_keys(config.seed).init, hparams, adapt=_meta_learns(config))
 
 
-def training_key(config: RunConfig) -> jax.Array:
-    """`sweep.run_keys(config.seed)`'s training key for `config.method`."""
+def training_key(config: RunConfig | InContextRunConfig) -> jax.Array:
+    """`sweep.run_keys(config.seed)`'s training key for `config.method` (RL² trains with MAML's key)."""
     keys = sweep.run_keys(config.seed)
-    return keys.train if config.method == "maml" else keys.pretrain
+    return keys.train if _meta_learns(config) else keys.pretrain
 
 
-def load_run_config(run_dir: Path) -> RunConfig:
-    """The `RunConfig` in `run_dir/config.json`.
+def load_run_config(run_dir: Path, kinds: tuple[type, ...] = (RunConfig,)) -> Any:
+    """The config in `run_dir/config.json`, one of `kinds` (by default a meta-RL run's `RunConfig`).
 
     Raises:
         ValueError: there is none, or the file holds another kind of config (one line).
     """
     path = Path(run_dir) / "config.json"
     config = read_config(path) if path.is_file() else None
-    if not isinstance(config, RunConfig):
-        raise ValueError(f"{run_dir} is not a run directory of a meta-RL run (no RunConfig in config.json)")
+    if not isinstance(config, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds)
+        raise ValueError(f"{run_dir} is not a run directory of a meta-RL run (no {names} in config.json)")
     return config

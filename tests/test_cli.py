@@ -55,3 +55,21 @@ def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
     keys = sweep.run_keys(0)
     assert jax.random.key_data(training_key(config)).tolist() == jax.random.key_data(keys.pretrain).tolist()
     assert jax.random.key_data(training_key(CONFIGS["basic"])).tolist() == jax.random.key_data(keys.train).tolist()
+
+
+def test_train_runs_an_in_context_config_for_one_policy_and_resumes_it_exactly(tmp_path, capsys):
+    flags = ["--config", "in-context-smoke", "--models", "gru", "--num-seeds", "1", "--no-plots"]
+    assert cli.main(["train", *flags, "--iterations", "6", "--out-dir", str(tmp_path / "whole")]) == 0
+    assert cli.main(["train", *flags, "--iterations", "4", "--out-dir", str(tmp_path / "part")]) == 0
+    (part,) = (tmp_path / "part").iterdir()
+    assert cli.main(["train", "--resume", str(part), "--iterations", "6"]) == 0  # extends it to the whole run
+    (whole,) = (tmp_path / "whole").iterdir()
+    final = lambda run: json.loads((run / "train.json").read_text())["final_metrics"]
+    assert final(part) == final(whole) and "episode_2_return" in final(whole)
+    assert runs.checkpoint_steps(part)[-1] == 6
+    with pytest.raises(SystemExit) as exit_info:  # the preset's two policies: one line, before anything compiles
+        cli.main(["train", "--config", "in-context-smoke", "--num-seeds", "1", "--out-dir", str(tmp_path / "no")])
+    assert (
+        exit_info.value.code == 2 and "trains one policy: pass --models with one of gru mlp" in capsys.readouterr().err
+    )
+    assert not (tmp_path / "no").exists()

@@ -3,6 +3,7 @@
     ssm-jax train --config navigation                      # a named config (ssm_jax.configs.CONFIGS)
     ssm-jax train --config basic --iterations 40 --model ssm --tasks-per-batch 8   # every leaf field is a flag
     ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
+    ssm-jax train --config in-context-navigation --models gru --num-seeds 1   # RL², one policy
     ssm-jax eval  --checkpoint runs/cli/<stamp> --tasks 32
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-rounds 3 --adaptation-mode hybrid
     ssm-jax info

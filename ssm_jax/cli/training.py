@@ -1,4 +1,6 @@
-"""`ssm-jax train`: meta-trains one run in jitted chunks, with checkpoints, exact resume and Ctrl-C saves."""
+"""`ssm-jax train`: meta-trains one run in jitted chunks, with checkpoints, exact resume and Ctrl-C saves. A named
+meta-RL config trains MAML (or, with `--method pretrained`, its baseline); an in-context one (`in-context-*`) trains
+RL² for the one policy `--models` names."""
 
 from __future__ import annotations
 
@@ -8,14 +10,28 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
 
 from ssm_jax import checkpoint, distributed, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
-from ssm_jax.configs import META_RL_CONFIGS, RunConfig, build, initial_state, load_run_config, training_key
+from ssm_jax.configs import (
+    IN_CONTEXT_CONFIGS,
+    META_RL_CONFIGS,
+    InContextRunConfig,
+    RunConfig,
+    build,
+    build_in_context,
+    initial_state,
+    load_run_config,
+    training_key,
+)
 from ssm_jax.report import aligned_table, new_figure, save_figure
+
+TRAINABLE = {**META_RL_CONFIGS, **IN_CONTEXT_CONFIGS}
+"""The named configs `ssm-jax train --config` runs."""
 
 
 def train(argv: Sequence[str]) -> int:
@@ -25,11 +41,11 @@ def train(argv: Sequence[str]) -> int:
     pre.add_argument("--resume", default=None)
     pre.add_argument("--distributed", action="store_true")
     known, rest = pre.parse_known_args(argv)
-    if known.config is not None and known.config not in META_RL_CONFIGS:
-        raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(META_RL_CONFIGS)}")
+    if known.config is not None and known.config not in TRAINABLE:
+        raise UsageError(f"unknown config {known.config!r}; expected one of {', '.join(TRAINABLE)}")
     prog = "ssm-jax train"
     also = (
-        f"Also --config {{{','.join(META_RL_CONFIGS)}}}, --resume RUN_DIR and --distributed (join JAX's "
+        f"Also --config {{{','.join(TRAINABLE)}}}, --resume RUN_DIR and --distributed (join JAX's "
         "multi-process runtime first: python -m ssm_jax.launch, SLURM, Open MPI, TPU pods)."
     )
     if known.distributed:
@@ -40,7 +56,7 @@ def train(argv: Sequence[str]) -> int:
     if known.resume is not None:
         run_dir = Path(known.resume)
         try:
-            load_run_config(run_dir)
+            load_run_config(run_dir, kinds=(RunConfig, InContextRunConfig))
         except ValueError as error:
             raise UsageError(str(error)) from None
         if known.config is not None:
@@ -48,10 +64,15 @@ def train(argv: Sequence[str]) -> int:
         config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
     else:
         name = known.config or "basic"
-        config = parse(RunConfig, rest, prog, f"Config {name!r}. {also}", META_RL_CONFIGS[name])
+        config = parse(type(TRAINABLE[name]), rest, prog, f"Config {name!r}. {also}", TRAINABLE[name])
         if config.num_seeds != 1:
             raise UsageError(
                 f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"
+            )
+        if isinstance(config, InContextRunConfig) and len(config.models) != 1:
+            raise UsageError(
+                f"ssm-jax train trains one policy: pass --models with one of {' '.join(config.models)} "
+                "(python -m experiments.in_context trains several)"
             )
         try:
             run_dir = runs.make_run_dir(config.out_dir)
@@ -72,7 +93,17 @@ def train(argv: Sequence[str]) -> int:
         raise
 
 
-def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
+def _program(config: RunConfig | InContextRunConfig, mesh) -> tuple[Any, dict[str, str]]:
+    """The trainer `config` runs and the training metrics its learning curve shows, `{metric: label}`."""
+    if isinstance(config, InContextRunConfig):
+        _, trainer = build_in_context(config, config.models[0])
+        last = config.trainer.episodes_per_trial
+        return trainer, {"episode_1_return": "episode 1", f"episode_{last}_return": f"episode {last}"}
+    _, trainer = build(config, distributed.task_sharding(mesh) if jax.device_count() > 1 else None)
+    return trainer, {"pre_adaptation_return": "before the inner step", "post_adaptation_return": "after it"}
+
+
+def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) -> int:
     started = time.perf_counter()
     devices = jax.device_count()
     if config.trainer.tasks_per_batch % devices:
@@ -80,7 +111,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
             f"--tasks-per-batch {config.trainer.tasks_per_batch} cannot be split evenly over {devices} devices"
         )
     mesh = distributed.make_mesh(runs=1, tasks=devices)  # one run: its meta-batch of tasks over every device
-    _, trainer = build(config, distributed.task_sharding(mesh) if devices > 1 else None)
+    trainer, curves = _program(config, mesh)
     state = distributed.replicate(initial_state(config, trainer), mesh)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
     start = 0
@@ -112,7 +143,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
             log,
             chunk_records,
             checkpoints,
-            postfix=lambda m: {"return": float(np.mean(m["post_adaptation_return"]))},
+            postfix=lambda m: {"return": float(np.mean(m[list(curves)[-1]]))},
             start=start,
         )
     except runs.Interrupted:
@@ -129,7 +160,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> int:
     }
     runs.write_json(run_dir / "train.json", summary)
     fig, ax = new_figure(figsize=(5.5, 3.6))
-    for key, label in (("pre_adaptation_return", "before the inner step"), ("post_adaptation_return", "after it")):
+    for key, label in curves.items():
         ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
     ax.set_xlabel("meta-iteration")
     ax.set_ylabel("mean episode return (training tasks)")
