@@ -17,7 +17,7 @@ def test_arguments_are_checked_before_anything_runs():
     with pytest.raises(ValueError, match="are not world_model families"):
         benchmark.Args(envs=("navigation-2d",))
     with pytest.raises(ValueError, match="are not rl families"):
-        benchmark.Args(objective="rl", envs=("pendulum-params",))
+        benchmark.Args(objective="rl", envs=("cartpole-params",))
     with pytest.raises(ValueError, match="match_params must be >= 1"):
         benchmark.Args(match_params=0)
     with pytest.raises(SystemExit) as exit_info:
