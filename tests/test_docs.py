@@ -145,3 +145,16 @@ def test_the_replay_verdict_quotes_its_recorded_runs():
         assert figures, path
         missing = [figure for figure in figures if figure not in pages]
         assert not missing, (path, missing)
+
+
+def test_the_in_context_guide_quotes_its_recorded_runs_and_benchmark():
+    """Every figure the in-context guide's results quote is on a recorded in-context or MAML page (signs aside), and
+    its replay-speed table is `benchmarks/results/trial_replay.json`, row for row."""
+    guide = (ROOT / "docs" / "in-context.md").read_text()
+    results, replay = guide.split("## Results", 1)[1].split("## Trial replay speed", 1)
+    names = [page.name for page in results_pages.pages() if page.name.startswith(("in_context_", "maml_"))]
+    pages = " ".join((results_pages.RESULTS / name / "results.md").read_text().replace("-", "") for name in names)
+    figures = re.findall(r"(\d+\.\d+ ± \d+\.\d+)", results)
+    assert figures and not [figure for figure in figures if figure not in pages]
+    rows = json.loads((ROOT / "benchmarks" / "results" / "trial_replay.json").read_text())["rows"]
+    assert rows and all(f"{row['forward_grad_ms']:.1f} ({row['parallel_speedup']:.2f}x)" in replay for row in rows)
