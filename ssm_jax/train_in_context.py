@@ -255,10 +255,10 @@ def make_in_context_trainer(
         """
         if not adapt:
             raise ValueError("the in-context trainer has no pretrained variant: compare with the MAML trainer's")
-        params_key, stats_key = jax.random.split(key)
+        params_key, task_key, trials_key = jax.random.split(key, 3)
         params = policy.init(params_key, jnp.zeros((1, context_size(env))))
-        tasks = env.sample_tasks(stats_key, config.tasks_per_batch)
-        keys = jax.random.split(stats_key, config.tasks_per_batch)
+        tasks = env.sample_tasks(task_key, config.tasks_per_batch)
+        keys = jax.random.split(trials_key, config.tasks_per_batch)
         trials = jax.vmap(sample_trials, in_axes=(0, 0, None, None, None))(keys, tasks, params, None, 1)
         obs_stats = merge_stats(RunningMeanStd.create(env.observation_size), trials.obs)
         opt_state = optimizer.init(params)
