@@ -14,8 +14,8 @@ rollout's outputs, which is how the RL losses evaluate (and differentiate) a tra
 With `in_context=True` the rollout is an RL² trial: the carry is reset only before step 0 and survives every
 episode boundary, and the policy reads `context_inputs` (the standardised observation, the previous action, the
 previous reward and whether this step starts an episode; the previous action and reward are zeros at an episode's
-first step). `trial_inputs(traj, ...)` rebuilds those inputs from the
-recorded trajectory, so `policy.apply(params, traj.initial_carry[n], trial_inputs(...)[:, n], traj.resets[:, n])`
+first step). `trial_inputs(env, traj, obs_stats)` rebuilds those inputs from the recorded trajectory, so
+`policy.apply(params, traj.initial_carry[n], trial_inputs(env, traj, obs_stats)[:, n], traj.resets[:, n])`
 reproduces an in-context rollout too.
 """
 
