@@ -270,7 +270,10 @@ def test_ctrl_c_while_an_experiment_evaluates_aborts_at_once_without_a_traceback
     to crash)."""
     command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--no-pretrained",
                "--out-dir", str(tmp_path)]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Without the tests' compilation cache: another test that ran the navigation smoke preset leaves its evaluation
+    # program there, and loaded from it the evaluation ends within the second this test waits.
+    uncached = {name: value for name, value in os.environ.items() if name != "JAX_COMPILATION_CACHE_DIR"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=uncached)
     for line in process.stderr:
         if line.startswith("maml: 2/2"):  # printed once the last chunk is saved
             break
