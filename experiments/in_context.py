@@ -30,7 +30,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.common import resume_command, run_directory, run_main
+from experiments.common import resume_command, run_directory, run_main, seed_records
 from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
@@ -122,15 +122,7 @@ def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict
 def _train(args, chunk, states, train_keys, log, model, seeds, run_dir, start):
     """`runs.train_phase` for one model's stacked states: one record per seed and chunk, checkpoints under
     `run_dir/<model>/`."""
-    started = time.perf_counter()
-
-    def records(iteration, metrics):
-        elapsed = time.perf_counter() - started
-        return [
-            {"model": model, "seed": seed, "iteration": iteration, "elapsed_s": elapsed,
-             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-            for i, seed in enumerate(seeds)
-        ]  # fmt: skip
+    records = seed_records({"model": model}, seeds, time.perf_counter())
 
     saving = runs.Checkpoints(
         run_dir / model,

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import resume_command, run_directory
+from experiments.common import resume_command, run_directory, seed_records
 from experiments.meta_rl_report import summarise, write_report
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
@@ -56,15 +56,7 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
     """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) from iteration `start` until `args.iterations`
     through `runs.train_phase`: one record per seed and chunk, and with `checkpoints` the stacked `TrainState` saved
     every `checkpoint_every` iterations and at the end."""
-    started = time.perf_counter()
-
-    def records(iteration, metrics):
-        elapsed = time.perf_counter() - started
-        return [
-            {"phase": phase, "seed": seed, "iteration": iteration, "elapsed_s": elapsed,
-             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-            for i, seed in enumerate(seeds)
-        ]  # fmt: skip
+    records = seed_records({"phase": phase}, seeds, time.perf_counter())
 
     module = "experiments.navigation" if args.env == "navigation-2d" else "experiments.halfcheetah_vel"
     command = resume_command(run_dir, module)  # the module whose presets the run's config comes from
