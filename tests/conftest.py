@@ -6,15 +6,19 @@ import os
 import shutil
 import tempfile
 
+from ssm_jax.xla_flags import PORTABLE_CPU, with_flags
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite is compile-bound: most tests build a program, run it for milliseconds and compare. XLA's CPU backend
 # at LLVM -O0 without its expensive passes, emitting fusions with its classic IR emitter instead of the newer
 # MLIR fusion emitters, compiles those programs 2-4x faster (the whole --runslow suite 22:00 -> 8:40 on 2
 # cores) and computes the same HLO; only the machine code differs (two programs that fuse the same maths
 # differently may then round apart by an ulp). The few execution-bound learning tests and the equivalence tests
-# compile at XLA's defaults through `fully_optimised_jit`. These flags are added to the user's own XLA_FLAGS, each
-# unless the user sets it; SSM_JAX_TEST_FAST_XLA=0 leaves XLA_FLAGS untouched. The flags exist in the pinned jaxlib
-# (pyproject: jaxlib 0.10.x); a jaxlib that drops one would refuse to start, so re-check them with each new pin.
+# compile at XLA's defaults through `fully_optimised_jit`. The suite also runs with `xla_flags.PORTABLE_CPU`, so its
+# numbers (the golden files' above all) are the same on every x86-64 machine. These flags are added to the user's
+# own XLA_FLAGS, each unless the user sets it; SSM_JAX_TEST_FAST_XLA=0 leaves XLA_FLAGS untouched. The flags exist
+# in the pinned jaxlib (pyproject: jaxlib 0.10.x); a jaxlib that drops one would refuse to start, so re-check them
+# with each new pin.
 FAST_TEST_XLA_FLAGS = {
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
@@ -25,19 +29,11 @@ XLA_DEFAULT_OPTIMISATION = {
     "xla_llvm_disable_expensive_passes": False,
     "xla_cpu_use_fusion_emitters": True,
 }
+TEST_XLA_FLAGS = {**FAST_TEST_XLA_FLAGS, **PORTABLE_CPU}
 # The flags the user started pytest with (xdist workers inherit the augmented XLA_FLAGS, and this).
 USER_XLA_FLAGS = os.environ.setdefault("SSM_JAX_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
-
-
-def _with_fast_test_flags(user_flags: str) -> str:
-    """`user_flags` plus each fast test flag the user did not set."""
-    set_by_user = {flag.split("=")[0].lstrip("-") for flag in user_flags.split()}
-    added = [f"--{name}={str(value).lower()}" for name, value in FAST_TEST_XLA_FLAGS.items() if name not in set_by_user]
-    return " ".join([user_flags, *added]).strip()
-
-
 if os.environ.get("SSM_JAX_TEST_FAST_XLA", "1") != "0":
-    os.environ["XLA_FLAGS"] = _with_fast_test_flags(USER_XLA_FLAGS)
+    os.environ["XLA_FLAGS"] = with_flags(USER_XLA_FLAGS, TEST_XLA_FLAGS)
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads them once, at start)
 import pytest  # noqa: E402
 

@@ -1,13 +1,17 @@
 """Golden smoke results: the smoke preset of each flagship experiment, run as it is, reproduces the `results.json`
 committed under `tests/golden/`. Counts and names match exactly; floats to rtol 1e-4 (atol 1e-5), which a change of
-the maths exceeds and rounding on machines of one kind does not (XLA on CPU is deterministic run to run).
+the maths exceeds.
+
+The numbers are the same on every machine of one architecture: the suite runs with `ssm_jax.xla_flags.PORTABLE_CPU`
+(tests/conftest.py), which turns off what XLA chooses per CPU (YNNPACK's thread- and CPU-dependent kernels,
+platform-dependent math, instruction sets past AVX2). Without them two "AMD EPYC" machines with AVX-512 disagreed
+in 15 sinusoid values and 130 cheetah values, and one machine disagreed with itself between one core and two; with
+them the four runs give the same bits on one core and on two. So there is one directory per architecture and
+jaxlib, `tests/golden/<architecture>-jaxlib-<version>/`, whose `environment.json` names the XLA flags it was
+recorded with; a run whose XLA_FLAGS override one of them is not comparable and says so.
 
 A change that alters a golden file regenerates it in the same commit (`SSM_JAX_UPDATE_GOLDEN=1 python -m pytest
-tests/test_golden.py --runslow`, on each kind of machine that has a directory) and says why in CHANGELOG.md. Each
-directory `tests/golden/<kind>/` holds one kind of machine's numbers (its `machine.json`: CPU, AVX-512,
-architecture, jaxlib): XLA compiles for the CPU it runs on, and a training run carries another CPU's rounding
-far past any tolerance, so the test compares with the directory of the kind it runs on and is skipped, saying so,
-where none exists (recording on a new kind makes its directory).
+tests/test_golden.py --runslow`) and says why in CHANGELOG.md.
 """
 
 import dataclasses
@@ -17,13 +21,14 @@ import json
 import math
 import os
 import platform
-import re
 from pathlib import Path
 
 import jax
 import pytest
+from conftest import TEST_XLA_FLAGS
 
 from ssm_jax.runs import to_python
+from ssm_jax.xla_flags import with_flags
 
 GOLDEN = Path(__file__).parent / "golden"
 EXPERIMENTS = ("navigation", "sinusoid", "world_model", "halfcheetah_vel")
@@ -55,59 +60,44 @@ def _differences(got, want) -> list[str]:
     return differences
 
 
-def _machine() -> dict:
-    """The kind of machine the numbers depend on: the CPU's name, whether it has AVX-512 (XLA vectorises for it, and
-    two "AMD EPYC" machines, one with and one without, rounded the sinusoid smoke run differently), the architecture
-    and jaxlib."""
-    cpuinfo = Path("/proc/cpuinfo")
-    text = cpuinfo.read_text() if cpuinfo.exists() else ""
-    models = re.findall(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-    cpu = models[0].strip() if models else platform.processor()
+def _environment() -> dict:
+    """What the numbers depend on: the architecture, jaxlib and the XLA flags that pin XLA's CPU code."""
     return {
-        "cpu": cpu,
-        "avx512": "avx512f" in text,
         "architecture": platform.machine(),
         "jaxlib": importlib.metadata.version("jaxlib"),
+        "xla_flags": with_flags("", TEST_XLA_FLAGS),
     }
 
 
-def _golden_directory(machine: dict) -> Path | None:
-    """The directory of `machine`'s kind under `GOLDEN`, or None where none was recorded. A directory whose
-    machine.json names fewer fields (recorded before `avx512` was one) matches on those it names; one that names
-    them all wins."""
-    recorded = [(json.loads(path.read_text()), path.parent) for path in sorted(GOLDEN.glob("*/machine.json"))]
-    matching = [(len(kind), directory) for kind, directory in recorded if kind.items() <= machine.items()]
-    return max(matching, key=lambda match: match[0])[1] if matching else None
-
-
-def _kind_name(machine: dict) -> str:
-    """A directory name for a new kind: the CPU's first two words, AVX-512 where it has it, the architecture and
-    jaxlib, e.g. `amd-epyc-avx512-x86_64-jaxlib-0.10.2`."""
-    words = re.sub(r"\(.*?\)", "", machine["cpu"]).lower().split()[:2]
-    isa = ["avx512"] if machine["avx512"] else []
-    return "-".join([*words, *isa, machine["architecture"], "jaxlib", machine["jaxlib"]])
+def _overridden(recorded_flags: str) -> list[str]:
+    """The recorded flags not in effect in this process: set otherwise in the user's XLA_FLAGS (which win in
+    conftest), or absent (SSM_JAX_TEST_FAST_XLA=0)."""
+    given = {flag.split("=")[0]: flag for flag in os.environ.get("XLA_FLAGS", "").split()}
+    return [flag for flag in recorded_flags.split() if given.get(flag.split("=")[0]) != flag]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_the_smoke_preset_reproduces_its_golden_results(name, tmp_path):
-    machine = _machine()
-    directory = _golden_directory(machine)
+    environment = _environment()
+    directory = GOLDEN / f"{environment['architecture']}-jaxlib-{environment['jaxlib']}"
     updating = os.environ.get("SSM_JAX_UPDATE_GOLDEN") == "1"
-    if updating and (directory is None or json.loads((directory / "machine.json").read_text()) != machine):
-        directory = GOLDEN / _kind_name(machine)
-        directory.mkdir(exist_ok=True)
-        (directory / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
-    elif directory is None:
-        recorded = [json.loads(path.read_text()) for path in sorted(GOLDEN.glob("*/machine.json"))]
-        pytest.skip(f"no golden results for this kind of machine, {machine}; recorded on {recorded}")
-    golden = directory / f"{name}_smoke.json"
-    if not updating and not golden.exists():
-        pytest.skip(f"no golden results of {name} for this kind of machine ({directory.name}): record them there")
+    if updating:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "environment.json").write_text(json.dumps(environment, indent=1) + "\n")
+    elif not directory.is_dir():
+        recorded = sorted(path.name for path in GOLDEN.iterdir())
+        pytest.skip(f"no golden results for {directory.name} (recorded: {', '.join(recorded)})")
+    recorded_flags = json.loads((directory / "environment.json").read_text())["xla_flags"]
+    overridden = _overridden(recorded_flags)
+    if overridden:
+        flags = " ".join(overridden)
+        pytest.skip(f"the golden runs' {flags} are not in effect (XLA_FLAGS): the numbers are not comparable")
     experiment = importlib.import_module(f"experiments.{name}")
     experiment.main(dataclasses.replace(experiment.PRESETS["smoke"], out_dir=str(tmp_path)))
     (run_dir,) = tmp_path.iterdir()
     got = _recorded(to_python(json.loads((run_dir / "results.json").read_text())))
+    golden = directory / f"{name}_smoke.json"
     if updating:
         golden.write_text(json.dumps(got, indent=1, allow_nan=True) + "\n")
     differences = _differences(got, json.loads(golden.read_text()))
