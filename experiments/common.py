@@ -66,13 +66,18 @@ def parse_args(presets: Mapping[str, ArgsT], default_preset: str, argv: Sequence
 
 
 def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_preset: str) -> None:
-    """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C during training stops at the end of a
-    chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit 0.
-    Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a second one, aborts at
-    once with exit 130 and no traceback (`interrupts.abort_on_interrupt`). A diverged run is one line on stderr and exit
-    3 (its newest checkpoint is the last finite state). A finished run whose `main` returns its `run_dir` gets a
-    provenance.json (`experiments.provenance`: command, commit, wall time, machine)."""
+    """`python -m experiments.x`: parses the flags and runs `main`. Ctrl-C (or SIGTERM) during training stops at the
+    end of a chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit
+    0 (143 after SIGTERM). Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a
+    second one, aborts at once with exit 130 (SIGTERM: 143) and no traceback (`interrupts.abort_on_interrupt`). A
+    diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state). A finished run
+    whose `main` returns its `run_dir` gets a provenance.json (`experiments.provenance`: command, commit, wall
+    time, machine)."""
     args = parse_args(presets, default_preset)
+    try:
+        distributed.refuse_running_alone(getattr(args, "distributed", False))
+    except distributed.DistributedError as error:
+        exit_with_error(str(error))
     started, module = time.perf_counter(), provenance.current_module()
     code = provenance.commit() if module is not None else None
     try:
@@ -80,8 +85,8 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
             results = main(args)
         if module is not None and isinstance(results, dict) and "run_dir" in results:
             provenance.record(Path(results["run_dir"]), module, sys.argv[1:], code, time.perf_counter() - started)
-    except Interrupted:
-        raise SystemExit(0) from None
+    except Interrupted as stop:
+        raise SystemExit(interrupts.stopped_exit_code(stop.signum)) from None
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None

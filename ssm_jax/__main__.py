@@ -8,7 +8,8 @@ from ssm_jax import interrupts
 
 def main() -> int:
     """Installs the abort, then runs `ssm_jax.cli.main`; returns its exit code."""
-    signal.signal(signal.SIGINT, interrupts.abort)
+    for signum in interrupts.SIGNALS:
+        signal.signal(signum, interrupts.abort)
     from ssm_jax import distributed  # JAX loads here, seconds during which Ctrl-C already aborts cleanly
     from ssm_jax.cli import main as cli_main
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
+import gc
 import hashlib
 import json
 import logging
@@ -130,14 +130,16 @@ def _is_noise(error: BaseException | None, culprit: object = None) -> bool:
     return code is not None and "/orbax/" in code.co_filename.replace("\\", "/")
 
 
-@functools.cache
-def _quiet_orbax() -> None:
-    """Keeps orbax's reports of a failure off stderr: its log records, asyncio's about its failed tasks, the
-    tracebacks of callbacks that outlive its event loop, and its unfinished coroutines (once per process; the hooks
-    it wraps see everything else)."""
-    for logger in ("absl", "asyncio"):
-        logging.getLogger(logger).addFilter(_OrbaxNoise())
-    warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)  # collected anywhere
+@contextlib.contextmanager
+def _quiet_orbax() -> Iterator[None]:
+    """Within the block (one use of orbax), keeps orbax's reports of a failure off stderr: its log records,
+    asyncio's about its failed tasks, the tracebacks of callbacks that outlive its event loop, and its unfinished
+    coroutines (collected before the block ends, so their warnings fall inside it). Everything is restored on leaving:
+    a user's program keeps its own hooks, filters and warnings."""
+    noise = _OrbaxNoise()
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio")]
+    for logger in loggers:
+        logger.addFilter(noise)
     excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
 
     def quiet_excepthook(kind, error, trace):
@@ -149,9 +151,22 @@ def _quiet_orbax() -> None:
             unraisablehook(unraisable)
 
     sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
+            try:
+                yield
+            finally:
+                gc.collect()
+    finally:
+        sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+        for logger in loggers:
+            logger.removeFilter(noise)
 
 
-def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointManager:
+@contextlib.contextmanager
+def _manager(directory: str | Path, keep: int | None = None) -> Iterator[ocp.CheckpointManager]:
+    """orbax's manager of `directory`, open for the block, its noise kept off stderr (`_quiet_orbax`)."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, step_prefix=STEP_PREFIX, create=keep is not None, enable_async_checkpointing=False
     )
@@ -160,7 +175,11 @@ def _manager(directory: str | Path, keep: int | None = None) -> ocp.CheckpointMa
         "config": ocp.JsonCheckpointHandler(),
         "checksum": ocp.JsonCheckpointHandler(),
     }
-    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers)
+    with (
+        _quiet_orbax(),
+        ocp.CheckpointManager(Path(directory).absolute(), options=options, item_handlers=handlers) as manager,
+    ):
+        yield manager
 
 
 def step_path(directory: str | Path, step: int) -> Path:
@@ -176,7 +195,6 @@ def save(directory: str | Path, step: int, state: PyTree, config: Any, keep: int
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     config_json = json.loads(config_to_json(config))  # before anything is written: an unstorable config raises
-    _quiet_orbax()
     try:
         with _manager(directory, keep) as manager:
             if step not in manager.all_steps():
@@ -206,6 +224,13 @@ def steps(directory: str | Path) -> list[int]:
         return sorted(manager.all_steps())
 
 
+def remove(directory: str | Path, removed: list[int]) -> None:
+    """Deletes the steps `removed` of `directory` (damaged ones, which a resumed run then saves anew)."""
+    with _manager(directory) as manager:
+        for step in removed:
+            manager.delete(step)
+
+
 def restore(directory: str | Path, step: int, target: PyTree | None = None) -> tuple[PyTree, Any]:
     """Restores `(state, config)` of step `step` of `directory`; with `target`, the state takes `target`'s tree
     structure and placement (shardings).
@@ -219,7 +244,6 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
     path = step_path(directory, step)
     if step not in steps(directory):
         raise FileNotFoundError(f"no checkpoint at {path}")
-    _quiet_orbax()
     legacy_config = path / _LEGACY_CONFIG_FILE
     items = {}
     if not legacy_config.is_file():
@@ -227,6 +251,8 @@ def restore(directory: str | Path, step: int, target: PyTree | None = None) -> t
     if (path / "checksum").is_dir():
         items["checksum"] = ocp.args.JsonRestore()
     try:
+        if not (path / "state" / "_METADATA").is_file():  # without it orbax reads the tree as another one
+            raise FileNotFoundError(f"{path / 'state' / '_METADATA'} is missing")
         with _manager(directory) as manager:
             stored = manager.item_metadata(step)["state"]
             if target is not None:

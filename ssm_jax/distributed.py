@@ -72,6 +72,17 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     _joined = True
 
 
+def refuse_running_alone(joins: bool) -> None:
+    """Raises a one-line `DistributedError` when `ssm_jax.launch` started this process as one of several and the
+    entry point will not join them (`joins`: its `--distributed`): each process would train alone."""
+    launched = int(os.environ.get(PROCESS_COUNT_VARIABLE, "1"))
+    if launched > 1 and not joins:
+        raise DistributedError(
+            f"started as one of {launched} processes by python -m ssm_jax.launch without --distributed: each would "
+            "train alone (pass --distributed, or run one process)"
+        )
+
+
 @contextlib.contextmanager
 def failing_fast() -> Iterator[None]:
     """An entry point's body: once this process has joined several (`initialize`), a failure in the block (an

@@ -13,7 +13,10 @@ Process 0's output is the launcher's; the others' is kept aside and shown (its l
 fails. When one process fails the others are killed (a collective would otherwise wait for it for ever) and the
 launcher exits with its code; `--timeout` kills them all after that many seconds (exit 124). Ctrl-C in a terminal
 reaches every process (they share the launcher's process group) and they stop together at the end of a chunk;
-SIGTERM sent to the launcher alone is passed on to each.
+SIGTERM sent to the launcher alone is passed on to each: every process stops at the end of the same chunk, the run
+saves it, and the launcher exits 143 once all have (a process that exits 143 is stopped, not failed). `ssm-jax train`
+and the experiments refuse to run as one of several launched processes without `--distributed` (each would train
+alone).
 
 On a cluster no launcher is needed: SLURM (`srun`), Open MPI (`mpirun`) and TPU pods start the processes and JAX
 detects them (docs: Scaling out).
@@ -37,6 +40,7 @@ import tyro
 
 from ssm_jax.cli.parsing import UsageError, parse
 from ssm_jax.distributed import PROCESS_COUNT_VARIABLE, PROCESS_ID_VARIABLE
+from ssm_jax.interrupts import TERMINATED
 
 TIMED_OUT = 124
 _TAIL_LINES = 30
@@ -121,7 +125,7 @@ def _wait(processes: list[subprocess.Popen], timeout: float) -> int:
     deadline = time.monotonic() + timeout if timeout else None
     while True:
         codes = [process.poll() for process in processes]
-        failed = [code for code in codes if code not in (None, 0)]
+        failed = [code for code in codes if code not in (None, 0, TERMINATED)]  # 143: stopped, its chunk saved
         if failed or (deadline is not None and time.monotonic() > deadline):
             for process in processes:
                 if process.poll() is None:
@@ -129,8 +133,8 @@ def _wait(processes: list[subprocess.Popen], timeout: float) -> int:
             for process in processes:
                 process.wait()
             return (128 - failed[0] if failed[0] < 0 else failed[0]) if failed else TIMED_OUT
-        if all(code == 0 for code in codes):
-            return 0
+        if all(code in (0, TERMINATED) for code in codes):
+            return TERMINATED if TERMINATED in codes else 0
         time.sleep(0.05)
 
 

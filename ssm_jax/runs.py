@@ -9,8 +9,9 @@
 `train_phase` is the one host loop: the CLI and every experiment train through it (vmapped seeds and sweeps alike:
 the state may hold a leading run axis). Resume is exact: training chunk `c` always draws key `c` of
 `sweep.chunk_keys`, a checkpoint holds the whole state, and `resume` drops what a killed run logged after its last
-checkpoint, so a resumed run ends with the params and metrics of the uninterrupted one. Ctrl-C lets the chunk in
-flight finish, saves it and raises `Interrupted` (a second Ctrl-C aborts at once); entry points exit 0 on it. A
+checkpoint, so a resumed run ends with the params and metrics of the uninterrupted one. Ctrl-C or SIGTERM lets the
+chunk in flight finish, saves it and raises `Interrupted` (a second signal aborts at once); entry points exit 0
+(Ctrl-C) or 143 (SIGTERM) on it. A
 chunk that leaves a non-finite value in the state raises `Diverged` before anything saves it, so the newest
 checkpoint stays the last finite state; entry points exit 3 on it with one line.
 """
@@ -20,12 +21,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import errno
 import fcntl
 import functools
 import json
 import os
 import platform
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -96,21 +99,46 @@ def lock(run_dir: str | Path) -> Iterator[None]:
     if not distributed.is_writer():
         yield
         return
-    with open(Path(run_dir) / ".lock", "a+") as file:
+    path, holder = Path(run_dir) / ".lock", f"process {os.getpid()} on {platform.node()}"
+    with checkpoint.full_device_as_one_line(path, len(holder)), _writable(run_dir):
+        file = open(path, "a+b", buffering=0)  # held while the block runs: closed by the `with` below; unbuffered,
+        # so a full device fails the write below, not the close
+    with file:
         try:
             fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             file.seek(0)
-            holder = file.read().strip() or "another process"
-            raise RunInUse(f"{run_dir} is in use by {holder}: one train or resume of a run at a time") from None
-        file.seek(0)
-        file.truncate()
-        file.write(f"process {os.getpid()} on {platform.node()}")
-        file.flush()
+            other = file.read().decode(errors="replace").strip() or "another process"
+            raise RunInUse(f"{run_dir} is in use by {other}: one train or resume of a run at a time") from None
+        with checkpoint.full_device_as_one_line(path, len(holder)):
+            file.seek(0)
+            file.truncate()
+            if file.write(holder.encode()) < len(holder.encode()):  # a short write: the device is full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         try:
             yield
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _writable(run_dir: str | Path) -> Iterator[None]:
+    """Within the block, a run directory this process may not write (read-only, no permission) raises `RunDirError`
+    in one line."""
+    try:
+        yield
+    except (PermissionError, OSError) as error:
+        if not isinstance(error, PermissionError) and error.errno != errno.EROFS:
+            raise
+        raise RunDirError(f"cannot write to the run directory {run_dir}: {error.strerror}") from None
+
+
+def check_writable(path: str | Path) -> None:
+    """Raises `RunDirError` (one line) unless this process may create or replace the file `path`: checked before a
+    command computes what it will write there."""
+    directory = Path(path).parent
+    if not os.access(directory, os.W_OK) or (Path(path).exists() and not os.access(path, os.W_OK)):
+        raise RunDirError(f"cannot write {path}: its directory is read-only or not ours (pass --output elsewhere)")
 
 
 def write_config(run_dir: str | Path, config: Any) -> None:
@@ -122,8 +150,11 @@ def write_config(run_dir: str | Path, config: Any) -> None:
         config = dataclasses.replace(config, resume=None)
     staging, text = Path(run_dir) / ".config.json.saving", config_to_json(config)
     with interrupts.completing(), checkpoint.full_device_as_one_line(staging, len(text)):
-        staging.write_text(text)
-        os.replace(staging, Path(run_dir) / "config.json")
+        try:
+            staging.write_text(text)
+            os.replace(staging, Path(run_dir) / "config.json")
+        finally:
+            staging.unlink(missing_ok=True)  # a write cut short (a full device) leaves nothing behind
 
 
 def to_python(tree: Any) -> Any:
@@ -220,12 +251,14 @@ def non_finite(tree: Any, run_axis: bool = False) -> list[tuple[str, int | None]
 
 
 class Interrupted(Exception):
-    """Ctrl-C during `train_in_chunks`: `state` is the last finished chunk's, at `iteration`."""
+    """Ctrl-C or SIGTERM (`signum`) during `train_in_chunks`: `state` is the last finished chunk's, at `iteration`;
+    entry points exit with `interrupts.stopped_exit_code(signum)`."""
 
-    def __init__(self, iteration: int, state: Any):
+    def __init__(self, iteration: int, state: Any, signum: int = signal.SIGINT):
         super().__init__(f"interrupted at iteration {iteration}")
         self.iteration = iteration
         self.state = state
+        self.signum = signum
 
 
 def train_in_chunks(
@@ -247,7 +280,7 @@ def train_in_chunks(
     Ctrl-C seen by any process stops them all at the end of the same chunk.
 
     Raises:
-        Interrupted: Ctrl-C; raised once the chunk in flight has finished and `on_chunk` has seen it.
+        Interrupted: Ctrl-C or SIGTERM; raised once the chunk in flight has finished and `on_chunk` has seen it.
     """
     if iterations % chunk_size or start % chunk_size:
         raise ValueError(f"iterations={iterations} and start={start} must be multiples of chunk_size={chunk_size}")
@@ -272,8 +305,9 @@ def train_in_chunks(
                     file=sys.stderr,
                     flush=True,
                 )
-            if distributed.any_process(interrupt_requested()):
-                raise Interrupted(done, state)
+            requested = interrupt_requested()
+            if distributed.any_process(bool(requested)):  # another process's signal: a scheduler's SIGTERM
+                raise Interrupted(done, state, requested or signal.SIGTERM)
     return state
 
 
@@ -313,8 +347,8 @@ def train_phase(
     ones.
 
     Raises:
-        Interrupted: Ctrl-C, once the chunk in flight has finished; its state is saved first (with `checkpoints`),
-            and one line says where and how to continue.
+        Interrupted: Ctrl-C or SIGTERM, once the chunk in flight has finished; its state is saved first (with
+            `checkpoints`), and one line says where and how to continue.
         Diverged: a chunk left a non-finite value in the state; its records are logged, the state is not saved.
     """
 
@@ -335,18 +369,20 @@ def train_phase(
     try:
         return train_in_chunks(update_chunk, state, key, iterations, chunk_size, description, on_chunk, postfix, start)
     except Interrupted as stop:
+        how = "interrupted" if stop.signum == signal.SIGINT else f"stopped by {signal.Signals(stop.signum).name}"
         if checkpoints is None:
-            print(f"interrupted at iteration {stop.iteration} of {description}, which keeps no checkpoint")
+            print(f"{how} at iteration {stop.iteration} of {description}, which keeps no checkpoint", flush=True)
         else:
             path = save_step(checkpoints.run_dir, stop.state, checkpoints.config, stop.iteration, checkpoints.keep)
-            print(f"interrupted at iteration {stop.iteration}: saved {path}; continue: {checkpoints.resume}")
+            print(f"{how} at iteration {stop.iteration}: saved {path}; continue: {checkpoints.resume}", flush=True)
         raise
 
 
 def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[dict, int], bool]) -> tuple[Any, int]:
     """`(state, iteration)` of the newest intact checkpoint of `run_dir`, restored into `target`; the log keeps
     the records `kept(record, iteration)` accepts (a killed run logged past its checkpoint; those are run again).
-    A run killed before its first checkpoint starts again: `(target, 0)`.
+    Damaged steps newer than it are removed (one line on stderr), so the resumed run saves them anew. A run killed
+    before its first checkpoint starts again: `(target, 0)`.
 
     Raises:
         FileNotFoundError, ValueError: as `restore_latest`.
@@ -359,6 +395,13 @@ def resume(run_dir: str | Path, target: Any, log: MetricsLog, kept: Callable[[di
         return target, 0
     state, path = restore_latest(run_dir, target)
     iteration = step_of(path)
+    damaged = [step for step in checkpoint_steps(run_dir) if step > iteration]
+    if damaged:  # training again from `iteration` saves these steps anew (every process: orbax's barrier)
+        with interrupts.completing():
+            checkpoint.remove(Path(run_dir) / CHECKPOINTS, damaged)
+        if distributed.is_writer():
+            names = ", ".join(f"step_{step}" for step in damaged)
+            print(f"removed the damaged {names}: the run trains again from {path.name}", file=sys.stderr)
     log.keep(lambda record: kept(record, iteration))
     print(f"resumed {run_dir} from {path.name} (iteration {iteration})")
     return state, iteration

@@ -218,3 +218,47 @@ def test_a_2_process_run_killed_with_sigkill_resumes_on_2_processes_bit_for_bit(
     resumed = run_launched(2, [sys.executable, "-m", "ssm_jax", "train", "--resume", str(run_dir), "--distributed"])
     assert f"(iteration {steps[-1]})" in resumed.stdout
     assert_same_run(run_dir, two_process_run[1])
+
+
+@pytest.mark.parametrize("receiver", ["launcher", "process 1"])
+def test_sigterm_stops_a_2_process_run_after_the_chunk_in_flight_saved_and_it_resumes_bit_for_bit(
+    tmp_path, two_process_run, receiver
+):
+    """A scheduler's SIGTERM, sent to the launcher (which passes it on) or to one process alone: every process stops
+    at the end of the same chunk, the run saves it, all exit 143 within the grace period, and a resume on 2
+    processes ends as the uninterrupted run."""
+    process = subprocess.Popen(
+        launch_command(2, train_command(tmp_path)),
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    logged = lambda: sum(len(log.read_text().splitlines()) for log in tmp_path.glob("*/metrics.jsonl"))
+    while time.monotonic() < deadline and process.poll() is None and logged() < 2:
+        time.sleep(0.01)
+    if receiver == "launcher":
+        process.send_signal(signal.SIGTERM)
+    else:
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        os.kill(int(children[1]), signal.SIGTERM)
+    signalled = time.monotonic()
+    out, err = process.communicate(timeout=LAUNCH_TIMEOUT)
+    assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
+    assert time.monotonic() - signalled < 30
+    (run_dir,) = tmp_path.iterdir()
+    steps = runs.checkpoint_steps(run_dir)
+    assert steps and steps[-1] < 40, steps
+    assert f"stopped by SIGTERM at iteration {steps[-1]}: saved" in out
+    resumed = run_launched(2, [sys.executable, "-m", "ssm_jax", "train", "--resume", str(run_dir), "--distributed"])
+    assert f"(iteration {steps[-1]})" in resumed.stdout
+    assert_same_run(run_dir, two_process_run[1])
+
+
+def test_a_launched_process_without_distributed_is_refused_in_one_line(tmp_path):
+    command = [sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(tmp_path), *TINY]
+    result = subprocess.run(launch_command(2, command), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT + 30)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: started as one of 2 processes by python -m ssm_jax.launch without --distributed" in result.stderr
+    assert not list(tmp_path.iterdir())

@@ -155,19 +155,30 @@ def _records_logged(out_dir: Path) -> int:
     return sum(len(log.read_text().splitlines()) for log in out_dir.glob("*/metrics.jsonl"))
 
 
+SIGTERM_GRACE = 20.0
+"""Seconds a run may take from SIGTERM to its exit: the chunk in flight (a fraction of a second in the tiny run) and
+one save. docs/scaling.md's SLURM line asks for more, sized to a real chunk."""
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["sigkill", "ctrl-c"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["sigkill", "ctrl-c", "sigterm"])
 def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(tmp_path, uninterrupted, sig, capsys):
     process = start(tmp_path)
     _wait_for(lambda: _records_logged(tmp_path) >= 2, process)
     process.send_signal(sig)
+    signalled = time.monotonic()
     out, err = process.communicate(timeout=240)
     (run_dir,) = tmp_path.iterdir()
     steps = runs.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40, steps  # stopped mid-run
-    if sig == signal.SIGINT:  # Ctrl-C: the chunk in flight finishes and is saved; exit 0, saying where
-        assert process.returncode == 0 and "Traceback" not in err
-        assert f"saved {run_dir.absolute() / runs.CHECKPOINTS / f'step_{steps[-1]}'}" in out
+    if sig != signal.SIGKILL:  # the chunk in flight finishes and is saved, saying where; Ctrl-C exits 0, SIGTERM 143
+        assert process.returncode == (0 if sig == signal.SIGINT else 143) and "Traceback" not in err, err
+        assert time.monotonic() - signalled < SIGTERM_GRACE
+        how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
+        assert (
+            f"{how} at iteration {steps[-1]}: saved {run_dir.absolute() / runs.CHECKPOINTS / f'step_{steps[-1]}'}"
+            in out
+        )
         assert f"ssm-jax train --resume {run_dir}" in out
     else:
         assert process.returncode == -signal.SIGKILL
@@ -230,9 +241,8 @@ with interrupts.abort_on_interrupt():
 def test_an_abort_during_a_save_waits_for_the_step_and_leaves_no_staging_directory(tmp_path):
     result = subprocess.run([sys.executable, "-c", ABORT_DURING_SAVE, str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 130 and result.stdout == "", (result.returncode, result.stderr[-2000:])
-    assert [line for line in result.stderr.splitlines() if line] == [
+    assert [line for line in result.stderr.splitlines() if line] == [  # one line, not one on arrival and one at exit
         "interrupt: aborting once the checkpoint being written is complete",
-        "interrupt: aborted; the newest checkpoint is intact",
     ]
     assert runs.checkpoint_steps(tmp_path) == [7] and not _staging(tmp_path)
     state, _ = runs.restore_step(tmp_path / runs.CHECKPOINTS / "step_7")
@@ -336,6 +346,54 @@ def test_a_flipped_byte_in_the_newest_step_is_one_warning_line_and_the_step_befo
         assert json.loads((damaged / "eval.json").read_text())["iteration"] == 35
 
 
+def _damaged_copy(run: Path, to: Path, relative: Path, offset: int | None) -> Path:
+    """A copy of `run` with one byte of `relative` flipped at `offset` (None: the file removed)."""
+    shutil.copytree(run, to, symlinks=True)
+    victim = to / relative
+    if offset is None:
+        victim.unlink()
+    else:
+        content = bytearray(victim.read_bytes())
+        content[offset] ^= 0x01
+        victim.write_bytes(bytes(content))
+    return to
+
+
+@pytest.mark.slow
+def test_a_resume_that_falls_back_from_a_damaged_step_saves_that_step_anew(tmp_path, uninterrupted):
+    """A flipped byte in the largest file of the newest step (40): `train --resume` removes it in one line, trains
+    35 -> 40 again and saves step 40 anew, so the run ends as the uninterrupted one and a later eval warns no more."""
+    state_dir = uninterrupted / runs.CHECKPOINTS / "step_40" / "state"
+    data = max((f for f in state_dir.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
+    relative, middle = data.relative_to(uninterrupted), data.stat().st_size // 2
+    damaged = _damaged_copy(uninterrupted, tmp_path / "damaged", relative, middle)
+    command = [sys.executable, "-m", "ssm_jax", "train", "--resume", str(damaged)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "removed the damaged step_40: the run trains again from step_35" in result.stderr
+    assert_same_run(damaged, uninterrupted)
+    command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--tasks", "2"]
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and not again.stderr.strip(), again.stderr[-3000:]
+    assert json.loads((damaged / "eval.json").read_text())["iteration"] == 40
+
+
+def test_a_step_missing_its_tree_metadata_falls_back_to_the_step_before(tmp_path, uninterrupted, capsys):
+    """Without `step_40/state/_METADATA` orbax would read the tree as another one ("does not match the target's tree
+    structure", exit 2): it is a damaged step like any other, and the step before it is used."""
+    relative = Path(runs.CHECKPOINTS, "step_40", "state", "_METADATA")
+    damaged = _damaged_copy(uninterrupted, tmp_path / "damaged", relative, None)
+    state, _ = checkpoint.restore(damaged / runs.CHECKPOINTS, 35)
+    capsys.readouterr()
+    restored, path = runs.restore_latest(damaged, target=state)
+    assert path.name == "step_35"
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("warning: corrupt or incomplete checkpoint at"), err
+    assert "_METADATA is missing" in err, err
+    for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(state), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 # One line for every mistake -----------------------------------------------------------------------------------------
 
 
@@ -431,6 +489,56 @@ def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, unin
     assert messages[0].endswith(" is free") and not _staging(tmp_path)
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
     assert_same_run(run_dir, uninterrupted)
+
+
+def _read_only(directory: Path) -> tuple[str, ...]:
+    """A command prefix that runs the rest of its command line with `directory` read-only: a read-only bind mount
+    in a mount namespace of its own as root (who may write whatever the permissions say), else no write permission."""
+    if os.geteuid() != 0:
+        for path in [directory, *directory.rglob("*")]:
+            path.chmod(path.stat().st_mode & ~0o222)
+        return ()
+    remount = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"'
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", f"{remount}", str(directory), "true"], capture_output=True)
+    if probe.returncode:
+        pytest.skip(f"no read-only mount here (unshare -m: {probe.stderr.decode().strip()})")
+    return ("unshare", "-m", "sh", "-c", remount, str(directory))
+
+
+def test_a_read_only_run_directory_is_one_line_and_exit_2_before_anything_is_computed(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir, symlinks=True)
+    read_only = _read_only(run_dir)
+    commands = {
+        "train": ["train", "--resume", str(run_dir), "--iterations", "45"],
+        "eval": ["eval", "--checkpoint", str(run_dir), "--tasks", "2"],
+        "adapt": ["adapt", "--checkpoint", str(run_dir), "--tasks", "2", "--adapt-rounds", "1"],
+    }
+    for command, flags in commands.items():
+        started = time.monotonic()
+        result = subprocess.run(
+            [*read_only, sys.executable, "-m", "ssm_jax", *flags], capture_output=True, text=True, timeout=300
+        )
+        err = result.stderr.strip()
+        assert result.returncode == 2 and "\n" not in err, (command, result.stderr[-3000:])
+        assert err.startswith(f"error: cannot write {'to the run directory ' if command == 'train' else ''}"), err
+        assert str(run_dir) in err and time.monotonic() - started < 60, (command, err)
+    assert not list(run_dir.glob("*.json")) or {p.name for p in run_dir.glob("*.json")} == {
+        p.name for p in uninterrupted.glob("*.json")
+    }
+
+
+def test_a_device_too_full_for_the_runs_lock_is_one_line_and_exit_2(tmp_path, uninterrupted):
+    """No file may grow past 10 bytes (the lock names its holder in ~20; a write cut short is a full device):
+    `train --resume` says so in one line."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, run_dir, symlinks=True)
+    (run_dir / ".lock").write_text("")
+    command = [*_file_size_limit(10), sys.executable, "-m", "ssm_jax", "train", "--resume", str(run_dir)]
+    result = subprocess.run([*command, "--iterations", "45"], capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err, result.stderr[-3000:]
+    assert err.startswith("error: ") and f" writing {run_dir / '.lock'}: it needs up to " in err, err
 
 
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):

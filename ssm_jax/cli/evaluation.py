@@ -113,6 +113,8 @@ def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
 def evaluate(args: EvalArgs) -> dict:
     """`ssm-jax eval`: the trained policy's return on held-out tasks, one episode each, no adaptation."""
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
+    output = Path(args.output) if args.output else run.run_dir / "eval.json"
+    runs.check_writable(output)  # before anything compiles
     returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks)
     returns = np.asarray(returns[:, 0])
     (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
@@ -125,7 +127,7 @@ def evaluate(args: EvalArgs) -> dict:
         "return_ci95": float(half),
         "returns": returns,
     }
-    runs.write_json(Path(args.output) if args.output else run.run_dir / "eval.json", result)
+    runs.write_json(output, result)
     print(aligned_table([["checkpoint", str(run.checkpoint)], ["tasks", str(args.tasks)],
                           ["return", f"{mean:.2f} ± {half:.2f} (std {std:.2f})"]]))  # fmt: skip
     return result
@@ -142,6 +144,10 @@ def adapt(args: AdaptArgs) -> dict:
         if value is not None:
             changes[name] = value
     run = _restore(args, changes)
+    setting = args.adaptation_mode + (f"_{args.replay}" if args.replay and args.adaptation_mode == "hybrid" else "")
+    setting += "_online" if args.online else ""
+    output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
+    runs.check_writable(output)  # before anything compiles
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
     returns, _ = evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode)
     returns = np.asarray(returns)
@@ -162,9 +168,6 @@ def adapt(args: AdaptArgs) -> dict:
     }
     if args.online:
         result["online"] = _adapt_online(args, run)
-    setting = args.adaptation_mode + (f"_{args.replay}" if args.replay and args.adaptation_mode == "hybrid" else "")
-    setting += "_online" if args.online else ""
-    output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
     runs.write_json(output, result)
     fig, ax = new_figure(figsize=(5.5, 3.6))
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))

@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ssm_jax import checkpoint, distributed, runs
+from ssm_jax import checkpoint, distributed, interrupts, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.configs import (
     IN_CONTEXT_CONFIGS,
@@ -48,11 +48,12 @@ def train(argv: Sequence[str]) -> int:
         f"Also --config {{{','.join(TRAINABLE)}}}, --resume RUN_DIR and --distributed (join JAX's "
         "multi-process runtime first: python -m ssm_jax.launch, SLURM, Open MPI, TPU pods)."
     )
-    if known.distributed:
-        try:
+    try:
+        distributed.refuse_running_alone(known.distributed)
+        if known.distributed:
             distributed.initialize()
-        except distributed.DistributedError as error:
-            raise UsageError(str(error)) from None
+    except distributed.DistributedError as error:
+        raise UsageError(str(error)) from None
     if known.resume is not None:
         run_dir = Path(known.resume)
         try:
@@ -74,6 +75,7 @@ def train(argv: Sequence[str]) -> int:
                 f"ssm-jax train trains one policy: pass --models with one of {' '.join(config.models)} "
                 "(python -m experiments.in_context trains several)"
             )
+        _check_devices(config)  # before the run directory: a refused run leaves nothing behind
         try:
             run_dir = runs.make_run_dir(config.out_dir)
         except runs.RunDirError as error:
@@ -103,13 +105,19 @@ def _program(config: RunConfig | InContextRunConfig, mesh) -> tuple[Any, dict[st
     return trainer, {"pre_adaptation_return": "before the inner step", "post_adaptation_return": "after it"}
 
 
-def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) -> int:
-    started = time.perf_counter()
+def _check_devices(config: RunConfig | InContextRunConfig) -> None:
+    """A one-line `UsageError` unless the run's tasks split evenly over every device."""
     devices = jax.device_count()
     if config.trainer.tasks_per_batch % devices:
         raise UsageError(
             f"--tasks-per-batch {config.trainer.tasks_per_batch} cannot be split evenly over {devices} devices"
         )
+
+
+def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) -> int:
+    started = time.perf_counter()
+    _check_devices(config)
+    devices = jax.device_count()
     mesh = distributed.make_mesh(runs=1, tasks=devices)  # one run: its meta-batch of tasks over every device
     trainer, curves = _program(config, mesh)
     state = distributed.replicate(initial_state(config, trainer), mesh)
@@ -146,8 +154,8 @@ def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) 
             postfix=lambda m: {"return": float(np.mean(m[list(curves)[-1]]))},
             start=start,
         )
-    except runs.Interrupted:
-        return 0
+    except runs.Interrupted as stop:
+        return interrupts.stopped_exit_code(stop.signum)
     if not distributed.is_writer():
         return 0
     records = log.records()
@@ -159,13 +167,14 @@ def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) 
         "seconds": time.perf_counter() - started,
     }
     runs.write_json(run_dir / "train.json", summary)
-    fig, ax = new_figure(figsize=(5.5, 3.6))
-    for key, label in curves.items():
-        ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean episode return (training tasks)")
-    ax.legend()
-    save_figure(fig, run_dir / "learning_curve.png")
+    if config.plots:
+        fig, ax = new_figure(figsize=(5.5, 3.6))
+        for key, label in curves.items():
+            ax.plot([r["iteration"] for r in records], [r[key] for r in records], marker="o", ms=3, label=label)
+        ax.set_xlabel("meta-iteration")
+        ax.set_ylabel("mean episode return (training tasks)")
+        ax.legend()
+        save_figure(fig, run_dir / "learning_curve.png")
     rows = [["run", str(run_dir)], ["iterations", str(summary["iteration"])]]
     rows += [[k, f"{v:.4g}"] for k, v in summary["final_metrics"].items()]
     print(aligned_table(rows))
