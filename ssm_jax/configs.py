@@ -568,7 +568,10 @@ def load_run_config(run_dir: Path, kinds: tuple[type, ...] = (RunConfig,)) -> An
     """
     path = Path(run_dir) / "config.json"
     config = read_config(path) if path.is_file() else None
+    if not dataclasses.is_dataclass(config):
+        raise ValueError(f"{run_dir} is not a run directory (no run's config in config.json)")
     if not isinstance(config, kinds):
         names = " or ".join(kind.__name__ for kind in kinds)
-        raise ValueError(f"{run_dir} is not a run directory of a meta-RL run (no {names} in config.json)")
+        kind = "an RL² (in-context) run" if isinstance(config, InContextRunConfig) else f"a {type(config).__name__} run"
+        raise ValueError(f"{run_dir} is {kind}; this command takes a {names} run's directory")
     return config

@@ -226,3 +226,22 @@ def test_configs_recorded_by_earlier_commits_still_load():
     assert (config.trainer.horizon, config.trainer.window) == (50, 10)
     evaluation = config.evaluation
     assert (evaluation.adapt_rounds, evaluation.eval_trajectories, evaluation.later_rounds_lr_scale) == (2, 40, 0.5)
+
+
+def test_checkpoint_calls_leave_the_processs_hooks_filters_and_warnings_as_they_were(tmp_path):
+    """orbax's noise is kept off stderr only within each call: a user's program keeps its own error reporting."""
+    import logging
+    import sys
+    import warnings
+
+    def reporting():
+        loggers = [logging.getLogger(name).filters[:] for name in ("absl", "asyncio")]
+        return sys.excepthook, sys.unraisablehook, list(warnings.filters), loggers
+
+    before = reporting()
+    state = {"w": np.arange(4.0)}
+    checkpoint.save(tmp_path, 1, state, None)
+    assert checkpoint.steps(tmp_path) == [1]
+    restored, _ = checkpoint.restore(tmp_path, 1, target=state)
+    np.testing.assert_array_equal(restored["w"], state["w"])
+    assert reporting() == before

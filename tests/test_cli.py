@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from ssm_jax import cli, runs, sweep
+from ssm_jax.cli.training import TRAINABLE
+from ssm_jax.configs import CONFIGS
 
 
 @pytest.mark.slow
@@ -67,9 +69,27 @@ def test_train_runs_an_in_context_config_for_one_policy_and_resumes_it_exactly(t
     final = lambda run: json.loads((run / "train.json").read_text())["final_metrics"]
     assert final(part) == final(whole) and "episode_2_return" in final(whole)
     assert runs.checkpoint_steps(part)[-1] == 6
-    with pytest.raises(SystemExit) as exit_info:  # the preset's two policies: one line, before anything compiles
-        cli.main(["train", "--config", "in-context-smoke", "--num-seeds", "1", "--out-dir", str(tmp_path / "no")])
+    with pytest.raises(SystemExit) as exit_info:  # two policies: one line, before anything compiles
+        cli.main(["train", "--config", "in-context-smoke", "--models", "gru", "mlp", "--out-dir", str(tmp_path / "no")])
     assert (
         exit_info.value.code == 2 and "trains one policy: pass --models with one of gru mlp" in capsys.readouterr().err
     )
     assert not (tmp_path / "no").exists()
+    # Its own defaults train: the config's first policy, one seed (the preset runs 2 policies x 2 seeds).
+    assert (
+        cli.main(["train", "--config", "in-context-smoke", "--iterations", "2", "--out-dir", str(tmp_path / "own")])
+        == 0
+    )
+    (own,) = (tmp_path / "own").iterdir()
+    stored = json.loads((own / "config.json").read_text())
+    assert "learning_curve.png" in {p.name for p in own.iterdir()} and not (part / "learning_curve.png").exists()
+    assert json.dumps(stored).count('"gru"') == 1 and '"mlp"' not in json.dumps(stored)
+
+
+def test_info_lists_every_named_config_by_what_runs_it(capsys):
+    result = cli.info()
+    assert set(result["configs"]) == set(TRAINABLE) and "in-context-smoke" in result["configs"]
+    assert set(result["configs"]) | set(result["experiment_configs"]) == set(CONFIGS)
+    assert not set(result["configs"]) & set(result["experiment_configs"])
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in CONFIGS)

@@ -34,6 +34,7 @@ from cli_runs import TINY, assert_same_run, start, train
 from experiments.common import parse_args
 from ssm_jax import checkpoint, cli, runs
 from ssm_jax.config_io import config_from_json, config_to_json
+from ssm_jax.configs import CONFIGS
 
 STAGING = ("**/*.orbax-checkpoint-tmp*", "**/.config.json.saving", "**/.metrics.jsonl.keep")
 """What a write in flight leaves until it completes: orbax's step being written, config.json and the metrics log
@@ -414,6 +415,18 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert f"no checkpoint at {tmp_path / 'nope'}" in _error(["eval", "--checkpoint", str(tmp_path / "nope")], capsys)
     assert "not a run directory" in _error(["train", "--resume", str(tmp_path)], capsys)
     assert "tasks must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--tasks", "1"], capsys)
+    assert _error(["eval"], capsys) == "error: missing --checkpoint (see ssm-jax eval --help)"
+    assert _error(["adapt", "--checkpoint"], capsys) == "error: --checkpoint needs a value (see ssm-jax adapt --help)"
+    assert _error([], capsys).startswith("error: name a command: ssm-jax {train,eval,adapt,info}")
+    assert _error(["info", "--foo"], capsys) == "error: ssm-jax info takes no arguments, got --foo"
+    in_context = tmp_path / "in_context"
+    shutil.copytree(uninterrupted, in_context, symlinks=True)
+    (in_context / "config.json").write_text(config_to_json(CONFIGS["in-context-smoke"]))
+    for command in ("eval", "adapt"):
+        message = _error([command, "--checkpoint", str(in_context)], capsys)
+        assert (
+            message == f"error: {in_context} is an RL² (in-context) run; this command takes a RunConfig run's directory"
+        )
 
     # A config.json that is damaged, incomplete or from elsewhere: one line naming the file and what is wrong.
     broken = tmp_path / "broken"
@@ -426,7 +439,7 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
         (json.dumps({**stored, "fields": {**stored["fields"], "iters": 3}}),
          f"{path}: the stored RunConfig has unknown iters"),
         ("{not json", f"{path}: a config this version cannot read (JSONDecodeError"),
-        ("[1, 2]", f"{broken} is not a run directory of a meta-RL run"),
+        ("[1, 2]", f"{broken} is not a run directory (no run's config in config.json)"),
     ):  # fmt: skip
         path.write_text(text)
         assert _error(["train", "--resume", str(broken)], capsys).startswith(f"error: {problem}")

@@ -41,8 +41,8 @@ from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
 from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
-from ssm_jax.cli.training import train
-from ssm_jax.configs import META_RL_CONFIGS
+from ssm_jax.cli.training import TRAINABLE, train
+from ssm_jax.configs import CONFIGS
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.report import aligned_table
 
@@ -53,7 +53,8 @@ __all__ = [
 
 
 def info() -> dict:
-    """`ssm-jax info`: devices, versions, models, envs, adaptation strategies and named configs."""
+    """`ssm-jax info`: devices, versions, models, envs, adaptation strategies and the named configs: those `ssm-jax
+    train --config` runs, and those only an experiment runs (`python -m experiments.world_model`, `.sinusoid`)."""
     packages = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "brax", "gymnax", "mujoco", "tyro", "numpy")
     versions = {}
     for name in packages:
@@ -68,7 +69,8 @@ def info() -> dict:
         "envs": list(envs.META_RL_ENVS),
         "adaptation_modes": list(ADAPTATION_MODES),
         "strategies": list(strategy_names()),
-        "configs": list(META_RL_CONFIGS),
+        "configs": list(TRAINABLE),
+        "experiment_configs": [name for name in CONFIGS if name not in TRAINABLE],
     }
     rows = [[k, ", ".join(v) if isinstance(v, list) else str(v)] for k, v in result.items() if k != "versions"]
     rows += [[name, version] for name, version in versions.items()]
@@ -82,9 +84,12 @@ _COMMANDS = ("train", "eval", "adapt", "info")
 def main(argv: Sequence[str] | None = None) -> int:
     """The `ssm-jax` entry point; returns the exit code (a `UsageError` exits 2 with one line)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: ssm-jax {{{','.join(_COMMANDS)}}} [--help] [flags]\n\n{__doc__}")
-        return 0 if argv else 2
+    usage = f"usage: ssm-jax {{{','.join(_COMMANDS)}}} [--help] [flags]"
+    if not argv:  # a mistake: one line on stderr
+        exit_with_error(f"name a command: {usage.removeprefix('usage: ')}")
+    if argv[0] in ("-h", "--help"):
+        print(f"{usage}\n\n{__doc__}")
+        return 0
     command, rest = argv[0], argv[1:]
     try:
         with interrupts.abort_on_interrupt():  # Ctrl-C outside a training chunk, or a second one: exit 130 at once
@@ -95,7 +100,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif command == "adapt":
                 adapt(parse(AdaptArgs, rest, "ssm-jax adapt", "Test-time adaptation on held-out tasks."))
             elif command == "info":
-                info()
+                if rest and rest[0] in ("-h", "--help"):
+                    print(f"usage: ssm-jax info\n\n{info.__doc__}")
+                elif rest:
+                    raise UsageError(f"ssm-jax info takes no arguments, got {' '.join(rest)}")
+                else:
+                    info()
             else:
                 raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
     except (UsageError, checkpoint.OutOfSpace, runs.RunDirError) as error:

@@ -33,6 +33,13 @@ def _one_line(event: Any) -> None:
         raise UsageError(f"invalid value {event.value!r} for {name}; expected one of {', '.join(event.choices)}")
     if isinstance(event, errors.UnrecognizedArgs):
         raise UsageError(f"unrecognized argument(s) {' '.join(event.tokens)} (see {event.prog} --help)")
+    if isinstance(event, errors.MissingArgs):
+        names = [" / ".join(context.arg.lowered.name_or_flags) for context in event.missing_arguments]
+        raise UsageError(f"missing {', '.join(names)} (see {event.prog} --help)")
+    if isinstance(event, errors.BadValue):
+        name = event.argument.display_name()
+        problem = "needs a value" if event.offending_value is None else f"takes no value, got {event.offending_value!r}"
+        raise UsageError(f"{name} {problem} (see {event.prog} --help)")
     if isinstance(event, errors.InstantiationFailure):
         name = "" if event.argument is None else f"{'/'.join(event.argument.lowered.name_or_flags)}: "
         raise UsageError(f"{name}{' '.join(str(event.message).split())}")

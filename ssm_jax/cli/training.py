@@ -1,10 +1,11 @@
 """`ssm-jax train`: meta-trains one run in jitted chunks, with checkpoints, exact resume and Ctrl-C saves. A named
 meta-RL config trains MAML (or, with `--method pretrained`, its baseline); an in-context one (`in-context-*`) trains
-RL² for the one policy `--models` names."""
+RL² for the one policy `--models` names (by default the config's first). One seed: `--num-seeds` above 1 is refused."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shutil
 import sys
 import time
@@ -65,7 +66,7 @@ def train(argv: Sequence[str]) -> int:
         config = resumed_config(run_dir, rest, prog)  # its --help describes the run's config
     else:
         name = known.config or "basic"
-        config = parse(type(TRAINABLE[name]), rest, prog, f"Config {name!r}. {also}", TRAINABLE[name])
+        config = parse(type(TRAINABLE[name]), rest, prog, f"Config {name!r}. {also}", one_run(TRAINABLE[name]))
         if config.num_seeds != 1:
             raise UsageError(
                 f"ssm-jax train runs one seed (got --num-seeds {config.num_seeds}); the experiments run several"
@@ -93,6 +94,13 @@ def train(argv: Sequence[str]) -> int:
         if known.resume is None and jax.process_count() == 1 and not runs.checkpoint_steps(run_dir):
             shutil.rmtree(run_dir)  # a run that failed before its first checkpoint leaves nothing behind
         raise
+
+
+def one_run(config: RunConfig | InContextRunConfig) -> RunConfig | InContextRunConfig:
+    """A named config as `ssm-jax train` runs it by default: one seed, and an in-context config's first policy (the
+    experiments run its seeds and policies side by side)."""
+    config = dataclasses.replace(config, num_seeds=1)
+    return dataclasses.replace(config, models=config.models[:1]) if isinstance(config, InContextRunConfig) else config
 
 
 def _program(config: RunConfig | InContextRunConfig, mesh) -> tuple[Any, dict[str, str]]:
