@@ -262,3 +262,11 @@ def test_a_launched_process_without_distributed_is_refused_in_one_line(tmp_path)
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: started as one of 2 processes by python -m ssm_jax.launch without --distributed" in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_2_process_run_refused_for_its_task_split_leaves_nothing_behind(tmp_path):
+    command = train_command(tmp_path, "--tasks-per-batch", "3")
+    result = subprocess.run(launch_command(2, command), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT + 30)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "error: --tasks-per-batch 3 cannot be split evenly over 2 devices" in result.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -554,6 +554,16 @@ def test_a_device_too_full_for_the_runs_lock_is_one_line_and_exit_2(tmp_path, un
     assert err.startswith("error: ") and f" writing {run_dir / '.lock'}: it needs up to " in err, err
 
 
+def test_a_device_too_full_for_the_config_leaves_no_run_directory(tmp_path):
+    """No file may grow past 100 bytes: writing config.json fails in one line, exit 2, and the run directory it was
+    for (with its staging file) is removed."""
+    command = [*_file_size_limit(100), sys.executable, "-m", "ssm_jax", "train", "--out-dir", str(tmp_path), *TINY]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    err = result.stderr.strip()
+    assert result.returncode == 2 and "\n" not in err and "/.config.json.saving: it needs up to " in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
     """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
     from experiments import halfcheetah_vel, sweep, world_model

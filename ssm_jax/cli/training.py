@@ -81,8 +81,9 @@ def train(argv: Sequence[str]) -> int:
             run_dir = runs.make_run_dir(config.out_dir)
         except runs.RunDirError as error:
             raise UsageError(str(error)) from None
-        runs.write_config(run_dir, config)
     try:
+        if known.resume is None:
+            runs.write_config(run_dir, config)
         with runs.lock(run_dir):
             return _train(config, run_dir, resume=known.resume is not None)
     except runs.RunInUse as error:
