@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from experiments import provenance
-from ssm_jax import checkpoint, distributed, interrupts, runs
+from ssm_jax import checkpoint, distributed, interrupts, runs, watchdog
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.runs import Diverged, Interrupted
 
@@ -70,7 +70,8 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     end of a chunk, where `runs.train_phase` saves it (in experiments that checkpoint) and says how to continue; exit
     0 (143 after SIGTERM). Ctrl-C at any other moment (compiling an evaluation, evaluating, writing results), or a
     second one, aborts at once with exit 130 (SIGTERM: 143) and no traceback (`interrupts.abort_on_interrupt`). A
-    diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state). A finished run
+    diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state); a run that uses
+    no CPU for `SSM_JAX_STALL_SECONDS` (a wedged XLA runtime) one line and exit 124 (`ssm_jax.watchdog`). A finished run
     whose `main` returns its `run_dir` gets a provenance.json (`experiments.provenance`: command, commit, wall
     time, machine)."""
     args = parse_args(presets, default_preset)
@@ -81,7 +82,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     started, module = time.perf_counter(), provenance.current_module()
     code = provenance.commit() if module is not None else None
     try:
-        with interrupts.abort_on_interrupt(), distributed.failing_fast():
+        with interrupts.abort_on_interrupt(), distributed.failing_fast(), watchdog.exit_when_stalled():
             results = main(args)
         if module is not None and isinstance(results, dict) and "run_dir" in results:
             provenance.record(Path(results["run_dir"]), module, sys.argv[1:], code, time.perf_counter() - started)

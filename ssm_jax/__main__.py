@@ -3,7 +3,7 @@
 
 import signal
 
-from ssm_jax import interrupts
+from ssm_jax import interrupts, watchdog
 
 
 def main() -> int:
@@ -14,7 +14,8 @@ def main() -> int:
     from ssm_jax.cli import main as cli_main
 
     try:
-        with distributed.failing_fast():  # one of several processes that fails ends at once
+        with distributed.failing_fast(), watchdog.exit_when_stalled():  # a failing process ends at once; so does
+            # one that makes no progress (XLA's CPU runtime can wedge)
             code = cli_main()
             if code:
                 raise SystemExit(code)

@@ -32,7 +32,7 @@ import pytest
 from cli_runs import TINY, assert_same_run, start, train
 
 from experiments.common import parse_args
-from ssm_jax import checkpoint, cli, runs
+from ssm_jax import checkpoint, cli, runs, watchdog
 from ssm_jax.config_io import config_from_json, config_to_json
 from ssm_jax.configs import CONFIGS
 
@@ -658,3 +658,33 @@ def test_the_docs_name_a_test_for_each_guarantee_and_each_exists():
     for row in rows:
         named = [name.removeprefix("tests/") for name in re.findall(r"`((?:tests/\w+\.py::)?test_\w+)`", row)]
         assert named and set(named) <= defined, (row[:80], set(named) - defined)
+
+
+# A run that stops making progress ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("work", ["stalls", "computes"])
+def test_a_stalled_run_ends_within_its_limit_in_one_line_and_a_busy_one_does_not(work):
+    """An experiment whose main waits without using the CPU (as a wedged XLA runtime does) ends 124 with one line
+    once `SSM_JAX_STALL_SECONDS` (3 s here) pass; one that keeps a core busy for as long runs to its end."""
+    wait = (
+        "time.sleep(60)" if work == "stalls" else "end = time.monotonic() + 8\n    while time.monotonic() < end: pass"
+    )
+    script = "\n".join(
+        [
+            "import time",
+            "from experiments import common, navigation",
+            "def main(args):",
+            f"    {wait}",
+            "common.run_main(main, navigation.PRESETS, 'smoke')",
+        ]
+    )
+    env = {**os.environ, "SSM_JAX_STALL_SECONDS": "3"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if work == "stalls":
+        assert result.returncode == watchdog.STALLED and time.monotonic() - started < 30, result.stderr[-2000:]
+        assert len(lines) == 1 and lines[0].startswith("error: no progress for 3 s"), result.stderr[-2000:]
+    else:
+        assert result.returncode == 0 and not lines, result.stderr[-2000:]
