@@ -3,6 +3,7 @@ a run is interrupted, diverges or meets a mistake is tests/test_reliability.py's
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -44,6 +45,21 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
     assert adapting.shape == frozen.shape == (4,) and not np.allclose(adapting, frozen)
     assert standard["online"]["paired_gain"] == pytest.approx(np.mean(adapting - frozen), rel=1e-5)
     assert (tmp_path / "standard.png").exists()
+    # Without --output: one file per setting, an online run's plot with its own panel, nothing overwritten.
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted, run, symlinks=True)
+    base = ["adapt", "--checkpoint", str(run), "--tasks", "4", "--adapt-rounds", "2"]
+    assert cli.main(base) == 0
+    for scale in ("0.1", "0.2"):
+        assert cli.main([*base, *online, "--online-lr-scale", scale]) == 0
+    names = {path.name for path in run.glob("adapt_standard*")}
+    stem = "adapt_standard_online_every5_window5_scale"
+    assert names == {
+        f"{name}.{ext}" for name in ("adapt_standard", f"{stem}0.1", f"{stem}0.2") for ext in ("json", "png")
+    }
+    assert (run / f"{stem}0.1.png").read_bytes() != (run / "adapt_standard.png").read_bytes()
+    scales = {json.loads((run / f"{stem}{s}.json").read_text())["online"]["lr_scale"] for s in ("0.1", "0.2")}
+    assert scales == {0.1, 0.2}
 
 
 def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():

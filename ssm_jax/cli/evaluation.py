@@ -36,8 +36,9 @@ class EvalArgs:
 
 @dataclasses.dataclass(frozen=True)
 class AdaptArgs(EvalArgs):
-    """`ssm-jax adapt`'s flags; its JSON goes to `--output`, else `adapt_<mode>.json` (`adapt_<mode>_online.json`
-    with `--online`) in the run directory, one file per setting, its plot beside it as `.png`."""
+    """`ssm-jax adapt`'s flags; its JSON goes to `--output`, else `adapt_<mode>.json` (with `--online`,
+    `adapt_<mode>_online_every<N>_window<W>_scale<S>.json`) in the run directory, one file per setting, its plot
+    beside it as `.png` (with `--online`, a second panel: the online episodes frozen and adapting)."""
 
     adapt_rounds: int = 3
     """Adaptation rounds: each samples trajectories with the current policy, then takes one gradient step."""
@@ -145,7 +146,8 @@ def adapt(args: AdaptArgs) -> dict:
             changes[name] = value
     run = _restore(args, changes)
     setting = args.adaptation_mode + (f"_{args.replay}" if args.replay and args.adaptation_mode == "hybrid" else "")
-    setting += "_online" if args.online else ""
+    if args.online:  # each online setting its own file: a second --online-lr-scale does not overwrite the first
+        setting += f"_online_every{args.online_every}_window{args.online_window}_scale{args.online_lr_scale:g}"
     output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
     runs.check_writable(output)  # before anything compiles
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
@@ -169,11 +171,14 @@ def adapt(args: AdaptArgs) -> dict:
     if args.online:
         result["online"] = _adapt_online(args, run)
     runs.write_json(output, result)
-    fig, ax = new_figure(figsize=(5.5, 3.6))
+    fig, axes = new_figure(1, 2 if args.online else 1, figsize=(9.5 if args.online else 5.5, 3.6), squeeze=False)
+    ax = axes[0, 0]
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
     ax.set_xlabel("adaptation steps on the held-out task")
     ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.tasks} tasks)")
     ax.legend()
+    if args.online:
+        _plot_online(axes[0, 1], result["online"])
     save_figure(fig, output.with_suffix(".png"))
     mode = args.adaptation_mode
     if mode == "hybrid":
@@ -196,6 +201,19 @@ def adapt(args: AdaptArgs) -> dict:
         )
     print(aligned_table(rows))
     return result
+
+
+def _plot_online(ax, online: dict) -> None:
+    """The online episodes' returns, frozen against adapting (mean and 95% CI over tasks, each task's pair joined)."""
+    frozen, adapting = (np.asarray(online["per_task"][k]) for k in ("frozen", "adapting"))
+    for pair in zip(frozen, adapting, strict=True):
+        ax.plot([0, 1], pair, color="0.8", lw=0.8)
+    means, halves = (online["frozen_mean"], online["adapting_mean"]), (online["frozen_ci95"], online["adapting_ci95"])
+    ax.errorbar([0, 1], means, yerr=halves, marker="o", capsize=4, color="C1")
+    ax.set_xticks([0, 1], ["frozen", f"adapting every {online['every']}"])
+    ax.set_xlim(-0.4, 1.4)
+    ax.set_ylabel("return of one episode")
+    ax.set_title(f"online (window {online['window']}, rate x{online['lr_scale']:g})", fontsize=9)
 
 
 def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
