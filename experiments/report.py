@@ -85,10 +85,13 @@ def paired_difference(curves: dict, a: str, b: str) -> dict | None:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_format: str = ".3f") -> str:
-    def fmt(value):
-        return format(value, float_format) if isinstance(value, float) else str(value)
+    """A Markdown table; a `|` inside a cell (`|v - goal|`) is escaped, or it would split the cell and the table."""
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    def fmt(value):
+        text = format(value, float_format) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(fmt, header)) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 command, commit, wall time and machine of the run).
 
     python -m experiments.results_pages                          # rewrite every page and its plots
-    python -m experiments.results_pages --check                  # exit 1 naming the pages that differ
+    python -m experiments.results_pages --check                  # exit 1 naming the pages that differ or are stale
     python -m experiments.results_pages --record RUN_DIR NAME    # copy a finished run into docs/results/NAME
 
 Each page is the experiment's own results.md, rendered by its `write_report(run_dir, config)` (`WRITERS`) from
@@ -15,6 +15,7 @@ headline table of README.md and docs/index.md (navigation against Finn et al.'s 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import sys
@@ -35,15 +36,20 @@ from experiments import (
     world_model,
 )
 from experiments import sweep as experiment_sweep
+from experiments.common import parse_args
 from experiments.report import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax.cli import exit_with_error
+from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config_io import read_config
 from ssm_jax.configs import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.report import steps_label
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
-RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provenance.FILE)
+DRIFT = "drift.json"
+"""A page's explained config drift: `{field: {"now": today's value, "why": why the page still stands}}`, for a
+default changed since the recording (rendered under its provenance)."""
+RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provenance.FILE, DRIFT)
 """The files of a recorded run; everything else in its directory is generated."""
 
 WRITERS = {
@@ -66,7 +72,9 @@ def render(page_dir: Path) -> None:
     config = read_config(page_dir / "config.json")
     body = WRITERS[type(config)](page_dir, config)
     title, rest = body.split("\n\n", 1)
-    (page_dir / "results.md").write_text(f"{title}\n\n{provenance.describe(recorded)}\n\n{rest}")
+    note = drift_note(page_dir)
+    header = provenance.describe(recorded) + (f"\n\n{note}" if note else "")
+    (page_dir / "results.md").write_text(f"{title}\n\n{header}\n\n{rest}")
 
 
 def pages(root: Path = RESULTS) -> list[Path]:
@@ -99,6 +107,55 @@ def differences(page_dir: Path) -> list[str]:
             if not same:
                 found.append(f"{page_dir.name}/{name} differs from what its recorded run renders")
         return found
+
+
+UNCOMPARED = ("out_dir", "resume")
+"""Config fields that say where a run was written, not what it computed."""
+
+
+def _plain(value):
+    """A config value as JSON holds it (tuples as lists)."""
+    return json.loads(json.dumps(value))
+
+
+def drift_note(page_dir: Path) -> str:
+    """The page's explained drift as a paragraph ('' without any)."""
+    if not (page_dir / DRIFT).exists():
+        return ""
+    explained = json.loads((page_dir / DRIFT).read_text())
+    items = "; ".join(f"`{field}` is now {entry['now']!r}: {entry['why']}" for field, entry in explained.items())
+    return f"Defaults changed since this run was recorded: {items}."
+
+
+def config_drift(page_dir: Path) -> list[str]:
+    """Whether the page's command, run now, would run the config it recorded: the command's experiment and flags
+    parsed against today's presets, compared field by field with the recorded config.json (as `config_io` reads it:
+    a field added since reads as what the run used). A default changed since the recording (a preset's, or a config
+    class's) makes the page stale: one line naming the field, so the page is re-recorded or the change undone."""
+    recorded = json.loads((page_dir / provenance.FILE).read_text())
+    words = [word for word in recorded["command"].split() if "=" not in word or word.startswith("-")]
+    module, argv = importlib.import_module(words[2]), words[3:]
+    stored = read_config(page_dir / "config.json")
+    presets = getattr(module, "PRESETS", {})
+    named = lambda config: getattr(config, "name", None) or getattr(config, "preset", None)
+    base = [key for key, preset in presets.items() if type(preset) is type(stored) and named(preset) == named(stored)]
+    if not base:
+        return [f"{page_dir.name}: no preset of {words[2]} is named {named(stored)!r} any more"]
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--preset", default=base[0])
+    _, rest = parser.parse_known_args(argv)
+    current = parse_args(presets, base[0], ["--preset", base[0], *rest])
+    explained = json.loads((page_dir / DRIFT).read_text()) if (page_dir / DRIFT).exists() else {}
+    drift = [
+        (field, now, then)
+        for field, now, then in config_differences(stored, current)
+        if field.rsplit(".", 1)[-1] not in UNCOMPARED and explained.get(field, {}).get("now") != _plain(now)
+    ]
+    return [
+        f"{page_dir.name}: `{recorded['command']}` now runs {field}={now!r}, the recorded run {field}={then!r}: "
+        "re-record the page"
+        for field, now, then in drift[:3]
+    ]
 
 
 HEADLINE_PAGE = "navigation"
@@ -167,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     found = []
     for page_dir in pages():
         if args.check:
-            found += differences(page_dir)
+            found += differences(page_dir) + config_drift(page_dir)
         else:
             render(page_dir)
             print(f"wrote {page_dir / 'results.md'}")

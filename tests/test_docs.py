@@ -159,3 +159,24 @@ def test_the_in_context_guide_quotes_its_recorded_runs_and_benchmark():
     assert figures and not [figure for figure in figures if figure not in pages]
     rows = json.loads((ROOT / "benchmarks" / "results" / "trial_replay.json").read_text())["rows"]
     assert rows and all(f"{row['forward_grad_ms']:.1f} ({row['parallel_speedup']:.2f}x)" in replay for row in rows)
+
+
+def test_every_table_on_the_results_pages_renders_as_a_table():
+    """A `|` inside a cell (the cheetah's `|v - goal|` header) must not break its table into a raw paragraph."""
+    import markdown
+
+    for page_dir in results_pages.pages():
+        html = markdown.markdown((page_dir / "results.md").read_text(), extensions=["tables"])
+        raw = [line for line in html.splitlines() if line.startswith("<p>|")]
+        assert not raw, f"{page_dir.name}: a table rendered as a paragraph: {raw[0][:120]}"
+
+
+def test_a_page_whose_command_now_runs_another_config_fails_the_check(tmp_path):
+    """A default changed since a page was recorded (here the hybrid replay source) makes the page stale unless the page
+    explains the drift."""
+    page = tmp_path / "navigation"
+    shutil.copytree(results_pages.RESULTS / "navigation", page)
+    (page / results_pages.DRIFT).unlink()
+    drift = results_pages.config_drift(page)
+    assert any("now runs evaluation.replay='task', the recorded run evaluation.replay='meta'" in line for line in drift)
+    assert not results_pages.config_drift(results_pages.RESULTS / "navigation")

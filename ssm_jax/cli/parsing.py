@@ -74,7 +74,7 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
         raise UsageError(f"{path}: not a run's config")
     config = parse(type(stored), args, prog, f"Resuming {run_dir}.", stored)
     extends = lambda field, given, kept: field == "iterations" and given > kept
-    contradicting = [d for d in _differences(stored, config) if d[0] not in ignored and not extends(*d)]
+    contradicting = [d for d in config_differences(stored, config) if d[0] not in ignored and not extends(*d)]
     if contradicting:
         field, given, kept = contradicting[0]
         flag = "--" + (field.rsplit(".", 1)[-1] if getattr(type(stored), "FLAT_FLAGS", False) else field).replace(
@@ -87,13 +87,13 @@ def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Seque
     return config
 
 
-def _differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+def config_differences(stored: Any, given: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
     """`(dotted field, given value, stored value)` for every leaf field where two configs differ."""
     if dataclasses.is_dataclass(stored) and type(stored) is type(given):
         return [
             diff
             for f in dataclasses.fields(stored)
-            for diff in _differences(getattr(stored, f.name), getattr(given, f.name), f"{prefix}{f.name}.")
+            for diff in config_differences(getattr(stored, f.name), getattr(given, f.name), f"{prefix}{f.name}.")
         ]
     return [] if stored == given else [(prefix.rstrip("."), given, stored)]
 
