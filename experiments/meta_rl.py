@@ -150,11 +150,14 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
         modes = ("standard", "hybrid") if name == "MAML" and args.adaptation_mode == "both" else (args.adaptation_mode,)
         for mode in modes if name == "MAML" else ("standard",):
             label = f"{name} + {mode}" if name == "MAML" else name
-            returns, extra = programs.evaluate(state, eval_keys, eval_tasks, mode)
+            with runs.announce(f"evaluating {label} on {np.size(eval_keys)} held-out tasks"):
+                returns, extra = jax.block_until_ready(programs.evaluate(state, eval_keys, eval_tasks, mode))
             curves[label] = pooled(returns)
             task_metrics[label] = pooled(extra.get("task_metric", returns * np.nan))
 
     oracle = None
     if args.oracle:
-        oracle = pooled(programs.oracle(initial, keys.oracle, eval_tasks, iterations=args.oracle_iterations)[..., -1])
+        with runs.announce(f"training the oracle on each held-out task ({args.oracle_iterations} iterations)"):
+            trained_oracle = programs.oracle(initial, keys.oracle, eval_tasks, iterations=args.oracle_iterations)
+            oracle = pooled(jax.block_until_ready(trained_oracle)[..., -1])
     return curves, task_metrics, oracle, train_seconds

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ssm_jax import runs
+from ssm_jax.xla_flags import USER_FLAGS_VARIABLE
 
 FILE = "provenance.json"
 
@@ -69,8 +70,10 @@ NUMERIC_ENVIRONMENT = ("XLA_FLAGS", "JAX_ENABLE_X64", "JAX_DEFAULT_MATMUL_PRECIS
 def record(run_dir: Path, module: str, argv: list[str], code: str, seconds: float) -> None:
     """Writes `run_dir/provenance.json` for a run of `python -m <module> <argv>` from commit `code` (`commit()` as
     the run started: the code it loaded) that took `seconds`; the command starts with the variables of
-    `NUMERIC_ENVIRONMENT` that were set."""
-    settings = [f"{name}={os.environ[name]}" for name in NUMERIC_ENVIRONMENT if os.environ.get(name)]
+    `NUMERIC_ENVIRONMENT` that were set (XLA_FLAGS as the user gave them: the entry point adds the portable flags
+    to every run, `ssm_jax.xla_flags.configure_entry_point`)."""
+    given = {**os.environ, "XLA_FLAGS": os.environ.get(USER_FLAGS_VARIABLE, os.environ.get("XLA_FLAGS", ""))}
+    settings = [f"{name}={given[name]}" for name in NUMERIC_ENVIRONMENT if given.get(name)]
     command = " ".join([*settings, "python", "-m", module, *argv])
     value = {"experiment": module, "command": command, "commit": code, "seconds": seconds, "machine": machine()}
     runs.write_json(Path(run_dir) / FILE, value)

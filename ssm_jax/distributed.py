@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from typing import Any, NoReturn
@@ -61,6 +63,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
     if num_processes is None and PROCESS_COUNT_VARIABLE in os.environ:
         num_processes = int(os.environ[PROCESS_COUNT_VARIABLE])
         process_id = int(os.environ[PROCESS_ID_VARIABLE])
+    stop = signal.getsignal(signal.SIGTERM)
     try:
         jax.distributed.initialize(coordinator_address, num_processes, process_id)
     except ValueError as error:
@@ -68,6 +71,8 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
             f"cannot start JAX's multi-process runtime ({error}): start every process with python -m ssm_jax.launch "
             "-n N -- ..., under SLURM or Open MPI, or on a TPU pod"
         ) from None
+    if stop is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)  # JAX's preemption notifier took SIGTERM over: a stop would be lost
     global _joined
     _joined = True
 

@@ -250,6 +250,20 @@ def non_finite(tree: Any, run_axis: bool = False) -> list[tuple[str, int | None]
     return found
 
 
+@contextlib.contextmanager
+def announce(description: str) -> Iterator[None]:
+    """One line on stderr as a long single step starts (`description…`: compiling and running an evaluation, which
+    shows no progress of its own) and its wall time when it ends, so a user never waits on a silent terminal. Only
+    process 0 prints."""
+    writes = distributed.is_writer()
+    if writes:
+        print(f"{description}…", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    yield
+    if writes:
+        print(f"{description}: done, {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
+
+
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM (`signum`) during `train_in_chunks`: `state` is the last finished chunk's, at `iteration`;
     entry points exit with `interrupts.stopped_exit_code(signum)`."""
@@ -288,6 +302,8 @@ def train_in_chunks(
     writes = distributed.is_writer()
     live, started = writes and _live_progress(), time.perf_counter()
     bar = tqdm(total=iterations, initial=start, desc=description, dynamic_ncols=True, leave=False, disable=not live)
+    if writes and not live and start < iterations:  # a log file: say so before the first chunk's compile
+        print(f"{description}: {start}/{iterations}, compiling the first chunk", file=sys.stderr, flush=True)
     with bar, interrupts.stop_at_chunk_end() as interrupt_requested:
         for chunk in range(start // chunk_size, iterations // chunk_size):
             state, metrics = update_chunk(state, keys[chunk])

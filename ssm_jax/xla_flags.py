@@ -15,11 +15,15 @@ CPU of the last decade has), the four golden smoke runs gave the same bits on on
 (they split long contractions over threads: bit-identical here across thread counts for every golden run, but a
 machine whose caches differ may block them differently).
 
-This module imports nothing heavy: entry points call it before JAX loads (XLA reads its flags once).
+`configure_entry_point()` is what `ssm-jax` and `python -m experiments.x` call before JAX loads (XLA reads its flags
+once): the portable flags, each unless the user's XLA_FLAGS set it, and XLA's own C++ log kept off the terminal
+(`TF_CPP_MIN_LOG_LEVEL=3`, unless set: XLA's "Very slow compile?" banner is an internal's, not the user's concern; a
+failure still reaches the user as a Python exception). This module imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 
 PORTABLE_CPU: dict[str, object] = {
@@ -28,6 +32,8 @@ PORTABLE_CPU: dict[str, object] = {
     **({"xla_cpu_max_isa": "AVX2"} if platform.machine().lower() in ("x86_64", "amd64") else {}),
 }
 """Flags that make CPU numbers independent of the machine (the instruction-set cap only on x86-64)."""
+USER_FLAGS_VARIABLE = "SSM_JAX_USER_XLA_FLAGS"
+"""Where an entry point (or the test suite) keeps the XLA_FLAGS the user started it with."""
 
 
 def flag_names(flags: str) -> set[str]:
@@ -44,3 +50,13 @@ def with_flags(flags: str, added: dict[str, object]) -> str:
 
 def _text(value: object) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def configure_entry_point() -> None:
+    """Sets this process's `XLA_FLAGS` to the user's plus `PORTABLE_CPU` (each flag the user did not set), and
+    `TF_CPP_MIN_LOG_LEVEL` to 3 unless the user set it. The user's own flags stay in `USER_FLAGS_VARIABLE` (what a
+    recorded command names). Call it before JAX is first used."""
+    given = os.environ.get("XLA_FLAGS", "")  # the user's, or what a parent (a launcher, the tests) passed on
+    os.environ.setdefault(USER_FLAGS_VARIABLE, given)
+    os.environ["XLA_FLAGS"] = with_flags(given, PORTABLE_CPU)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

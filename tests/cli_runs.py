@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,3 +48,13 @@ def assert_same_run(run_dir: Path, expected: Path) -> None:
     assert len(leaves) == len(expected_leaves)
     for got, want in zip(leaves, expected_leaves, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+_PROGRESS = re.compile(r"^[\w .()-]+: \d+/\d+\b|: done, \d+ s$|…$")
+"""A progress line on stderr: a chunk's (`train: 5/40, return -5.7, 3 s`, `train: 0/40, compiling the first
+chunk`) or a long step's (`eval: compiling and running 2 held-out episodes…`, `...: done, 1 s`)."""
+
+
+def messages(stderr: str) -> list[str]:
+    """The lines of `stderr` that are not progress: what a command says to its user."""
+    return [line for line in stderr.strip().splitlines() if line.strip() and not _PROGRESS.search(line)]

@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 
-from ssm_jax.xla_flags import PORTABLE_CPU, with_flags
+from ssm_jax.xla_flags import PORTABLE_CPU, USER_FLAGS_VARIABLE, with_flags
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # The suite is compile-bound: most tests build a program, run it for milliseconds and compare. XLA's CPU backend
@@ -31,7 +31,7 @@ XLA_DEFAULT_OPTIMISATION = {
 }
 TEST_XLA_FLAGS = {**FAST_TEST_XLA_FLAGS, **PORTABLE_CPU}
 # The flags the user started pytest with (xdist workers inherit the augmented XLA_FLAGS, and this).
-USER_XLA_FLAGS = os.environ.setdefault("SSM_JAX_USER_XLA_FLAGS", os.environ.get("XLA_FLAGS", ""))
+USER_XLA_FLAGS = os.environ.setdefault(USER_FLAGS_VARIABLE, os.environ.get("XLA_FLAGS", ""))
 if os.environ.get("SSM_JAX_TEST_FAST_XLA", "1") != "0":
     os.environ["XLA_FLAGS"] = with_flags(USER_XLA_FLAGS, TEST_XLA_FLAGS)
 import jax  # noqa: E402  (after XLA_FLAGS: XLA reads them once, at start)

@@ -114,7 +114,8 @@ def test_a_results_page_whose_recorded_numbers_changed_is_reported(tmp_path):
 @pytest.mark.slow
 def test_a_finished_experiment_records_its_provenance_and_becomes_a_page(tmp_path):
     command = [sys.executable, "-m", "experiments.navigation", "--preset", "smoke", "--out-dir", str(tmp_path / "runs")]
-    env = {name: value for name, value in os.environ.items() if name not in provenance.NUMERIC_ENVIRONMENT}
+    unset = (*provenance.NUMERIC_ENVIRONMENT, provenance.USER_FLAGS_VARIABLE)  # the flags given to this command alone
+    env = {name: value for name, value in os.environ.items() if name not in unset}
     env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS") or "--xla_cpu_multi_thread_eigen=true"
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
     (run_dir,) = (tmp_path / "runs").iterdir()

@@ -220,6 +220,27 @@ def test_a_2_process_run_killed_with_sigkill_resumes_on_2_processes_bit_for_bit(
     assert_same_run(run_dir, two_process_run[1])
 
 
+def test_sigterm_while_a_2_process_run_compiles_ends_it_at_once_with_143(tmp_path):
+    """JAX's multi-process runtime takes SIGTERM over when it starts (its preemption notifier): the entry point takes
+    it back, so a SIGTERM before training aborts every process at once."""
+    process = subprocess.Popen(
+        launch_command(2, train_command(tmp_path)),
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None and not list(tmp_path.glob("*/config.json")):
+        time.sleep(0.01)
+    time.sleep(1.0)  # both processes have joined the runtime and compile
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, err = process.communicate(timeout=LAUNCH_TIMEOUT)
+    assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
+    assert time.monotonic() - signalled < 15
+
+
 @pytest.mark.parametrize("receiver", ["launcher", "process 1"])
 def test_sigterm_stops_a_2_process_run_after_the_chunk_in_flight_saved_and_it_resumes_bit_for_bit(
     tmp_path, two_process_run, receiver

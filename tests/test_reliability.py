@@ -29,7 +29,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from cli_runs import TINY, assert_same_run, start, train
+from cli_runs import TINY, assert_same_run, messages, start, train
 
 from experiments.common import parse_args
 from ssm_jax import checkpoint, cli, runs, watchdog
@@ -85,7 +85,7 @@ def test_every_bad_value_is_one_line_and_exit_2_before_anything_compiles(flags, 
 def test_a_diverging_run_exits_3_in_one_line_and_eval_refuses_a_non_finite_checkpoint(tmp_path, uninterrupted, capsys):
     capsys.readouterr()
     assert cli.main(["train", "--out-dir", str(tmp_path / "runs"), *TINY, "--outer-lr", "1e6"]) == 3
-    err = capsys.readouterr().err.strip()
+    err = "\n".join(messages(capsys.readouterr().err))
     assert err.startswith("error: diverged at iteration 5: .meta.params") and "\n" not in err, err
     (diverged_run,) = (tmp_path / "runs").iterdir()
     assert err.endswith(f"the last finite checkpoint is {diverged_run.absolute() / runs.CHECKPOINTS / 'step_0'}")
@@ -340,7 +340,7 @@ def test_a_flipped_byte_in_the_newest_step_is_one_warning_line_and_the_step_befo
         victim.write_bytes(bytes(content))
         command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--tasks", "2"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
-        lines = result.stderr.strip().splitlines()
+        lines = messages(result.stderr)
         assert result.returncode == 0 and len(lines) == 1, (relative, result.stderr[-3000:])
         assert lines[0].startswith(f"warning: corrupt or incomplete checkpoint at {damaged.absolute()}/")
         assert "step_40" in lines[0] and lines[0].endswith("trying the step before it")
@@ -375,7 +375,7 @@ def test_a_resume_that_falls_back_from_a_damaged_step_saves_that_step_anew(tmp_p
     assert_same_run(damaged, uninterrupted)
     command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--tasks", "2"]
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and not again.stderr.strip(), again.stderr[-3000:]
+    assert again.returncode == 0 and not messages(again.stderr), again.stderr[-3000:]
     assert json.loads((damaged / "eval.json").read_text())["iteration"] == 40
 
 
@@ -492,14 +492,14 @@ def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, unin
     bit."""
     process = start(tmp_path, wrapper=_file_size_limit(60_000))
     _, err = process.communicate(timeout=300)
-    messages = [line for line in err.splitlines() if not line.startswith("train: ")]  # the per-chunk progress
-    assert process.returncode == 2 and len(messages) == 1, (process.returncode, err[-3000:])
+    said = messages(err)
+    assert process.returncode == 2 and len(said) == 1, (process.returncode, err[-3000:])
     (run_dir,) = tmp_path.iterdir()
     steps = runs.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40
     failed = run_dir.absolute() / runs.CHECKPOINTS / f"step_{steps[-1] + 5}"
-    assert messages[0].startswith(f"error: file too large writing {failed}: it needs up to ")
-    assert messages[0].endswith(" is free") and not _staging(tmp_path)
+    assert said[0].startswith(f"error: file too large writing {failed}: it needs up to ")
+    assert said[0].endswith(" is free") and not _staging(tmp_path)
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
     assert_same_run(run_dir, uninterrupted)
 

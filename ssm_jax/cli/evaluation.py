@@ -116,7 +116,8 @@ def evaluate(args: EvalArgs) -> dict:
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
     output = Path(args.output) if args.output else run.run_dir / "eval.json"
     runs.check_writable(output)  # before anything compiles
-    returns, _ = jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks)
+    with runs.announce(f"eval: compiling and running {args.tasks} held-out episodes"):
+        returns, _ = jax.block_until_ready(jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks))
     returns = np.asarray(returns[:, 0])
     (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
     result = {
@@ -151,7 +152,9 @@ def adapt(args: AdaptArgs) -> dict:
     output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
     runs.check_writable(output)  # before anything compiles
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
-    returns, _ = evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode)
+    rounds = f"{args.adapt_rounds} {args.adaptation_mode} adaptation round(s)"
+    with runs.announce(f"adapt: compiling and running {rounds} on {args.tasks} held-out tasks"):
+        returns, _ = jax.block_until_ready(evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode))
     returns = np.asarray(returns)
     (mean, half), std = mean_ci(returns), np.std(returns, axis=0, ddof=1)
     gain_mean, gain_half = mean_ci(returns[:, 1:] - returns[:, :1])
@@ -224,8 +227,9 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     online = jax.jit(run.trainer.evaluate_online, static_argnames=("mode", "window", "every"))
     settings = (args.adaptation_mode, args.online_window)
     scale = args.online_lr_scale
-    adapting, extras = online(run.state, run.key, run.tasks, *settings, args.online_every, lr_scale=scale)
-    frozen, _ = online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale)
+    with runs.announce(f"adapt: one episode per task adapting online, and frozen, on {args.tasks} tasks"):
+        adapting, extras = online(run.state, run.key, run.tasks, *settings, args.online_every, lr_scale=scale)
+        frozen, _ = jax.block_until_ready(online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale))
     adapting, frozen = np.asarray(adapting), np.asarray(frozen)
     (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
     gain, gain_half = mean_ci(adapting - frozen)
