@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import tyro
 
-from ssm_jax import configs
+from ssm_jax import configs, runs
 from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
 from ssm_jax.coordinator import AgentCoordinator
 
@@ -36,7 +36,8 @@ def main(args: Args) -> dict:
     env, trainer = configs.build(config)
     train_key, agent_key, task_key, run_key = jax.random.split(jax.random.key(args.seed), 4)
     state = configs.initial_state(config, trainer)
-    state, _ = jax.jit(trainer.train, static_argnums=2)(state, train_key, args.iterations)
+    with runs.announce(f"meta-training the policy for {args.iterations} iterations on 2D navigation"):
+        state, _ = jax.block_until_ready(jax.jit(trainer.train, static_argnums=2)(state, train_key, args.iterations))
 
     maml_key, hybrid_key = jax.random.split(agent_key)
     coordinator = AgentCoordinator()
@@ -45,10 +46,11 @@ def main(args: Args) -> dict:
     tasks = env.sample_tasks(task_key, 2)  # one goal per agent
     before_key, after_key = jax.random.split(run_key)
     horizon = config.trainer.horizon
-    before = coordinator.run_episodes(env, tasks, args.episodes, horizon, before_key)
-    adapted = {name: agent.adapt() for name, agent in coordinator.agents.items()}
-    after = coordinator.run_episodes(env, tasks, args.episodes, horizon, after_key)
-    updated = coordinator.broadcast_update()
+    with runs.announce(f"running {args.episodes} episodes per agent, adapting each, and {args.episodes} again"):
+        before = coordinator.run_episodes(env, tasks, args.episodes, horizon, before_key)
+        adapted = {name: agent.adapt() for name, agent in coordinator.agents.items()}
+        after = coordinator.run_episodes(env, tasks, args.episodes, horizon, after_key)
+        updated = coordinator.broadcast_update()
 
     print(f"{'agent':<16}{'goal':>18}{'return before':>16}{'after adapting':>16}")
     for i, name in enumerate(coordinator.agents):

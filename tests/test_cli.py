@@ -3,6 +3,7 @@ a run is interrupted, diverges or meets a mistake is tests/test_reliability.py's
 
 import dataclasses
 import json
+import re
 import shutil
 
 import jax
@@ -19,6 +20,9 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
     out = tmp_path / "eval.json"
     result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--tasks", "6", "--output", str(out)])
     assert result == 0
+    said = capsys.readouterr().err.splitlines()  # what it compiles and runs, as it starts and when done: never silent
+    assert said[0] == "eval: compiling and running 6 held-out episodes…", said
+    assert re.fullmatch(r"eval: compiling and running 6 held-out episodes: done, \d+ s", said[1]), said
     stored = json.loads(out.read_text())
     assert stored["checkpoint"] == str(uninterrupted.absolute() / runs.CHECKPOINTS / "step_40")
     assert stored["iteration"] == 40 and len(stored["returns"]) == 6

@@ -181,3 +181,20 @@ def test_a_page_whose_command_now_runs_another_config_fails_the_check(tmp_path):
     drift = results_pages.config_drift(page)
     assert any("now runs evaluation.replay='task', the recorded run evaluation.replay='meta'" in line for line in drift)
     assert not results_pages.config_drift(results_pages.RESULTS / "navigation")
+
+
+@pytest.mark.slow
+def test_the_test_counts_the_readme_and_install_guide_state_are_the_suites():
+    """The README and docs/install.md say how many tests the fast suite has and how many are marked slow."""
+
+    def collected(*flags: str) -> int:
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest", "--collect-only", "-q", *flags], cwd=ROOT, capture_output=True, text=True
+        )
+        return int(re.search(r"(\d+)(?:/\d+)? tests? collected", done.stdout).group(1))
+
+    total, slow = collected(), collected("-m", "slow")
+    for path in (ROOT / "README.md", ROOT / "docs" / "install.md"):
+        text = " ".join(path.read_text().split())
+        assert f"fast suite alone ({total - slow} tests" in text, path.name
+        assert f"the {slow} tests marked `slow`" in text, path.name
