@@ -150,7 +150,7 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
         modes = ("standard", "hybrid") if name == "MAML" and args.adaptation_mode == "both" else (args.adaptation_mode,)
         for mode in modes if name == "MAML" else ("standard",):
             label = f"{name} + {mode}" if name == "MAML" else name
-            with runs.announce(f"evaluating {label} on {np.size(eval_keys)} held-out tasks"):
+            with runs.announce(f"evaluating {label} on {len(seeds) * args.evaluation.eval_tasks} held-out tasks"):
                 returns, extra = jax.block_until_ready(programs.evaluate(state, eval_keys, eval_tasks, mode))
             curves[label] = pooled(returns)
             task_metrics[label] = pooled(extra.get("task_metric", returns * np.nan))

@@ -11,9 +11,8 @@ the state may hold a leading run axis). Resume is exact: training chunk `c` alwa
 `sweep.chunk_keys`, a checkpoint holds the whole state, and `resume` drops what a killed run logged after its last
 checkpoint, so a resumed run ends with the params and metrics of the uninterrupted one. Ctrl-C or SIGTERM lets the
 chunk in flight finish, saves it and raises `Interrupted` (a second signal aborts at once); entry points exit 0
-(Ctrl-C) or 143 (SIGTERM) on it. A
-chunk that leaves a non-finite value in the state raises `Diverged` before anything saves it, so the newest
-checkpoint stays the last finite state; entry points exit 3 on it with one line.
+(Ctrl-C) or 143 (SIGTERM) on it. A chunk that leaves a non-finite value in the state raises `Diverged` before
+anything saves it, so the newest checkpoint stays the last finite state; entry points exit 3 on it with one line.
 """
 
 from __future__ import annotations
@@ -127,7 +126,7 @@ def _writable(run_dir: str | Path) -> Iterator[None]:
     in one line."""
     try:
         yield
-    except (PermissionError, OSError) as error:
+    except OSError as error:
         if not isinstance(error, PermissionError) and error.errno != errno.EROFS:
             raise
         raise RunDirError(f"cannot write to the run directory {run_dir}: {error.strerror}") from None
