@@ -140,3 +140,27 @@ def test_the_trial_replay_harness_times_every_model_both_ways(tmp_path):
     assert all(min(row["forward_ms"], row["forward_grad_ms"], row["parallel_speedup"]) > 0 for row in rows)
     assert [row["vs_gru"] for row in rows if row["model"] == "gru"] == [1.0, 1.0]
     assert "| s5 | 40 |" in result.stdout
+
+
+def test_the_xla_flags_harness_times_a_chunk_under_both_flag_sets(tmp_path):
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.xla_flags",
+        "--configs",
+        "navigation-smoke",
+        "--chunk",
+        "2",
+        "--rounds",
+        "1",
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "xla_flags.json").read_text())["rows"]
+    assert [(row["config"], row["flags"]) for row in rows] == [
+        ("navigation-smoke", "default"),
+        ("navigation-smoke", "portable"),
+    ]
+    assert all(row["compile_s"] > 0 and row["iteration_s"] > 0 for row in rows)
+    assert rows[0]["iteration_ratio_to_default"] == 1
