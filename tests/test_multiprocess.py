@@ -220,19 +220,25 @@ def test_a_2_process_run_killed_with_sigkill_resumes_on_2_processes_bit_for_bit(
     assert_same_run(run_dir, two_process_run[1])
 
 
-def test_sigterm_while_a_2_process_run_compiles_ends_it_at_once_with_143(tmp_path):
-    """JAX's multi-process runtime takes SIGTERM over when it starts (its preemption notifier): the entry point takes
-    it back, so a SIGTERM before training aborts every process at once."""
+def _train_until(out_dir: Path, ready) -> subprocess.Popen:
+    """The tiny run on 2 processes under the launcher (text pipes), returned once `ready()` holds (or it ended)."""
     process = subprocess.Popen(
-        launch_command(2, train_command(tmp_path)),
+        launch_command(2, train_command(out_dir)),
         env={**os.environ, "JAX_PLATFORMS": "cpu"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     deadline = time.monotonic() + LAUNCH_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None and not list(tmp_path.glob("*/config.json")):
+    while time.monotonic() < deadline and process.poll() is None and not ready():
         time.sleep(0.01)
+    return process
+
+
+def test_sigterm_while_a_2_process_run_compiles_ends_it_at_once_with_143(tmp_path):
+    """JAX's multi-process runtime takes SIGTERM over when it starts (its preemption notifier): the entry point takes
+    it back, so a SIGTERM before training aborts every process at once."""
+    process = _train_until(tmp_path, lambda: bool(list(tmp_path.glob("*/config.json"))))
     time.sleep(1.0)  # both processes have joined the runtime and compile
     process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
@@ -248,17 +254,8 @@ def test_sigterm_stops_a_2_process_run_after_the_chunk_in_flight_saved_and_it_re
     """A scheduler's SIGTERM, sent to the launcher (which passes it on) or to one process alone: every process stops
     at the end of the same chunk, the run saves it, all exit 143 within the grace period, and a resume on 2
     processes ends as the uninterrupted run."""
-    process = subprocess.Popen(
-        launch_command(2, train_command(tmp_path)),
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + LAUNCH_TIMEOUT
     logged = lambda: sum(len(log.read_text().splitlines()) for log in tmp_path.glob("*/metrics.jsonl"))
-    while time.monotonic() < deadline and process.poll() is None and logged() < 2:
-        time.sleep(0.01)
+    process = _train_until(tmp_path, lambda: logged() >= 2)
     if receiver == "launcher":
         process.send_signal(signal.SIGTERM)
     else:
