@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -201,7 +202,10 @@ def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsy
 
     # Resuming from another configuration, or from a corrupt checkpoint: one line, exit 2, the run's config kept.
     config_text = (run_dir / "config.json").read_text()
-    capsys.readouterr()  # the training run's progress lines
+    progress = capsys.readouterr().err  # the training run's progress: each evaluation says it runs, then its time
+    tasks = args.num_seeds * args.evaluation.eval_tasks
+    assert f"evaluating MAML + standard on {tasks} held-out tasks…" in progress.splitlines()
+    assert re.search(rf"^evaluating MAML \+ standard on {tasks} held-out tasks: done, \d+ s$", progress, re.MULTILINE)
     wider = dataclasses.replace(args, resume=str(run_dir), network=dataclasses.replace(args.network, hidden_dim=32))
     with pytest.raises(SystemExit) as exit_info:
         navigation.main(wider)
@@ -279,7 +283,8 @@ def test_progress_off_a_terminal_is_one_plain_line_per_chunk(capsys):
     err = capsys.readouterr().err  # captured: not a terminal
     assert "\r" not in err
     lines = [line.rsplit(",", 1)[0] for line in err.splitlines()]  # without the elapsed seconds
-    assert lines == ["demo: 2/6, loss 10", "demo: 4/6, loss 9", "demo: 6/6, loss 8"]
+    assert lines == ["demo: 0/6", "demo: 2/6, loss 10", "demo: 4/6, loss 9", "demo: 6/6, loss 8"]
+    assert err.splitlines()[0] == "demo: 0/6, compiling the first chunk"  # a log shows the wait before the first chunk
 
 
 def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
