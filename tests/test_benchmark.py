@@ -142,6 +142,7 @@ def test_the_trial_replay_harness_times_every_model_both_ways(tmp_path):
     assert "| s5 | 40 |" in result.stdout
 
 
+@pytest.mark.slow
 def test_the_xla_flags_harness_times_a_chunk_under_both_flag_sets(tmp_path):
     env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
     command = [

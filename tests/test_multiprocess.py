@@ -247,6 +247,7 @@ def test_sigterm_while_a_2_process_run_compiles_ends_it_at_once_with_143(tmp_pat
     assert time.monotonic() - signalled < 15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("receiver", ["launcher", "process 1"])
 def test_sigterm_stops_a_2_process_run_after_the_chunk_in_flight_saved_and_it_resumes_bit_for_bit(
     tmp_path, two_process_run, receiver
