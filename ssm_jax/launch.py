@@ -120,19 +120,32 @@ def launch(command: Sequence[str], args: LaunchArgs) -> int:
     return code
 
 
+STOP_GRACE = 60.0
+"""Seconds the other processes get to follow one that stopped on SIGTERM (143) before they are killed: the stop at a
+chunk's end is agreed by all and they exit together, but one stopped alone (SIGTERM while it compiled) would leave
+the others waiting in a collective for ever."""
+
+
 def _wait(processes: list[subprocess.Popen], timeout: float) -> int:
-    """Waits for every process; the first to fail (or the timeout) kills the rest. Returns the exit code."""
+    """Waits for every process; the first to fail (or the timeout) kills the rest, and those still running
+    `STOP_GRACE` seconds after one stopped on SIGTERM are killed too. Returns the exit code."""
     deadline = time.monotonic() + timeout if timeout else None
+    stop_deadline = None
     while True:
         codes = [process.poll() for process in processes]
         failed = [code for code in codes if code not in (None, 0, TERMINATED)]  # 143: stopped, its chunk saved
-        if failed or (deadline is not None and time.monotonic() > deadline):
+        if TERMINATED in codes and stop_deadline is None:
+            stop_deadline = time.monotonic() + STOP_GRACE
+        stopped_late = stop_deadline is not None and time.monotonic() > stop_deadline
+        if failed or stopped_late or (deadline is not None and time.monotonic() > deadline):
             for process in processes:
                 if process.poll() is None:
                     process.kill()
             for process in processes:
                 process.wait()
-            return (128 - failed[0] if failed[0] < 0 else failed[0]) if failed else TIMED_OUT
+            if failed:
+                return 128 - failed[0] if failed[0] < 0 else failed[0]
+            return TERMINATED if stopped_late else TIMED_OUT
         if all(code in (0, TERMINATED) for code in codes):
             return TERMINATED if TERMINATED in codes else 0
         time.sleep(0.05)

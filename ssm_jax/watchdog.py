@@ -9,7 +9,8 @@ no CPU at all, while one that compiles, trains, evaluates or saves keeps at leas
 samples the process's CPU time; once it has grown by less than `IDLE_CPU_FRACTION` of the wall time over the last
 `SSM_JAX_STALL_SECONDS` seconds (default `DEFAULT_STALL_SECONDS`; 0 turns the watchdog off), it prints one line and
 ends the process with exit code `STALLED` (124, as `timeout` does). Checkpoints are written whole or not at all, so
-the run resumes from its newest one. This module imports nothing heavy.
+the run resumes from its newest one. On a GPU or TPU the host idles while a chunk runs there, so the watchdog only
+judges CPU runs. This module imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def _watch(limit: float, done: threading.Event) -> None:
         now = (time.monotonic(), time.process_time())
         samples = [sample for sample in samples if now[0] - sample[0] <= limit + period] + [now]
         wall, cpu = now[0] - samples[0][0], now[1] - samples[0][1]
-        if wall >= limit and cpu < IDLE_CPU_FRACTION * wall:
+        if wall >= limit and cpu < IDLE_CPU_FRACTION * wall and not _on_accelerator():
             print(
                 f"\nerror: no progress for {wall:.0f} s (the process used {cpu:.2f} s of CPU; XLA's CPU runtime may "
                 f"have wedged): stopped; checkpoints are intact, so --resume continues the run ({STALL_VARIABLE} "
@@ -77,3 +78,12 @@ def _watch(limit: float, done: threading.Event) -> None:
                 flush=True,
             )
             os._exit(STALLED)
+
+
+def _on_accelerator() -> bool:
+    """Whether JAX computes on a GPU or TPU: the host then idles while a long chunk runs there, which is no stall."""
+    jax = sys.modules.get("jax")
+    try:
+        return jax is not None and jax.default_backend() != "cpu"
+    except RuntimeError:  # no backend yet
+        return False

@@ -289,3 +289,13 @@ def test_a_2_process_run_refused_for_its_task_split_leaves_nothing_behind(tmp_pa
     assert result.returncode == 2, result.stderr[-3000:]
     assert "error: --tasks-per-batch 3 cannot be split evenly over 2 devices" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_process_stopped_alone_by_sigterm_ends_the_others_after_the_grace(monkeypatch):
+    """Process 1 exits 143 (a SIGTERM while it compiled) while process 0 would wait for it for ever: the launcher
+    kills process 0 once `STOP_GRACE` has passed and exits 143."""
+    monkeypatch.setattr(launch, "STOP_GRACE", 1.0)
+    script = "import os, sys, time; int(os.environ['SSM_JAX_PROCESS_ID']) and sys.exit(143); time.sleep(60)"
+    started = time.monotonic()
+    assert launch.launch([sys.executable, "-c", script], launch.LaunchArgs(processes=2)) == launch.TERMINATED
+    assert time.monotonic() - started < 20
