@@ -141,10 +141,7 @@ def config_drift(page_dir: Path) -> list[str]:
     base = [key for key, preset in presets.items() if type(preset) is type(stored) and named(preset) == named(stored)]
     if not base:
         return [f"{page_dir.name}: no preset of {words[2]} is named {named(stored)!r} any more"]
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--preset", default=base[0])
-    _, rest = parser.parse_known_args(argv)
-    current = parse_args(presets, base[0], ["--preset", base[0], *rest])
+    current = parse_args(presets, base[0], argv)  # the command's own --preset, if it names one, is that base
     explained = json.loads((page_dir / DRIFT).read_text()) if (page_dir / DRIFT).exists() else {}
     drift = [
         (field, now, then)

@@ -229,7 +229,8 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     scale = args.online_lr_scale
     with runs.announce(f"adapt: one episode per task adapting online, and frozen, on {args.tasks} tasks"):
         adapting, extras = online(run.state, run.key, run.tasks, *settings, args.online_every, lr_scale=scale)
-        frozen, _ = jax.block_until_ready(online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale))
+        frozen, _ = online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale)
+        adapting, frozen = jax.block_until_ready((adapting, frozen))
     adapting, frozen = np.asarray(adapting), np.asarray(frozen)
     (adapting_mean, adapting_half), (frozen_mean, frozen_half) = mean_ci(adapting), mean_ci(frozen)
     gain, gain_half = mean_ci(adapting - frozen)
