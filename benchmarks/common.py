@@ -33,10 +33,15 @@ def compile_and_time(fn: Callable, *args, repeats: int = 5) -> tuple[float, floa
     return compile_s, statistics.median(times)
 
 
-def time_interleaved(calls: dict[str, tuple[Callable, tuple]], repeats: int = 5) -> dict[str, float]:
-    """Median seconds per call of each `name: (fn, args)` after compile, the calls taken in turn (one of each per
-    round), so a shared machine's drift falls on every program alike and their ratios hold."""
-    compiled = {name: jax.jit(fn).lower(*args).compile() for name, (fn, args) in calls.items()}
+def compile_and_time_interleaved(calls: dict[str, tuple[Callable, tuple]], repeats: int = 5) -> dict[str, tuple]:
+    """`(compile seconds, median seconds per call after compile)` of each `name: (fn, args)` under `jax.jit`, the
+    calls taken in turn (one of each per round), so a shared machine's drift falls on every program alike and their
+    ratios hold."""
+    compile_s, compiled = {}, {}
+    for name, (fn, args) in calls.items():
+        start = time.perf_counter()
+        compiled[name] = jax.jit(fn).lower(*args).compile()
+        compile_s[name] = time.perf_counter() - start
     for name, (_, args) in calls.items():
         jax.block_until_ready(compiled[name](*args))
     times = {name: [] for name in calls}
@@ -45,7 +50,13 @@ def time_interleaved(calls: dict[str, tuple[Callable, tuple]], repeats: int = 5)
             start = time.perf_counter()
             jax.block_until_ready(compiled[name](*args))
             times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(seconds) for name, seconds in times.items()}
+    return {name: (compile_s[name], statistics.median(seconds)) for name, seconds in times.items()}
+
+
+def time_interleaved(calls: dict[str, tuple[Callable, tuple]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds per call of each `name: (fn, args)` after compile, taken in turn
+    (`compile_and_time_interleaved`)."""
+    return {name: seconds for name, (_, seconds) in compile_and_time_interleaved(calls, repeats).items()}
 
 
 def machine() -> dict:

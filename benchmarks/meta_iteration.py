@@ -2,7 +2,8 @@
 
     python -m benchmarks.meta_iteration                        # the CPU preset's batch, then the paper batch
     python -m benchmarks.meta_iteration --presets cpu --repeats 5
-    python -m benchmarks.meta_iteration --backend generalized  # the paper's backend (a GPU's)
+    python -m benchmarks.meta_iteration --backend spring       # the physics the presets ran before mujoco
+    python -m benchmarks.meta_iteration --backend mjx          # the paper preset's backend (a GPU's)
 
 For each preset of `experiments.halfcheetah_vel` (its batch: tasks x trajectories x horizon, inner steps, outer
 epochs or TRPO), every phase of MAML's meta-iteration is jitted on its own and timed after compile (median of
@@ -12,7 +13,7 @@ epochs or TRPO step, the buffer write and the metrics. Beside them: the whole it
 (`Trainer.train` for one iteration), the pretrained baseline's iteration, and the same number of env steps with
 uniform random actions and no policy ("env alone"), these three timed in turn (one call of each per round) so
 that their ratios hold on a shared machine. Phases are timed apart, so their sum is not exactly the whole.
-Writes `benchmarks/results/meta_iteration_<preset>.json` and prints a table per preset.
+Writes `benchmarks/results/meta_iteration_<preset>_<backend>.json` and prints a table per preset.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from ssm_jax.train import HParams
 class Args:
     presets: tuple[str, ...] = ("cpu", "paper")
     """Presets of `experiments.halfcheetah_vel` whose batch is measured."""
-    backend: str | None = "spring"
-    """brax backend for every preset (None: each preset's own; the paper's is generalized, slow on CPU)."""
+    backend: str | None = "mujoco"
+    """Physics backend for every preset (None: each preset's own; the paper's is mjx, which hangs on a CPU at its
+    batch)."""
     repeats: tuple[int, ...] = (3, 1)
     """Timed calls per phase after the compile, one value per preset."""
 
@@ -121,7 +123,8 @@ def main(args: Args) -> list[dict]:
     rows = []
     for preset, repeats in zip(args.presets, args.repeats, strict=True):
         preset_rows = measure(preset, args.backend, repeats)
-        report(f"meta_iteration_{preset}", preset_rows, ["preset", "backend", "phase", "seconds", "share"])
+        name = f"meta_iteration_{preset}_{preset_rows[0]['backend']}"
+        report(name, preset_rows, ["preset", "backend", "phase", "seconds", "share"])
         rows += preset_rows
         by_phase = {r["phase"]: r["seconds"] for r in preset_rows}
         env_alone = by_phase["env steps alone (random actions)"]

@@ -38,6 +38,7 @@ from experiments import (
 from experiments import sweep as experiment_sweep
 from experiments.common import parse_args
 from experiments.report import REFERENCES, format_mean_ci, markdown_table
+from ssm_jax import envs
 from ssm_jax.cli import exit_with_error
 from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config_io import read_config
@@ -113,6 +114,16 @@ UNCOMPARED = ("out_dir", "resume")
 """Config fields that say where a run was written, not what it computed."""
 
 
+def _without_physics(config, field: str) -> bool:
+    """Whether `field` is a physics backend that its config's task family never reads (navigation, gymnax)."""
+    *parents, leaf = field.split(".")
+    if leaf != "backend":
+        return False
+    for parent in parents:
+        config = getattr(config, parent)
+    return getattr(config, "env", None) not in envs.FAMILIES
+
+
 def _plain(value):
     """A config value as JSON holds it (tuples as lists)."""
     return json.loads(json.dumps(value))
@@ -146,7 +157,9 @@ def config_drift(page_dir: Path) -> list[str]:
     drift = [
         (field, now, then)
         for field, now, then in config_differences(stored, current)
-        if field.rsplit(".", 1)[-1] not in UNCOMPARED and explained.get(field, {}).get("now") != _plain(now)
+        if field.rsplit(".", 1)[-1] not in UNCOMPARED
+        and not _without_physics(stored, field)
+        and explained.get(field, {}).get("now") != _plain(now)
     ]
     return [
         f"{page_dir.name}: `{recorded['command']}` now runs {field}={now!r}, the recorded run {field}={then!r}: "

@@ -193,8 +193,9 @@ class RunConfig(ExperimentConfig):
     name: str = "halfcheetah-vel"
     env: Literal[envs.META_RL_ENVS] = "halfcheetah-vel"
     """The meta-RL task family."""
-    backend: Literal[BACKENDS] = "spring"
-    """brax physics backend (brax families only)."""
+    backend: Literal[BACKENDS] = "mujoco"
+    """Physics of the brax families: mujoco (MuJoCo's C library, the CPU's), mjx (its JAX twin, for accelerators), or
+    brax's generalized, positional and spring (the recorded pages before December 2026 used spring)."""
     goals: Literal[envs.GOAL_SETS] = "uniform"
     """halfcheetah-vel goals: U[0, 2], or SSM-MetaRL's 0.5, 1, ..., 2.5."""
     model: Literal[MODEL_NAMES] = "ssm"
@@ -243,7 +244,7 @@ class WorldModelRunConfig(ExperimentConfig):
     env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
     """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
     backend: Literal[BACKENDS] = "spring"
-    """brax physics backend (brax families only)."""
+    """brax physics backend (brax families only; the gravity and mass families do not run on mujoco yet)."""
     model: Literal[MODEL_NAMES] = "ssm"
     """The world model's sequence model."""
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))
@@ -307,8 +308,9 @@ class InContextRunConfig(ExperimentConfig):
     name: str = "in-context-navigation"
     env: Literal[IN_CONTEXT_ENVS] = "navigation-2d"
     """The task family."""
-    backend: Literal[BACKENDS] = "spring"
-    """brax physics backend (brax families only)."""
+    backend: Literal[BACKENDS] = "mujoco"
+    """Physics of the brax families: mujoco (MuJoCo's C library, the CPU's), mjx (its JAX twin, for accelerators), or
+    brax's generalized, positional and spring (the recorded pages before December 2026 used spring)."""
     goals: Literal[envs.GOAL_SETS] = "uniform"
     """halfcheetah-vel goals."""
     models: tuple[str, ...] = ("s5", "ssm", "gru", "mlp")
@@ -414,7 +416,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
     "halfcheetah-vel-paper": replace(
         _FLAGSHIP,
         name="halfcheetah-vel-paper",
-        backend="generalized",
+        backend="mjx",
         iterations=500,
         chunk_size=10,
         tasks_per_batch=40,
@@ -506,7 +508,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
 """Named configs: `ssm-jax train --config NAME`, and the experiments' presets (`experiments.halfcheetah_vel
 --preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
 navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
-flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale, for a GPU.
+flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale on mjx, for a GPU.
 halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`experiments.in_context`) on navigation
 (MAML's navigation budget, 8M env steps), halfcheetah-vel and pendulum-params. world-model: a meta-learned SSM
 dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression

@@ -1,6 +1,6 @@
 """Task distributions: a static env plus a TaskParams pytree with a leading task axis (gymnax style).
 
-env = make("halfcheetah-vel", backend="spring")
+env = make("halfcheetah-vel", backend="mujoco")
 tasks = env.sample_tasks(key, n)
 obs, state = env.reset(key, task)
 obs, state, reward, done, info = env.step(key, state, action, task)
@@ -42,7 +42,7 @@ def make(name: str, **options) -> TaskEnv:
     return cls(**fixed, **options)
 
 
-def make_meta_rl(name: str, horizon: int, backend: str = "spring", goals: str = "uniform") -> TaskEnv:
+def make_meta_rl(name: str, horizon: int, backend: str = "mujoco", goals: str = "uniform") -> TaskEnv:
     """The meta-RL family `name` (one of `META_RL_ENVS`: continuous actions) with the options that apply to it:
     `backend` for the brax families, `goals` (U[0, 2] or SSM-MetaRL's 0.5, 1, ..., 2.5) for halfcheetah-vel."""
     if name not in META_RL_ENVS:

@@ -1,6 +1,6 @@
 """The task-environment interface: a static env plus a `TaskParams` pytree (gymnax's `EnvParams` style).
 
-    env = ssm_jax.envs.make("halfcheetah-vel", backend="spring")
+    env = ssm_jax.envs.make("halfcheetah-vel", backend="mujoco")
     tasks = env.sample_tasks(key, n)                            # TaskParams, leaves [n, ...]
     obs, state = env.reset(key, task)                           # one task, one env; vmap for more
     obs, state, reward, done, info = env.step(key, state, action, task)

@@ -31,9 +31,10 @@ from flax import struct
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
 from ssm_jax.envs.brax_notices import brax_environment
+from ssm_jax.envs.mujoco_backend import on_mujoco
 from ssm_jax.types import Array, PRNGKey
 
-BACKENDS = ("generalized", "positional", "spring", "mjx")
+BACKENDS = ("mujoco", "generalized", "positional", "spring", "mjx")
 SEED_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
 
 
@@ -68,6 +69,8 @@ _TERMINATING = ("ant", "walker2d")
 
 @functools.cache
 def _brax_env(name: str, backend: str):
+    if backend == "mujoco":
+        return on_mujoco(_brax_env(name, "mjx"))
     kwargs = {"use_contact_forces": False} if name == "ant" else {}
     # the cached System must hold concrete arrays, even if first built in a trace
     with jax.ensure_compile_time_eval():
@@ -102,7 +105,7 @@ def _scale_mass(sys, scale: Array, backend: str):
 @dataclasses.dataclass(frozen=True)
 class BraxTaskEnv(TaskEnv):
     family: str = "halfcheetah-vel"
-    backend: str = "generalized"
+    backend: str = "mujoco"
     horizon: int = 200
     goals: str = "uniform"
     directions: int = 0
@@ -114,6 +117,10 @@ class BraxTaskEnv(TaskEnv):
             raise ValueError(f"unknown brax family {self.family!r}; expected one of {', '.join(FAMILIES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown brax backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
+        if self.backend == "mujoco" and self._kind in ("gravity", "mass"):
+            raise ValueError(
+                f"{self.family} is not supported on the mujoco backend yet (per-task {self._kind}); use mjx or spring"
+            )
         if self.goals not in ("uniform", "seed") or (self.goals == "seed" and self.family != "halfcheetah-vel"):
             raise ValueError('goals must be "uniform", or "seed" (halfcheetah-vel only)')
         if self.directions not in (0, 2) or (self.directions and self.family != "ant-dir"):
