@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main, seed_records
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, save_figure
+from experiments.report import format_ci, markdown_table, mean_ci, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config_io import read_config
@@ -304,7 +304,8 @@ def write_report(run_dir: Path, args: InContextRunConfig) -> str:
     """Renders `run_dir`'s results.json into results.md and episodes.png; returns the markdown."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
     title = (
-        f"# In-context adaptation (RL²) on {results['env']}: {results['held_out_tasks']} held-out tasks x "
+        f"# In-context adaptation (RL²) on {results['env']}{physics(results['env'], args.backend)}: "
+        f"{results['held_out_tasks']} held-out tasks x "
         f"{results['episodes']} episodes, seeds {results['seeds']}\n\n"
     )
     text = title + report(results) + ("\n![episodes](episodes.png)\n" if args.plots else "")

@@ -20,6 +20,7 @@ from experiments.report import (
     new_figure,
     paired_difference,
     paired_gains,
+    physics,
     plot_adaptation,
     save_figure,
 )
@@ -180,7 +181,7 @@ def _render(results: dict, args: RunConfig) -> str:
     trainer, later_scale = args.trainer, args.evaluation.later_rounds_lr_scale
     return (
         f"# {args.env}, {args.evaluation.eval_tasks} held-out tasks x {args.num_seeds} seed(s), {args.model} policy"
-        f"{'' if args.env == 'navigation-2d' else f', {args.backend} backend'}\n\n"
+        f"{physics(args.env, args.backend)}\n\n"
         f"Mean episode return (± 95% CI over held-out tasks and seeds) after k adaptation rounds (inner lr "
         f"{args.inner_lr}{', learned' if trainer.learn_inner_lr else ''}"
         f"{f', x {later_scale} after the first step' if later_scale != 1 else ''}, "

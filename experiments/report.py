@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ssm_jax import envs
 from ssm_jax.report import mean_ci, new_figure, plot_ci_curve, plot_mean_ci_curve, save_figure
 
 # re-exported beside the experiments' own helpers below
@@ -41,6 +42,11 @@ REFERENCE_META_SGD_PAPER = {
     20: {"maml": "0.48 ± 0.08", "meta_sgd": "0.31 ± 0.05"},
 }
 REFERENCE_MAML_PAPER = {"maml": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2.19)}
+
+
+def physics(env: str, backend: str) -> str:
+    """ ", <backend> backend" for a family with a physics backend (brax's), "" for the others: a title's words."""
+    return f", {backend} backend" if env in envs.FAMILIES else ""
 
 
 def format_mean_ci(mean: float, half: float, digits: int = 1) -> str:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from experiments.common import run_main
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, plot_ci_curve, save_figure
+from experiments.report import format_ci, markdown_table, mean_ci, new_figure, physics, plot_ci_curve, save_figure
 from ssm_jax import envs, runs, sweep
 from ssm_jax.configs import CONFIGS, WorldModelRunConfig
 from ssm_jax.report import steps_label
@@ -165,7 +165,8 @@ def write_report(run_dir: Path, args: WorldModelRunConfig) -> str:
         name: {method: np.asarray(values, dtype=np.float64) for method, values in summary["per_task"][name].items()}
         for name in METRICS
     }
-    title = f"# World model: {args.model} on {args.env} ({summary['parameters']} parameters)\n\n"
+    on = f"{args.env}{physics(args.env, args.backend)}"
+    title = f"# World model: {args.model} on {on} ({summary['parameters']} parameters)\n\n"
     plots = "".join(f"\n![{label}]({name}.png)\n" for name, label in METRICS.items()) if args.plots else ""
     text = title + report(per_task, args.trainer.adapt_steps) + plots
     (run_dir / "results.md").write_text(text)
