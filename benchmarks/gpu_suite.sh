@@ -30,7 +30,7 @@ stage 170 navigation_paper_8_seeds python -m experiments.sweep --num-seeds 8 --s
   --out-dir runs/sweep_gpu &&
   tar czf "$out/runs.tar.gz" runs/sweep_gpu
 stage 90 models python -m benchmarks.models && cp benchmarks/results/models.json "$out/"
-# The flagship at the paper's batch (`--preset paper`, generalized backend), in resumable slices: each slice stops
+# The flagship at the paper's batch (`--preset paper`, mjx backend), in resumable slices: each slice stops
 # itself with SIGINT, which finishes the chunk in flight, saves MAML's checkpoint (one seed: about 31 MiB, under the
 # device tool's 50 MiB) and exits 0; the next slice resumes it. The pretrained baseline and the evaluation run in
 # the slice that finishes MAML. FLAGSHIP_SLICES x FLAGSHIP_SLICE_S bounds the stage; results.md lands in OUT_DIR.

@@ -3,7 +3,7 @@
     python -m experiments.halfcheetah_vel                       # cpu preset: 1M env steps, spring, ~10 min on 2 cores
     python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
     python -m experiments.halfcheetah_vel --preset long         # 3M env steps per method: MAML adapts (~25-30 min)
-    python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, generalized backend, for a GPU
+    python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, mjx backend, for a GPU
     python -m experiments.halfcheetah_vel --env halfcheetah-dir # forward/backward (Finn et al. Fig. 5)
     python -m experiments.halfcheetah_vel --model mlp --learn-inner-lr --inner-steps 3
     python -m experiments.halfcheetah_vel --num-seeds 3         # seeds 0, 1, 2; CIs over held-out tasks and seeds

@@ -165,3 +165,29 @@ def test_the_xla_flags_harness_times_a_chunk_under_both_flag_sets(tmp_path):
     ]
     assert all(row["compile_s"] > 0 and row["iteration_s"] > 0 for row in rows)
     assert rows[0]["iteration_ratio_to_default"] == 1
+
+
+@pytest.mark.slow
+def test_the_envs_harness_times_backends_in_turn_and_gives_their_ratios_to_spring(tmp_path):
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    flags = ["--backends", "mujoco", "spring", "--batches", "4", "--horizons", "5", "--repeats", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.envs", *flags], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = json.loads((tmp_path / "envs.json").read_text())["rows"]
+    assert [(row["backend"], row["N"], row["horizon"]) for row in rows] == [("mujoco", 4, 5), ("spring", 4, 5)]
+    assert all(row["steps_per_s"] > 0 and row["compile_s"] > 0 for row in rows)
+    mujoco, spring = rows
+    assert spring["steps_vs_spring"] == 1 and mujoco["steps_vs_spring"] == mujoco["steps_per_s"] / spring["steps_per_s"]
+
+
+@pytest.mark.slow
+def test_the_command_time_harness_splits_a_commands_wall_time_into_compiling_and_the_rest(tmp_path):
+    env = {**os.environ, "SSM_JAX_BENCHMARK_RESULTS": str(tmp_path), "JAX_PLATFORMS": "cpu"}
+    command = [sys.executable, "-m", "benchmarks.command_time", "--preset", "smoke", "--backends", "mujoco"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "command_time.json").read_text())["rows"]
+    assert row["backend"] == "mujoco" and row["command"] == "python -m experiments.halfcheetah_vel --preset smoke"
+    assert 0 < row["xla_compile_s"] <= row["compile_s"] < row["wall_s"]
