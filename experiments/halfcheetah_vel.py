@@ -1,8 +1,8 @@
 """Flagship: MAML-RL on HalfCheetah-Vel (brax) with standard and experience-augmented hybrid test-time adaptation.
 
-    python -m experiments.halfcheetah_vel                       # cpu preset: 1M env steps, spring, ~10 min on 2 cores
+    python -m experiments.halfcheetah_vel                       # cpu preset: 1M env steps, mujoco, ~3.5 min on 2 cores
     python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
-    python -m experiments.halfcheetah_vel --preset long         # 3M env steps per method: MAML adapts (~25-30 min)
+    python -m experiments.halfcheetah_vel --preset long         # 3M env steps per method (the budget study's)
     python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, mjx backend, for a GPU
     python -m experiments.halfcheetah_vel --env halfcheetah-dir # forward/backward (Finn et al. Fig. 5)
     python -m experiments.halfcheetah_vel --model mlp --learn-inner-lr --inner-steps 3
