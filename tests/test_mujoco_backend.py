@@ -1,8 +1,9 @@
 """The `mujoco` backend: MuJoCo's C library inside the jitted program is the `mjx` env up to float precision, pure
-(same key, same numbers; vmapped beside another run, the same numbers), compiled once, never differentiated, and a
-MAML run on it resumes bit for bit."""
+(same key, same numbers; vmapped beside another run or sharded over devices, the same numbers), compiled once,
+never differentiated, and a MAML run on it resumes bit for bit."""
 
 import copy
+import os
 import signal
 import subprocess
 import sys
@@ -157,3 +158,33 @@ def test_a_maml_run_on_mujoco_killed_and_resumed_equals_the_uninterrupted_run_bi
     assert 0 < runs.checkpoint_steps(killed)[-1] < 8
     assert cli.main(["train", "--resume", str(killed)]) == 0
     assert_same_run(killed, uninterrupted)
+
+
+SHARDED_ROLLOUTS = """
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec
+from ssm_jax import envs
+
+env = envs.make("halfcheetah-vel", backend="mujoco", horizon=10)
+tasks, keys = env.sample_tasks(jax.random.key(0), 8), jax.random.split(jax.random.key(1), 8)
+
+def returns(keys, tasks):
+    def one(key, task):
+        _, state = env.reset(key, task)
+        step = lambda state, k: env.step(k, state, jnp.full((env.action_size,), 0.3), task)[1:3]
+        return jax.lax.scan(step, state, jax.random.split(key, 10))[1].sum()
+    return jax.vmap(one)(keys, tasks)
+
+sharding = NamedSharding(jax.make_mesh((4,), ("tasks",), axis_types=(AxisType.Auto,)), PartitionSpec("tasks"))
+sharded = jax.jit(returns)(jax.device_put(keys, sharding), jax.device_put(tasks, sharding))
+assert len(sharded.sharding.device_set) == 4
+np.testing.assert_array_equal(np.asarray(sharded), np.asarray(jax.jit(returns)(keys, tasks)))
+print("equal")
+"""
+
+
+def test_mujoco_rollouts_sharded_over_4_devices_equal_the_unsharded_ones():
+    env = {**os.environ, "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"}
+    command = [sys.executable, "-c", SHARDED_ROLLOUTS]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("equal"), result.stderr[-2000:]
