@@ -45,7 +45,7 @@ REFERENCE_MAML_PAPER = {"maml": (0.67, 0.38, 0.35), "pretrained": (2.41, 2.23, 2
 
 
 def physics(env: str, backend: str) -> str:
-    """ ", <backend> backend" for a family with a physics backend (brax's), "" for the others: a title's words."""
+    """A title's words for the physics: `", <backend> backend"` for a brax family, "" for the others."""
     return f", {backend} backend" if env in envs.FAMILIES else ""
 
 

@@ -1,4 +1,6 @@
-"""brax locomotion task families (MAML-RL / ProMP definitions), any brax backend.
+"""brax locomotion task families (MAML-RL / ProMP definitions) on any physics backend: `mujoco` (MuJoCo's C library
+inside the jitted program, `ssm_jax.envs.mujoco_backend`; the default), `mjx`, or brax's `generalized`, `positional`
+and `spring`.
 
 | family | task parameter | reward |
 | --- | --- | --- |
