@@ -142,6 +142,26 @@ def test_dynamics_scale_changes_next_state_without_retracing(name, compiled):
     assert shared.sys is shared_system  # tasks step a copy: the shared env was never mutated
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["generalized", "positional", "mjx"])
+@pytest.mark.parametrize("name", ["halfcheetah-gravity", "ant-mass"])
+def test_dynamics_scale_changes_the_next_state_on_every_other_backend(name, backend):
+    """The spring backend is tested above; on each other backend that runs these families, two scales from one reset
+    key and action give different next states (positional keeps the mass it computed at reset and discounts it as
+    spring does; mjx reads MuJoCo's own body masses, not brax's link inertia)."""
+    env = envs.make(name, backend=backend, horizon=10)
+    action = jnp.full((env.action_size,), 0.8)
+
+    @jax.jit
+    def next_velocity(scale):
+        task = envs.DynamicsTask(scale)
+        _, state = env.reset(jax.random.key(0), task)
+        return env.step(jax.random.key(1), state, action, task)[1].inner.pipeline_state.qd
+
+    light, heavy = next_velocity(jnp.asarray(0.5)), next_velocity(jnp.asarray(1.5))
+    assert float(jnp.max(jnp.abs(light - heavy))) > 1e-3
+
+
 def _policy(env, name="gru"):
     cfg = ModelConfig(input_dim=env.observation_size, output_dim=16, state_dim=8, hidden_dim=16)
     head = CategoricalHead(env.action_size) if env.discrete else GaussianHead(env.action_size, init_log_std=-0.5)

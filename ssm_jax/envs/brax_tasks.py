@@ -16,9 +16,10 @@ Actions are clipped to [−1, 1]. Horizon 200 by default. The healthy bonus keep
 escape per-step penalties in the families that terminate. Dynamics tasks step a shallow copy of the shared brax
 env that holds a task-scaled `brax.System` (the shared env is never mutated), so scales are traced values: no
 recompilation between tasks. Gravity is set in `sys.gravity` and, where present, `sys.opt.gravity` (mjx). Mass on
-the spring backend: spring computes the mass it uses as `mass ** (1 − spring_mass_scale)` (1 for brax's ant), so
+the spring and positional backends: they compute the mass they use as `mass ** (1 − spring_mass_scale)` (1 for
+brax's ant), so
 the task scales that effective mass and inertia and sets the spring scales to 0; other backends scale
-`sys.link.inertia` directly.
+`sys.link.inertia` directly, and mjx, which reads MuJoCo's own fields, `sys.body_mass` and `sys.body_inertia`.
 """
 
 from __future__ import annotations
@@ -94,13 +95,15 @@ def _scale_gravity(sys, scale: Array):
 
 def _scale_mass(sys, scale: Array, backend: str):
     inertia = sys.link.inertia
-    if backend == "spring":
+    if backend in ("spring", "positional"):  # both read `mass ** (1 - spring_mass_scale)`
         mass = scale * inertia.mass ** (1.0 - sys.spring_mass_scale)
         diagonal = jnp.diagonal(inertia.i, axis1=-2, axis2=-1) ** (1.0 - sys.spring_inertia_scale)
         inertia = inertia.replace(mass=mass, i=scale * diagonal[..., None] * jnp.eye(3))
         sys = sys.replace(spring_mass_scale=0.0, spring_inertia_scale=0.0)
     else:
         inertia = inertia.replace(mass=scale * inertia.mass, i=scale * inertia.i)
+    if backend == "mjx":  # mjx reads MuJoCo's own fields, not brax's link inertia
+        sys = sys.replace(body_mass=scale * sys.body_mass, body_inertia=scale * sys.body_inertia)
     return sys.replace(link=sys.link.replace(inertia=inertia))
 
 
