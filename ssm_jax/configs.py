@@ -244,7 +244,8 @@ class WorldModelRunConfig(ExperimentConfig):
     env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
     """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
     backend: Literal[BACKENDS] = "spring"
-    """brax physics backend (brax families only; the gravity and mass families do not run on mujoco yet)."""
+    """Physics of the brax families (mujoco, mjx, generalized, positional, spring; the recorded world-model pages
+    ran spring)."""
     model: Literal[MODEL_NAMES] = "ssm"
     """The world model's sequence model."""
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))

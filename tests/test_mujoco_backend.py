@@ -44,7 +44,7 @@ def _both(family):
     return [jax.jit(_rollout, static_argnums=0)(env[b], task, actions, keys) for b in ("mujoco", "mjx")]
 
 
-@pytest.mark.parametrize("family", ["halfcheetah-vel", "halfcheetah-dir", "walker2d-vel"])
+@pytest.mark.parametrize("family", ["halfcheetah-vel", "halfcheetah-dir", "walker2d-vel", "halfcheetah-gravity"])
 def test_one_step_and_a_20_step_rollout_on_mujoco_equal_mjx(family):
     """The same reset keys and actions: observations, rewards, done and x velocity agree with mjx to float32
     precision after one step, and stay within 1% of their scale over 20 steps (contacts amplify float32's rounding in
@@ -60,13 +60,16 @@ def test_one_step_and_a_20_step_rollout_on_mujoco_equal_mjx(family):
     assert float(jnp.max(jnp.abs(reward_c - reward_j))) < 0.01 * float(jnp.max(jnp.abs(reward_j)))
 
 
-def test_the_ant_on_mujoco_equals_mjx_when_both_solvers_converge():
+@pytest.mark.parametrize("mass", [1.0, 1.4])
+def test_the_ant_on_mujoco_equals_mjx_when_both_solvers_converge(mass):
     """brax's mjx ant runs one Newton iteration (`opt.iterations = 1`), whose unconverged answer MuJoCo's C solver does
     not reproduce once the legs touch the floor. With the solver converged on both sides, the same model agrees
-    over 20 steps: the two pipelines are one physics."""
+    over 20 steps: the two pipelines are one physics, also with every body's mass scaled as ant-mass scales it (on
+    the host side of the callback for mujoco)."""
     mjx_env = copy.copy(brax_tasks._brax_env("ant", "mjx"))
-    mjx_env.sys = mjx_env.sys.tree_replace({"opt.iterations": 50, "opt.ls_iterations": 50, "opt.tolerance": 1e-10})
-    c_env = mujoco_backend.on_mujoco(mjx_env)
+    converged = mjx_env.sys.tree_replace({"opt.iterations": 50, "opt.ls_iterations": 50, "opt.tolerance": 1e-10})
+    mjx_env.sys = brax_tasks._scale_mass(converged, jnp.asarray(mass), "mjx")
+    c_env = mujoco_backend.with_dynamics(mujoco_backend.on_mujoco(mjx_env), "mass", jnp.asarray(mass))
     actions = jax.random.uniform(jax.random.key(2), (STEPS, 8), minval=-1, maxval=1)
 
     def obs(env):
@@ -129,10 +132,27 @@ def test_a_gradient_through_the_mujoco_physics_is_one_clear_error():
         jax.grad(reward)(jnp.zeros(env.action_size))
 
 
-@pytest.mark.parametrize("family", ["halfcheetah-gravity", "ant-mass"])
-def test_families_with_per_task_models_are_refused_on_mujoco_in_one_line(family):
-    with pytest.raises(ValueError, match=f"{family} is not supported on the mujoco backend yet"):
-        envs.make(family, backend="mujoco")
+def test_per_task_gravity_and_mass_on_mujoco_change_the_next_state_without_retracing():
+    """The host side scales each env's model by its own task: two scales in one batch step apart, equal scales
+    step alike, and new scale values run the same compiled program."""
+    traces = []
+    for family in ("halfcheetah-gravity", "ant-mass"):
+        env = envs.make(family, backend="mujoco", horizon=10)
+        action = jnp.full((3, env.action_size), 0.8)
+
+        @jax.jit
+        def next_velocity(scales, env=env, action=action):
+            traces.append(1)
+            tasks = envs.DynamicsTask(scales)
+            _, states = jax.vmap(env.reset, in_axes=(None, 0))(jax.random.key(0), tasks)
+            return jax.vmap(env.step, in_axes=(None, 0, 0, 0))(jax.random.key(1), states, action, tasks)[1]
+
+        first = next_velocity(jnp.asarray([0.5, 1.0, 1.5])).inner.pipeline_state.qd
+        again = next_velocity(jnp.asarray([1.5, 1.0, 0.5])).inner.pipeline_state.qd
+        assert float(jnp.max(jnp.abs(first[0] - first[2]))) > 1e-3, family
+        np.testing.assert_array_equal(first[0], again[2])
+        np.testing.assert_array_equal(first[1], again[1])
+    assert len(traces) == 2  # one trace per family
 
 
 MUJOCO_RUN = [

@@ -34,7 +34,7 @@ from flax import struct
 
 from ssm_jax.envs.base import TaskEnv, check_horizon
 from ssm_jax.envs.brax_notices import brax_environment
-from ssm_jax.envs.mujoco_backend import on_mujoco
+from ssm_jax.envs.mujoco_backend import on_mujoco, with_dynamics
 from ssm_jax.types import Array, PRNGKey
 
 BACKENDS = ("mujoco", "generalized", "positional", "spring", "mjx")
@@ -122,10 +122,6 @@ class BraxTaskEnv(TaskEnv):
             raise ValueError(f"unknown brax family {self.family!r}; expected one of {', '.join(FAMILIES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown brax backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        if self.backend == "mujoco" and self._kind in ("gravity", "mass"):
-            raise ValueError(
-                f"{self.family} is not supported on the mujoco backend yet (per-task {self._kind}); use mjx or spring"
-            )
         if self.goals not in ("uniform", "seed") or (self.goals == "seed" and self.family != "halfcheetah-vel"):
             raise ValueError('goals must be "uniform", or "seed" (halfcheetah-vel only)')
         if self.directions not in (0, 2) or (self.directions and self.family != "ant-dir"):
@@ -175,6 +171,8 @@ class BraxTaskEnv(TaskEnv):
         mutated (brax's pipeline reads `self.sys`)."""
         if self._kind not in ("gravity", "mass"):
             return self.env
+        if self.backend == "mujoco":  # the host side of the callback scales MuJoCo's model
+            return with_dynamics(self.env, self._kind, task.scale)
         env = copy.copy(self.env)
         if self._kind == "gravity":
             env.sys = _scale_gravity(self.env.sys, task.scale)

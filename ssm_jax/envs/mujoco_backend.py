@@ -15,9 +15,11 @@ with MuJoCo's own C library, through one `jax.pure_callback` per env step:
   reused with only its `pipeline_init` and `pipeline_step` replaced, so the two backends are one env up to float
   precision (`tests/test_mujoco_backend.py` checks it). brax's locomotion envs read `q`, `qd` and the root body's
   position `x.pos[0]`, which this pipeline state holds;
+- per-task model parameters (the gravity and mass families) are set on the host side: the callback receives each
+  env's scale and steps it with a copy of the model whose gravity, or body masses and inertias, it scales (as the
+  mjx backend scales `opt.gravity`, `body_mass` and `body_inertia`; the constants MuJoCo derives from masses at
+  compile time stay the base model's on both), cached per scale;
 - no gradient flows through the physics: differentiating through a step raises `MujocoGradientError`.
-
-Per-task model parameters (the gravity and mass families) are not supported yet.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ import numpy as np
 from flax import struct
 
 from ssm_jax.types import Array
+
+DYNAMICS = ("gravity", "mass")
+"""The per-task model parameters the host side scales."""
+MODELS_KEPT = 4096
+"""Task-scaled models kept per physics (each a copy of the model): more than the tasks a meta-batch steps at once."""
 
 # mjx-side solver options (`brax.System.opt`) copied onto the C model, so that both backends solve the same problem
 _SOLVER_OPTIONS = (
@@ -129,16 +136,32 @@ class MujocoPhysics:
             self._mujoco.mj_normalizeQuat(self.model, row[1 : 1 + nq])
         return state.view(np.uint32).reshape(*batch, 2 * self.nstate), state[:, 1 : 1 + nq].reshape(*batch, nq)
 
-    def _host_step(self, physics: np.ndarray, action: np.ndarray) -> tuple[np.ndarray, ...]:
-        """`bits [..., 2 * nstate], action [..., nu] -> (bits, q, qd, q before the last substep)`."""
+    @functools.lru_cache(maxsize=MODELS_KEPT)  # noqa: B019  (one MujocoPhysics per model, kept for the process)
+    def _scaled_model(self, kind: str, scale: float):
+        """A copy of the model with gravity, or every body's mass and inertia, times `scale`."""
+        model = copy.copy(self.model)
+        if kind == "gravity":
+            model.opt.gravity[:] = self.model.opt.gravity * scale
+        else:
+            model.body_mass[:] = self.model.body_mass * scale
+            model.body_inertia[:] = self.model.body_inertia * scale
+        return model
+
+    def _host_step(self, physics: np.ndarray, action: np.ndarray, scale: np.ndarray, kind: str | None):
+        """`bits [..., 2 * nstate], action [..., nu], scale [...] -> (bits, q, qd, q before the last substep)`;
+        `scale` sets each env's `kind` of dynamics (gravity or mass), or nothing where `kind` is None."""
         batch = physics.shape[:-1]
         nbatch, nq, nv = int(np.prod(batch)), self.model.nq, self.model.nv
         states = np.ascontiguousarray(physics).reshape(nbatch, 2 * self.nstate).view(np.float64)
         controls = np.repeat(np.asarray(action, np.float64).reshape(nbatch, 1, -1), self.n_frames, axis=1)
+        if kind is None:
+            models = [self.model] * nbatch
+        else:
+            models = [self._scaled_model(kind, float(value)) for value in np.asarray(scale).reshape(nbatch)]
         trajectory = np.empty((nbatch, self.n_frames, self.nstate))
         with self._lock:
             self._rollout.rollout(
-                [self.model] * nbatch,
+                models,
                 self._datas,
                 states,
                 controls,
@@ -166,32 +189,34 @@ class MujocoPhysics:
         physics, q = jax.pure_callback(self._host_init, shapes, q, qd, vmap_method="broadcast_all")
         return MujocoPipelineState(physics=physics, q=q, qd=qd, x=RootFrame(self.root_position(q)))
 
-    def pipeline_step(self, state: MujocoPipelineState, action: Array) -> MujocoPipelineState:
-        """brax's `PipelineEnv.pipeline_step`: `n_frames` MuJoCo steps with controls `action [nu]`. `x` is the root's
-        position before the last substep: MuJoCo computes kinematics before it integrates, and brax's mjx
-        pipeline reads them from there."""
-        physics, q, qd, q_kinematics = _step(self, state.physics, action.astype(state.q.dtype))
+    def pipeline_step(self, state: MujocoPipelineState, action: Array, dynamics=None) -> MujocoPipelineState:
+        """brax's `PipelineEnv.pipeline_step`: `n_frames` MuJoCo steps with controls `action [nu]`, on the model
+        with `dynamics = (kind, scale [])` applied (`with_dynamics`) if given. `x` is the root's position before the
+        last substep: MuJoCo computes kinematics before it integrates, and brax's mjx pipeline reads them there."""
+        kind, scale = dynamics if dynamics is not None else (None, jnp.ones(()))
+        action = action.astype(state.q.dtype)
+        physics, q, qd, q_kinematics = _step(self, kind, state.physics, action, jnp.asarray(scale, action.dtype))
         return MujocoPipelineState(physics=physics, q=q, qd=qd, x=RootFrame(self.root_position(q_kinematics)))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _step(host: MujocoPhysics, state_bits: Array, action: Array) -> tuple[Array, Array, Array, Array]:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _step(host: MujocoPhysics, kind: str | None, state_bits: Array, action: Array, scale: Array):
     dtype = action.dtype
     batch = state_bits.shape[:-1]
     q = jax.ShapeDtypeStruct((*batch, host.model.nq), dtype)
     qd = jax.ShapeDtypeStruct((*batch, host.model.nv), dtype)
     shapes = (jax.ShapeDtypeStruct(state_bits.shape, jnp.uint32), q, qd, q)
 
-    def step_on_host(bits, controls):
-        new_bits, *coordinates = host._host_step(bits, controls)
+    def step_on_host(bits, controls, scales):
+        new_bits, *coordinates = host._host_step(bits, controls, scales, kind)
         return new_bits, *(x.astype(dtype) for x in coordinates)
 
-    return jax.pure_callback(step_on_host, shapes, state_bits, action, vmap_method="broadcast_all")
+    return jax.pure_callback(step_on_host, shapes, state_bits, action, scale, vmap_method="broadcast_all")
 
 
 @_step.defjvp
-def _step_jvp(host, primals, tangents):
-    del host, primals, tangents
+def _step_jvp(host, kind, primals, tangents):
+    del host, kind, primals, tangents
     raise MujocoGradientError(
         "no gradient flows through the mujoco backend (MuJoCo's C library); use backend='mjx' to differentiate "
         "through the physics"
@@ -206,3 +231,13 @@ def on_mujoco(mjx_env):
     env.pipeline_init = host.pipeline_init
     env.pipeline_step = host.pipeline_step
     return env
+
+
+def with_dynamics(env, kind: str, scale: Array):
+    """A shallow copy of the `mujoco` brax `env` (from `on_mujoco`) that steps the model with its gravity, or its
+    body masses and inertias, times the traced `scale []` (`kind` one of `DYNAMICS`)."""
+    if kind not in DYNAMICS:
+        raise ValueError(f"unknown dynamics {kind!r}; expected one of {', '.join(DYNAMICS)}")
+    scaled = copy.copy(env)
+    scaled.pipeline_step = functools.partial(env.pipeline_step, dynamics=(kind, scale))
+    return scaled
