@@ -243,9 +243,9 @@ class WorldModelRunConfig(ExperimentConfig):
     name: str = "world-model"
     env: Literal[WORLD_MODEL_ENVS] = "pendulum-params"
     """The task family (dynamics: pendulum/cartpole-params, halfcheetah-gravity, ant-mass; reward: halfcheetah-vel)."""
-    backend: Literal[BACKENDS] = "spring"
-    """Physics of the brax families (mujoco, mjx, generalized, positional, spring; the recorded world-model pages
-    ran spring)."""
+    backend: Literal[BACKENDS] = "mujoco"
+    """Physics of the brax families: mujoco (MuJoCo's C library, the CPU's), mjx (its JAX twin, for accelerators), or
+    brax's generalized, positional and spring (the recorded pages before December 2026 used spring)."""
     model: Literal[MODEL_NAMES] = "ssm"
     """The world model's sequence model."""
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=32))
