@@ -17,9 +17,9 @@ escape per-step penalties in the families that terminate. Dynamics tasks step a 
 env that holds a task-scaled `brax.System` (the shared env is never mutated), so scales are traced values: no
 recompilation between tasks. Gravity is set in `sys.gravity` and, where present, `sys.opt.gravity` (mjx). Mass on
 the spring and positional backends: they compute the mass they use as `mass ** (1 − spring_mass_scale)` (1 for
-brax's ant), so
-the task scales that effective mass and inertia and sets the spring scales to 0; other backends scale
-`sys.link.inertia` directly, and mjx, which reads MuJoCo's own fields, `sys.body_mass` and `sys.body_inertia`.
+brax's ant), so the task scales that effective mass and inertia and sets the spring scales to 0; other backends
+scale `sys.link.inertia` directly, and mjx, which reads MuJoCo's own fields, `sys.body_mass` and
+`sys.body_inertia`. On the mujoco backend the host side of the callback scales a copy of MuJoCo's model per task.
 """
 
 from __future__ import annotations

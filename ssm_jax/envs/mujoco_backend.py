@@ -38,8 +38,10 @@ from ssm_jax.types import Array
 
 DYNAMICS = ("gravity", "mass")
 """The per-task model parameters the host side scales."""
-MODELS_KEPT = 4096
-"""Task-scaled models kept per physics (each a copy of the model): more than the tasks a meta-batch steps at once."""
+MODELS_KEPT = 512
+"""Task-scaled models kept per physics, least recently used first out: each is a copy of the model (about 0.5 MB
+for brax's ant and halfcheetah), and a batch that steps more distinct scales than this at once copies models at
+every step."""
 
 # mjx-side solver options (`brax.System.opt`) copied onto the C model, so that both backends solve the same problem
 _SOLVER_OPTIONS = (
