@@ -120,7 +120,9 @@ def test_a_state_round_trip_through_the_carry_keeps_mujocos_float64_physics():
     data.ctrl[:] = np.float32(0.3)  # the action as the policy's float32 gave it
     for _ in range(host.n_frames):
         mujoco.mj_step(host.model, data)
-    np.testing.assert_array_equal(np.asarray(stepped.physics).view(np.float64)[1 : 1 + host.model.nq], data.qpos)
+    in_c = np.empty(host.nstate)
+    mujoco.mj_getState(host.model, data, in_c, mujoco.mjtState.mjSTATE_FULLPHYSICS)
+    np.testing.assert_array_equal(np.asarray(stepped.physics).view(np.float64), in_c)  # time, qpos, qvel, ...
 
 
 def test_a_gradient_through_the_mujoco_physics_is_one_clear_error():
