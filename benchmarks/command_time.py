@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import runpy
 import subprocess
 import sys
@@ -74,7 +73,7 @@ def main(args: Args) -> list[dict]:
             flags = ["--preset", args.preset, "--backend", backend, "--out-dir", str(Path(scratch) / "runs")]
             command = [sys.executable, "-m", "benchmarks.command_time", "--timed-run", str(result), args.module, *flags]
             print(f"running python -m {args.module} {' '.join(flags)}", flush=True)
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=os.environ.copy())
+            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             times = json.loads(result.read_text())
         compile_s = sum(times[column] for column in COMPILE_EVENTS.values())
         rows.append({"command": f"python -m {args.module} --preset {args.preset}", "backend": backend,

@@ -128,8 +128,8 @@ class MujocoPhysics:
         return position[None]
 
     def _host_init(self, q: np.ndarray, qd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`[..., nq], [..., nv] -> (bits [..., 2 * nstate], q [..., nq])`, quaternions normalised as `mj_forward`
-        (and brax's mjx `pipeline_init`) leave them."""
+        """`[..., nq], [..., nv] -> (bits [..., 2 * nstate], q [..., nq])`, with quaternions normalised, as brax's mjx
+        `pipeline_init` leaves them (its reset noise denormalises the ant's)."""
         batch, nq = q.shape[:-1], self.model.nq
         state = np.zeros((int(np.prod(batch)), self.nstate), np.float64)
         state[:, 1 : 1 + nq] = q.reshape(-1, nq)
