@@ -1,6 +1,6 @@
 """Budget study: MAML against the fair pretrained baseline at growing env budgets, on the same held-out tasks.
 
-    python -m experiments.budget_study                         # HalfCheetah-Vel, 1M / 3M / 10M env steps, 64 goals
+    python -m experiments.budget_study                         # HalfCheetah-Vel, 0.5M to 10M env steps, 64 goals
     python -m experiments.budget_study --preset dir            # HalfCheetah-Dir, the same budgets
     python -m experiments.budget_study --budgets 1e6 3e6       # any budgets (env steps per method)
     python -m experiments.budget_study --preset smoke          # seconds, for tests
@@ -44,7 +44,7 @@ METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer
 class StudyArgs(RunConfig):
     RESUMABLE: ClassVar[bool] = False
 
-    budgets: tuple[float, ...] = (1e6, 3e6, 1e7)
+    budgets: tuple[float, ...] = (5e5, 1e6, 2e6, 3e6, 5e6, 1e7)
     """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;
     --iterations is not read)."""
 
