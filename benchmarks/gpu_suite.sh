@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The accelerator rows of docs/benchmarks.md: every benchmark, then navigation at the paper's settings as an 8-seed sweep.
+# The flagship at the paper's scale has a script of its own, to run first: benchmarks/flagship_gpu.sh.
 #   bash benchmarks/gpu_suite.sh OUT_DIR
 # Each stage runs under its own time limit and copies its JSON to OUT_DIR as soon as it ends, so a stage that runs
 # out of time loses only itself. OUT_DIR/log.txt holds the tables; OUT_DIR/runs.tar.gz the sweep's run directory.
@@ -30,17 +31,3 @@ stage 170 navigation_paper_8_seeds python -m experiments.sweep --num-seeds 8 --s
   --out-dir runs/sweep_gpu &&
   tar czf "$out/runs.tar.gz" runs/sweep_gpu
 stage 90 models python -m benchmarks.models && cp benchmarks/results/models.json "$out/"
-# The flagship at the paper's batch (`--preset paper`, mjx backend), in resumable slices: each slice stops
-# itself with SIGINT, which finishes the chunk in flight, saves MAML's checkpoint (one seed: about 31 MiB, under the
-# device tool's 50 MiB) and exits 0; the next slice resumes it. The pretrained baseline and the evaluation run in
-# the slice that finishes MAML. FLAGSHIP_SLICES x FLAGSHIP_SLICE_S bounds the stage; results.md lands in OUT_DIR.
-flagship_dir=runs/flagship_gpu
-slice_s=${FLAGSHIP_SLICE_S:-540}
-for slice in $(seq "${FLAGSHIP_SLICES:-1}"); do
-  run=$(ls -d "$flagship_dir"/*/ 2>/dev/null | tail -1)
-  if [ -n "$run" ]; then flags=(--resume "$run"); else flags=(--preset paper --out-dir "$flagship_dir"); fi
-  stage "$((slice_s + 60))" "flagship_paper_slice_$slice" \
-    timeout -s INT "$slice_s" python -m experiments.halfcheetah_vel "${flags[@]}"
-  results=$(ls "$flagship_dir"/*/results.md 2>/dev/null | tail -1)
-  if [ -n "$results" ]; then cp "$results" "$out/flagship_results.md"; break; fi
-done

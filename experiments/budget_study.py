@@ -22,6 +22,7 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,7 +31,16 @@ import numpy as np
 
 from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
-from experiments.report import markdown_table, mean_ci, new_figure, save_figure
+from experiments.report import (
+    beside_the_paper,
+    markdown_table,
+    mean_ci,
+    new_figure,
+    paper_returns,
+    physics,
+    reference_caption,
+    save_figure,
+)
 from ssm_jax import runs, sweep
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, RunConfig, extend
@@ -65,45 +75,57 @@ def main(args: StudyArgs) -> dict:
     run_dir = runs.make_run_dir(args.out_dir)
     runs.write_config(run_dir, args)
     log = runs.MetricsLog(run_dir / "metrics.jsonl")
-    iterations = budget_iterations(args)
-    # The training programs are the flagship's; the evaluation takes one adaptation step, the one compared.
-    env, programs = compiled_programs(args)
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
-    keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
-    eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
-
-    def evaluate(states) -> np.ndarray:  # [R * E, adapt_rounds + 1], seed-major
-        returns = np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
-        return returns.reshape(-1, returns.shape[-1])
-
-    states = {name: programs.init(keys.init, hparams, adapt=adapt) for name, adapt in METHODS.items()}
-    random_init, train_keys = evaluate(states["MAML"]), {"MAML": keys.train, "pretrained": keys.pretrain}
-    seconds, rows, results = dict.fromkeys(METHODS, 0.0), [], {}
-    for budget, until in zip(args.budgets, iterations, strict=True):
-        curves = {}
-        for name in METHODS:
-            started = time.perf_counter()
-            states[name] = _train_to(args, programs, states[name], train_keys[name], until, log, name)
-            seconds[name] += time.perf_counter() - started
-            curves[name] = evaluate(states[name])
+    budgets = evaluated_budgets(args, grid, lambda eval_keys: eval_keys, log)
+    random_init = _pooled(next(budgets)[2]["random init"])
+    rows, results = [], {}
+    for budget, (until, seconds, curves) in zip(args.budgets, budgets, strict=True):
+        curves = {name: _pooled(returns) for name, returns in curves.items()}
         rows.append(_budget_row(budget, until, until * args.trainer.env_steps_per_iteration, curves, seconds))
         results = _write(args, run_dir, rows, random_init)
     return results
 
 
-def _train_to(args, programs, states, key, until, log, phase):
-    """Trains `states` (stacked runs) from their iteration to `until`, one log record per seed and chunk. Chunk `c`
+def evaluated_budgets(args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: str = "") -> Iterator[tuple]:
+    """Trains MAML and pretrained for every run of `grid` (seeds x traced hyperparameters, one vmapped program each)
+    to each of `args.budgets` in turn. Yields `(iterations, train seconds per method, {method: returns [R, E, 2]})`:
+    first the untrained policy (`{"random init": ...}`, 0 iterations), then one per budget; the returns are each
+    run's before and after one adaptation step on the tasks drawn from `goal_keys(RunKeys.eval)` (the same tasks and
+    keys for both methods). `label` prefixes the log's phases."""
+    env, programs = compiled_programs(args)
+    keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
+    eval_tasks, eval_keys = sweep.held_out_tasks(env, goal_keys(keys.eval), args.evaluation.eval_tasks)
+    evaluate = lambda states: np.asarray(programs.evaluate(states, eval_keys, eval_tasks)[0])
+    states = {name: programs.init(keys.init, hparams, adapt=adapt) for name, adapt in METHODS.items()}
+    seconds, train_keys = dict.fromkeys(METHODS, 0.0), {"MAML": keys.train, "pretrained": keys.pretrain}
+    yield 0, dict(seconds), {"random init": evaluate(states["MAML"])}
+    for until in budget_iterations(args):
+        curves = {}
+        for name in METHODS:
+            started = time.perf_counter()
+            states[name] = _train_to(args, grid, programs, states[name], train_keys[name], until, log, label + name)
+            seconds[name] += time.perf_counter() - started
+            curves[name] = evaluate(states[name])
+        yield until, dict(seconds), curves
+
+
+def _pooled(returns: np.ndarray) -> np.ndarray:
+    """Runs' returns `[R, E, K]` as one sample `[R * E, K]`, run-major."""
+    return returns.reshape(-1, returns.shape[-1])
+
+
+def _train_to(args, grid, programs, states, key, until, log, phase):
+    """Trains `states` (stacked runs) from their iteration to `until`, one log record per run and chunk. Chunk `c`
     draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
-    seeds = range(args.seed, args.seed + args.num_seeds)
     records = lambda iteration, metrics: [
-        {"phase": phase, "seed": seed, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-        for i, seed in enumerate(seeds)
+        {"phase": phase, **run, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+        for i, run in enumerate(grid.runs())
     ]  # the study keeps no checkpoint: Ctrl-C stops it, results.json keeps the finished budgets
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
     description, start = f"{phase} to {until} iterations", int(np.max(states.iteration))
     return runs.train_phase(
         programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start,
-        run_labels=[f"seed {seed}" for seed in seeds],
+        run_labels=[", ".join(f"{name} {value:g}" for name, value in run.items()) for run in grid.runs()],
     )  # fmt: skip
 
 
@@ -150,39 +172,45 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
     results = json.loads((Path(run_dir) / "results.json").read_text())
     rows = results["rows"]
     fmt = lambda s: f"{s['mean']:.1f} ± {s['ci95']:.1f}"
+    paper = paper_returns(args.env, args.backend)
+    paper_maml = paper.get("MAML", ())[1:2]  # Finn et al.'s MAML after one step, where it compares
     table = markdown_table(
         ["env steps", "iterations", "MAML 0 → 1 step", "pretrained 0 → 1 step", "gain MAML − pretrained",
-         "train wall (MAML + pretrained)"],
+         *[f"MAML after 1 step − Finn et al.'s {v:.1f}" for v in paper_maml], "train wall (MAML + pretrained)"],
         [
             [
                 f"{r['env_steps']:,}",
                 r["iterations"],
                 *[f"{fmt(r['returns'][m][0])} → {fmt(r['returns'][m][1])}" for m in METHODS],
                 f"{r['gain_difference']['mean']:+.1f} ± {r['gain_difference']['ci95']:.1f}",
+                *[f"{r['returns']['MAML'][1]['mean'] - v:+.1f}" for v in paper_maml],
                 " + ".join(f"{r['train_seconds'][m] / 60:.1f}" for m in METHODS) + " min",
             ]
             for r in rows
         ],
     )  # fmt: skip
     random_mean, random_half = mean_ci(results["random_init"])
+    largest = {name: [r["mean"] for r in rows[-1]["returns"][name]] for name in METHODS}
+    beside = beside_the_paper(args.env, args.backend, {**largest, "random init": random_mean})
+    beside = f"\n\n{reference_caption(args.env, args.backend)}. At {rows[-1]['env_steps']:,} env steps: {beside}"
     trainer, eval_tasks = args.trainer, args.evaluation.eval_tasks
     plot = "\n\n![budget study](budget_study.png)" if args.plots else ""
     text = (
-        f"# Budget study: {args.env}, {args.model} policy, {args.backend} backend, {eval_tasks} held-out tasks x "
-        f"{args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out tasks); "
-        f"the gain difference is paired (same tasks and keys). {args.trainer.env_steps_per_iteration:,} env steps per "
-        f"meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
+        f"# Budget study: {args.env}, {args.model} policy{physics(args.env, args.backend)}, {eval_tasks} held-out "
+        f"tasks x {args.num_seeds} seed(s)\n\nReturn before → after one adaptation step (mean ± 95% CI over held-out "
+        f"tasks); the gain difference is paired (same tasks and keys). {trainer.env_steps_per_iteration:,} env steps "
+        f"per meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
         f"{trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}). Random init: "
         f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"
-        f"{table}\n\n{_verdict(rows)}{plot}\n"
+        f"{table}\n\n{_verdict(rows)}{beside if paper else ''}{plot}\n"
     )
     (run_dir / "results.md").write_text(text)
     if args.plots:
-        _plot(run_dir / "budget_study.png", rows, random_mean)
+        _plot(run_dir / "budget_study.png", rows, random_mean, paper)
     return text
 
 
-def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:
+def _plot(path: Path, rows: list[dict], random_mean: np.ndarray, paper: dict) -> None:
     fig, ax = new_figure(figsize=(6, 3.8))
     steps = np.array([r["env_steps"] for r in rows]) / 1e6
     for name, color in zip(METHODS, ("C0", "C1"), strict=True):
@@ -192,6 +220,9 @@ def _plot(path: Path, rows: list[dict], random_mean: np.ndarray) -> None:
             label = f"{name}, {'before adapting' if k == 0 else 'after 1 step'}"
             ax.errorbar(steps, mean, yerr=half, color=color, ls=style, marker="o", ms=4, capsize=3, label=label)
     ax.axhline(random_mean[0], color="grey", ls="--", label="random init")
+    for name, color in zip(METHODS, ("C0", "C1"), strict=True):
+        if name in paper:
+            ax.axhline(paper[name][1], color=color, ls="-.", lw=1, label=f"{name} after 1 step, Finn et al.")
     ax.set_xscale("log")
     ax.set_xlabel("env steps per method (millions)")
     ax.set_ylabel("episode return on held-out tasks\n(mean, 95% CI)")

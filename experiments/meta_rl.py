@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory, seed_records
-from experiments.meta_rl_report import summarise, write_report
+from experiments.meta_rl_report import headline, summarise, write_report
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.configs import RunConfig, build
@@ -109,6 +109,8 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
     runs.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
+    if (verdict := headline(results)) is not None:
+        print(verdict)
     return results
 
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from experiments.report import (
     REFERENCES,
+    beside_the_paper,
     format_ci,
     format_mean_ci,
     gap_closed,
@@ -22,6 +23,7 @@ from experiments.report import (
     paired_gains,
     physics,
     plot_adaptation,
+    reference_caption,
     save_figure,
 )
 from ssm_jax import runs
@@ -110,6 +112,21 @@ def write_report(run_dir: Path, args: RunConfig) -> str:
     return text
 
 
+def headline(results: dict) -> str | None:
+    """The run's verdict in one line: MAML + standard's one-step gain minus pretrained's, paired 95% CI, and whether
+    it clears zero; None without both methods."""
+    g = results["comparisons"].get("one_step_gain_maml_minus_pretrained")
+    if g is None:
+        return None
+    if g["mean"] - g["ci95"] > 0:
+        verdict = "MAML adapts: its one-step gain beats the pretrained baseline's"
+    elif g["mean"] + g["ci95"] < 0:
+        verdict = "MAML adapts less than the pretrained baseline: its one-step gain is below pretrained's"
+    else:
+        verdict = "No separation: MAML's one-step gain is not distinguishable from the pretrained baseline's"
+    return f"{verdict}, {g['mean']:+.1f} ± {g['ci95']:.1f} (MAML − pretrained, paired 95% CI on held-out tasks)"
+
+
 def _render(results: dict, args: RunConfig) -> str:
     rounds = args.evaluation.adapt_rounds
     steps = list(range(rounds + 1))
@@ -166,7 +183,7 @@ def _render(results: dict, args: RunConfig) -> str:
     reference_text = ""
     if reference:
         width = max(len(v) for v in reference.values())
-        reference_text = "\n\nReference (Finn et al. 2017; MuJoCo for the brax families: compare shapes):\n\n" + (
+        reference_text = f"\n\n{reference_caption(args.env, args.backend)}:\n\n" + (
             markdown_table(
                 ["reference", *[steps_label(k) for k in range(width)]],
                 [
@@ -175,6 +192,9 @@ def _render(results: dict, args: RunConfig) -> str:
                 ],
             )
         )
+        ours = {"MAML" if name == "MAML + standard" else name: values for name, values in results["returns"].items()}
+        beside = beside_the_paper(args.env, args.backend, ours)
+        reference_text += f"\n\n{beside}" if beside else ""
     plots = (
         "\n\n![learning curve](learning_curve.png)\n\n![adaptation curve](adaptation_curve.png)" if args.plots else ""
     )

@@ -49,6 +49,40 @@ def physics(env: str, backend: str) -> str:
     return f", {backend} backend" if env in envs.FAMILIES else ""
 
 
+def reference_caption(env: str, backend: str) -> str:
+    """What Finn et al.'s numbers beside a run of `env` on `backend` are: comparable on MuJoCo's physics (the
+    `mujoco` backend is MuJoCo's C library), shapes only on another physics."""
+    if env not in envs.FAMILIES:
+        return "Reference (Finn et al. 2017)"
+    if backend == "mujoco":
+        return (
+            "Finn et al. 2017 on MuJoCo, the physics of this run: comparable numbers, after MAML-RL's training (40 "
+            "tasks x 20 trajectories x 2 rounds per meta-iteration, up to 1000 meta-iterations in its cheetah script: "
+            "up to 320M env steps)"
+        )
+    return f"Reference (Finn et al. 2017, MuJoCo; this run's physics is {backend}: compare shapes)"
+
+
+def paper_returns(env: str, backend: str) -> dict[str, tuple[float, ...]]:
+    """Finn et al.'s returns after 0, 1, ... steps by method ("MAML", "pretrained", "random init", "oracle") where
+    they compare with a run of `env` on `backend` as numbers: the brax families on MuJoCo's physics, navigation;
+    else {}."""
+    if env in envs.FAMILIES and backend != "mujoco":
+        return {}
+    return {name.split(" (")[0]: values for name, values in REFERENCES.get(env, {}).items()}
+
+
+def beside_the_paper(env: str, backend: str, ours: dict[str, Sequence[float]]) -> str:
+    """A sentence putting `ours` (method -> return after 0 and 1 steps) beside Finn et al.'s, for the methods both
+    report; "" where the numbers do not compare (`paper_returns`)."""
+    paper = paper_returns(env, backend)
+    arrow = lambda values: " → ".join(f"{v:.1f}" for v in values[:2])
+    pairs = [
+        f"{name} {arrow(values)} (Finn et al. {arrow(paper[name])})" for name, values in ours.items() if name in paper
+    ]
+    return f"Beside Finn et al. 2017, after 0 → 1 steps: {'; '.join(pairs)}." if pairs else ""
+
+
 def format_mean_ci(mean: float, half: float, digits: int = 1) -> str:
     """`"mean ± half-width"`, or "diverged" where the mean is not finite or exceeds 1e6."""
     return f"{mean:.{digits}f} ± {half:.{digits}f}" if np.isfinite(mean) and abs(mean) < 1e6 else "diverged"

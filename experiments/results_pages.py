@@ -29,6 +29,7 @@ from experiments import (
     benchmark_report,
     budget_study,
     in_context,
+    levers,
     meta_rl_report,
     provenance,
     replay,
@@ -56,6 +57,7 @@ RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provena
 WRITERS = {
     RunConfig: meta_rl_report.write_report,
     budget_study.StudyArgs: budget_study.write_report,
+    levers.LeverArgs: levers.write_report,
     InContextRunConfig: in_context.write_report,
     SinusoidRunConfig: sinusoid.write_report,
     WorldModelRunConfig: world_model.write_report,

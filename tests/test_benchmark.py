@@ -3,8 +3,10 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -191,3 +193,26 @@ def test_the_command_time_harness_splits_a_commands_wall_time_into_compiling_and
     (row,) = json.loads((tmp_path / "command_time.json").read_text())["rows"]
     assert row["backend"] == "mujoco" and row["command"] == "python -m experiments.halfcheetah_vel --preset smoke"
     assert 0 < row["xla_compile_s"] <= row["compile_s"] < row["wall_s"]
+
+
+@pytest.mark.slow
+def test_the_flagship_gpu_script_finishes_a_run_into_its_out_dir_and_a_second_call_does_nothing(tmp_path):
+    """The paper-scale script's CPU dry run (`FLAGSHIP_PRESET=smoke`): MAML, pretrained, random init and the oracle on
+    the same held-out goals land in OUT_DIR; called again it finds them and runs nothing."""
+    out, root = tmp_path / "out", Path(__file__).resolve().parent.parent
+    env = {**os.environ, "FLAGSHIP_PRESET": "smoke", "JAX_PLATFORMS": "cpu"}
+    runs_dir = root / "runs" / "flagship_gpu_smoke"
+    shutil.rmtree(runs_dir, ignore_errors=True)
+    try:
+        script = ["bash", "benchmarks/flagship_gpu.sh", str(out)]
+        first = subprocess.run(script, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stdout[-2000:]
+        results = json.loads((out / "results.json").read_text())
+        assert set(results["returns"]) == {"MAML + standard", "pretrained", "random init"}
+        assert np.isfinite(results["oracle_return"])
+        recorded = json.loads((out / "provenance.json").read_text())
+        assert recorded["command"].endswith("--adaptation-mode standard --oracle")
+        again = subprocess.run(script, cwd=root, env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode == 0 and again.stdout.strip().endswith(f"finished already, {out}/results.md")
+    finally:
+        shutil.rmtree(runs_dir, ignore_errors=True)

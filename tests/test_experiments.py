@@ -15,7 +15,7 @@ import pytest
 
 from experiments import sinusoid, smoke
 from experiments.common import parse_args
-from ssm_jax import runs
+from ssm_jax import configs, runs
 
 
 def test_smoke_experiment_fits_every_requested_model():
@@ -182,6 +182,33 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
     assert _results_without_timing(next((tmp_path / "b").iterdir())) == _results_without_timing(run_dir)
 
 
+def test_the_headline_line_says_whether_mamls_one_step_gain_clears_the_pretrained_baselines():
+    from experiments.meta_rl_report import headline
+
+    line = lambda mean, half: headline(
+        {"comparisons": {"one_step_gain_maml_minus_pretrained": {"mean": mean, "ci95": half}}}
+    )
+    assert line(18.1, 6.5) == (
+        "MAML adapts: its one-step gain beats the pretrained baseline's, +18.1 ± 6.5 (MAML − pretrained, paired 95% "
+        "CI on held-out tasks)"
+    )
+    assert line(3.0, 8.4).startswith("No separation:") and line(-9.0, 2.0).startswith("MAML adapts less")
+    assert headline({"comparisons": {}}) is None  # a run without the pretrained baseline
+
+
+def test_finn_et_al_numbers_stand_beside_ours_only_on_the_same_physics():
+    from experiments.report import beside_the_paper, paper_returns, reference_caption
+
+    ours = {"MAML": (-150.0, -120.0), "pretrained": (-140.0, -138.0), "random init": (-250.0, -249.0)}
+    assert beside_the_paper("halfcheetah-vel", "mujoco", ours) == (
+        "Beside Finn et al. 2017, after 0 → 1 steps: MAML -150.0 → -120.0 (Finn et al. -129.5 → -78.6); pretrained "
+        "-140.0 → -138.0 (Finn et al. -158.0 → -135.4); random init -250.0 → -249.0 (Finn et al. -254.8 → -254.3)."
+    )
+    assert beside_the_paper("halfcheetah-vel", "spring", ours) == "" and paper_returns("ant-mass", "mujoco") == {}
+    assert "comparable numbers" in reference_caption("halfcheetah-dir", "mujoco")
+    assert "compare shapes" in reference_caption("halfcheetah-dir", "spring")
+
+
 def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
     from ssm_jax import checkpoint, configs
@@ -292,7 +319,8 @@ def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
 
     vel = budget_study.PRESETS["vel"]
     assert vel.trainer.env_steps_per_iteration == 5 * 2 * 8 * 200
-    assert budget_study.budget_iterations(vel) == [65, 190, 625]  # 1.04M, 3.04M, 10.0M env steps
+    # 0.56M, 1.04M, 2.0M, 3.04M, 5.04M, 10.0M env steps
+    assert budget_study.budget_iterations(vel) == [35, 65, 125, 190, 315, 625]
     long = halfcheetah_vel.PRESETS["long"]  # the budget where MAML separated, on the study's batch
     assert long.iterations == 190 and long.trainer.env_steps_per_iteration == 16_000
     for bad in ((), (3e6, 1e6), (1e6, 1e6), (0.0,)):
@@ -319,6 +347,59 @@ def test_budget_study_smoke_preset_evaluates_both_methods_at_each_budget(tmp_pat
         ("MAML", 1), ("pretrained", 1), ("MAML", 2), ("pretrained", 2)
     ]  # fmt: skip
     assert all(r["env_steps"] == 160 for r in records)
+
+
+def test_levers_choose_the_setting_that_clears_zero_at_the_smallest_budget_and_refuse_unknown_variants():
+    from experiments import levers
+
+    row = lambda mean, half: {"gain_difference": {"mean": mean, "ci95": half}}
+    settings = [
+        {"rows": [row(1.0, 2.0), row(9.0, 1.0)]},  # clears at the second budget only
+        {"rows": [row(3.0, 1.0), row(2.0, 5.0)]},  # clears at the first
+        {"rows": [row(4.0, 1.0), row(0.0, 1.0)]},  # clears at the first, by more: chosen
+        {"rows": [row(-1.0, 0.5), row(-2.0, 0.5)]},
+    ]
+    assert levers._choose(settings) == 2
+    assert levers._choose(settings[:2]) == 1 and levers._choose(settings[3:]) is None
+    with pytest.raises(ValueError, match="unknown variant"):
+        dataclasses.replace(levers.PRESETS["vel"], variants=("base", "more cheetahs"))
+    for changes in levers.VARIANTS.values():  # every variant is a config the flagship accepts
+        changes = {k: v for k, v in changes.items() if not k.startswith("sweep_")}
+        configs.replace(levers.PRESETS["vel"], **changes)
+
+
+def test_validation_goals_are_not_the_held_out_goals():
+    from experiments import levers
+    from ssm_jax import envs, sweep
+
+    env = envs.make_meta_rl("halfcheetah-vel", 20, "mujoco")
+    eval_keys = sweep.make_grid([0, 1]).keys.eval
+    held_out, _ = sweep.held_out_tasks(env, eval_keys, 32)
+    validation_keys = jax.vmap(jax.random.fold_in, (0, None))(eval_keys, levers.VALIDATION)
+    validation, _ = sweep.held_out_tasks(env, validation_keys, 32)
+    assert not np.intersect1d(np.asarray(held_out.velocity), np.asarray(validation.velocity)).size
+
+
+@pytest.mark.slow
+def test_levers_smoke_scores_every_setting_of_every_variant_at_each_budget(tmp_path):
+    from experiments import levers
+
+    # Env-agnostic like the study; the point robot compiles in seconds.
+    smoke = dataclasses.replace(levers.PRESETS["smoke"], env="navigation-2d", out_dir=str(tmp_path))
+    results = levers.main(smoke)
+    labels = [levers._label(s) for s in results["settings"]]
+    assert len(labels) == 3 * 2 + 1 and labels[-1] == "TRPO"  # the base grid: 3 inner x 2 outer rates
+    assert "base (inner_lr 0.05, outer_lr 0.01)" in labels
+    for setting in results["settings"]:
+        assert [row["env_steps"] for row in setting["rows"]] == [160, 320]
+        assert all(np.isfinite(row["gain_difference"]["mean"]) for row in setting["rows"])
+    assert results["chosen"] == levers._choose(results["settings"])
+    run_dir = next(tmp_path.iterdir())
+    assert (run_dir / "levers.png").stat().st_size > 0
+    page = (run_dir / "results.md").read_text()
+    assert page.count("\n| base (") + page.count("\n| **chosen:** base (") == 6
+    phases = {r["phase"] for r in runs.MetricsLog(run_dir / "metrics.jsonl").records()}
+    assert phases == {"base: MAML", "base: pretrained", "TRPO: MAML", "TRPO: pretrained"}
 
 
 @pytest.mark.slow
