@@ -1,7 +1,7 @@
 """Levers: which of the CPU preset's settings make MAML's one-step gain beat the pretrained baseline's soonest,
 chosen on validation goals.
 
-    python -m experiments.levers                             # HalfCheetah-Vel, every variant, 0.5M and 1M env steps
+    python -m experiments.levers                             # HalfCheetah-Vel: every variant, 0.5M and 1M, 64 goals
     python -m experiments.levers --variants base "10 tasks"  # some of them
     python -m experiments.levers --preset smoke              # seconds, for tests
 
@@ -186,8 +186,8 @@ def _plot(path: Path, settings: list[dict], chosen: int | None, budgets: list[st
     save_figure(fig, path)
 
 
-LEVERS = {"eval_tasks": 32, "adapt_rounds": 1, "adaptation_mode": "standard", "out_dir": "runs/levers"}
-"""The sweep's changes to a named config: 32 validation goals, the one adaptation round it compares."""
+LEVERS = {"eval_tasks": 64, "adapt_rounds": 1, "adaptation_mode": "standard", "out_dir": "runs/levers"}
+"""The sweep's changes to a named config: 64 validation goals, the one adaptation round it compares."""
 
 PRESETS = {
     "vel": extend(LeverArgs, CONFIGS["halfcheetah-vel"], **LEVERS),
