@@ -86,12 +86,15 @@ def main(args: StudyArgs) -> dict:
     return results
 
 
-def evaluated_budgets(args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: str = "") -> Iterator[tuple]:
+def evaluated_budgets(
+    args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: str = "", halt_on_divergence: bool = True
+) -> Iterator[tuple]:
     """Trains MAML and pretrained for every run of `grid` (seeds x traced hyperparameters, one vmapped program each)
     to each of `args.budgets` in turn. Yields `(iterations, train seconds per method, {method: returns [R, E, 2]})`:
     first the untrained policy (`{"random init": ...}`, 0 iterations), then one per budget; the returns are each
     run's before and after one adaptation step on the tasks drawn from `goal_keys(RunKeys.eval)` (the same tasks and
-    keys for both methods). `label` prefixes the log's phases."""
+    keys for both methods). `label` prefixes the log's phases. Without `halt_on_divergence` a run whose state turns
+    non-finite trains on (its returns are NaN) and the others finish."""
     env, programs = compiled_programs(args)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     eval_tasks, eval_keys = sweep.held_out_tasks(env, goal_keys(keys.eval), args.evaluation.eval_tasks)
@@ -103,7 +106,9 @@ def evaluated_budgets(args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: 
         curves = {}
         for name in METHODS:
             started = time.perf_counter()
-            states[name] = _train_to(args, grid, programs, states[name], train_keys[name], until, log, label + name)
+            states[name] = _train_to(
+                args, grid, programs, states[name], train_keys[name], until, log, label + name, halt_on_divergence
+            )
             seconds[name] += time.perf_counter() - started
             curves[name] = evaluate(states[name])
         yield until, dict(seconds), curves
@@ -114,7 +119,7 @@ def _pooled(returns: np.ndarray) -> np.ndarray:
     return returns.reshape(-1, returns.shape[-1])
 
 
-def _train_to(args, grid, programs, states, key, until, log, phase):
+def _train_to(args, grid, programs, states, key, until, log, phase, halt_on_divergence):
     """Trains `states` (stacked runs) from their iteration to `until`, one log record per run and chunk. Chunk `c`
     draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
     records = lambda iteration, metrics: [
@@ -126,6 +131,7 @@ def _train_to(args, grid, programs, states, key, until, log, phase):
     return runs.train_phase(
         programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start,
         run_labels=[", ".join(f"{name} {value:g}" for name, value in run.items()) for run in grid.runs()],
+        halt_on_divergence=halt_on_divergence,
     )  # fmt: skip
 
 
@@ -192,7 +198,10 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
     random_mean, random_half = mean_ci(results["random_init"])
     largest = {name: [r["mean"] for r in rows[-1]["returns"][name]] for name in METHODS}
     beside = beside_the_paper(args.env, args.backend, {**largest, "random init": random_mean})
-    beside = f"\n\n{reference_caption(args.env, args.backend)}. At {rows[-1]['env_steps']:,} env steps: {beside}"
+    beside = (
+        f"\n\n{reference_caption(args.env, args.backend)}. At {rows[-1]['env_steps']:,} env steps, after 0 → 1 steps: "
+        f"{beside}."
+    )
     trainer, eval_tasks = args.trainer, args.evaluation.eval_tasks
     plot = "\n\n![budget study](budget_study.png)" if args.plots else ""
     text = (

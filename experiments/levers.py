@@ -74,7 +74,7 @@ def main(args: LeverArgs) -> dict:
         swept = {name: changes.pop(f"sweep_{name}") for name in sweep.SWEEPABLE if f"sweep_{name}" in changes}
         config = replace(args, **changes)
         grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
-        budgets = evaluated_budgets(config, grid, validation, log, label=f"{variant}: ")
+        budgets = evaluated_budgets(config, grid, validation, log, f"{variant}: ", halt_on_divergence=False)
         next(budgets)  # the untrained policy: not compared here
         rows = {}
         for budget, (until, _, curves) in zip(args.budgets, budgets, strict=True):
@@ -134,8 +134,8 @@ def write_report(run_dir: Path, args: LeverArgs) -> str:
     """Renders `run_dir`'s results.json into results.md and levers.png; returns the markdown. The results pages
     (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
-    settings, chosen = results["settings"], results["chosen"]
-    fmt = lambda s: f"{s['mean']:+.1f} ± {s['ci95']:.1f}"
+    settings, chosen = results["settings"], results["chosen"]  # a diverged setting's numbers are NaN
+    fmt = lambda s: f"{s['mean']:+.1f} ± {s['ci95']:.1f}" if np.isfinite(s["mean"]) else "diverged"
     budgets = [_budget(b) for b in args.budgets]
     table = markdown_table(
         ["setting", *[f"gain MAML − pretrained, {b}" for b in budgets], f"MAML after 1 step, {budgets[-1]}"],

@@ -194,7 +194,7 @@ def _render(results: dict, args: RunConfig) -> str:
         )
         ours = {"MAML" if name == "MAML + standard" else name: values for name, values in results["returns"].items()}
         beside = beside_the_paper(args.env, args.backend, ours)
-        reference_text += f"\n\n{beside}" if beside else ""
+        reference_text += f"\n\nAfter 0 → 1 steps, beside Finn et al.'s: {beside}." if beside else ""
     plots = (
         "\n\n![learning curve](learning_curve.png)\n\n![adaptation curve](adaptation_curve.png)" if args.plots else ""
     )

@@ -73,14 +73,14 @@ def paper_returns(env: str, backend: str) -> dict[str, tuple[float, ...]]:
 
 
 def beside_the_paper(env: str, backend: str, ours: dict[str, Sequence[float]]) -> str:
-    """A sentence putting `ours` (method -> return after 0 and 1 steps) beside Finn et al.'s, for the methods both
-    report; "" where the numbers do not compare (`paper_returns`)."""
+    """`ours` (method -> return after 0 and 1 steps) beside Finn et al.'s, for the methods both report:
+    "MAML a → b (Finn et al. c → d); ..."; "" where the numbers do not compare (`paper_returns`)."""
     paper = paper_returns(env, backend)
     arrow = lambda values: " → ".join(f"{v:.1f}" for v in values[:2])
     pairs = [
         f"{name} {arrow(values)} (Finn et al. {arrow(paper[name])})" for name, values in ours.items() if name in paper
     ]
-    return f"Beside Finn et al. 2017, after 0 → 1 steps: {'; '.join(pairs)}." if pairs else ""
+    return "; ".join(pairs)
 
 
 def format_mean_ci(mean: float, half: float, digits: int = 1) -> str:

@@ -201,8 +201,8 @@ def test_finn_et_al_numbers_stand_beside_ours_only_on_the_same_physics():
 
     ours = {"MAML": (-150.0, -120.0), "pretrained": (-140.0, -138.0), "random init": (-250.0, -249.0)}
     assert beside_the_paper("halfcheetah-vel", "mujoco", ours) == (
-        "Beside Finn et al. 2017, after 0 → 1 steps: MAML -150.0 → -120.0 (Finn et al. -129.5 → -78.6); pretrained "
-        "-140.0 → -138.0 (Finn et al. -158.0 → -135.4); random init -250.0 → -249.0 (Finn et al. -254.8 → -254.3)."
+        "MAML -150.0 → -120.0 (Finn et al. -129.5 → -78.6); pretrained -140.0 → -138.0 (Finn et al. -158.0 → -135.4); "
+        "random init -250.0 → -249.0 (Finn et al. -254.8 → -254.3)"
     )
     assert beside_the_paper("halfcheetah-vel", "spring", ours) == "" and paper_returns("ant-mass", "mujoco") == {}
     assert "comparable numbers" in reference_caption("halfcheetah-dir", "mujoco")
