@@ -403,7 +403,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
     "navigation-ssm": _navigation("navigation-ssm", **PPO, model="ssm"),
     "navigation-smoke": _navigation("navigation-smoke", **SMOKE),
     "halfcheetah-vel": _FLAGSHIP,
-    # 3M env steps, 64 held-out goals: on spring the smallest budget at which MAML separated (`experiments.budget_study`).
+    # 3M env steps, 64 held-out goals: on spring, the smallest budget where MAML separated (`experiments.budget_study`).
     "halfcheetah-vel-long": replace(_FLAGSHIP, name="halfcheetah-vel-long", iterations=190, eval_tasks=64),
     "halfcheetah-vel-smoke": replace(
         _FLAGSHIP,

@@ -206,7 +206,7 @@ def test_configs_recorded_by_earlier_commits_still_load():
     )
     study = config_from_json(recorded["budget_study_vel"].read_text())
     assert type(study) is experiments.budget_study.StudyArgs and study.evaluation.adapt_rounds == 1
-    assert study.budgets == (1e6, 3e6, 1e7) and study.evaluation.eval_tasks == 64
+    assert study.budgets == (5e5, 1e6, 2e6, 3e6, 5e6, 1e7) and study.evaluation.eval_tasks == 64
 
     cli_config = {"__dataclass__": "ssm_jax.cli.configs:RunConfig", "fields": {
         "env": {"__dataclass__": "ssm_jax.cli.configs:EnvConfig", "fields": {
