@@ -383,7 +383,8 @@ SMOKE = {
 }  # fmt: skip
 """The `-smoke` variants' changes: seconds, for tests."""
 
-_FLAGSHIP = RunConfig()
+_FLAGSHIP = replace(RunConfig(), outer_epochs=5)
+"""The flagship's CPU batch with 5 PPO epochs: the setting `experiments.levers` chose on validation goals."""
 CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
         _navigation("basic", **PPO),
