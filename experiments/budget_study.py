@@ -139,7 +139,6 @@ def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
     """One budget's numbers: per method the return after 0 and 1 steps and the one-step gain (mean, 95% CI over
     held-out tasks and seeds), the paired difference of the gains, env steps and training seconds so far."""
     gains = {name: returns[:, 1] - returns[:, 0] for name, returns in curves.items()}
-    summary = lambda values: dict(zip(("mean", "ci95"), map(float, mean_ci(values)), strict=True))
     return {
         "budget": budget,
         "iterations": iterations,
@@ -162,8 +161,18 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
     return results
 
 
+def summary(values: np.ndarray) -> dict:
+    """`{"mean", "ci95"}` of `values` `[n]` (95% CI half-width over the samples)."""
+    return dict(zip(("mean", "ci95"), map(float, mean_ci(values)), strict=True))
+
+
+def clears_zero(stat: dict) -> bool:
+    """Whether a `summary`'s 95% CI lies above zero (False for NaN: a diverged run)."""
+    return stat["mean"] - stat["ci95"] > 0
+
+
 def _verdict(rows: list[dict]) -> str:
-    separated = [r for r in rows if r["gain_difference"]["mean"] - r["gain_difference"]["ci95"] > 0]
+    separated = [r for r in rows if clears_zero(r["gain_difference"])]
     if separated:
         return (
             f"MAML's one-step gain beats pretrained's, paired 95% CI clear of zero, from {separated[0]['env_steps']:,} "

@@ -25,9 +25,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.budget_study import StudyArgs, evaluated_budgets
+from experiments.budget_study import StudyArgs, clears_zero, evaluated_budgets, summary
 from experiments.common import run_main
-from experiments.report import markdown_table, mean_ci, new_figure, physics, save_figure
+from experiments.report import markdown_table, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.config_io import register_config
 from ssm_jax.configs import CONFIGS, extend, replace
@@ -84,8 +84,8 @@ def main(args: LeverArgs) -> dict:
                     {
                         "budget": budget,
                         "env_steps": until * config.trainer.env_steps_per_iteration,
-                        "maml_after_one_step": _summary(curves["MAML"][members, :, 1]),
-                        "gain_difference": _summary(gain["MAML"] - gain["pretrained"]),
+                        "maml_after_one_step": summary(curves["MAML"][members, :, 1].reshape(-1)),
+                        "gain_difference": summary((gain["MAML"] - gain["pretrained"]).reshape(-1)),
                     }
                 )
         settings += [{"variant": variant, "values": dict(values), "rows": r} for values, r in rows.items()]
@@ -104,19 +104,10 @@ def _settings(grid: sweep.Grid) -> dict[tuple, list[int]]:
     return groups
 
 
-def _summary(values: np.ndarray) -> dict:
-    mean, half = mean_ci(values.reshape(-1))
-    return {"mean": float(mean), "ci95": float(half)}
-
-
-def _clears(row: dict) -> bool:
-    return row["gain_difference"]["mean"] - row["gain_difference"]["ci95"] > 0
-
-
 def _choose(settings: list[dict]) -> int | None:
     """The index of the setting whose gain difference clears zero at the smallest budget (ties: the larger mean
     there), or None if none does."""
-    first_clear = lambda s: next((k for k, row in enumerate(s["rows"]) if _clears(row)), None)
+    first_clear = lambda s: next((k for k, row in enumerate(s["rows"]) if clears_zero(row["gain_difference"])), None)
     cleared = [
         (k, -s["rows"][k]["gain_difference"]["mean"], i)
         for i, s in enumerate(settings)
