@@ -170,7 +170,9 @@ def _plot(path: Path, settings: list[dict], chosen: int | None, budgets: list[st
         label = f"{budget} env steps"
         ax.errorbar(means, np.arange(len(settings)) + 0.15 * k, xerr=halves, fmt=marker, capsize=3, label=label)
     ax.axvline(0.0, color="grey", ls="--")
-    ax.set_yticks(np.arange(len(settings)), [("→ " if i == chosen else "") + _label(s) for i, s in enumerate(settings)])
+    diverged = lambda s: " (diverged)" if not np.isfinite(s["rows"][-1]["gain_difference"]["mean"]) else ""
+    labels = [("→ " if i == chosen else "") + _label(s) + diverged(s) for i, s in enumerate(settings)]
+    ax.set_yticks(np.arange(len(settings)), labels)
     ax.invert_yaxis()
     ax.set_xlabel("one-step gain, MAML − pretrained (validation goals, 95% CI)")
     ax.legend(fontsize=8)
