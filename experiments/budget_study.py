@@ -81,7 +81,7 @@ def main(args: StudyArgs) -> dict:
     rows, results = [], {}
     for budget, (until, seconds, curves) in zip(args.budgets, budgets, strict=True):
         curves = {name: _pooled(returns) for name, returns in curves.items()}
-        rows.append(_budget_row(budget, until, until * args.trainer.env_steps_per_iteration, curves, seconds))
+        rows.append(budget_row(budget, until, until * args.trainer.env_steps_per_iteration, curves, seconds))
         results = _write(args, run_dir, rows, random_init)
     return results
 
@@ -135,20 +135,30 @@ def _train_to(args, grid, programs, states, key, until, log, phase, halt_on_dive
     )  # fmt: skip
 
 
-def _budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
+def budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
     """One budget's numbers: per method the return after 0 and 1 steps and the one-step gain (mean, 95% CI over
-    held-out tasks and seeds), the paired difference of the gains, env steps and training seconds so far."""
-    gains = {name: returns[:, 1] - returns[:, 0] for name, returns in curves.items()}
+    held-out tasks and seeds), the paired difference of the gains, env steps and training seconds so far. A task on
+    which a method's adaptation diverged (a non-finite return) is counted in `diverged` and left out of every
+    statistic, for both methods, so the comparison stays paired."""
+    finite = finite_tasks(curves)
+    kept = {name: returns[finite] for name, returns in curves.items()}
+    gains = {name: returns[:, 1] - returns[:, 0] for name, returns in kept.items()}
     return {
         "budget": budget,
         "iterations": iterations,
         "env_steps": env_steps,
         "train_seconds": dict(seconds),
-        "returns": {name: [summary(returns[:, k]) for k in range(2)] for name, returns in curves.items()},
+        "returns": {name: [summary(returns[:, k]) for k in range(2)] for name, returns in kept.items()},
         "one_step_gain": {name: summary(gain) for name, gain in gains.items()},
         "gain_difference": summary(gains["MAML"] - gains["pretrained"]),
+        "diverged": {name: int(np.sum(~np.isfinite(returns).all(axis=1))) for name, returns in curves.items()},
         "per_task_returns": curves,
     }
+
+
+def finite_tasks(curves: dict[str, np.ndarray]) -> np.ndarray:
+    """The tasks `[E]` on which every method's returns `[E, K]` are finite."""
+    return np.all([np.isfinite(returns).all(axis=1) for returns in curves.values()], axis=0)
 
 
 def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> dict:
@@ -185,7 +195,13 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
     """Renders `run_dir`'s results.json into results.md (and with `args.plots` budget_study.png); returns the
     markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
-    rows = results["rows"]
+    rows = [  # from the recorded per-task returns, whatever the statistics the run stored
+        budget_row(
+            r["budget"], r["iterations"], r["env_steps"],
+            {name: np.asarray(returns, float) for name, returns in r["per_task_returns"].items()}, r["train_seconds"],
+        )
+        for r in results["rows"]
+    ]  # fmt: skip
     fmt = lambda s: f"{s['mean']:.1f} ± {s['ci95']:.1f}"
     paper = paper_returns(args.env, args.backend)
     paper_maml = paper.get("MAML", ())[1:2]  # Finn et al.'s MAML after one step, where it compares
@@ -212,6 +228,7 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
         f"{beside}."
     )
     trainer, eval_tasks = args.trainer, args.evaluation.eval_tasks
+    diverged = _diverged_note(rows, eval_tasks * args.num_seeds)
     plot = "\n\n![budget study](budget_study.png)" if args.plots else ""
     text = (
         f"# Budget study: {args.env}, {args.model} policy{physics(args.env, args.backend)}, {eval_tasks} held-out "
@@ -220,12 +237,24 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
         f"per meta-iteration for either method ({trainer.tasks_per_batch} tasks x {trainer.inner_steps + 1} rounds x "
         f"{trainer.trajectories_per_task} trajectories x horizon {trainer.horizon}). Random init: "
         f"{random_mean[0]:.1f} ± {random_half[0]:.1f} → {random_mean[1]:.1f} ± {random_half[1]:.1f}.\n\n"
-        f"{table}\n\n{_verdict(rows)}{beside if paper else ''}{plot}\n"
+        f"{table}{diverged}\n\n{_verdict(rows)}{beside if paper else ''}{plot}\n"
     )
     (run_dir / "results.md").write_text(text)
     if args.plots:
         _plot(run_dir / "budget_study.png", rows, random_mean, paper)
     return text
+
+
+def _diverged_note(rows: list[dict], tasks: int) -> str:
+    """One line per budget at which a method's one adaptation step diverged on some tasks ("" if none did)."""
+    notes = [
+        f"{name}'s adaptation diverged (a non-finite return) on {count} of {tasks} tasks at {r['env_steps']:,} env "
+        "steps"
+        for r in rows
+        for name, count in r["diverged"].items()
+        if count
+    ]
+    return f"\n\n{'; '.join(notes)}: that row leaves those tasks out for both methods." if notes else ""
 
 
 def _plot(path: Path, rows: list[dict], random_mean: np.ndarray, paper: dict) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.budget_study import StudyArgs, clears_zero, evaluated_budgets, summary
+from experiments.budget_study import StudyArgs, budget_row, clears_zero, evaluated_budgets
 from experiments.common import run_main
 from experiments.report import markdown_table, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
@@ -77,15 +77,18 @@ def main(args: LeverArgs) -> dict:
         budgets = evaluated_budgets(config, grid, validation, log, f"{variant}: ", halt_on_divergence=False)
         next(budgets)  # the untrained policy: not compared here
         rows = {}
-        for budget, (until, _, curves) in zip(args.budgets, budgets, strict=True):
+        for budget, (until, seconds, curves) in zip(args.budgets, budgets, strict=True):
+            env_steps = until * config.trainer.env_steps_per_iteration
             for values, members in _settings(grid).items():
-                gain = {name: returns[members, :, 1] - returns[members, :, 0] for name, returns in curves.items()}
+                setting = {name: returns[members].reshape(-1, returns.shape[-1]) for name, returns in curves.items()}
+                row = budget_row(budget, until, env_steps, setting, seconds)
                 rows.setdefault(values, []).append(
                     {
                         "budget": budget,
-                        "env_steps": until * config.trainer.env_steps_per_iteration,
-                        "maml_after_one_step": summary(curves["MAML"][members, :, 1].reshape(-1)),
-                        "gain_difference": summary((gain["MAML"] - gain["pretrained"]).reshape(-1)),
+                        "env_steps": env_steps,
+                        "maml_after_one_step": row["returns"]["MAML"][1],
+                        "gain_difference": row["gain_difference"],
+                        "diverged": row["diverged"],
                     }
                 )
         settings += [{"variant": variant, "values": dict(values), "rows": r} for values, r in rows.items()]

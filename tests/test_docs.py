@@ -103,12 +103,14 @@ def test_a_results_page_whose_recorded_numbers_changed_is_reported(tmp_path):
     page = tmp_path / "budget_study_vel"
     shutil.copytree(results_pages.RESULTS / "budget_study_vel", page)
     results = json.loads((page / "results.json").read_text())
-    results["rows"][0]["gain_difference"]["mean"] += 0.1  # +0.2 ± 2.1 now renders +0.3
-    (page / "results.json").write_text(json.dumps(results))
+    first = results["rows"][0]
+    difference = first["gain_difference"]
+    first["per_task_returns"]["MAML"] = [[before, after + 10.0] for before, after in first["per_task_returns"]["MAML"]]
+    (page / "results.json").write_text(json.dumps(results))  # MAML's gain, and so the difference, 10 higher per task
     assert results_pages.differences(page) == ["budget_study_vel/results.md differs from what its recorded run renders"]
     results_pages.render(page)
     assert results_pages.differences(page) == []
-    assert "| +0.3 ± 2.1 |" in (page / "results.md").read_text()
+    assert f"| {difference['mean'] + 10:+.1f} ± {difference['ci95']:.1f} |" in (page / "results.md").read_text()
 
 
 @pytest.mark.slow

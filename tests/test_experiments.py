@@ -328,6 +328,20 @@ def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
             dataclasses.replace(vel, budgets=bad)
 
 
+def test_a_budget_row_leaves_out_the_tasks_where_an_adaptation_diverged_for_both_methods():
+    from experiments import budget_study
+
+    maml = np.array([[-10.0, -5.0], [-12.0, -6.0], [-11.0, -4.0]])
+    pretrained = np.array([[-9.0, -8.0], [-10.0, np.nan], [-9.5, -9.0]])  # its step diverged on task 1
+    row = budget_study.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": pretrained}, {"MAML": 1.0})
+    assert row["diverged"] == {"MAML": 0, "pretrained": 1}
+    kept = [0, 2]  # paired: task 1 leaves both methods' statistics
+    expected = np.mean((maml[kept, 1] - maml[kept, 0]) - (pretrained[kept, 1] - pretrained[kept, 0]))
+    assert row["gain_difference"]["mean"] == pytest.approx(expected)
+    assert row["returns"]["MAML"][0]["mean"] == pytest.approx(-10.5)
+    assert np.isnan(row["per_task_returns"]["pretrained"][1, 1])  # the raw returns are kept as they were
+
+
 @pytest.mark.slow
 def test_budget_study_smoke_preset_evaluates_both_methods_at_each_budget(tmp_path):
     from experiments import budget_study
