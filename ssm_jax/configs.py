@@ -383,8 +383,9 @@ SMOKE = {
 }  # fmt: skip
 """The `-smoke` variants' changes: seconds, for tests."""
 
-_FLAGSHIP = replace(RunConfig(), outer_epochs=5)
-"""The flagship's CPU batch with 5 PPO epochs: the setting `experiments.levers` chose on validation goals."""
+_FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=65)
+"""The flagship's CPU preset: 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 65
+meta-iterations (1.04M env steps per method), the smallest budget at which the budget study's MAML separates."""
 CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
         _navigation("basic", **PPO),
