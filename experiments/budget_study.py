@@ -53,6 +53,9 @@ METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer
 @dataclasses.dataclass(frozen=True)
 class StudyArgs(RunConfig):
     RESUMABLE: ClassVar[bool] = False
+    UNREAD_FIELDS: ClassVar[frozenset[str]] = frozenset({"iterations", "checkpoint_every", "keep_checkpoints"})
+    """Fields of `RunConfig` the study never reads (its budgets set how long it trains; it keeps no checkpoint): a
+    recorded study does not go stale when their defaults move."""
 
     budgets: tuple[float, ...] = (5e5, 1e6, 2e6, 3e6, 5e6, 1e7)
     """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;

@@ -160,6 +160,7 @@ def config_drift(page_dir: Path) -> list[str]:
         (field, now, then)
         for field, now, then in config_differences(stored, current)
         if field.rsplit(".", 1)[-1] not in UNCOMPARED
+        and field not in getattr(type(stored), "UNREAD_FIELDS", ())
         and not _without_physics(stored, field)
         and explained.get(field, {}).get("now") != _plain(now)
     ]

@@ -199,3 +199,18 @@ def test_the_test_counts_the_readme_and_install_guide_state_are_the_suites():
         text = " ".join(path.read_text().split())
         assert f"fast suite alone ({total - slow} tests" in text, path.name
         assert f"the {slow} tests marked `slow`" in text, path.name
+
+
+def test_a_field_the_study_never_reads_does_not_make_its_page_stale(tmp_path):
+    """The budget study trains to its budgets and keeps no checkpoint: a moved `iterations` default leaves its page
+    standing, a moved PPO epoch count does not."""
+    page = tmp_path / "budget_study_dir"
+    shutil.copytree(results_pages.RESULTS / "budget_study_dir", page)
+    config = json.loads((page / "config.json").read_text())
+    config["fields"]["iterations"] = 995
+    (page / "config.json").write_text(json.dumps(config))
+    assert results_pages.config_drift(page) == []
+    config["fields"]["trainer"]["fields"]["outer_epochs"] = 2
+    (page / "config.json").write_text(json.dumps(config))
+    (line,) = results_pages.config_drift(page)
+    assert "now runs trainer.outer_epochs=5, the recorded run trainer.outer_epochs=2" in line
