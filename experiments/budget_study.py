@@ -33,6 +33,7 @@ from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
 from experiments.report import (
     beside_the_paper,
+    format_mean_ci,
     markdown_table,
     mean_ci,
     new_figure,
@@ -89,15 +90,13 @@ def main(args: StudyArgs) -> dict:
     return results
 
 
-def evaluated_budgets(
-    args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: str = "", halt_on_divergence: bool = True
-) -> Iterator[tuple]:
+def evaluated_budgets(args: StudyArgs, grid: sweep.Grid, goal_keys, log, label: str = "") -> Iterator[tuple]:
     """Trains MAML and pretrained for every run of `grid` (seeds x traced hyperparameters, one vmapped program each)
     to each of `args.budgets` in turn. Yields `(iterations, train seconds per method, {method: returns [R, E, 2]})`:
     first the untrained policy (`{"random init": ...}`, 0 iterations), then one per budget; the returns are each
     run's before and after one adaptation step on the tasks drawn from `goal_keys(RunKeys.eval)` (the same tasks and
-    keys for both methods). `label` prefixes the log's phases. Without `halt_on_divergence` a run whose state turns
-    non-finite trains on (its returns are NaN) and the others finish."""
+    keys for both methods). `label` prefixes the log's phases. A run whose state turns non-finite trains on (its
+    returns are NaN from then on) and the other runs and the other method finish."""
     env, programs = compiled_programs(args)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     eval_tasks, eval_keys = sweep.held_out_tasks(env, goal_keys(keys.eval), args.evaluation.eval_tasks)
@@ -109,9 +108,7 @@ def evaluated_budgets(
         curves = {}
         for name in METHODS:
             started = time.perf_counter()
-            states[name] = _train_to(
-                args, grid, programs, states[name], train_keys[name], until, log, label + name, halt_on_divergence
-            )
+            states[name] = _train_to(args, grid, programs, states[name], train_keys[name], until, log, label + name)
             seconds[name] += time.perf_counter() - started
             curves[name] = evaluate(states[name])
         yield until, dict(seconds), curves
@@ -122,7 +119,7 @@ def _pooled(returns: np.ndarray) -> np.ndarray:
     return returns.reshape(-1, returns.shape[-1])
 
 
-def _train_to(args, grid, programs, states, key, until, log, phase, halt_on_divergence):
+def _train_to(args, grid, programs, states, key, until, log, phase):
     """Trains `states` (stacked runs) from their iteration to `until`, one log record per run and chunk. Chunk `c`
     draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
     records = lambda iteration, metrics: [
@@ -134,18 +131,21 @@ def _train_to(args, grid, programs, states, key, until, log, phase, halt_on_dive
     return runs.train_phase(
         programs.train, states, key, until, args.chunk_size, description, log, records, postfix=postfix, start=start,
         run_labels=[", ".join(f"{name} {value:g}" for name, value in run.items()) for run in grid.runs()],
-        halt_on_divergence=halt_on_divergence,
+        halt_on_divergence=False,
     )  # fmt: skip
 
 
 def budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
     """One budget's numbers: per method the return after 0 and 1 steps and the one-step gain (mean, 95% CI over
     held-out tasks and seeds), the paired difference of the gains, env steps and training seconds so far. A task on
-    which a method's adaptation diverged (a non-finite return) is counted in `diverged` and left out of every
-    statistic, for both methods, so the comparison stays paired."""
-    finite = finite_tasks(curves)
-    kept = {name: returns[finite] for name, returns in curves.items()}
+    which a method's return is not finite (its training or its adaptation step diverged) is counted in `diverged`
+    and left out of both methods' statistics, so the comparison stays paired; where a method has no finite task
+    left, the other keeps all of its own and the difference is NaN."""
+    finite = {name: np.isfinite(returns).all(axis=1) for name, returns in curves.items()}
+    paired = np.all(list(finite.values()), axis=0)
+    kept = {name: returns[paired if paired.any() else finite[name]] for name, returns in curves.items()}
     gains = {name: returns[:, 1] - returns[:, 0] for name, returns in kept.items()}
+    difference = gains["MAML"] - gains["pretrained"] if paired.any() else np.full(1, np.nan)
     return {
         "budget": budget,
         "iterations": iterations,
@@ -153,15 +153,10 @@ def budget_row(budget, iterations, env_steps, curves, seconds) -> dict:
         "train_seconds": dict(seconds),
         "returns": {name: [summary(returns[:, k]) for k in range(2)] for name, returns in kept.items()},
         "one_step_gain": {name: summary(gain) for name, gain in gains.items()},
-        "gain_difference": summary(gains["MAML"] - gains["pretrained"]),
-        "diverged": {name: int(np.sum(~np.isfinite(returns).all(axis=1))) for name, returns in curves.items()},
+        "gain_difference": summary(difference),
+        "diverged": {name: int(np.sum(~ok)) for name, ok in finite.items()},
         "per_task_returns": curves,
     }
-
-
-def finite_tasks(curves: dict[str, np.ndarray]) -> np.ndarray:
-    """The tasks `[E]` on which every method's returns `[E, K]` are finite."""
-    return np.all([np.isfinite(returns).all(axis=1) for returns in curves.values()], axis=0)
 
 
 def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> dict:
@@ -175,7 +170,9 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
 
 
 def summary(values: np.ndarray) -> dict:
-    """`{"mean", "ci95"}` of `values` `[n]` (95% CI half-width over the samples)."""
+    """`{"mean", "ci95"}` of `values` `[n]` (95% CI half-width over the samples; NaN for none)."""
+    if not len(values):
+        return {"mean": float("nan"), "ci95": float("nan")}
     return dict(zip(("mean", "ci95"), map(float, mean_ci(values)), strict=True))
 
 
@@ -205,7 +202,8 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
         )
         for r in results["rows"]
     ]  # fmt: skip
-    fmt = lambda s: f"{s['mean']:.1f} ± {s['ci95']:.1f}"
+    fmt = lambda s: format_mean_ci(s["mean"], s["ci95"])
+    signed = lambda s: f"{s['mean']:+.1f} ± {s['ci95']:.1f}" if np.isfinite(s["mean"]) else "diverged"
     paper = paper_returns(args.env, args.backend)
     paper_maml = paper.get("MAML", ())[1:2]  # Finn et al.'s MAML after one step, where it compares
     table = markdown_table(
@@ -216,7 +214,7 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
                 f"{r['env_steps']:,}",
                 r["iterations"],
                 *[f"{fmt(r['returns'][m][0])} → {fmt(r['returns'][m][1])}" for m in METHODS],
-                f"{r['gain_difference']['mean']:+.1f} ± {r['gain_difference']['ci95']:.1f}",
+                signed(r["gain_difference"]),
                 *[f"{r['returns']['MAML'][1]['mean'] - v:+.1f}" for v in paper_maml],
                 " + ".join(f"{r['train_seconds'][m] / 60:.1f}" for m in METHODS) + " min",
             ]
@@ -251,13 +249,13 @@ def write_report(run_dir: Path, args: StudyArgs) -> str:
 def _diverged_note(rows: list[dict], tasks: int) -> str:
     """One line per budget at which a method's one adaptation step diverged on some tasks ("" if none did)."""
     notes = [
-        f"{name}'s adaptation diverged (a non-finite return) on {count} of {tasks} tasks at {r['env_steps']:,} env "
-        "steps"
+        f"{name}'s return is not finite (its training or its adaptation step diverged) on {count} of {tasks} tasks "
+        f"at {r['env_steps']:,} env steps"
         for r in rows
         for name, count in r["diverged"].items()
         if count
     ]
-    return f"\n\n{'; '.join(notes)}: that row leaves those tasks out for both methods." if notes else ""
+    return f"\n\n{'; '.join(notes)}: such a row leaves those tasks out for both methods." if notes else ""
 
 
 def _plot(path: Path, rows: list[dict], random_mean: np.ndarray, paper: dict) -> None:

@@ -340,6 +340,10 @@ def test_a_budget_row_leaves_out_the_tasks_where_an_adaptation_diverged_for_both
     assert row["gain_difference"]["mean"] == pytest.approx(expected)
     assert row["returns"]["MAML"][0]["mean"] == pytest.approx(-10.5)
     assert np.isnan(row["per_task_returns"]["pretrained"][1, 1])  # the raw returns are kept as they were
+    trained_to_nan = np.full_like(pretrained, np.nan)  # its training diverged: no task left to pair
+    row = budget_study.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": trained_to_nan}, {"MAML": 1.0})
+    assert row["diverged"] == {"MAML": 0, "pretrained": 3} and np.isnan(row["gain_difference"]["mean"])
+    assert row["returns"]["MAML"][1]["mean"] == pytest.approx(-5.0)  # MAML keeps all of its own tasks
 
 
 @pytest.mark.slow
