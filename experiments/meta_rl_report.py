@@ -13,6 +13,7 @@ import numpy as np
 from experiments.report import (
     REFERENCES,
     beside_the_paper,
+    both_finite,
     format_ci,
     format_mean_ci,
     gap_closed,
@@ -61,11 +62,14 @@ def summarise(curves, task_metrics, metric_name, oracle, records, train_seconds,
         "maml_minus_pretrained": paired_difference(curves, "MAML + standard", "pretrained"),
     }
     if "MAML + standard" in curves and "pretrained" in curves:
-        gain_diff = (curves["MAML + standard"][:, 1] - curves["MAML + standard"][:, 0]) - (
-            curves["pretrained"][:, 1] - curves["pretrained"][:, 0]
-        )
-        mean, half = mean_ci(gain_diff)
-        comparisons["one_step_gain_maml_minus_pretrained"] = {"mean": float(mean), "ci95": float(half)}
+        finite = both_finite(curves, "MAML + standard", "pretrained")
+        maml, pretrained = curves["MAML + standard"][finite], curves["pretrained"][finite]
+        mean, half = mean_ci((maml[:, 1] - maml[:, 0]) - (pretrained[:, 1] - pretrained[:, 0]))
+        diverged = lambda name: int((~np.isfinite(curves[name]).all(axis=1)).sum())
+        comparisons["one_step_gain_maml_minus_pretrained"] = {
+            "mean": float(mean), "ci95": float(half), "tasks": int(finite.sum()), "of": len(finite),
+            "diverged": {name: diverged(name) for name in ("MAML + standard", "pretrained")},
+        }  # fmt: skip
     inner = [r for r in records if r.get("phase") == "maml" and "inner_kl" in r]
     last_inner = {}
     if inner:
@@ -124,7 +128,16 @@ def headline(results: dict) -> str | None:
         verdict = "MAML adapts less than the pretrained baseline: its one-step gain is below pretrained's"
     else:
         verdict = "No separation: MAML's one-step gain is not distinguishable from the pretrained baseline's"
-    return f"{verdict}, {g['mean']:+.1f} ± {g['ci95']:.1f} (MAML − pretrained, paired 95% CI on held-out tasks)"
+    left_out = _left_out(g)
+    return (
+        f"{verdict}, {g['mean']:+.1f} ± {g['ci95']:.1f} (MAML − pretrained, paired 95% CI on held-out tasks{left_out})"
+    )
+
+
+def _left_out(gain: dict) -> str:
+    """ "; pretrained's step diverged on 1 of 16 tasks, left out of the pair", or "" where no adaptation diverged."""
+    diverged = [f"{name}'s step diverged on {count}" for name, count in gain.get("diverged", {}).items() if count]
+    return f"; {' and '.join(diverged)} of {gain['of']} tasks, left out of the pair" if diverged else ""
 
 
 def _render(results: dict, args: RunConfig) -> str:
@@ -167,7 +180,8 @@ def _render(results: dict, args: RunConfig) -> str:
             )
     if "one_step_gain_maml_minus_pretrained" in comparisons:
         g = comparisons["one_step_gain_maml_minus_pretrained"]
-        table += f"\n\nOne-step gain, MAML + standard − pretrained (paired): {g['mean']:+.1f} ± {g['ci95']:.1f}"
+        gain = f"{g['mean']:+.1f} ± {g['ci95']:.1f}"
+        table += f"\n\nOne-step gain, MAML + standard − pretrained (paired{_left_out(g)}): {gain}"
     if results["gap_closed"]:
         table += "\n\nFraction of the random-init → oracle gap closed after 0 / 1 steps: " + "; ".join(
             f"{name} {' → '.join(f'{v:.2f}' for v in values)}" for name, values in results["gap_closed"].items()

@@ -116,12 +116,20 @@ def paired_gains(curves: dict) -> dict:
     return gains
 
 
+def both_finite(curves: dict, a: str, b: str) -> np.ndarray:
+    """The tasks `[E]` on which `curves[a]` and `curves[b]` (`[E, K + 1]`) are finite at every step: where a
+    method's adaptation diverged on a task, a paired comparison leaves that task out for both."""
+    return np.isfinite(curves[a]).all(axis=1) & np.isfinite(curves[b]).all(axis=1)
+
+
 def paired_difference(curves: dict, a: str, b: str) -> dict | None:
-    """Mean and CI of `curves[a] − curves[b]` per step (same tasks and keys), or None if either is missing."""
+    """Mean and CI of `curves[a] − curves[b]` per step (same tasks and keys) over the tasks both keep finite
+    (`tasks` of them), or None if either is missing."""
     if a not in curves or b not in curves:
         return None
-    mean, half = mean_ci(curves[a] - curves[b])
-    return {"mean": mean, "ci95": half}
+    finite = both_finite(curves, a, b)
+    mean, half = mean_ci((curves[a] - curves[b])[finite])
+    return {"mean": mean, "ci95": half, "tasks": int(finite.sum())}
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], float_format: str = ".3f") -> str:

@@ -194,6 +194,24 @@ def test_the_headline_line_says_whether_mamls_one_step_gain_clears_the_pretraine
     )
     assert line(3.0, 8.4).startswith("No separation:") and line(-9.0, 2.0).startswith("MAML adapts less")
     assert headline({"comparisons": {}}) is None  # a run without the pretrained baseline
+    left_out = {"mean": 33.6, "ci95": 13.1, "tasks": 15, "of": 16, "diverged": {"MAML + standard": 0, "pretrained": 1}}
+    assert headline({"comparisons": {"one_step_gain_maml_minus_pretrained": left_out}}).endswith(
+        "+33.6 ± 13.1 (MAML − pretrained, paired 95% CI on held-out tasks; pretrained's step diverged on 1 of 16 "
+        "tasks, left out of the pair)"
+    )
+
+
+def test_a_paired_comparison_leaves_out_the_tasks_where_either_adaptation_diverged():
+    from experiments.meta_rl_report import summarise
+
+    maml = np.array([[-10.0, -5.0], [-12.0, -6.0], [-11.0, -4.0]])
+    pretrained = np.array([[-9.0, -8.0], [-10.0, np.nan], [-9.5, -9.0]])
+    curves = {"MAML + standard": maml, "pretrained": pretrained}
+    comparisons = summarise(curves, curves, None, None, [], 1.0, 1.0)["comparisons"]
+    gain = comparisons["one_step_gain_maml_minus_pretrained"]
+    assert (gain["tasks"], gain["of"], gain["diverged"]) == (2, 3, {"MAML + standard": 0, "pretrained": 1})
+    assert gain["mean"] == pytest.approx(np.mean([5.0 - 1.0, 7.0 - 0.5]))
+    np.testing.assert_allclose(comparisons["maml_minus_pretrained"]["mean"], [-1.25, 4.0])
 
 
 def test_finn_et_al_numbers_stand_beside_ours_only_on_the_same_physics():
