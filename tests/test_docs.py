@@ -136,7 +136,8 @@ def test_the_replay_verdict_quotes_its_recorded_runs():
     run and budget study, the replay study and the in-context run is on one of their recorded pages (the signs
     aside: the pages print −x as -x)."""
     recorded = (
-        "halfcheetah_vel_cpu", "budget_study_vel", "replay_navigation_h200", "replay_online_h200",
+        "halfcheetah_vel_cpu", "halfcheetah_vel_cpu_seed1", "budget_study_vel", "budget_study_dir",
+        "replay_navigation_h200", "replay_online_h200",
         "replay_world_model_h200", "replay_navigation_cpu", "in_context_navigation",
     )  # fmt: skip
     pages = " ".join((results_pages.RESULTS / name / "results.md").read_text().replace("-", "") for name in recorded)
