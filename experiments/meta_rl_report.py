@@ -175,6 +175,8 @@ def _render(results: dict, args: RunConfig) -> str:
         if key in comparisons:
             value = comparisons[key]
             pairs = zip(steps, value["mean"], value["ci95"], strict=True)
+            tasks, of = value.get("tasks"), len(next(iter(results["per_task_returns"].values())))
+            label += f" (over the {tasks} of {of} tasks where both stayed finite)" if tasks not in (None, of) else ""
             table += f"\n\nPaired difference {label}: " + ", ".join(
                 f"{steps_label(k)} {m:+.1f} ± {h:.1f}" for k, m, h in pairs
             )
