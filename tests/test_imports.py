@@ -3,6 +3,7 @@ first figure drawn, so a notebook's plotting backend is left as it was."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -48,6 +49,10 @@ def test_the_command_line_sets_its_ctrl_c_abort_before_it_imports_jax():
         "import ssm_jax.__main__, ssm_jax.interrupts\n"
         "print('jax' in sys.modules, signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    # A shell's background job inherits SIGINT ignored, and Python then keeps it so: start from the default.
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, preexec_fn=restore
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]  # importing installs nothing; main() does, then imports JAX
