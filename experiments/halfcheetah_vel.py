@@ -1,6 +1,6 @@
 """Flagship: MAML-RL on HalfCheetah-Vel (brax) with standard and experience-augmented hybrid test-time adaptation.
 
-    python -m experiments.halfcheetah_vel                       # cpu preset: 1M env steps, mujoco, ~3.5 min on 2 cores
+    python -m experiments.halfcheetah_vel                       # cpu preset: 2M env steps, mujoco, ~5.5 min on 2 cores
     python -m experiments.halfcheetah_vel --preset smoke        # under a minute, for tests
     python -m experiments.halfcheetah_vel --preset long         # 3M env steps per method (the budget study's)
     python -m experiments.halfcheetah_vel --preset paper        # MAML-RL scale, mjx backend, for a GPU

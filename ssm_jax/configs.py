@@ -512,7 +512,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
 """Named configs: `ssm-jax train --config NAME`, and the experiments' presets (`experiments.halfcheetah_vel
 --preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
 navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
-flagship's CPU preset (1M env steps); -long: 3M, where MAML adapts; -paper: MAML-RL's scale on mjx, for a GPU.
+flagship's CPU preset (2M env steps); -long: 3M; -paper: MAML-RL's scale on mjx, for a GPU.
 halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`experiments.in_context`) on navigation
 (MAML's navigation budget, 8M env steps), halfcheetah-vel and pendulum-params. world-model: a meta-learned SSM
 dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression
