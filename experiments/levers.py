@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.budget_study import StudyArgs, budget_row, clears_zero, evaluated_budgets
+from experiments.budget_study import STUDY, StudyArgs, budget_row, clears_zero, evaluated_budgets
 from experiments.common import run_main
 from experiments.report import markdown_table, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
@@ -182,8 +182,8 @@ def _plot(path: Path, settings: list[dict], chosen: int | None, budgets: list[st
     save_figure(fig, path)
 
 
-LEVERS = {"eval_tasks": 64, "adapt_rounds": 1, "adaptation_mode": "standard", "out_dir": "runs/levers"}
-"""The sweep's changes to a named config: 64 validation goals, the one adaptation round it compares."""
+LEVERS = {**STUDY, "out_dir": "runs/levers"}
+"""The sweep's changes to a named config: the budget study's (64 goals, here validation goals; one adaptation round)."""
 
 PRESETS = {
     "vel": extend(LeverArgs, CONFIGS["halfcheetah-vel"], **LEVERS),
