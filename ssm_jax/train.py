@@ -161,9 +161,10 @@ def make_meta_rl_trainer(
     def init(key: PRNGKey, hparams: HParams, adapt: bool = True) -> TrainState:
         """The state before training. The same key gives the same initial params and statistics whatever `adapt`,
         so MAML, the pretrained baseline and random init start from one policy."""
-        params_key, stats_key = jax.random.split(key)
+        params_key, task_key, stats_key = jax.random.split(key, 3)
         params = policy.init(params_key, jnp.zeros((1, env.observation_size)))
-        obs_stats = meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, config.tasks_per_batch), params)
+        tasks = env.sample_tasks(task_key, config.tasks_per_batch)
+        obs_stats = meta_rl.initial_obs_stats(stats_key, tasks, params)
         if adapt:
             meta = meta_rl.init(params, optimizer)
             meta = meta.replace(inner_lr=jax.tree.map(lambda x: jnp.full_like(x, hparams.inner_lr), meta.inner_lr))

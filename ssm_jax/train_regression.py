@@ -90,7 +90,10 @@ def make_regression_trainer(
         return jnp.mean((apply(params, x) - y) ** 2), {}
 
     maml_config = MAMLConfig(
-        num_inner_steps=config.inner_steps, first_order=config.first_order, learn_inner_lr=config.learn_inner_lr
+        num_inner_steps=config.inner_steps,
+        first_order=config.first_order,
+        learn_inner_lr=config.learn_inner_lr,
+        loss_diagnostics=True,
     )  # the inner rate comes from HParams
     maml = make_maml(mse, maml_config)
     # `adapt(params, support, inner_lr)`: the `eval_steps` SGD steps evaluation takes, for plots of the adapted fit

@@ -120,9 +120,10 @@ def make_world_model_trainer(
 ) -> WorldModelTrainer:
     """Builds the world-model `WorldModelTrainer` for `env`'s tasks; see the module docstring."""
     wm = make_world_model(env, model_name, network, config.model)
-    maml = make_maml(
-        wm.loss, MAMLConfig(inner_lr=1.0, num_inner_steps=config.inner_steps, inner_grad_clip=config.inner_grad_clip)
+    maml_config = MAMLConfig(
+        inner_lr=1.0, num_inner_steps=config.inner_steps, inner_grad_clip=config.inner_grad_clip, loss_diagnostics=True
     )  # rate: HParams
+    maml = make_maml(wm.loss, maml_config)
     buf = make_experience_buffer(config.buffer_size)
     # Adam on the meta-gradient clipped to norm 1: an inner step that overshoots early in training otherwise leaves a
     # huge gradient in Adam's second moment, which then stalls the outer loop for about 1 / (1 - b2) iterations; an

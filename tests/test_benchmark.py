@@ -8,7 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import optax
 import pytest
 
 from experiments import benchmark, world_model
@@ -216,3 +218,33 @@ def test_the_flagship_gpu_script_finishes_a_run_into_its_out_dir_and_a_second_ca
         assert again.returncode == 0 and again.stdout.strip().endswith(f"finished already, {out}/results.md")
     finally:
         shutil.rmtree(runs_dir, ignore_errors=True)
+
+
+def test_the_maml_overhead_harness_times_the_same_update_both_ways(tmp_path, monkeypatch):
+    """The direct plain-JAX meta-update the harness compares against is the library's: same meta-loss, same new
+    params; and the rows it writes hold each program's time over the direct one's."""
+    from benchmarks import common, maml_overhead
+
+    monkeypatch.setattr(common.write_results, "__defaults__", (tmp_path,))
+    args = maml_overhead.Args(tasks=3, length=12, obs_dim=3, state_dim=4, hidden_dim=8, repeats=1)
+    rows = maml_overhead.main(args)
+    assert [row["program"] for row in rows] == ["library", "library, loss diagnostics", "direct plain JAX"]
+    assert rows[-1]["ratio"] == 1 and all(row["ms"] > 0 for row in rows)
+    assert json.loads((tmp_path / "maml_overhead.json").read_text())["rows"] == rows
+
+    from ssm_jax.meta import MAMLConfig, make_maml, sequence_mse_loss
+    from ssm_jax.models import ModelConfig, make_model
+
+    model = make_model("ssm", ModelConfig(input_dim=3, output_dim=1, state_dim=4, hidden_dim=8))
+    params = model.init(jax.random.key(0), np.zeros((12, 3), np.float32))
+    xs = jax.random.normal(jax.random.key(1), (3, 2, 1, 12, 3))
+    tasks = ((xs[:, 0], xs[:, 0, ..., :1]), (xs[:, 1], xs[:, 1, ..., :1] ** 2))
+    optimizer = optax.adam(1e-3)
+    maml = make_maml(sequence_mse_loss(model), MAMLConfig(inner_lr=0.01))
+    state, metrics = jax.jit(maml.update)(maml.init(params, optimizer), tasks)
+    direct_params, _, direct_loss = jax.jit(maml_overhead.direct_update(optimizer, 0.01))(
+        params, optimizer.init(params), tasks
+    )
+    np.testing.assert_allclose(metrics["meta_loss"], direct_loss, rtol=1e-6)
+    for ours, direct in zip(jax.tree.leaves(state.params), jax.tree.leaves(direct_params), strict=True):
+        np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-7)

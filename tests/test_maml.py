@@ -72,6 +72,27 @@ def test_second_order_meta_gradient_matches_finite_differences(x64):
     assert _rel_err(fo_grad, fd) > 1e-2  # the check above is sensitive to the second-order terms
 
 
+def test_one_inner_step_called_directly_equals_the_scanned_step(x64):
+    """One inner step is a call, not a one-step scan (faster to differentiate twice): same loss and meta-gradient
+    as the scan over a one-step per-step support."""
+    called = make_maml(point_loss, MAMLConfig(inner_lr=0.1))
+    scanned = make_maml(point_loss, MAMLConfig(inner_lr=0.1, support_per_step=True))
+    params = _f64(init_net(jax.random.key(0), jnp.zeros((1, 1))))
+    supports, queries = _f64(sine_tasks(jax.random.key(3)))
+    per_step = jax.tree.map(lambda x: x[:, None], supports)
+    loss_and_grad = lambda maml, tasks: jax.jit(jax.value_and_grad(lambda p: maml.outer_loss(p, None, tasks)[0]))
+    loss, grad = loss_and_grad(called, (supports, queries))(params)
+    scan_loss, scan_grad = loss_and_grad(scanned, (per_step, queries))(params)
+    np.testing.assert_allclose(loss, scan_loss, rtol=1e-12)
+    np.testing.assert_allclose(_flat(grad), _flat(scan_grad), rtol=1e-10, atol=1e-12)
+    assert (
+        _rel_err(
+            _flat(grad), _central_differences(lambda p: called.outer_loss(p, None, (supports, queries))[0], params)
+        )
+        < 1e-3
+    )
+
+
 def test_first_order_equals_hand_written_stop_gradient(x64):
     maml = make_maml(point_loss, MAMLConfig(inner_lr=0.1, num_inner_steps=2, first_order=True))
     params = _f64(init_net(jax.random.key(0), jnp.zeros((1, 1))))
@@ -110,7 +131,7 @@ def test_maml_over_sequence_models_jitted_vmapped_no_retrace(name, key):
     chex.clear_trace_counter()
     model = make_model(name, ModelConfig(input_dim=2, output_dim=1, state_dim=8, hidden_dim=16))
     loss_fn = sequence_mse_loss(model)
-    maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.05, num_inner_steps=2))
+    maml = make_maml(loss_fn, MAMLConfig(inner_lr=0.05, num_inner_steps=2, loss_diagnostics=True))
 
     @jax.jit
     def tasks_for(key, n=3):
