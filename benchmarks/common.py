@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jax
 
-from experiments.report import markdown_table
+from ssm_jax.report import markdown_table
 
 RESULTS_DIR = Path(os.environ.get("SSM_JAX_BENCHMARK_RESULTS", Path(__file__).parent / "results"))
 """Where the harnesses write their JSON: `benchmarks/results/`, or `$SSM_JAX_BENCHMARK_RESULTS` (tests, scratch)."""

@@ -17,9 +17,9 @@ import jax
 import tyro
 
 from benchmarks.common import report
-from ssm_jax.configs import CONFIGS, build
+from ssm_jax.config import CONFIGS, build
 from ssm_jax.models import MODEL_NAMES
-from ssm_jax.train import HParams
+from ssm_jax.trainers import HParams
 
 PRESETS = {"navigation": CONFIGS["navigation-ppo"], "halfcheetah_vel": CONFIGS["halfcheetah-vel"]}
 

@@ -24,7 +24,7 @@ import tyro
 
 from benchmarks.common import compile_and_time_interleaved, report
 from ssm_jax import envs
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
 from ssm_jax.models import CategoricalHead, GaussianHead, ModelConfig, ValueHead, attach_heads, make_model
 from ssm_jax.rollout import rollout
 

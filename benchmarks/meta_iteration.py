@@ -28,10 +28,10 @@ from benchmarks.common import compile_and_time, report, time_interleaved
 from benchmarks.envs import random_rollout
 from experiments.halfcheetah_vel import PRESETS
 from ssm_jax.buffer import experience_windows, make_experience_buffer
-from ssm_jax.configs import build
+from ssm_jax.config import build
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import mean_episode_return, prepare_batch
-from ssm_jax.train import HParams
+from ssm_jax.trainers import HParams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
     iteration."""
     args = PRESETS[preset] if backend is None else dataclasses.replace(PRESETS[preset], backend=backend)
     env, trainer = build(args)
-    meta_rl, config = trainer.meta_rl, trainer.config
+    meta_rl, config = trainer.parts.meta_rl, trainer.config
     rounds, num_tasks = config.inner_steps + 1, config.tasks_per_batch
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     state = trainer.init(jax.random.key(0), hparams)
@@ -61,7 +61,7 @@ def measure(preset: str, backend: str | None, repeats: int) -> list[dict]:
     time_it = lambda fn, *inputs: compile_and_time(fn, *inputs, repeats=repeats)[1]
 
     sample = jax.jit(jax.vmap(meta_rl.sample_trajectories, in_axes=(0, 0, 0, None)))
-    prepare = jax.jit(jax.vmap(lambda traj: prepare_batch(traj, trainer.rl_config, stats)))
+    prepare = jax.jit(jax.vmap(lambda traj: prepare_batch(traj, trainer.parts.rl_config, stats)))
     inner_step = jax.jit(jax.vmap(lambda p, batch: meta_rl.maml.inner_step(p, batch, inner_lr)[0]))
     per_task = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (num_tasks, *x.shape)), tree)
     support_traj = sample(task_keys, tasks, per_task(params), stats)

@@ -26,7 +26,7 @@ import tyro
 import experiments.meta_rl as meta_rl_experiment
 import ssm_jax.meta.rl as rl_module
 from experiments.halfcheetah_vel import PRESETS
-from ssm_jax.train import HParams
+from ssm_jax.trainers import HParams
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run by path from another commit's tree: this repo's helpers
 from benchmarks.common import report
@@ -60,10 +60,10 @@ def _pre_drawn_rollouts(real_rollout):
 
 
 def _build(preset):
-    """`ssm_jax.configs.build`, or the builder an older tree (before `ssm_jax.configs`, b73457c and earlier) kept in
+    """`ssm_jax.config.build`, or the builder an older tree (before `ssm_jax.configs`, b73457c and earlier) kept in
     `experiments.meta_rl`, so that one harness times both sides of a change."""
     try:
-        from ssm_jax.configs import build
+        from ssm_jax.config import build
     except ImportError:
         build = getattr(meta_rl_experiment, "build_trainer", None) or meta_rl_experiment._build
     return build(preset)
@@ -75,7 +75,7 @@ def main(args: Args) -> list[dict]:
     env, trainer = _build(preset)
     state = trainer.init(jax.random.key(0), HParams.create(preset.inner_lr, preset.outer_lr))
     tasks = env.sample_tasks(jax.random.key(1), trainer.config.tasks_per_batch)
-    update = jax.jit(trainer.meta_rl.meta_update)
+    update = jax.jit(trainer.parts.meta_rl.meta_update)
     jax.block_until_ready(update(state.meta, state.obs_stats, jax.random.key(2), tasks))
     seconds = []
     for i in range(args.repeats):

@@ -26,8 +26,8 @@ import tyro
 from benchmarks.common import report
 from experiments import sinusoid
 from ssm_jax import sweep
-from ssm_jax.configs import CONFIGS, build
-from ssm_jax.train import HParams
+from ssm_jax.config import CONFIGS, build
+from ssm_jax.trainers import HParams
 
 WORKLOADS = ("navigation", "sinusoid")
 Runner = Callable[[Sequence[int], int], object]

@@ -5,8 +5,8 @@ associative scan, the transformer's masked attention, the recurrent cores' `lax.
     python -m benchmarks.trial_replay [--lengths 100 200 500 1000] [--batch 32] [--repeats 5]
 
 For each trial length T (K episodes x horizon), a minibatch of `batch` recorded trials of the in-context policy on
-navigation-2d (`ssm_jax.train_in_context`: inputs of observation, previous action and reward, episode start) is
-replayed: forward (the value pass) and forward + gradient of the PPO loss (`trainer.loss`). All programs of one T
+navigation-2d (`ssm_jax.trainers.in_context`: inputs of observation, previous action and reward, episode start) is
+replayed: forward (the value pass) and forward + gradient of the PPO loss (`trainer.parts.loss`). All programs of one T
 are timed interleaved (`benchmarks.common.time_interleaved`), so their ratios hold on a shared machine. Writes
 `benchmarks/results/trial_replay.json` and prints a table (milliseconds).
 """
@@ -22,8 +22,8 @@ from benchmarks.common import report, time_interleaved
 from ssm_jax import envs
 from ssm_jax.meta.policy_losses import policy_outputs
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
-from ssm_jax.train_config import HParams
-from ssm_jax.train_in_context import InContextConfig, make_in_context_trainer
+from ssm_jax.trainers import HParams
+from ssm_jax.trainers.in_context import InContextConfig, make_in_context_trainer
 
 PROGRAMS = ("forward", "forward_grad", "stepwise_forward_grad")
 
@@ -54,9 +54,9 @@ def _programs(model: str, args: Args, length: int) -> dict:
     key = jax.random.key(length)
     state = trainer.init(key, HParams.create())
     task = jax.tree.map(lambda x: x[0], env.sample_tasks(key, 1))
-    traj = jax.jit(lambda k: trainer.sample_trials(k, task, state.params, None, args.batch))(key)
-    batch = trainer.prepare(state.params, traj, state.obs_stats)
-    policy = trainer.policy
+    traj = jax.jit(lambda k: trainer.parts.sample_trials(k, task, state.params, None, args.batch))(key)
+    batch = trainer.parts.prepare(state.params, traj, state.obs_stats)
+    policy = trainer.parts.policy
 
     def stepwise_loss(params, batch):
         """The PPO loss with the model replayed one `step` at a time (what a model without a parallel path does)."""
@@ -68,11 +68,11 @@ def _programs(model: str, args: Args, length: int) -> dict:
         out = jax.vmap(run, in_axes=(0, 1, 1), out_axes=1)(
             batch.policy.initial_carry, batch.policy.obs, batch.policy.resets
         )
-        return trainer.loss_of_outputs(out, batch)[0]
+        return trainer.parts.loss_of_outputs(out, batch)[0]
 
     return {
         "forward": (lambda p, b: policy_outputs(policy, p, b.policy)["value"], (state.params, batch)),
-        "forward_grad": (jax.grad(lambda p, b: trainer.loss(p, b)[0]), (state.params, batch)),
+        "forward_grad": (jax.grad(lambda p, b: trainer.parts.loss(p, b)[0]), (state.params, batch)),
         "stepwise_forward_grad": (jax.grad(stepwise_loss), (state.params, batch)),
     }
 

@@ -27,7 +27,7 @@ from ssm_jax.xla_flags import PORTABLE_CPU, USER_FLAGS_VARIABLE, with_flags
 _CHILD = """
 import json, sys, time
 import jax
-from ssm_jax.configs import CONFIGS, build, initial_state, training_key
+from ssm_jax.config import CONFIGS, build, initial_state, training_key
 config = CONFIGS[sys.argv[1]]
 chunk = int(sys.argv[2])
 _, trainer = build(config)
@@ -47,7 +47,7 @@ print(json.dumps({"compile_s": compile_s, "iteration_s": (time.perf_counter() - 
 @dataclasses.dataclass(frozen=True)
 class Args:
     configs: tuple[str, ...] = ("halfcheetah-vel", "basic")
-    """Named configs (`ssm_jax.configs.CONFIGS`, meta-RL) whose training chunk is timed."""
+    """Named configs (`ssm_jax.config.CONFIGS`, meta-RL) whose training chunk is timed."""
     chunk: int = 5
     """Meta-iterations in the timed chunk."""
     rounds: int = 2

@@ -17,8 +17,9 @@ import jax
 import numpy as np
 import tyro
 
-from ssm_jax import configs, runs
+from ssm_jax import runs
 from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
+from ssm_jax.config import CONFIGS, build, initial_state
 from ssm_jax.coordinator import AgentCoordinator
 
 
@@ -32,10 +33,10 @@ class Args:
 
 
 def main(args: Args) -> dict:
-    config = dataclasses.replace(configs.CONFIGS["basic"], seed=args.seed)
-    env, trainer = configs.build(config)
+    config = dataclasses.replace(CONFIGS["basic"], seed=args.seed)
+    env, trainer = build(config)
     train_key, agent_key, task_key, run_key = jax.random.split(jax.random.key(args.seed), 4)
-    state = configs.initial_state(config, trainer)
+    state = initial_state(config, trainer)
     with runs.announce(f"meta-training the policy for {args.iterations} iterations on 2D navigation"):
         state, _ = jax.block_until_ready(jax.jit(trainer.train, static_argnums=2)(state, train_key, args.iterations))
 

@@ -1,4 +1,4 @@
-"""Runnable experiments: `python -m experiments.<name>`; each names its presets in `ssm_jax.configs.CONFIGS` and has
+"""Runnable experiments: `python -m experiments.<name>`; each names its presets in `ssm_jax.config.CONFIGS` and has
 `main(config) -> dict`.
 
 Importing the package prepares the process as every entry point does, before JAX starts its backend: XLA's CPU

@@ -29,13 +29,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments import meta_rl, world_model
-from experiments.benchmark_report import MODES, aggregate, write_report
 from experiments.common import run_main
 from ssm_jax import envs, runs
-from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
+from ssm_jax.config import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
+from ssm_jax.config.io import register_config
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
+from ssm_jax.report.benchmark import MODES, aggregate, write_report
 
 OBJECTIVES = ("world_model", "rl")
 FAMILIES = {"world_model": WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}

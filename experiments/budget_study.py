@@ -31,7 +31,10 @@ import numpy as np
 
 from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
-from experiments.report import (
+from ssm_jax import runs, sweep
+from ssm_jax.config import CONFIGS, RunConfig, extend
+from ssm_jax.config.io import register_config
+from ssm_jax.report import (
     beside_the_paper,
     format_mean_ci,
     markdown_table,
@@ -42,10 +45,7 @@ from experiments.report import (
     reference_caption,
     save_figure,
 )
-from ssm_jax import runs, sweep
-from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, RunConfig, extend
-from ssm_jax.train import HParams
+from ssm_jax.trainers import HParams
 
 METHODS = {"MAML": True, "pretrained": False}  # label -> `adapt` of the trainer's init
 
@@ -287,7 +287,7 @@ PRESETS = {
     "dir": extend(StudyArgs, CONFIGS["halfcheetah-dir"], **STUDY),
     "smoke": extend(StudyArgs, CONFIGS["halfcheetah-vel-smoke"], **{**STUDY, "eval_tasks": 2}, budgets=(160, 320)),
 }
-"""The study on the flagship's CPU batch (`ssm_jax.configs.CONFIGS`), on HalfCheetah-Vel or -Dir."""
+"""The study on the flagship's CPU batch (`ssm_jax.config.CONFIGS`), on HalfCheetah-Vel or -Dir."""
 
 if __name__ == "__main__":
     run_main(main, PRESETS, "vel")

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 
-from experiments import provenance
 from ssm_jax import checkpoint, distributed, interrupts, runs, watchdog
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
+from ssm_jax.report import provenance
 from ssm_jax.runs import Diverged, Interrupted
 
 ArgsT = TypeVar("ArgsT")
@@ -72,7 +72,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     second one, aborts at once with exit 130 (SIGTERM: 143) and no traceback (`interrupts.abort_on_interrupt`). A
     diverged run is one line on stderr and exit 3 (its newest checkpoint is the last finite state); a run that uses
     no CPU for `SSM_JAX_STALL_SECONDS` (a wedged XLA runtime) one line and exit 124 (`ssm_jax.watchdog`). A finished run
-    whose `main` returns its `run_dir` gets a provenance.json (`experiments.provenance`: command, commit, wall
+    whose `main` returns its `run_dir` gets a provenance.json (`ssm_jax.report.provenance`: command, commit, wall
     time, machine)."""
     args = parse_args(presets, default_preset)
     try:

@@ -8,7 +8,7 @@
     python -m experiments.halfcheetah_vel --model mlp --learn-inner-lr --inner-steps 3
     python -m experiments.halfcheetah_vel --num-seeds 3         # seeds 0, 1, 2; CIs over held-out tasks and seeds
 
-The pipeline and its outputs are described in `experiments.meta_rl`, every flag in `ssm_jax.configs.RunConfig`
+The pipeline and its outputs are described in `experiments.meta_rl`, every flag in `ssm_jax.config.RunConfig`
 (`--help` lists them).
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from experiments.common import run_main
 from experiments.meta_rl import main
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
 
 PRESETS = {
     "cpu": CONFIGS["halfcheetah-vel"],
@@ -24,7 +24,7 @@ PRESETS = {
     "smoke": CONFIGS["halfcheetah-vel-smoke"],
     "paper": CONFIGS["halfcheetah-vel-paper"],
 }
-"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
+"""The presets, by their names in `ssm_jax.config.CONFIGS`."""
 
 __all__ = ["PRESETS", "main"]
 

@@ -5,14 +5,14 @@
     python -m experiments.in_context --preset halfcheetah-vel --models gru s5
     python -m experiments.in_context --preset smoke       # seconds, for tests
 
-For each policy of `--models` (default s5, ssm, gru and the memoryless mlp) it trains RL² (`ssm_jax.train_in_context`:
-PPO + GAE over trials of K episodes of one task, the carry kept across episodes and reset between trials) for
-`--num-seeds` seeds as one vmapped program, then runs fresh trials of the frozen policy on the held-out tasks each
-seed draws (`sweep.held_out_tasks`: the tasks a MAML run with that seed evaluates on) and reports the return of
-episode 1..K, with no gradient step. With `--compare-with RUN_DIR ...` (meta-RL runs of the same family and horizon,
-one per policy), the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and random init
-beside it, each with the env steps it trained on and the env steps each took on the held-out task, and pairs each
-RL² policy with MAML (of the same policy where one was compared) on the tasks of the seeds both ran.
+For each policy of `--models` (default s5, ssm, gru and the memoryless mlp) it trains RL²
+(`ssm_jax.trainers.in_context`: PPO + GAE over trials of K episodes of one task, the carry kept across episodes and
+reset between trials) for `--num-seeds` seeds as one vmapped program, then runs fresh trials of the frozen policy on the
+held-out tasks each seed draws (`sweep.held_out_tasks`: the tasks a MAML run with that seed evaluates on) and reports
+the return of episode 1..K, with no gradient step. With `--compare-with RUN_DIR ...` (meta-RL runs of the same family
+and horizon, one per policy), the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and
+random init beside it, each with the env steps it trained on and the env steps each took on the held-out task, and pairs
+each RL² policy with MAML (of the same policy where one was compared) on the tasks of the seeds both ran.
 
 Writes under `<out_dir>/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md, episodes.png (return
 against env steps on the held-out task) and orbax checkpoints of each model's stacked states,
@@ -31,13 +31,12 @@ import jax
 import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main, seed_records
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
-from ssm_jax.config_io import read_config
-from ssm_jax.configs import CONFIGS, InContextRunConfig, RunConfig, build_in_context
-from ssm_jax.report import steps_label
-from ssm_jax.train_config import HParams
+from ssm_jax.config import CONFIGS, InContextRunConfig, RunConfig, build_in_context
+from ssm_jax.config.io import read_config
+from ssm_jax.report import format_ci, markdown_table, mean_ci, new_figure, physics, save_figure, steps_label
+from ssm_jax.trainers import HParams
 
 PRESETS = {
     "navigation": CONFIGS["in-context-navigation"],
@@ -45,7 +44,7 @@ PRESETS = {
     "pendulum": CONFIGS["in-context-pendulum"],
     "smoke": CONFIGS["in-context-smoke"],
 }
-"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
+"""The presets, by their names in `ssm_jax.config.CONFIGS`."""
 
 MAML_ROWS = ("MAML + standard", "pretrained", "random init")
 """The rows of a compared meta-RL run's results, where it has them."""

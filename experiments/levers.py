@@ -27,10 +27,10 @@ import numpy as np
 
 from experiments.budget_study import STUDY, StudyArgs, budget_row, clears_zero, evaluated_budgets
 from experiments.common import run_main
-from experiments.report import markdown_table, new_figure, physics, save_figure
 from ssm_jax import runs, sweep
-from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, extend, replace
+from ssm_jax.config import CONFIGS, extend, replace
+from ssm_jax.config.io import register_config
+from ssm_jax.report import markdown_table, new_figure, physics, save_figure
 
 VALIDATION = 2
 """Folded into a run's evaluation key to draw its validation goals (`sweep.held_out_tasks` folds in 1 for its
@@ -196,7 +196,7 @@ PRESETS = {
         variants=("base", "TRPO"),
     ),
 }
-"""The sweep on the flagship's CPU batch (`ssm_jax.configs.CONFIGS`), on HalfCheetah-Vel or -Dir."""
+"""The sweep on the flagship's CPU batch (`ssm_jax.config.CONFIGS`), on HalfCheetah-Vel or -Dir."""
 
 if __name__ == "__main__":
     run_main(main, PRESETS, "vel")

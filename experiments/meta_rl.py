@@ -1,6 +1,6 @@
 """MAML-RL experiments on any meta-RL task family, with standard and experience-augmented hybrid test-time adaptation.
 
-The thin experiment modules name their presets in `ssm_jax.configs.CONFIGS` and call `main` on a `RunConfig`:
+The thin experiment modules name their presets in `ssm_jax.config.CONFIGS` and call `main` on a `RunConfig`:
 `experiments.halfcheetah_vel` (the flagship; also `--env halfcheetah-dir`) and `experiments.navigation` (Finn et
 al.'s 2D navigation table). Every flag is a leaf field of `RunConfig` (`--tasks-per-batch`, `--adapt-rounds`).
 
@@ -45,11 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory, seed_records
-from experiments.meta_rl_report import headline, summarise, write_report
 from ssm_jax import runs, sweep
 from ssm_jax.cli import exit_with_error
-from ssm_jax.configs import RunConfig, build
-from ssm_jax.train import HParams
+from ssm_jax.config import RunConfig, build
+from ssm_jax.report.meta_rl import headline, summarise, write_report
+from ssm_jax.trainers import HParams
 
 
 def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=True, start=0):

@@ -10,21 +10,21 @@ within 0.01 of the goal). Return after 0 / 1 / 2 / 3 policy-gradient steps on 40
 row (MAML −40.41 / −11.68 / −3.33 / −3.23). The default is MAML-RL's setup: raw positions in, inner lr 0.5, TRPO
 outer steps. Meta-trained for one step, the policy takes its first test step at the inner rate and later ones at
 a tenth of it (`--later-rounds-lr-scale 1` keeps the rate: steps 2-3 then overshoot).
-The pipeline and its outputs are described in `experiments.meta_rl`, every flag in `ssm_jax.configs.RunConfig`.
+The pipeline and its outputs are described in `experiments.meta_rl`, every flag in `ssm_jax.config.RunConfig`.
 """
 
 from __future__ import annotations
 
 from experiments.common import run_main
 from experiments.meta_rl import main
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
 
 PRESETS = {
     "default": CONFIGS["navigation"],
     "ppo": CONFIGS["navigation-ppo"],
     "smoke": CONFIGS["navigation-smoke"],
 }
-"""The presets, by their names in `ssm_jax.configs.CONFIGS` (where the navigation settings are written)."""
+"""The presets, by their names in `ssm_jax.config.CONFIGS` (where the navigation settings are written)."""
 
 __all__ = ["PRESETS", "main"]
 

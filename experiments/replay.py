@@ -47,12 +47,12 @@ import numpy as np
 
 from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
-from experiments.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import runs, sweep
-from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, RunConfig, WorldModelRunConfig, build, extend, replace
-from ssm_jax.train_config import HParams
-from ssm_jax.train_world_model import make_world_model_trainer
+from ssm_jax.config import CONFIGS, RunConfig, WorldModelRunConfig, build, extend, replace
+from ssm_jax.config.io import register_config
+from ssm_jax.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
+from ssm_jax.trainers import HParams
+from ssm_jax.trainers.world_model import make_world_model_trainer
 
 REGIMES = ("many_step", "online", "task_switch")
 RL_VARIANTS = {

@@ -24,27 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import (
-    benchmark,
-    benchmark_report,
-    budget_study,
-    in_context,
-    levers,
-    meta_rl_report,
-    provenance,
-    replay,
-    sinusoid,
-    world_model,
-)
+from experiments import benchmark, budget_study, in_context, levers, replay, sinusoid, world_model
 from experiments import sweep as experiment_sweep
 from experiments.common import parse_args
-from experiments.report import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax import envs
 from ssm_jax.cli import exit_with_error
 from ssm_jax.cli.parsing import config_differences
-from ssm_jax.config_io import read_config
-from ssm_jax.configs import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
-from ssm_jax.report import steps_label
+from ssm_jax.config import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
+from ssm_jax.config.io import read_config
+from ssm_jax.report import REFERENCES, format_mean_ci, markdown_table, provenance, steps_label
+from ssm_jax.report import benchmark as benchmark_report
+from ssm_jax.report import meta_rl as meta_rl_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"

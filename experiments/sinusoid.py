@@ -25,7 +25,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main
-from experiments.report import (
+from ssm_jax import runs, sweep
+from ssm_jax.config import CONFIGS, SinusoidRunConfig
+from ssm_jax.envs import SinusoidDistribution
+from ssm_jax.report import (
     REFERENCE_MAML_PAPER,
     REFERENCE_META_SGD_PAPER,
     format_mean_ci,
@@ -34,14 +37,11 @@ from experiments.report import (
     new_figure,
     plot_mean_ci_curve,
     save_figure,
+    steps_label,
 )
-from ssm_jax import runs, sweep
-from ssm_jax.configs import CONFIGS, SinusoidRunConfig
-from ssm_jax.envs import SinusoidDistribution
-from ssm_jax.report import steps_label
 from ssm_jax.runs import MetricsLog, write_json
-from ssm_jax.train_config import HParams
-from ssm_jax.train_regression import RegressionTrainer, RegressionTrainerConfig, make_regression_trainer
+from ssm_jax.trainers import HParams
+from ssm_jax.trainers.regression import RegressionTrainerConfig, Trainer, make_regression_trainer
 
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
 
@@ -51,10 +51,10 @@ PRESETS = {
     "smoke": CONFIGS["sinusoid-smoke"],
     "paper": CONFIGS["sinusoid-paper"],
 }
-"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
+"""The presets, by their names in `ssm_jax.config.CONFIGS`."""
 
 
-def make_trainer(args: SinusoidRunConfig, shots: int, method: str) -> RegressionTrainer:
+def make_trainer(args: SinusoidRunConfig, shots: int, method: str) -> Trainer:
     config = RegressionTrainerConfig(
         shots=shots,
         meta_batch=args.meta_batch,
@@ -103,7 +103,7 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
     3 held-out tasks."""
     first = lambda tree, i=0: jax.tree.map(lambda v: v[i], tree)
     trainer = next(iter(fitted.values()))[0]
-    dist = trainer.distribution
+    dist = trainer.parts.distribution
     x_grid = jnp.linspace(*dist.input_range, 200)[:, None]
     tasks = first(eval_tasks)
     support = jax.vmap(dist.sample_points, in_axes=(0, 0, None))(jax.random.split(key, 3), first(tasks, slice(3)),
@@ -117,9 +117,9 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
         )
         for method, (method_trainer, states) in fitted.items():
             meta = first(states.meta)
-            adapted = method_trainer.adapt(meta.params, task_support, meta.inner_lr)
+            adapted = method_trainer.parts.adapt(meta.params, task_support, meta.inner_lr)
             for steps, style, params in ((0, ":", meta.params), (args.eval_steps, "-", adapted)):
-                prediction = method_trainer.apply(params, x_grid)[:, 0]
+                prediction = method_trainer.parts.apply(params, x_grid)[:, 0]
                 ax.plot(x_grid[:, 0], prediction, style, label=f"{LABELS[method]}, {steps} steps")
         ax.set_title(f"held-out task {i}")
     axes[0].legend(fontsize=7)

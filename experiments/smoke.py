@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 import tyro
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.models import MODEL_NAMES, ModelConfig, make_model
 
 

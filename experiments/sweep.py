@@ -31,14 +31,13 @@ import jax
 import numpy as np
 
 from experiments.common import run_main
-from experiments.report import markdown_table, mean_ci, new_figure, save_figure
 from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
-from ssm_jax.config_io import register_config
-from ssm_jax.configs import CONFIGS, PPO, RunConfig, build, extend
-from ssm_jax.report import steps_label
+from ssm_jax.config import CONFIGS, PPO, RunConfig, build, extend
+from ssm_jax.config.io import register_config
+from ssm_jax.report import markdown_table, mean_ci, new_figure, save_figure, steps_label
 from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_config, write_json
-from ssm_jax.train import HParams
+from ssm_jax.trainers import HParams
 
 
 @register_config

@@ -7,7 +7,7 @@
     python -m experiments.world_model --preset paper --num-seeds 5 # larger pool and model, more iterations
 
 A sequence model predicts `(next_obs − obs, reward)` from `(obs, action)` windows of random-action trajectories
-(`ssm_jax.train_world_model`). MAML meta-trains it across a pool of tasks of the family; the pretrained baseline
+(`ssm_jax.trainers.world_model`). MAML meta-trains it across a pool of tasks of the family; the pretrained baseline
 is the same program with inner lr 0 (one model fitted to every task); the scratch baseline trains a fresh model on
 each held-out task's support alone. On held-out tasks each model adapts on the support (disjoint trajectories from
 the query) in mode `none` (no step), `standard` (SGD steps at the inner lr) or `hybrid` (plus `experience_weight` ×
@@ -29,12 +29,20 @@ import jax
 import numpy as np
 
 from experiments.common import run_main
-from experiments.report import format_ci, markdown_table, mean_ci, new_figure, physics, plot_ci_curve, save_figure
 from ssm_jax import envs, runs, sweep
-from ssm_jax.configs import CONFIGS, WorldModelRunConfig
-from ssm_jax.report import steps_label
-from ssm_jax.train_config import HParams
-from ssm_jax.train_world_model import make_world_model_trainer
+from ssm_jax.config import CONFIGS, WorldModelRunConfig
+from ssm_jax.report import (
+    format_ci,
+    markdown_table,
+    mean_ci,
+    new_figure,
+    physics,
+    plot_ci_curve,
+    save_figure,
+    steps_label,
+)
+from ssm_jax.trainers import HParams
+from ssm_jax.trainers.world_model import make_world_model_trainer
 
 METHODS = ("MAML", "pretrained")
 MODES = ("none", "standard", "hybrid")
@@ -46,7 +54,7 @@ PRESETS = {
     "smoke": CONFIGS["world-model-smoke"],
     "paper": CONFIGS["world-model-paper"],
 }
-"""The presets, by their names in `ssm_jax.configs.CONFIGS`."""
+"""The presets, by their names in `ssm_jax.config.CONFIGS`."""
 
 
 def make_env(args: WorldModelRunConfig) -> envs.TaskEnv:
@@ -89,7 +97,7 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: runs.MetricsLog
     mse, extras = programs.oracle(states, eval_keys, tasks, iterations=args.trainer.scratch_steps)
     for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):
         results[name]["scratch"] = pooled(values)[:, None]
-    params = trainer.world_model.init(jax.random.key(0))
+    params = trainer.parts.world_model.init(jax.random.key(0))
     results["parameters"] = int(sum(x.size for x in jax.tree.leaves(params)))
     return results
 

@@ -1,6 +1,6 @@
 """Interactive agents: the library's only mutable classes, thin wrappers over the trainer's pure functions.
 
-    trainer = make_meta_rl_trainer(env, policy, config)             # or configs.build(configs.CONFIGS["basic"])[1]
+    trainer = make_meta_rl_trainer(env, policy, config)             # or ssm_jax.config.build(CONFIGS["basic"])[1]
     agent = MetaMAMLAgent(trainer, state, jax.random.key(0))        # state: a TrainState (trained, or restored)
     action = agent.act(observation)                                 # [observation_size] -> [action_size]
     agent.observe(next_observation, action, reward, terminated, truncated, info)
@@ -30,7 +30,7 @@ from ssm_jax.buffer import freeze
 from ssm_jax.envs.normalize import normalize, update_stats
 from ssm_jax.meta.policy_losses import mean_episode_return, prepare_batch
 from ssm_jax.rollout import Trajectory, action_log_prob, sample_action
-from ssm_jax.train import Trainer, TrainState, adaptation_lr
+from ssm_jax.trainers import Trainer, TrainState, adaptation_lr
 from ssm_jax.types import PRNGKey
 
 
@@ -59,7 +59,7 @@ class _PolicyAgent:
         self.params = state.meta.params
         """The params `act` uses (the fast params after `adapt`)."""
         self._key = key
-        policy = trainer.policy
+        policy = trainer.parts.policy
 
         def act(params, obs_stats, carry, observation, reset, key):
             carry, out = policy.step(params, carry, normalize(obs_stats, observation), reset)
@@ -72,7 +72,7 @@ class _PolicyAgent:
 
     def reset(self) -> None:
         """Starts a new episode: the next `act` resets the policy's carry."""
-        self._carry = self.trainer.policy.initial_carry(())
+        self._carry = self.trainer.parts.policy.initial_carry(())
         self._episode_start = True
         self._pending = None
 
@@ -123,20 +123,20 @@ class _PolicyAgent:
         stacked = {k: jnp.stack([s[k] for s in steps]) for k in steps[0]}
         fields = {k: jnp.swapaxes(v.reshape(columns, horizon, *v.shape[1:]), 0, 1) for k, v in stacked.items()}
         fields["resets"] = fields["resets"].at[0].set(True)
-        carry = self.trainer.policy.initial_carry((columns,))
+        carry = self.trainer.parts.policy.initial_carry((columns,))
         return Trajectory(**fields, initial_carry=carry, metrics={})
 
 
 def _inner_step(trainer: Trainer, state: TrainState, params, traj: Trajectory):
-    batch = prepare_batch(traj, trainer.rl_config, state.obs_stats)
-    fast, grad_norm = trainer.meta_rl.maml.inner_step(params, batch, adaptation_lr(state))
+    batch = prepare_batch(traj, trainer.parts.rl_config, state.obs_stats)
+    fast, grad_norm = trainer.parts.meta_rl.maml.inner_step(params, batch, adaptation_lr(state))
     return fast, batch, grad_norm
 
 
 def _meta_step(trainer: Trainer, state: TrainState, support, query_traj: Trajectory, observations):
-    query = prepare_batch(query_traj, trainer.rl_config, state.obs_stats)
+    query = prepare_batch(query_traj, trainer.parts.rl_config, state.obs_stats)
     one_task = lambda batch, axes: jax.tree.map(lambda x: x.reshape((1,) * axes + x.shape), batch)
-    meta, metrics = trainer.meta_rl.maml.update(state.meta, (one_task(support, 2), one_task(query, 1)))
+    meta, metrics = trainer.parts.meta_rl.maml.update(state.meta, (one_task(support, 2), one_task(query, 1)))
     obs_stats = update_stats(state.obs_stats, observations)
     return state.replace(meta=meta, obs_stats=obs_stats, iteration=state.iteration + 1), metrics
 
@@ -188,7 +188,7 @@ class AdaptationAgent(_PolicyAgent):
         super().__init__(trainer, state, key)
         self.mode = mode
         self._adapter_step = jax.jit(functools.partial(_adapter_step, trainer))
-        self.adapt_state = trainer.adapter.init(self.params).replace(
+        self.adapt_state = trainer.parts.adapter.init(self.params).replace(
             experience_weight=state.hparams.adapter_weight(mode), learning_rate=adaptation_lr(state)
         )
 
@@ -206,5 +206,5 @@ class AdaptationAgent(_PolicyAgent):
 
 
 def _adapter_step(trainer: Trainer, adapt_state, params, traj: Trajectory, state: TrainState, key: PRNGKey):
-    batch = prepare_batch(traj, trainer.rl_config, state.obs_stats)
-    return trainer.adapter.update(adapt_state, params, batch, freeze(state.buffer), key)
+    batch = prepare_batch(traj, trainer.parts.rl_config, state.obs_stats)
+    return trainer.parts.adapter.update(adapt_state, params, batch, freeze(state.buffer), key)

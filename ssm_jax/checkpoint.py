@@ -9,7 +9,7 @@ orbax writes a step into a temporary directory and renames it once complete, so 
 (a leftover temporary is removed the next time the directory is opened), and `keep` bounds how many steps stay.
 Arrays are saved as they are, sharded `jax.Array`s included: nothing is gathered to one host.
 
-The config is stored as JSON (orbax's `JsonSave`, written by `ssm_jax.config_io`, which rebuilds only registered
+The config is stored as JSON (orbax's `JsonSave`, written by `ssm_jax.config.io`, which rebuilds only registered
 config classes). Each step also records a SHA-256 of its state's leaves (names, dtypes, shapes and bytes), which
 `restore` checks: a flipped byte in a step's files is a `CorruptCheckpoint`, never silently restored values (arrays
 spread over several hosts are not hashed). Steps written before the manager (a `config.json` file beside
@@ -44,7 +44,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import SingleDeviceSharding
 
 from ssm_jax import distributed
-from ssm_jax.config_io import config_from_json, config_to_json
+from ssm_jax.config.io import config_from_json, config_to_json
 from ssm_jax.types import PyTree
 
 STEP_PREFIX = "step"

@@ -40,7 +40,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ssm_jax import checkpoint, distributed, interrupts
-from ssm_jax.config_io import config_to_json
+from ssm_jax.config.io import config_to_json
 from ssm_jax.sweep import chunk_keys
 
 CHECKPOINTS = "checkpoints"

@@ -27,8 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from ssm_jax.envs.base import TaskEnv
-from ssm_jax.train import HParams, TrainerConfig
-from ssm_jax.train_config import TrainerProtocol
+from ssm_jax.trainers import HParams, Trainer, TrainerConfig
 from ssm_jax.types import PRNGKey
 
 SWEEPABLE = tuple(field.name for field in dataclasses.fields(HParams))
@@ -127,9 +126,9 @@ def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
 
 
 def make_programs(
-    trainer: TrainerProtocol, chunk_size: int, compiler_options: dict | None = None, spmd_axis_name: str | None = None
+    trainer: Trainer, chunk_size: int, compiler_options: dict | None = None, spmd_axis_name: str | None = None
 ) -> Programs:
-    """`trainer`'s functions (`train_config.TrainerProtocol`: meta-RL or world model) vmapped over runs and jitted:
+    """`trainer`'s functions (`trainers.Trainer`: meta-RL or world model) vmapped over runs and jitted:
     `init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
     `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
     `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssm_jax import configs
 from ssm_jax.agent import AdaptationAgent, MetaMAMLAgent
+from ssm_jax.config import CONFIGS, build, initial_state
 from ssm_jax.coordinator import AgentCoordinator
 from ssm_jax.meta.policy_losses import policy_outputs, prepare_batch
 from ssm_jax.models import NetworkConfig
@@ -24,13 +24,13 @@ HORIZON = 20
 @pytest.fixture(scope="module")
 def trained():
     config = dataclasses.replace(
-        configs.CONFIGS["basic"],
+        CONFIGS["basic"],
         model="ssm",
         network=NetworkConfig(hidden_dim=16, state_dim=8),
-        trainer=dataclasses.replace(configs.CONFIGS["basic"].trainer, horizon=HORIZON, tasks_per_batch=4),
+        trainer=dataclasses.replace(CONFIGS["basic"].trainer, horizon=HORIZON, tasks_per_batch=4),
     )
-    env, trainer = configs.build(config)
-    state = configs.initial_state(config, trainer)
+    env, trainer = build(config)
+    state = initial_state(config, trainer)
     state, _ = jax.jit(trainer.train, static_argnums=2)(state, jax.random.key(1), 2)
     return env, trainer, state
 
@@ -67,8 +67,8 @@ def test_coordinator_runs_two_agents_and_their_steps_replay_into_the_losses(trai
     steps = list(maml._steps)
     traj = maml._take_trajectory()
     assert traj.obs.shape == (HORIZON, 2, env.observation_size) and bool(traj.resets[0].all())
-    batch = prepare_batch(traj, trainer.rl_config, state.obs_stats)
-    replayed = action_log_prob(policy_outputs(trainer.policy, state.meta.params, batch)["pi"], batch.action)
+    batch = prepare_batch(traj, trainer.parts.rl_config, state.obs_stats)
+    replayed = action_log_prob(policy_outputs(trainer.parts.policy, state.meta.params, batch)["pi"], batch.action)
     np.testing.assert_allclose(replayed, traj.log_prob, rtol=1e-4, atol=1e-4)
 
     # On the same steps, the standard adapter's step is MAML's inner step (plain SGD at the inner rate).

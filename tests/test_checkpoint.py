@@ -11,7 +11,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from ssm_jax import checkpoint
-from ssm_jax.config_io import config_from_json, config_to_json
+from ssm_jax.config.io import config_from_json, config_to_json
 from ssm_jax.models import ModelConfig, make_model
 
 
@@ -192,7 +192,7 @@ def test_configs_recorded_by_earlier_commits_still_load():
     So does a config of the CLI's former `RunConfig`, whose env was a nested `EnvConfig` and whose `TrainerConfig`
     held the evaluation protocol."""
     import experiments.budget_study
-    from ssm_jax.configs import RunConfig
+    from ssm_jax.config import RunConfig
 
     recorded = {
         path.parent.name: path for path in (Path(__file__).parents[1] / "docs" / "results").rglob("config.json")

@@ -12,7 +12,7 @@ import pytest
 
 from ssm_jax import cli, runs, sweep
 from ssm_jax.cli.training import TRAINABLE
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
 
 
 @pytest.mark.slow
@@ -67,7 +67,7 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
 
 
 def test_method_pretrained_trains_the_fair_baseline_with_the_experiments_keys():
-    from ssm_jax.configs import CONFIGS, build, initial_state, training_key
+    from ssm_jax.config import CONFIGS, build, initial_state, training_key
 
     config = dataclasses.replace(CONFIGS["basic"], method="pretrained")
     _, trainer = build(config)

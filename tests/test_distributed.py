@@ -16,7 +16,7 @@ SCRIPT = textwrap.dedent(
     import jax, jax.numpy as jnp, numpy as np
     from ssm_jax import distributed, envs, sweep
     from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
-    from ssm_jax.train import HParams, TrainerConfig, make_meta_rl_trainer
+    from ssm_jax.trainers import HParams, TrainerConfig, make_meta_rl_trainer
 
     assert jax.device_count() == 4
     env = envs.make("navigation-2d", horizon=10)

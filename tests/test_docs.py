@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import ssm_jax
-from experiments import provenance, results_pages
+from experiments import results_pages
+from ssm_jax.report import provenance
 
 ROOT = Path(__file__).parent.parent
 

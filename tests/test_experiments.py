@@ -15,7 +15,8 @@ import pytest
 
 from experiments import sinusoid, smoke
 from experiments.common import parse_args
-from ssm_jax import configs, runs
+from ssm_jax import runs
+from ssm_jax.config import replace
 
 
 def test_smoke_experiment_fits_every_requested_model():
@@ -98,7 +99,7 @@ def test_sinusoid_killed_mid_training_resumes_to_the_uninterrupted_numbers(tmp_p
 
 
 def test_presets_and_overrides_parse():
-    from ssm_jax.configs import RunConfig, SinusoidRunConfig
+    from ssm_jax.config import RunConfig, SinusoidRunConfig
 
     args = parse_args(sinusoid.PRESETS, "default", ["--preset", "smoke", "--iterations", "1000"])
     assert args.name == "sinusoid-smoke" and args.iterations == 1000 and args.eval_tasks == 100
@@ -183,7 +184,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
 
 
 def test_the_headline_line_says_whether_mamls_one_step_gain_clears_the_pretrained_baselines():
-    from experiments.meta_rl_report import headline
+    from ssm_jax.report.meta_rl import headline
 
     line = lambda mean, half: headline(
         {"comparisons": {"one_step_gain_maml_minus_pretrained": {"mean": mean, "ci95": half}}}
@@ -202,7 +203,7 @@ def test_the_headline_line_says_whether_mamls_one_step_gain_clears_the_pretraine
 
 
 def test_a_paired_comparison_leaves_out_the_tasks_where_either_adaptation_diverged():
-    from experiments.meta_rl_report import summarise
+    from ssm_jax.report.meta_rl import summarise
 
     maml = np.array([[-10.0, -5.0], [-12.0, -6.0], [-11.0, -4.0]])
     pretrained = np.array([[-9.0, -8.0], [-10.0, np.nan], [-9.5, -9.0]])
@@ -215,7 +216,7 @@ def test_a_paired_comparison_leaves_out_the_tasks_where_either_adaptation_diverg
 
 
 def test_finn_et_al_numbers_stand_beside_ours_only_on_the_same_physics():
-    from experiments.report import beside_the_paper, paper_returns, reference_caption
+    from ssm_jax.report import beside_the_paper, paper_returns, reference_caption
 
     ours = {"MAML": (-150.0, -120.0), "pretrained": (-140.0, -138.0), "random init": (-250.0, -249.0)}
     assert beside_the_paper("halfcheetah-vel", "mujoco", ours) == (
@@ -229,10 +230,10 @@ def test_finn_et_al_numbers_stand_beside_ours_only_on_the_same_physics():
 
 def test_navigation_smoke_checkpoints_the_observation_statistics(tmp_path, capsys):
     from experiments import navigation
-    from ssm_jax import checkpoint, configs
+    from ssm_jax import checkpoint
 
     smoke = navigation.PRESETS["smoke"]  # MAML-RL's navigation passes raw positions; here they are standardised
-    args = configs.replace(smoke, normalize_observations=True, out_dir=str(tmp_path), plots=False)
+    args = replace(smoke, normalize_observations=True, out_dir=str(tmp_path), plots=False)
     results = navigation.main(args)
     run_dir = next(tmp_path.iterdir())
     stored = json.loads((run_dir / "results.json").read_text())
@@ -300,15 +301,14 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
     """experiments.sweep trains every (seed, inner lr) run in one vmapped program; the row with navigation's own
     inner lr and seed 0 must be the run `experiments.navigation` makes alone with seed 0."""
     from experiments import navigation, sweep
-    from ssm_jax import configs
-    from ssm_jax.configs import CONFIGS, PPO, RunConfig
+    from ssm_jax.config import CONFIGS, PPO, RunConfig
 
     results = sweep.main(dataclasses.replace(sweep.PRESETS["smoke"], out_dir=str(tmp_path / "sweep")))
     run_dir = tmp_path / "sweep" / next((tmp_path / "sweep").iterdir()).name
     runs = json.loads((run_dir / "runs.json").read_text())
     assert [(r["seed"], r["inner_lr"]) for r in runs] == [(0, 0.05), (1, 0.05), (0, 0.1), (1, 0.1)]
     assert set(results["aggregate"]["inner_lr"]) == {0.05, 0.1} and (run_dir / "sweep_inner_lr.png").exists()
-    nav_args = configs.replace(CONFIGS["navigation-smoke"], **PPO, out_dir=str(tmp_path / "nav"), plots=False)
+    nav_args = replace(CONFIGS["navigation-smoke"], **PPO, out_dir=str(tmp_path / "nav"), plots=False)
     shared = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("name", "num_seeds", "out_dir", "plots")]
     assert all(getattr(nav_args, f) == getattr(sweep.PRESETS["smoke"], f) for f in shared)  # the sweep's runs
     assert nav_args.inner_lr == 0.1 and nav_args.seed == 0
@@ -401,7 +401,7 @@ def test_levers_choose_the_setting_that_clears_zero_at_the_smallest_budget_and_r
         dataclasses.replace(levers.PRESETS["vel"], variants=("base", "more cheetahs"))
     for changes in levers.VARIANTS.values():  # every variant is a config the flagship accepts
         changes = {k: v for k, v in changes.items() if not k.startswith("sweep_")}
-        configs.replace(levers.PRESETS["vel"], **changes)
+        replace(levers.PRESETS["vel"], **changes)
 
 
 def test_validation_goals_are_not_the_held_out_goals():
@@ -444,7 +444,6 @@ def test_replay_smoke_scores_every_regime_and_source_against_the_same_standard(t
     variant's replay source (each a program of its own, so XLA may order a sum differently: float-level
     differences after several steps); the verdicts are words with paired CIs."""
     from experiments import replay
-    from ssm_jax import configs
 
     results = replay.main(dataclasses.replace(replay.PRESETS["smoke"], out_dir=str(tmp_path)))
     assert set(results["regimes"]) == set(replay.REGIMES)
@@ -463,7 +462,7 @@ def test_replay_smoke_scores_every_regime_and_source_against_the_same_standard(t
     with pytest.raises(ValueError, match="alphas must start with 0"):
         dataclasses.replace(replay.PRESETS["smoke"], alphas=(0.1, 1.0))
     with pytest.raises(ValueError, match="eval_tasks must be even"):
-        configs.replace(replay.PRESETS["smoke"], eval_tasks=3)
+        replace(replay.PRESETS["smoke"], eval_tasks=3)
 
 
 @pytest.mark.slow

@@ -13,8 +13,9 @@ def test_importing_the_library_loads_neither_brax_nor_matplotlib_nor_starts_a_ja
     must run before any backend starts."""
     script = (
         "import sys\n"
-        "import ssm_jax, ssm_jax.envs, ssm_jax.train, ssm_jax.agent, ssm_jax.cli, ssm_jax.report, ssm_jax.sweep\n"
-        "import ssm_jax.configs, experiments.sweep, experiments.budget_study, experiments.benchmark\n"
+        "import ssm_jax, ssm_jax.envs, ssm_jax.trainers, ssm_jax.agent, ssm_jax.cli, ssm_jax.report, ssm_jax.sweep\n"
+        "import ssm_jax.config.registry, ssm_jax.config.programs\n"
+        "import experiments.sweep, experiments.budget_study, experiments.benchmark\n"
         "from jax._src import xla_bridge\n"  # private, for the test only: JAX has no public probe
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'brax', 'mujoco', 'matplotlib'}))\n"
         "print(xla_bridge.backends_are_initialized())\n"

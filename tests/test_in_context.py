@@ -1,4 +1,4 @@
-"""In-context meta-RL (RL², `ssm_jax.train_in_context`): trials keep the carry across episodes and reset it between
+"""In-context meta-RL (RL², `ssm_jax.trainers.in_context`): trials keep the carry across episodes and reset it between
 trials, the policy reads the previous action and reward, a replayed trial reproduces its log-probs for every model,
 a GRU policy adapts from episode 1 to 2 on held-out navigation goals while a memoryless MLP does not."""
 
@@ -13,13 +13,13 @@ import pytest
 
 from experiments import in_context, navigation
 from ssm_jax import envs
-from ssm_jax.configs import CONFIGS, replace
+from ssm_jax.config import CONFIGS, replace
 from ssm_jax.meta.policy_losses import PolicyBatch, policy_outputs
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.report import mean_ci
 from ssm_jax.rollout import action_log_prob, context_size, trial_inputs
-from ssm_jax.train_config import EvalConfig, HParams
-from ssm_jax.train_in_context import InContextConfig, episode_returns, make_in_context_trainer
+from ssm_jax.trainers import EvalConfig, HParams
+from ssm_jax.trainers.in_context import InContextConfig, episode_returns, make_in_context_trainer
 
 SMALL = NetworkConfig(state_dim=8, hidden_dim=16)
 
@@ -31,18 +31,18 @@ def _trials(model: str, horizon: int = 6, episodes: int = 3, trials: int = 3, en
                              minibatches=1)  # fmt: skip
     trainer = make_in_context_trainer(env, model, SMALL, config)
     key = jax.random.key(0)
-    params = trainer.policy.init(key, jnp.zeros((1, context_size(env))))
+    params = trainer.parts.policy.init(key, jnp.zeros((1, context_size(env))))
     task = jax.tree.map(lambda x: x[0], env.sample_tasks(key, 1))
-    traj = jax.jit(lambda k, p: trainer.sample_trials(k, task, p, None, trials))(jax.random.key(1), params)
+    traj = jax.jit(lambda k, p: trainer.parts.sample_trials(k, task, p, None, trials))(jax.random.key(1), params)
     return trainer, params, traj
 
 
 def _replay(trainer, params, traj, resets=None):
     """The policy's head outputs replayed over the recorded trial `[T, N]`."""
-    inputs = trial_inputs(trainer.env, traj)
+    inputs = trial_inputs(trainer.parts.env, traj)
     resets = traj.resets if resets is None else resets
     batch = PolicyBatch(inputs, traj.action, traj.reward, traj.log_prob, resets, traj.initial_carry)
-    return policy_outputs(trainer.policy, params, batch)
+    return policy_outputs(trainer.parts.policy, params, batch)
 
 
 def test_the_carry_survives_episode_boundaries_and_resets_only_between_trials():
@@ -52,8 +52,8 @@ def test_the_carry_survives_episode_boundaries_and_resets_only_between_trials():
     expected_resets = np.zeros((T, 3), bool)
     expected_resets[0] = True  # the trial's start only, never at an episode boundary
     np.testing.assert_array_equal(traj.resets, expected_resets)
-    for leaf, fresh in zip(jax.tree.leaves(traj.initial_carry), jax.tree.leaves(trainer.policy.initial_carry((3,))),
-                           strict=True):  # fmt: skip
+    fresh_carry = trainer.parts.policy.initial_carry((3,))
+    for leaf, fresh in zip(jax.tree.leaves(traj.initial_carry), jax.tree.leaves(fresh_carry), strict=True):
         np.testing.assert_array_equal(leaf, fresh)  # each trial starts from the reset carry
     # the carry across the boundary matters: resetting it there changes what the policy does in episode 2
     kept = action_log_prob(_replay(trainer, params, traj)["pi"], traj.action)
@@ -65,9 +65,9 @@ def test_the_carry_survives_episode_boundaries_and_resets_only_between_trials():
 
 def test_the_previous_action_reward_and_episode_start_reach_the_policy_input():
     trainer, params, traj = _trials("gru")
-    inputs = np.asarray(trial_inputs(trainer.env, traj))
-    obs_size, action_size = trainer.env.observation_size, trainer.env.action_size
-    assert inputs.shape == (18, 3, context_size(trainer.env)) == (18, 3, obs_size + action_size + 2)
+    inputs = np.asarray(trial_inputs(trainer.parts.env, traj))
+    obs_size, action_size = trainer.parts.env.observation_size, trainer.parts.env.action_size
+    assert inputs.shape == (18, 3, context_size(trainer.parts.env)) == (18, 3, obs_size + action_size + 2)
     np.testing.assert_array_equal(inputs[:, :, :obs_size], traj.obs)
     first = np.concatenate([np.ones((1, 3), bool), traj.done[:-1]])
     np.testing.assert_array_equal(inputs[:, :, -1], first)
@@ -188,17 +188,17 @@ def test_a_compared_run_of_another_horizon_is_one_line_and_exit_2(tmp_path, caps
 @pytest.mark.parametrize("model", ["s5", "transformer"])
 def test_the_parallel_replay_gives_the_stepwise_loss_and_gradient(model):
     trainer, params, traj = _trials(model, horizon=8, episodes=3)
-    batch = trainer.prepare(params, traj, None)
+    batch = trainer.parts.prepare(params, traj, None)
 
     def stepwise_loss(params):
-        step = lambda carry, inputs: trainer.policy.step(params, carry, *inputs)
+        step = lambda carry, inputs: trainer.parts.policy.step(params, carry, *inputs)
         run = lambda carry, xs, resets: jax.lax.scan(step, carry, (xs, resets))[1]
         out = jax.vmap(run, in_axes=(0, 1, 1), out_axes=1)(
             batch.policy.initial_carry, batch.policy.obs, batch.policy.resets
         )
-        return trainer.loss_of_outputs(out, batch)[0]
+        return trainer.parts.loss_of_outputs(out, batch)[0]
 
-    parallel, parallel_grad = jax.value_and_grad(lambda p: trainer.loss(p, batch)[0])(params)
+    parallel, parallel_grad = jax.value_and_grad(lambda p: trainer.parts.loss(p, batch)[0])(params)
     stepwise, stepwise_grad = jax.value_and_grad(stepwise_loss)(params)
     np.testing.assert_allclose(parallel, stepwise, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(parallel_grad), jax.tree.leaves(stepwise_grad), strict=True):

@@ -91,7 +91,7 @@ KEYS_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from jax.experimental import multihost_utils
     from ssm_jax import distributed, runs, sweep
-    from ssm_jax.configs import CONFIGS, training_key
+    from ssm_jax.config import CONFIGS, training_key
 
     distributed.initialize()
     assert jax.process_count() == 2

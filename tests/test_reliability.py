@@ -33,8 +33,8 @@ from cli_runs import TINY, assert_same_run, messages, start, train
 
 from experiments.common import parse_args
 from ssm_jax import checkpoint, cli, runs, watchdog
-from ssm_jax.config_io import config_from_json, config_to_json
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
+from ssm_jax.config.io import config_from_json, config_to_json
 
 STAGING = ("**/*.orbax-checkpoint-tmp*", "**/.config.json.saving", "**/.metrics.jsonl.keep")
 """What a write in flight leaves until it completes: orbax's step being written, config.json and the metrics log
@@ -567,7 +567,7 @@ def test_a_device_too_full_for_the_config_leaves_no_run_directory(tmp_path):
 def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path, capsys):
     """An experiment that keeps no checkpoint refuses --resume, and no experiment resumes another's run."""
     from experiments import halfcheetah_vel, sweep, world_model
-    from ssm_jax.configs import CONFIGS
+    from ssm_jax.config import CONFIGS
 
     for name, config in (
         ("cheetah", CONFIGS["halfcheetah-vel-smoke"]), ("world", CONFIGS["world-model-smoke"]),

@@ -25,7 +25,7 @@ from ssm_jax.meta.rl import make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
 from ssm_jax.rollout import Trajectory, action_log_prob, rollout
-from ssm_jax.train import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
+from ssm_jax.trainers import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
 
 SLOW = pytest.mark.slow  # over 15 s on the idle 2-core machine
 

@@ -15,7 +15,7 @@ from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import prepare_batch
 from ssm_jax.models import GaussianHead, ModelConfig, attach_heads, make_model
-from ssm_jax.train import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
+from ssm_jax.trainers import EvalConfig, HParams, TrainerConfig, make_meta_rl_trainer
 
 CONFIG = TrainerConfig(tasks_per_batch=2, trajectories_per_task=3, horizon=10, window=5, buffer_size=50)
 EVALUATION = EvalConfig(adapt_rounds=1)
@@ -49,14 +49,16 @@ def test_trainer_equals_the_hand_written_meta_rl_loop(setup, key):
 
     params_key, stats_key = jax.random.split(key)
     params = policy.init(params_key, jnp.zeros((1, 2)))
-    stats = trainer.meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, 2), params)
-    meta = trainer.meta_rl.init(params, optax.adam(1e-2)).replace(inner_lr=jnp.float32(0.1))
+    stats = trainer.parts.meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, 2), params)
+    meta = trainer.parts.meta_rl.init(params, optax.adam(1e-2)).replace(inner_lr=jnp.float32(0.1))
     buf = make_experience_buffer(50)
     buffer = buf.init((jnp.zeros((5, 2)), jnp.zeros((5, 2))))
     for k in jax.random.split(jax.random.key(1), 2):
         task_key, update_key = jax.random.split(k)
         tasks = env.sample_tasks(task_key, 2)
-        meta, new_stats, hand_metrics, query = jax.jit(trainer.meta_rl.meta_update)(meta, stats, update_key, tasks)
+        meta, new_stats, hand_metrics, query = jax.jit(trainer.parts.meta_rl.meta_update)(
+            meta, stats, update_key, tasks
+        )
         buffer = buf.add(buffer, *experience_windows(normalize(stats, query.obs), query.action, query.done, 5))
         stats = new_stats
     _assert_close(state.meta.params, meta.params)
@@ -164,7 +166,11 @@ def _task_replay_curve(trainer, state):
     """`curve(key, task) -> returns [K + 1]`: the trainer's hybrid task-replay evaluation of one task."""
     adapter_config = AdapterConfig(num_steps=1, optimizer="sgd", grad_clip_norm=CONFIG.inner_grad_clip)
     curve = make_rl_adaptation(
-        trainer.meta_rl, adapter_config, trainer.rl_config, trainer.evaluation.adapt_rounds, replay="task"
+        trainer.parts.meta_rl,
+        adapter_config,
+        trainer.parts.rl_config,
+        trainer.parts.evaluation.adapt_rounds,
+        replay="task",
     )
     return lambda k, task: curve(
         k, task, state.meta.params, None, state.hparams.experience_weight, state.obs_stats, state.hparams.inner_lr
@@ -220,7 +226,7 @@ def test_pretrained_baseline_keeps_inner_lr_zero_and_evaluation_has_the_document
 
 def test_pretrained_baseline_samples_maml_budget_and_learns_from_every_trajectory(setup, key):
     env, _, trainer, _ = setup
-    meta_rl, rounds, n = trainer.meta_rl, CONFIG.inner_steps + 1, CONFIG.trajectories_per_task
+    meta_rl, rounds, n = trainer.parts.meta_rl, CONFIG.inner_steps + 1, CONFIG.trajectories_per_task
     hparams = HParams.create(outer_lr=1e-2)
     state = trainer.init(key, hparams, adapt=False)
     tasks = env.sample_tasks(jax.random.key(1), CONFIG.tasks_per_batch)
@@ -232,7 +238,7 @@ def test_pretrained_baseline_samples_maml_budget_and_learns_from_every_trajector
     assert trajs.obs.shape[:3] == (CONFIG.tasks_per_batch, CONFIG.horizon, rounds * n)
 
     def ppo_epochs(trajs):  # the outer step by hand, on the trajectories given
-        batches = jax.vmap(lambda t: prepare_batch(t, trainer.rl_config, state.obs_stats))(trajs)
+        batches = jax.vmap(lambda t: prepare_batch(t, trainer.parts.rl_config, state.obs_stats))(trajs)
         objective = lambda p: jnp.mean(jax.vmap(lambda b: meta_rl.outer_loss(p, b)[0])(batches))
         params, opt_state = state.meta.params, state.meta.opt_state
         for _ in range(CONFIG.outer_epochs):

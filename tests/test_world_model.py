@@ -12,8 +12,8 @@ import pytest
 from ssm_jax import buffer, envs, runs, sweep
 from ssm_jax.meta.world_model import Transitions, WorldModelConfig, make_world_model
 from ssm_jax.models import NetworkConfig
-from ssm_jax.train_config import HParams
-from ssm_jax.train_world_model import WorldModelTrainerConfig, make_world_model_trainer
+from ssm_jax.trainers import HParams
+from ssm_jax.trainers.world_model import WorldModelTrainerConfig, make_world_model_trainer
 
 NETWORK = NetworkConfig(state_dim=8, hidden_dim=16)
 TINY = WorldModelTrainerConfig(
@@ -37,11 +37,11 @@ def jitted():
         env=env,
         trainer=trainer,
         init=jax.jit(trainer.init, static_argnames="adapt"),
-        held_out=jax.jit(trainer.held_out),
+        held_out=jax.jit(trainer.parts.held_out),
         evaluate=jax.jit(trainer.evaluate, static_argnames="mode"),
         train=jax.jit(trainer.train, static_argnums=2),
-        collect=jax.jit(trainer.world_model.collect, static_argnums=2),
-        support_query=jax.jit(trainer.world_model.support_query),
+        collect=jax.jit(trainer.parts.world_model.collect, static_argnums=2),
+        support_query=jax.jit(trainer.parts.world_model.support_query),
     )
 
 

@@ -43,7 +43,7 @@ from ssm_jax import buffer as buffer_lib
 from ssm_jax.adapt.features import MetaFeatures, batch_features, track_features
 from ssm_jax.adapt.guards import bound_relative_step, project_to_ball, scale_by_traced_learning_rate
 from ssm_jax.adapt.strategies import get_strategy
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.types import Array, Params, PRNGKey, PyTree, tree_where
 
 ADAPTATION_MODES = ("standard", "hybrid")

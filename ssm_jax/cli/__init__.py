@@ -1,6 +1,6 @@
 """`ssm-jax train | eval | adapt | info` (also `python -m ssm_jax`): the library's trainer from the command line.
 
-    ssm-jax train --config navigation                      # a named config (ssm_jax.configs.CONFIGS)
+    ssm-jax train --config navigation                      # a named config (ssm_jax.config.CONFIGS)
     ssm-jax train --config basic --iterations 40 --model ssm --tasks-per-batch 8   # every leaf field is a flag
     ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
     ssm-jax train --config in-context-navigation --models gru --num-seeds 1   # RL², one policy
@@ -8,7 +8,7 @@
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-rounds 3 --adaptation-mode hybrid
     ssm-jax info
 
-The configs are the experiments' (`ssm_jax.configs.RunConfig`, the same flags). `train` writes
+The configs are the experiments' (`ssm_jax.config.RunConfig`, the same flags). `train` writes
 `<out-dir>/<UTC stamp>/`: config.json (the run's `RunConfig`, the one source of truth on resume),
 metrics.jsonl (one record per chunk: the iteration and the means of `Trainer.train`'s metrics), train.json,
 learning_curve.png and checkpoints `checkpoints/step_<n>/` (orbax's CheckpointManager) every `checkpoint_every`
@@ -42,7 +42,7 @@ from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
 from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.cli.training import TRAINABLE, train
-from ssm_jax.configs import CONFIGS
+from ssm_jax.config import CONFIGS
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.report import aligned_table
 

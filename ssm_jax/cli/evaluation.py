@@ -13,9 +13,9 @@ from ssm_jax import runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES, REPLAY_CHOICES
 from ssm_jax.adapt.rl import TASK_REPLAY_LOSSES
 from ssm_jax.cli.parsing import UsageError
-from ssm_jax.configs import RunConfig, build, initial_state, load_run_config
+from ssm_jax.config import RunConfig, build, initial_state, load_run_config
 from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure, steps_label
-from ssm_jax.train import Trainer, TrainState
+from ssm_jax.trainers import Trainer, TrainState
 
 
 @dataclasses.dataclass(frozen=True)

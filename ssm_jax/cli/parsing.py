@@ -10,7 +10,7 @@ from typing import Any, NoReturn, TypeVar
 
 import tyro
 
-from ssm_jax import config_io
+from ssm_jax.config import io as config_io
 
 ConfigT = TypeVar("ConfigT")
 
@@ -48,7 +48,7 @@ def _one_line(event: Any) -> None:
 def parse(
     cls: type[ConfigT], args: Sequence[str], prog: str, description: str, default: ConfigT | None = None
 ) -> ConfigT:
-    """`tyro.cli(cls, default=default, args=args)`; a class with `FLAT_FLAGS = True` (`ssm_jax.configs.RunConfig`)
+    """`tyro.cli(cls, default=default, args=args)`; a class with `FLAT_FLAGS = True` (`ssm_jax.config.RunConfig`)
     takes its nested fields as flags named by the leaf alone (`--horizon`, not `--trainer.horizon`).
 
     Raises:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ssm_jax import checkpoint, distributed, interrupts, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
-from ssm_jax.configs import (
+from ssm_jax.config import (
     IN_CONTEXT_CONFIGS,
     META_RL_CONFIGS,
     InContextRunConfig,

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.types import Array, Params, PyTree, per_parameter
 
 LossFn = Callable[[Params, PyTree], tuple[Array, Any]]

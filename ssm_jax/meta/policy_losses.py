@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.normalize import RunningMeanStd, normalize
 from ssm_jax.meta.estimators import discounted_returns, gae, linear_baseline
 from ssm_jax.models.heads import (

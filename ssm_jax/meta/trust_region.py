@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.types import Array, Params, PyTree
 
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from ssm_jax.buffer import cut_windows
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, normalize, update_stats
 from ssm_jax.models import ModelConfig, NetworkConfig, SequenceModel, make_model

@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.types import Array, Carry, Params, PRNGKey, cast_floating, params_dtype, tree_where
 
 

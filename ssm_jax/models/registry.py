@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.models.base import ModelConfig, SequenceModel
 from ssm_jax.models.heads import CategoricalHead, GaussianHead, HeadedModel, ValueHead, attach_heads
 from ssm_jax.models.mlp import MLPCore, mlp_carry

@@ -1,5 +1,5 @@
-"""Reporting shared by the experiments: confidence intervals, paired comparisons, markdown tables, curve plots and
-the papers' reference numbers."""
+"""Comparisons every report shares: paired differences and gains with CIs, formatted CIs, markdown tables, the
+adaptation plot, and the papers' reference numbers beside ours."""
 
 from __future__ import annotations
 
@@ -10,10 +10,7 @@ from typing import Any
 import numpy as np
 
 from ssm_jax import envs
-from ssm_jax.report import mean_ci, new_figure, plot_ci_curve, plot_mean_ci_curve, save_figure
-
-# re-exported beside the experiments' own helpers below
-__all__ = ["mean_ci", "new_figure", "plot_ci_curve", "plot_mean_ci_curve", "save_figure"]
+from ssm_jax.report.core import mean_ci, new_figure, plot_ci_curve, save_figure
 
 # Finn et al. 2017: mean return after 0/1/2/3 gradient steps (HalfCheetah: MuJoCo, horizon 200; the authors' result
 # files and the paper's Fig. 5; navigation: appendix Table 4). Compare shapes for brax, values for navigation.

@@ -6,9 +6,8 @@
     state, metrics = trainer.train(state, key, 10)        # 10 meta-iterations in one lax.scan (jit it)
     returns, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_rounds + 1], held-out tasks
 
-`TrainerConfig` (static: changing one recompiles), `EvalConfig` (the evaluation protocol, static too), `HParams`
-(traced: a sweep is a `jax.vmap` over states) and `TrainState` (everything a checkpoint needs) are defined in
-`ssm_jax.train_config` and re-exported here.
+`TrainerConfig` is static (changing one recompiles), as is `EvalConfig` (the evaluation protocol); `HParams` are
+traced (a sweep is a `jax.vmap` over states); `TrainState` is everything a checkpoint needs.
 
 Each meta-iteration draws `tasks_per_batch` tasks, runs MAML-RL's meta-update (`meta.rl.make_maml_rl`) and writes
 the adapted policy's query windows to the buffer (the pretrained baseline: windows of all it sampled; meta-training
@@ -21,60 +20,143 @@ trains a policy per task with that update.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import dataclasses
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.adapter import Adapter
 from ssm_jax.adapt.rl import make_online_rl_episode, make_policy_adapter, make_rl_adaptation
-from ssm_jax.buffer import experience_windows, freeze, make_experience_buffer
+from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
-from ssm_jax.envs.normalize import normalize
-from ssm_jax.meta.maml import MAMLConfig, with_outer_lr
-from ssm_jax.meta.policy_losses import RLConfig, mean_episode_return
+from ssm_jax.envs.normalize import RunningMeanStd, normalize
+from ssm_jax.meta.maml import MAMLConfig, MetaState, with_outer_lr
+from ssm_jax.meta.policy_losses import INNER_OBJECTIVES, RLConfig, mean_episode_return
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models.heads import HeadedModel
-from ssm_jax.train_config import MATMUL_PRECISIONS, EvalConfig, HParams, TrainerConfig, TrainState
+from ssm_jax.trainers.protocol import MATMUL_PRECISIONS, EvalConfig, HParams, Trainer, at_precision
 from ssm_jax.types import Array, PRNGKey
 
-__all__ = [
-    "MATMUL_PRECISIONS",
-    "EvalConfig",
-    "HParams",
-    "TrainState",
-    "Trainer",
-    "TrainerConfig",
-    "adaptation_lr",
-    "make_meta_rl_trainer",
-]  # fmt: skip
+OUTER_OPTIMIZERS = ("ppo", "trpo")
 
 
-DEFAULT_EVALUATION = EvalConfig()
+@register_config
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """Static settings of the training program (changing one recompiles). Trajectories are per task."""
+
+    tasks_per_batch: int = 5
+    """Tasks per meta-iteration."""
+    trajectories_per_task: int = 8
+    """Trajectories per task and sampling round (N)."""
+    horizon: int = 200
+    """Steps per episode (T)."""
+    inner_steps: int = 1
+    """Inner steps in meta-training, each on fresh trajectories."""
+    learn_inner_lr: bool = False
+    """Meta-SGD: learn per-parameter inner rates and adapt with them at test time."""
+    first_order: bool = False
+    """First-order MAML (no gradient through the inner step)."""
+    inner_grad_clip: float | None = None
+    """Clip the inner gradient to this global norm (None: no clip)."""
+    inner_objective: Literal[INNER_OBJECTIVES] = "pg"
+    """pg: vanilla policy gradient (MAML-RL); lvc: ProMP's low-variance curvature objective."""
+    outer_epochs: int = 3
+    """PPO epochs per meta-iteration."""
+    outer_optimizer: Literal[OUTER_OPTIMIZERS] = "ppo"
+    """"ppo": `outer_epochs` Adam steps on the clipped surrogate; "trpo": one trust-region step (MAML-RL's)."""
+    max_kl: float = 0.01
+    """The TRPO step's bound on the adapted policies' KL, nats (MAML-RL's `step_size`)."""
+    cg_iters: int = 10
+    """Conjugate-gradient iterations (Fisher-vector products) per TRPO step; rllab's default is 10."""
+    normalize_observations: bool = True
+    """Standardise policy inputs with running statistics; False passes them raw (MAML-RL's navigation)."""
+    buffer_size: int = 10_000
+    """ExperienceBuffer capacity in windows."""
+    window: int = 16
+    """W: steps per buffer window (the hybrid adapter replays windows of W steps)."""
+    experience_batch_size: int = 32
+    """Windows replayed per hybrid step."""
+    matmul_precision: Literal[MATMUL_PRECISIONS] = "highest"
+    """Precision of the float32 matmuls in every traced program: "highest" is full float32 on every backend (GPUs
+    otherwise use TF32, with which 1 of 8 navigation runs at the paper's settings diverged to NaN on an H200 while
+    all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
+
+    def __post_init__(self):
+        sizes = (
+            "tasks_per_batch",
+            "trajectories_per_task",
+            "inner_steps",
+            "outer_epochs",
+            "cg_iters",
+            "window",
+            "buffer_size",
+            "experience_batch_size",
+        )
+        for name in sizes:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.window > self.horizon:
+            raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
+        if self.inner_objective not in INNER_OBJECTIVES:
+            raise ValueError(
+                f"TrainerConfig.inner_objective must be one of {INNER_OBJECTIVES}, got {self.inner_objective!r}"
+            )
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(
+                f"TrainerConfig.outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}"
+            )
+        if self.outer_optimizer == "trpo" and self.learn_inner_lr:
+            raise ValueError("TrainerConfig: the trpo outer step does not learn inner rates (learn_inner_lr needs ppo)")
+        if not self.max_kl > 0:
+            raise ValueError(f"TrainerConfig.max_kl must be > 0, got {self.max_kl}")
+        if self.matmul_precision not in MATMUL_PRECISIONS:
+            raise ValueError(
+                f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+            )
+
+    @property
+    def env_steps_per_iteration(self) -> int:
+        """Env steps one meta-iteration samples, MAML's or the pretrained baseline's alike: `inner_steps + 1`
+        rounds of `trajectories_per_task` trajectories of `horizon` steps for each of `tasks_per_batch` tasks."""
+        return self.tasks_per_batch * (self.inner_steps + 1) * self.trajectories_per_task * self.horizon
 
 
-class Trainer(NamedTuple):
-    """The pure training program for one (env, policy, config); see the module docstring. `adapter` is the test-time
-    adapter `evaluate` uses (hybrid; experience weight 0 makes it the standard one), for interactive use
+@struct.dataclass
+class TrainState:
+    """Everything a checkpoint needs: the MAML state (params, inner lr, optimizer state), the observation
+    statistics, the experience buffer, the iteration and the hyperparameters; and, static, which program trains
+    it."""
+
+    meta: MetaState
+    obs_stats: RunningMeanStd
+    buffer: BufferState
+    iteration: Array
+    hparams: HParams
+    meta_learning: bool = struct.field(pytree_node=False, default=True)
+    """True: MAML; False: the pretrained baseline. Static: the two are different programs."""
+
+
+class MetaRLParts(NamedTuple):
+    """The meta-RL `Trainer`'s own parts: the evaluation protocol, the env and policy, MAML-RL's functions, and the
+    test-time adapter `evaluate` uses (hybrid; experience weight 0 makes it the standard one), for interactive use
     (`ssm_jax.agent`) with `adaptation_lr(state)` and `rl_config`."""
 
-    config: TrainerConfig
     evaluation: EvalConfig
     env: TaskEnv
     policy: HeadedModel
     rl_config: RLConfig
     meta_rl: MetaRL
     adapter: Adapter
-    init: Callable[..., TrainState]
-    train: Callable[[TrainState, PRNGKey, int], tuple[TrainState, dict]]
-    evaluate: Callable[..., tuple[Array, dict]]
-    oracle: Callable[[TrainState, PRNGKey, Any, int], Array]
-    evaluate_online: Callable[..., tuple[Array, dict]]
+
+
+DEFAULT_EVALUATION = EvalConfig()
 
 
 def _learns_inner_lr(state: TrainState) -> bool:
@@ -86,19 +168,6 @@ def adaptation_lr(state: TrainState) -> Any:
     """The inner rate test-time adaptation uses: the learned per-parameter rates under Meta-SGD, else the
     hyperparameter (the pretrained baseline's own rate is 0)."""
     return state.meta.inner_lr if _learns_inner_lr(state) else state.hparams.inner_lr
-
-
-def at_precision(fn: Callable, precision: str | None) -> Callable:
-    """`fn` tracing its matmuls at `precision` (`jax.default_matmul_precision`; read when the program is traced)."""
-    if precision is None:
-        return fn
-
-    @functools.wraps(fn)
-    def traced_at_precision(*args, **kwargs):
-        with jax.default_matmul_precision(precision):
-            return fn(*args, **kwargs)
-
-    return traced_at_precision
 
 
 def make_meta_rl_trainer(
@@ -266,4 +335,4 @@ def make_meta_rl_trainer(
 
     functions = (init, train, evaluate, oracle, evaluate_online)
     programs = (at_precision(fn, config.matmul_precision) for fn in functions)
-    return Trainer(config, evaluation, env, policy, rl_config, meta_rl, adapter, *programs)
+    return Trainer(config, *programs, MetaRLParts(evaluation, env, policy, rl_config, meta_rl, adapter))

@@ -16,7 +16,7 @@ fits the query windows of every task with one model). `evaluate` and `oracle` co
 trajectories from their key (the same key: the same data, so their results pair), standardised with the pool's
 statistics; evaluation adapts with the library's adapters (`standard`, or `hybrid` with the state's
 `experience_weight`): plain SGD steps at the inner lr, the step MAML was meta-trained with, each scored by the
-query's one-step MSE and its open-loop error. `HParams` are traced, as in `ssm_jax.train`, so
+query's one-step MSE and its open-loop error. `HParams` are traced, as in `ssm_jax.trainers.meta_rl`, so
 `sweep.make_programs` vmaps this trainer as it does the meta-RL one.
 """
 
@@ -34,12 +34,12 @@ from flax import struct
 from ssm_jax import buffer as buffer_lib
 from ssm_jax.adapt.adapter import REPLAY_CHOICES, AdapterConfig, make_adapter, replayed_sources
 from ssm_jax.buffer import BufferState, freeze, make_experience_buffer
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.meta.maml import MAMLConfig, MetaState, make_maml, with_outer_lr
 from ssm_jax.meta.world_model import WorldModel, WorldModelConfig, WorldModelStats, make_world_model
 from ssm_jax.models import NetworkConfig
-from ssm_jax.train_config import HParams
+from ssm_jax.trainers.protocol import HParams, Trainer
 from ssm_jax.types import Array, PRNGKey
 
 
@@ -103,22 +103,21 @@ class WorldModelState:
     meta: MetaState
     hparams: HParams
     data: WorldModelData
+    iteration: Array
 
 
-class WorldModelTrainer(NamedTuple):
-    config: WorldModelTrainerConfig
+class WorldModelParts(NamedTuple):
+    """The world-model `Trainer`'s own parts: the model's functions, and `held_out(key, tasks, stats)`, the support
+    and query windows `evaluate` and `oracle` collect for `tasks`."""
+
     world_model: WorldModel
     held_out: Callable[..., tuple[dict, dict]]
-    init: Callable[..., WorldModelState]
-    train: Callable[..., tuple[WorldModelState, dict]]
-    evaluate: Callable[..., tuple[Array, dict]]
-    oracle: Callable[..., tuple[Array, dict]]
 
 
 def make_world_model_trainer(
     env: TaskEnv, model_name: str, network: NetworkConfig, config: WorldModelTrainerConfig = WorldModelTrainerConfig()
-) -> WorldModelTrainer:
-    """Builds the world-model `WorldModelTrainer` for `env`'s tasks; see the module docstring."""
+) -> Trainer:
+    """Builds the world-model `Trainer` for `env`'s tasks; see the module docstring."""
     wm = make_world_model(env, model_name, network, config.model)
     maml_config = MAMLConfig(
         inner_lr=1.0, num_inner_steps=config.inner_steps, inner_grad_clip=config.inner_grad_clip, loss_diagnostics=True
@@ -165,7 +164,7 @@ def make_world_model_trainer(
         data_key, params_key = jax.random.split(key)
         meta = maml.init(wm.init(params_key), optimizer)
         inner_lr = hparams.inner_lr if adapt else jnp.zeros_like(hparams.inner_lr)
-        return WorldModelState(meta.replace(inner_lr=inner_lr), hparams, prepare(data_key))
+        return WorldModelState(meta.replace(inner_lr=inner_lr), hparams, prepare(data_key), jnp.zeros((), jnp.int32))
 
     def train(state: WorldModelState, key: PRNGKey, num_iterations: int):
         """`num_iterations` meta-iterations; metrics `{name: [num_iterations]}` (MAML's losses)."""
@@ -177,7 +176,7 @@ def make_world_model_trainer(
             return maml.update(with_outer_lr(meta, state.hparams.outer_lr), tasks)
 
         meta, metrics = jax.lax.scan(iteration, state.meta, jax.random.split(key, num_iterations))
-        return state.replace(meta=meta), metrics
+        return state.replace(meta=meta, iteration=state.iteration + num_iterations), metrics
 
     def evaluate(state: WorldModelState, key: PRNGKey, tasks, mode: str = "standard") -> tuple[Array, dict]:
         """Query one-step MSE after 0..adapt_steps steps on each of `tasks`' support (leading axis E): `(mse
@@ -232,4 +231,4 @@ def make_world_model_trainer(
         mse, open_loop = jax.vmap(one_task)(support, query, jax.random.split(fit_key, num_tasks))
         return mse, {"open_loop": open_loop}
 
-    return WorldModelTrainer(config, wm, held_out, init, train, evaluate, oracle)
+    return Trainer(config, init, train, evaluate, oracle, None, WorldModelParts(wm, held_out))

@@ -1,4 +1,4 @@
-"""The one configuration family of every run, and the registry of named configs every entry point starts from.
+"""The one configuration family of every run (the registry of named configs is `ssm_jax.config.registry`).
 
     config = CONFIGS["navigation"]                       # Finn et al.'s 2D navigation, MAML-RL's settings
     config = replace(config, seed=3, iterations=50, hidden_dim=32)   # by leaf name, nested or not
@@ -15,28 +15,24 @@ in each tree. Validation lives in the classes (`__post_init__`), once.
 Config files written before this family (`experiments.meta_rl:Args`, `experiments.world_model:Args`,
 `experiments.sinusoid:Args`, the CLI's `ssm_jax.cli.configs:RunConfig`, a `TrainerConfig` that held the evaluation
 protocol, `adapt_steps` for `adapt_rounds`) load as their new classes through `ExperimentConfig.from_fields`
-(`ssm_jax.config_io` reads them; nothing is imported from the file).
+(`ssm_jax.config.io` reads them; nothing is imported from the file).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import jax
-
-from ssm_jax import envs, sweep
+from ssm_jax import envs
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.config_io import read_config, register_config, register_renamed
+from ssm_jax.config.io import register_config, register_renamed
 from ssm_jax.envs.brax_tasks import BACKENDS
-from ssm_jax.meta.world_model import WorldModelConfig
-from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
-from ssm_jax.train import HParams, Trainer, TrainerConfig, TrainState, make_meta_rl_trainer
-from ssm_jax.train_config import EvalConfig
-from ssm_jax.train_in_context import InContextConfig, InContextState, InContextTrainer, make_in_context_trainer
-from ssm_jax.train_world_model import WorldModelTrainerConfig
+from ssm_jax.models import MODEL_NAMES, NetworkConfig
+from ssm_jax.trainers.in_context import InContextConfig
+from ssm_jax.trainers.meta_rl import TrainerConfig
+from ssm_jax.trainers.protocol import EvalConfig, HParams
+from ssm_jax.trainers.world_model import WorldModelTrainerConfig
 
 ADAPTATION_MODE_CHOICES = ("both", *ADAPTATION_MODES)
 METHODS = ("maml", "pretrained")
@@ -236,7 +232,7 @@ class RunConfig(ExperimentConfig):
 @register_config
 @dataclasses.dataclass(frozen=True)
 class WorldModelRunConfig(ExperimentConfig):
-    """A meta-learned world model (`ssm_jax.train_world_model`): MAML against pretrained and scratch."""
+    """A meta-learned world model (`ssm_jax.trainers.world_model`): MAML against pretrained and scratch."""
 
     RESUMABLE: ClassVar[bool] = False
 
@@ -265,7 +261,7 @@ class WorldModelRunConfig(ExperimentConfig):
 @register_config
 @dataclasses.dataclass(frozen=True)
 class SinusoidRunConfig(ExperimentConfig):
-    """Sinusoid regression (`ssm_jax.train_regression`): MAML, FOMAML, Meta-SGD and pretrained, per shot count."""
+    """Sinusoid regression (`ssm_jax.trainers.regression`): MAML, FOMAML, Meta-SGD and pretrained, per shot count."""
 
     name: str = "sinusoid"
     shots: tuple[int, ...] = (10,)
@@ -302,7 +298,7 @@ class SinusoidRunConfig(ExperimentConfig):
 @register_config
 @dataclasses.dataclass(frozen=True)
 class InContextRunConfig(ExperimentConfig):
-    """In-context meta-RL (RL², `ssm_jax.train_in_context`) for each policy of `models`, seeds vmapped, optionally
+    """In-context meta-RL (RL², `ssm_jax.trainers.in_context`) for each policy of `models`, seeds vmapped, optionally
     beside a recorded MAML run on the same family (`compare_with`). `outer_lr` is PPO's Adam rate; `inner_lr` and
     `experience_weight` are unused (no gradient step at test time)."""
 
@@ -349,235 +345,3 @@ for _old, _new in (
     ("experiments.sinusoid:Args", SinusoidRunConfig),
 ):
     register_renamed(_old, _new.from_fields)
-
-
-def _navigation(name: str, **changes) -> RunConfig:
-    """2D navigation at MAML-RL's settings (Finn et al.'s Table 4): raw positions in, inner lr 0.5, TRPO outer
-    steps (4 conjugate-gradient iterations: rllab's 10 cost 2.5x the time for the same returns), 40 held-out goals
-    adapted with twice the training batch, steps 2 and 3 at a tenth of the rate."""
-    base = RunConfig(
-        env="navigation-2d",
-        model="mlp",
-        network=NetworkConfig(state_dim=32, hidden_dim=100, num_layers=2),
-        trainer=TrainerConfig(
-            tasks_per_batch=20, trajectories_per_task=20, horizon=100, outer_optimizer="trpo", cg_iters=4,
-            normalize_observations=False, window=10,
-        ),
-        evaluation=EvalConfig(eval_tasks=40, eval_trajectories=40, later_rounds_lr_scale=0.1),
-        inner_lr=0.5,
-        iterations=100,
-        chunk_size=10,
-        checkpoint_every=50,
-        adaptation_mode="standard",
-        pretrained=False,  # the paper's table has no pretrained row; --pretrained adds one (doubles the time)
-        out_dir="runs/navigation",
-    )  # fmt: skip
-    return replace(base, name=name, **changes)
-
-
-PPO = {"outer_optimizer": "ppo", "normalize_observations": True, "inner_lr": 0.1}
-"""PPO outer steps with standardised inputs and inner lr 0.1: the `-ppo` variants' changes (by leaf name)."""
-SMOKE = {
-    "hidden_dim": 16, "state_dim": 8, "iterations": 2, "chunk_size": 1, "tasks_per_batch": 2,
-    "trajectories_per_task": 2, "horizon": 20, "window": 5, "eval_tasks": 2, "checkpoint_every": 2,
-}  # fmt: skip
-"""The `-smoke` variants' changes: seconds, for tests."""
-
-_FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=125)
-"""The flagship's CPU preset: 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
-meta-iterations (2.0M env steps per method), the smallest of the budget study's budgets at which MAML separates
-from the pretrained baseline at seeds 0 and 1 alike (at 1.04M seed 0 does, seed 1 does not)."""
-CONFIGS: dict[str, ExperimentConfig] = {
-    "basic": replace(
-        _navigation("basic", **PPO),
-        hidden_dim=32,
-        tasks_per_batch=8,
-        trajectories_per_task=8,
-        horizon=50,
-        eval_tasks=16,
-        eval_trajectories=None,
-        iterations=20,
-        chunk_size=5,
-        checkpoint_every=5,
-        out_dir="runs/cli",
-    ),
-    "navigation": _navigation("navigation"),
-    "navigation-ppo": _navigation("navigation-ppo", **PPO),
-    "navigation-ssm": _navigation("navigation-ssm", **PPO, model="ssm"),
-    "navigation-smoke": _navigation("navigation-smoke", **SMOKE),
-    "halfcheetah-vel": _FLAGSHIP,
-    # 3M env steps, 64 held-out goals: on spring, the smallest budget where MAML separated (`experiments.budget_study`).
-    "halfcheetah-vel-long": replace(_FLAGSHIP, name="halfcheetah-vel-long", iterations=190, eval_tasks=64),
-    "halfcheetah-vel-smoke": replace(
-        _FLAGSHIP,
-        name="halfcheetah-vel-smoke",
-        **SMOKE,
-        outer_epochs=1,
-        buffer_size=64,
-        experience_batch_size=4,
-        oracle_iterations=2,
-    ),
-    "halfcheetah-vel-paper": replace(
-        _FLAGSHIP,
-        name="halfcheetah-vel-paper",
-        backend="mjx",
-        iterations=500,
-        chunk_size=10,
-        tasks_per_batch=40,
-        trajectories_per_task=20,
-        outer_lr=1e-3,
-        outer_epochs=5,
-        buffer_size=20_000,
-        eval_tasks=40,
-        oracle=True,
-        oracle_iterations=200,
-        checkpoint_every=50,
-    ),
-    "halfcheetah-dir": replace(_FLAGSHIP, name="halfcheetah-dir", env="halfcheetah-dir"),
-    "world-model": WorldModelRunConfig(),
-    "world-model-smoke": WorldModelRunConfig(
-        name="world-model-smoke",
-        network=NetworkConfig(state_dim=8, hidden_dim=16),
-        trainer=WorldModelTrainerConfig(
-            model=WorldModelConfig(horizon=20, window=10, support_trajectories=2),
-            train_tasks=4,
-            trajectories_per_task=3,
-            tasks_per_batch=2,
-            eval_tasks=3,
-            buffer_size=64,
-            experience_batch_size=8,
-            scratch_steps=5,
-        ),
-        iterations=4,
-        chunk_size=2,
-        checkpoint_every=4,
-    ),
-    "world-model-paper": WorldModelRunConfig(
-        name="world-model-paper",
-        network=NetworkConfig(state_dim=64, hidden_dim=128),
-        trainer=WorldModelTrainerConfig(
-            model=WorldModelConfig(horizon=200, window=20, support_trajectories=4),
-            train_tasks=256,
-            trajectories_per_task=8,
-            tasks_per_batch=32,
-            eval_tasks=40,
-            buffer_size=20_000,
-        ),
-        iterations=3000,
-        chunk_size=100,
-        checkpoint_every=100,
-    ),
-    "in-context-navigation": InContextRunConfig(
-        trainer=InContextConfig(
-            tasks_per_batch=16, trials_per_task=8, horizon=100, reward_scale=0.1, normalize_observations=False
-        )
-    ),
-    "in-context-smoke": InContextRunConfig(
-        name="in-context-smoke",
-        models=("gru", "mlp"),
-        network=NetworkConfig(state_dim=8, hidden_dim=16),
-        trainer=InContextConfig(
-            tasks_per_batch=2, trials_per_task=2, horizon=20, minibatches=2, ppo_epochs=1, normalize_observations=False
-        ),
-        evaluation=EvalConfig(eval_tasks=2, eval_trajectories=2),  # navigation-smoke's horizon and held-out tasks
-        iterations=4,
-        chunk_size=2,
-        checkpoint_every=2,
-        num_seeds=2,
-    ),
-    "in-context-halfcheetah-vel": InContextRunConfig(
-        name="in-context-halfcheetah-vel",
-        env="halfcheetah-vel",
-        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.1),
-        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # the flagship CPU preset's held-out tasks
-        iterations=75,  # 0.96M env steps: the flagship CPU preset's budget
-        chunk_size=15,
-        checkpoint_every=15,
-    ),
-    "in-context-pendulum": InContextRunConfig(
-        name="in-context-pendulum",
-        env="pendulum-params",
-        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.01),
-        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # as the flagship preset's MAML on this family
-        iterations=75,
-        chunk_size=15,
-        checkpoint_every=15,
-    ),
-    "sinusoid": SinusoidRunConfig(),
-    "sinusoid-smoke": SinusoidRunConfig(
-        name="sinusoid-smoke", iterations=1500, chunk_size=500, checkpoint_every=500, eval_tasks=100, plots=False
-    ),
-    "sinusoid-paper": SinusoidRunConfig(name="sinusoid-paper", shots=(5, 10, 20), iterations=70_000),
-}
-"""Named configs: `ssm-jax train --config NAME`, and the experiments' presets (`experiments.halfcheetah_vel
---preset long` is `halfcheetah-vel-long`). basic: 2D navigation in seconds. navigation: MAML-RL's own setup;
-navigation-ppo: PPO outer steps and standardised inputs; navigation-ssm: that with the SSM policy. halfcheetah-vel: the
-flagship's CPU preset (2M env steps); -long: 3M; -paper: MAML-RL's scale on mjx, for a GPU.
-halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`experiments.in_context`) on navigation
-(MAML's navigation budget, 8M env steps), halfcheetah-vel and pendulum-params. world-model: a meta-learned SSM
-dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression
-(`experiments.sinusoid`); -smoke: seconds, for tests."""
-META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, RunConfig)}
-"""The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""
-IN_CONTEXT_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, InContextRunConfig)}
-"""The in-context (RL²) named configs; `ssm-jax train --config` runs these and the meta-RL ones."""
-
-
-def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None) -> tuple[envs.TaskEnv, Trainer]:
-    """The env and the trainer `config` describes (`task_sharding`: see `make_meta_rl_trainer`)."""
-    env = envs.make_meta_rl(config.env, config.trainer.horizon, config.backend, config.goals)
-    policy = make_gaussian_policy(
-        config.model,
-        env.observation_size,
-        env.action_size,
-        config.network,
-        attention_span=max(config.trainer.window, 16),
-    )
-    return env, make_meta_rl_trainer(env, policy, config.trainer, config.evaluation, task_sharding)
-
-
-def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskEnv, InContextTrainer]:
-    """The env and the in-context trainer of `model` that `config` describes."""
-    horizon = config.trainer.horizon
-    if config.env in envs.META_RL_ENVS:
-        env = envs.make_meta_rl(config.env, horizon, config.backend, config.goals)
-    else:
-        env = envs.make(config.env, horizon=horizon)
-    return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
-
-
-def _meta_learns(config: RunConfig | InContextRunConfig) -> bool:
-    """Whether `config` trains the meta-learner (MAML, or RL²) rather than the pretrained baseline."""
-    return getattr(config, "method", "maml") == "maml"
-
-
-def initial_state(
-    config: RunConfig | InContextRunConfig, trainer: Trainer | InContextTrainer
-) -> TrainState | InContextState:
-    """The state of `config.seed`'s run before training (`sweep.run_keys(seed).init`, as every entry point)."""
-    hparams = HParams.create(config.inner_lr, config.outer_lr, config.experience_weight)
-    init = jax.jit(trainer.init, static_argnames="adapt")
-    return init(sweep.run_keys(config.seed).init, hparams, adapt=_meta_learns(config))
-
-
-def training_key(config: RunConfig | InContextRunConfig) -> jax.Array:
-    """`sweep.run_keys(config.seed)`'s training key for `config.method` (RL² trains with MAML's key)."""
-    keys = sweep.run_keys(config.seed)
-    return keys.train if _meta_learns(config) else keys.pretrain
-
-
-def load_run_config(run_dir: Path, kinds: tuple[type, ...] = (RunConfig,)) -> Any:
-    """The config in `run_dir/config.json`, one of `kinds` (by default a meta-RL run's `RunConfig`).
-
-    Raises:
-        ValueError: there is none, or the file holds another kind of config (one line).
-    """
-    path = Path(run_dir) / "config.json"
-    config = read_config(path) if path.is_file() else None
-    if not dataclasses.is_dataclass(config):
-        raise ValueError(f"{run_dir} is not a run directory (no run's config in config.json)")
-    if not isinstance(config, kinds):
-        names = " or ".join(kind.__name__ for kind in kinds)
-        kind = "an RL² (in-context) run" if isinstance(config, InContextRunConfig) else f"a {type(config).__name__} run"
-        raise ValueError(f"{run_dir} is {kind}; this command takes a {names} run's directory")
-    return config

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
+from ssm_jax.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
 
 MODES = ("none", "standard", "hybrid")
 

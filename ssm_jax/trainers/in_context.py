@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, update_stats
 from ssm_jax.meta.estimators import gae
@@ -41,8 +41,7 @@ from ssm_jax.meta.policy_losses import PolicyBatch, action_entropy, policy_outpu
 from ssm_jax.models import NetworkConfig, make_actor_critic
 from ssm_jax.models.heads import HeadedModel
 from ssm_jax.rollout import Trajectory, action_log_prob, context_size, rollout, trial_inputs
-from ssm_jax.train import at_precision
-from ssm_jax.train_config import MATMUL_PRECISIONS, EvalConfig, HParams
+from ssm_jax.trainers.protocol import MATMUL_PRECISIONS, EvalConfig, HParams, Trainer, at_precision
 from ssm_jax.types import Array, Params, PRNGKey
 
 DEFAULT_NETWORK = NetworkConfig()
@@ -126,13 +125,12 @@ class InContextState:
     optimizer: optax.GradientTransformation = struct.field(pytree_node=False)
 
 
-class InContextTrainer(NamedTuple):
-    """The pure program of RL² for one (env, policy, config); see the module docstring. Its parts, for tests and
-    benchmarks: `sample_trials(key, task, params, obs_stats, num_trials)` is one task's trials (`Trajectory
-    [K x horizon, num_trials, ...]`), `prepare(params, trials, obs_stats)` their PPO batch, `loss(params, batch)` the
-    PPO loss and `loss_of_outputs(head outputs, batch)` the same loss of outputs replayed another way."""
+class InContextParts(NamedTuple):
+    """The RL² `Trainer`'s own parts, for tests and benchmarks: `sample_trials(key, task, params, obs_stats,
+    num_trials)` is one task's trials (`Trajectory [K x horizon, num_trials, ...]`), `prepare(params, trials,
+    obs_stats)` their PPO batch, `loss(params, batch)` the PPO loss and `loss_of_outputs(head outputs, batch)` the
+    same loss of outputs replayed another way."""
 
-    config: InContextConfig
     evaluation: EvalConfig
     env: TaskEnv
     policy: HeadedModel
@@ -140,9 +138,6 @@ class InContextTrainer(NamedTuple):
     prepare: Callable[..., TrialBatch]
     loss: Callable[..., tuple[Array, dict]]
     loss_of_outputs: Callable[..., tuple[Array, dict]]
-    init: Callable[..., InContextState]
-    train: Callable[..., tuple[InContextState, dict]]
-    evaluate: Callable[..., tuple[Array, dict]]
 
 
 class TrialBatch(NamedTuple):
@@ -175,7 +170,7 @@ def make_in_context_trainer(
     network: NetworkConfig = DEFAULT_NETWORK,
     config: InContextConfig = InContextConfig(),
     evaluation: EvalConfig = DEFAULT_EVALUATION,
-) -> InContextTrainer:
+) -> Trainer:
     """Builds the RL² trainer of the sequence model `model` on `env` (whose horizon must be `config.horizon`);
     evaluation runs `evaluation.eval_trajectories` trials per held-out task (None: `config.trials_per_task`).
 
@@ -340,4 +335,6 @@ def make_in_context_trainer(
 
     functions = (init, train, evaluate)
     programs = (at_precision(fn, config.matmul_precision) for fn in functions)
-    return InContextTrainer(config, evaluation, env, policy, sample_trials, prepare, loss, loss_of_outputs, *programs)
+    init, train, evaluate = programs
+    parts = InContextParts(evaluation, env, policy, sample_trials, prepare, loss, loss_of_outputs)
+    return Trainer(config, init, train, evaluate, None, None, parts)

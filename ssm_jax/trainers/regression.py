@@ -1,4 +1,4 @@
-"""Few-shot regression (the sinusoid of Finn et al. 2017) with the trainer protocol of `ssm_jax.train`.
+"""Few-shot regression (the sinusoid of Finn et al. 2017) with the trainer protocol of `ssm_jax.trainers`.
 
     trainer = make_regression_trainer(SinusoidDistribution(), RegressionTrainerConfig(shots=10))
     state = trainer.init(key, HParams.create(inner_lr=0.01, outer_lr=1e-3))  # adapt=False: the pretrained baseline
@@ -26,11 +26,11 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from ssm_jax.config_io import register_config
+from ssm_jax.config.io import register_config
 from ssm_jax.envs.sinusoid import SinusoidDistribution
 from ssm_jax.meta.maml import MAMLConfig, MetaState, make_maml, with_outer_lr
 from ssm_jax.models import ModelConfig, make_model
-from ssm_jax.train_config import HParams
+from ssm_jax.trainers.protocol import HParams, Trainer
 from ssm_jax.types import Array, PRNGKey
 
 
@@ -67,21 +67,19 @@ class RegressionState:
     """True: MAML (or FOMAML, Meta-SGD); False: the pretrained baseline. Static: two programs."""
 
 
-class RegressionTrainer(NamedTuple):
-    config: RegressionTrainerConfig
+class RegressionParts(NamedTuple):
+    """The regression `Trainer`'s own parts: the task distribution, `apply(params, x [points, 1])` and
+    `adapt(params, support, inner_lr)` (the `eval_steps` SGD steps evaluation takes), for plots of the adapted fit."""
+
     distribution: SinusoidDistribution
     apply: Callable[..., Array]
     adapt: Callable[..., dict]
-    init: Callable[..., RegressionState]
-    train: Callable[..., tuple[RegressionState, dict]]
-    evaluate: Callable[..., tuple[Array, dict]]
-    oracle: Callable[..., tuple[Array, dict]]
 
 
 def make_regression_trainer(
     distribution: SinusoidDistribution, config: RegressionTrainerConfig = RegressionTrainerConfig()
-) -> RegressionTrainer:
-    """Builds the regression `RegressionTrainer` on `distribution`'s tasks; see the module docstring."""
+) -> Trainer:
+    """Builds the regression `Trainer` on `distribution`'s tasks; see the module docstring."""
     model = make_model("mlp", ModelConfig(input_dim=1, output_dim=1, hidden_dim=config.hidden_dim, num_layers=2))
     apply = lambda params, x: model.apply(params, (), x)[1]  # x [points, 1] -> predictions [points, 1]
 
@@ -167,4 +165,4 @@ def make_regression_trainer(
 
         return jax.vmap(one_task)(init_keys, support, query), {}
 
-    return RegressionTrainer(config, distribution, apply, adapt, init, train, evaluate, oracle)
+    return Trainer(config, init, train, evaluate, oracle, None, RegressionParts(distribution, apply, adapt))

@@ -9,7 +9,8 @@
 
 A file names its classes, and a name outside the registry is refused with one line: reading a config imports no
 module outside `ssm_jax` (the library module a name points to is imported, so its classes register) and calls no
-constructor outside the registry. Tuples are kept apart from lists.
+constructor outside the registry. Tuples are kept apart from lists. A class that moved module is read under its
+old name too (`MOVED`).
 
 A stored config is complete or refused: a missing or unknown field is one line naming it. Files of an older layout
 still load: a class that was renamed or merged maps to the function that rebuilds it (`register_renamed`), and a
@@ -30,6 +31,19 @@ from typing import Any, TypeVar
 
 _CONFIG_CLASSES: dict[str, type] = {}
 _RENAMED: dict[str, Callable[[dict], Any]] = {}
+_FAMILY = "ssm_jax.config.family"
+MOVED = {
+    **{f"ssm_jax.configs:{name}": f"{_FAMILY}:{name}" for name in (
+        "ExperimentConfig", "RunConfig", "WorldModelRunConfig", "SinusoidRunConfig", "InContextRunConfig",
+    )},
+    "ssm_jax.train_config:TrainerConfig": "ssm_jax.trainers.meta_rl:TrainerConfig",
+    "ssm_jax.train_config:EvalConfig": "ssm_jax.trainers.protocol:EvalConfig",
+    "ssm_jax.train_in_context:InContextConfig": "ssm_jax.trainers.in_context:InContextConfig",
+    "ssm_jax.train_world_model:WorldModelTrainerConfig": "ssm_jax.trainers.world_model:WorldModelTrainerConfig",
+    "ssm_jax.train_regression:RegressionTrainerConfig": "ssm_jax.trainers.regression:RegressionTrainerConfig",
+}  # fmt: skip
+"""Classes that moved module (issue 47's packages), by their stored name: a file names the old module, and the
+class is read from the new one."""
 ConfigClass = TypeVar("ConfigClass", bound=type)
 
 
@@ -76,6 +90,7 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any) -> Any:
     if isinstance(value, dict) and "__dataclass__" in value:
         name, fields = value["__dataclass__"], value["fields"]
+        name = MOVED.get(name, name)
         if name in _RENAMED:
             return _RENAMED[name](_plain(fields))
         module = name.split(":")[0]

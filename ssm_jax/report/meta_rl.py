@@ -10,7 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import (
+from ssm_jax import runs
+from ssm_jax.config.family import RunConfig
+from ssm_jax.report import (
     REFERENCES,
     beside_the_paper,
     both_finite,
@@ -26,10 +28,8 @@ from experiments.report import (
     plot_adaptation,
     reference_caption,
     save_figure,
+    steps_label,
 )
-from ssm_jax import runs
-from ssm_jax.configs import RunConfig
-from ssm_jax.report import steps_label
 
 
 def plot_learning(path: Path, records: list[dict]):
