@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from experiments import meta_rl, world_model
 from experiments.common import run_main
-from ssm_jax import envs, runs
+from ssm_jax import envs, run_files
 from ssm_jax.config import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
 from ssm_jax.config.io import register_config
 from ssm_jax.meta.world_model import make_world_model
@@ -130,7 +130,9 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
             base, env=env_name, model=method, network=network, seed=args.seed, num_seeds=args.num_seeds
         )
         cell_dir.mkdir(parents=True, exist_ok=True)
-        results = world_model.run_seeds(cell, world_model.make_env(cell), runs.MetricsLog(cell_dir / "metrics.jsonl"))
+        results = world_model.run_seeds(
+            cell, world_model.make_env(cell), run_files.MetricsLog(cell_dir / "metrics.jsonl")
+        )
         curves = {mode: results["mse"][f"MAML + {mode}"] for mode in MODES}
         extra = {"open_loop": {mode: results["open_loop"][f"MAML + {mode}"] for mode in MODES}}
         extra["baselines"] = {k: v for k, v in results["mse"].items() if not k.startswith("MAML")}
@@ -155,16 +157,16 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
 
 
 def main(args: Args) -> dict:
-    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
+    run_dir = Path(args.resume) if args.resume else run_files.make_run_dir(args.out_dir)
     if not args.resume:
-        runs.write_config(run_dir, args)
+        run_files.write_config(run_dir, args)
     (run_dir / "cells").mkdir(exist_ok=True)
     started, cells = time.perf_counter(), []
     grid = [(family, method) for family in args.envs for method in args.methods]
     for family, method in tqdm(grid, desc="cells", dynamic_ncols=True):
         path = run_dir / "cells" / f"{family}__{method}.json"
         if not path.exists():  # --resume: a finished cell is read, not run again
-            runs.write_json(path, run_cell(args, family, method, run_dir / "cells" / f"{family}__{method}"))
+            run_files.write_json(path, run_cell(args, family, method, run_dir / "cells" / f"{family}__{method}"))
         cells.append(json.loads(path.read_text()))
     eval_tasks = (
         args.world_model.trainer.eval_tasks if args.objective == "world_model" else args.rl.evaluation.eval_tasks
@@ -176,7 +178,7 @@ def main(args: Args) -> dict:
         "rows": aggregate(args.objective, cells),
         "seconds": time.perf_counter() - started,
     }
-    runs.write_json(run_dir / "results.json", results)
+    run_files.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"wrote {run_dir}")
     return results

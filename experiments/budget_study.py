@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, RunConfig, extend
 from ssm_jax.config.io import register_config
 from ssm_jax.report import (
@@ -76,9 +76,9 @@ def budget_iterations(args: StudyArgs) -> list[int]:
 
 def main(args: StudyArgs) -> dict:
     """Trains both methods to each budget in turn, evaluates them there, and writes the table and plot."""
-    run_dir = runs.make_run_dir(args.out_dir)
-    runs.write_config(run_dir, args)
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    run_dir = run_files.make_run_dir(args.out_dir)
+    run_files.write_config(run_dir, args)
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
     budgets = evaluated_budgets(args, grid, lambda eval_keys: eval_keys, log)
     random_init = _pooled(next(budgets)[2]["random init"])
@@ -163,7 +163,7 @@ def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> di
     """results.json, results.md and budget_study.png for the budgets finished so far; returns the results dict."""
     verdict = _verdict(rows)
     results = {"run_dir": str(run_dir), "rows": rows, "random_init": random_init, "verdict": verdict}
-    runs.write_json(run_dir / "results.json", results)
+    run_files.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     return results

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import jax
 import numpy as np
 
-from ssm_jax import checkpoint, distributed, interrupts, runs, watchdog
+from ssm_jax import disk, distributed, interrupts, run_files, watchdog
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.report import provenance
 from ssm_jax.runs import Diverged, Interrupted
@@ -91,7 +91,7 @@ def run_main(main: Callable[[Any], Any], presets: Mapping[str, Any], default_pre
     except Diverged as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
-    except (runs.RunInUse, runs.RunDirError, checkpoint.OutOfSpace) as error:
+    except (run_files.RunInUse, run_files.RunDirError, disk.OutOfSpace) as error:
         exit_with_error(str(error))
     finally:
         interrupts.ignore_while_exiting()
@@ -105,16 +105,16 @@ def resume_command(run_dir: Path, default_module: str) -> str:
 
 @contextlib.contextmanager
 def run_directory(args: Any) -> Iterator[Path]:
-    """The run's directory, held by this process while the block runs (`runs.lock`): `args.resume`'s, or a fresh
+    """The run's directory, held by this process while the block runs (`run_files.lock`): `args.resume`'s, or a fresh
     one under `args.out_dir` with `args` as its config.json.
 
     Raises:
-        runs.RunInUse: another process is training or resuming that run.
+        run_files.RunInUse: another process is training or resuming that run.
     """
-    run_dir = Path(args.resume) if args.resume else runs.make_run_dir(args.out_dir)
-    with runs.lock(run_dir):
+    run_dir = Path(args.resume) if args.resume else run_files.make_run_dir(args.out_dir)
+    with run_files.lock(run_dir):
         if not args.resume:  # a resumed run writes its config once its checkpoint restored (--iterations may grow)
-            runs.write_config(run_dir, args)
+            run_files.write_config(run_dir, args)
         yield run_dir
 
 

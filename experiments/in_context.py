@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main, seed_records
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, InContextRunConfig, RunConfig, build_in_context
 from ssm_jax.config.io import read_config
@@ -64,7 +64,7 @@ def main(args: InContextRunConfig) -> dict:
 
 def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict:
     started = time.perf_counter()
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     seeds = list(range(args.seed, args.seed + args.num_seeds))
     grid = sweep.make_grid(seeds)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
@@ -98,7 +98,7 @@ def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict
             "parameters": int(sum(x.size for x in jax.tree.leaves(params))),
         }
     if args.resume:
-        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
+        run_files.write_config(run_dir, args)  # its own, unless --iterations extended it
     results = {
         "run_dir": str(run_dir),
         "env": args.env,
@@ -112,7 +112,7 @@ def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict
         "compared": compared,
         "seconds": time.perf_counter() - started,
     }
-    runs.write_json(run_dir / "results.json", results)
+    run_files.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     return results

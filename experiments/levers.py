@@ -27,7 +27,7 @@ import numpy as np
 
 from experiments.budget_study import STUDY, StudyArgs, budget_row, clears_zero, evaluated_budgets
 from experiments.common import run_main
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, sweep
 from ssm_jax.config import CONFIGS, extend, replace
 from ssm_jax.config.io import register_config
 from ssm_jax.report import markdown_table, new_figure, physics, save_figure
@@ -64,9 +64,9 @@ class LeverArgs(StudyArgs):
 
 def main(args: LeverArgs) -> dict:
     """Runs every variant's grid to each budget on validation goals; writes the table, the choice and the plot."""
-    run_dir = runs.make_run_dir(args.out_dir)
-    runs.write_config(run_dir, args)
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    run_dir = run_files.make_run_dir(args.out_dir)
+    run_files.write_config(run_dir, args)
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     validation = lambda eval_keys: jax.vmap(jax.random.fold_in, (0, None))(eval_keys, VALIDATION)
     settings, results = [], {}
     for variant in args.variants:
@@ -93,7 +93,7 @@ def main(args: LeverArgs) -> dict:
                 )
         settings += [{"variant": variant, "values": dict(values), "rows": r} for values, r in rows.items()]
         results = {"run_dir": str(run_dir), "settings": settings, "chosen": _choose(settings)}
-        runs.write_json(run_dir / "results.json", results)
+        run_files.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     return results

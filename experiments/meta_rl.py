@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory, seed_records
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config import RunConfig, build
 from ssm_jax.report.meta_rl import headline, summarise, write_report
@@ -96,7 +96,7 @@ def main(args: RunConfig) -> dict:
 
 def _main(args: RunConfig, run_dir: Path) -> dict:
     start_time = time.perf_counter()
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     env, programs = compiled_programs(args)
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
     curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, log, run_dir)
@@ -106,7 +106,7 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
         time.perf_counter() - start_time,
     )  # fmt: skip
     results["run_dir"] = str(run_dir)
-    runs.write_json(run_dir / "results.json", results)
+    run_files.write_json(run_dir / "results.json", results)
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     if (verdict := headline(results)) is not None:
@@ -134,7 +134,7 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
             states, start = runs.resume(run_dir, states, log, kept)
         except ValueError as error:  # damaged, or from another configuration: one line, exit 2
             exit_with_error(f"--resume {run_dir}: {error}")
-        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
+        run_files.write_config(run_dir, args)  # its own, unless --iterations extended it
     trained = {"MAML": _train(args, programs.train, states, keys.train, log, "maml", seeds, run_dir, start=start)}
     train_seconds = time.perf_counter() - started
     if args.pretrained:

@@ -17,7 +17,7 @@ Regimes (MAML meta-trained once per seed, then evaluated on `eval_tasks` held-ou
 - `many_step`: one support of `support_trajectories` trajectories, then `many_steps` gradient steps on it from the
   meta-trained start; scored by the return of fresh trajectories after them.
 - `online`: one episode per task that adapts every `online_every` steps on the last `online_window` transitions
-  (`adapt.rl.make_online_rl_episode`); the task buffer holds every window seen so far. Also against the same
+  (`adapt.online_rl.make_online_rl_episode`); the task buffer holds every window seen so far. Also against the same
   episodes frozen.
 - `task_switch`: the same online episode, whose goal changes to another held-out task's at half the horizon;
   scored by the return after the switch, and what the agent forgot of the first task (frozen return on it with the
@@ -47,7 +47,7 @@ import numpy as np
 
 from experiments.common import run_main
 from experiments.meta_rl import compiled_programs
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, RunConfig, WorldModelRunConfig, build, extend, replace
 from ssm_jax.config.io import register_config
 from ssm_jax.report import format_mean_ci, markdown_table, mean_ci, new_figure, save_figure
@@ -189,9 +189,9 @@ def _by_alpha(values, num_alphas: int) -> np.ndarray:
 def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
     """Meta-trains, then scores one regime after another; results.json and results.md are rewritten as each regime
     finishes (a stopped study keeps the regimes it finished). Returns the results dict."""
-    run_dir = runs.make_run_dir(args.out_dir)
-    runs.write_config(run_dir, args)
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    run_dir = run_files.make_run_dir(args.out_dir)
+    run_files.write_config(run_dir, args)
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     started = time.perf_counter()
     regimes = _world_model_scores(args, log) if isinstance(args, ReplayWorldModelArgs) else _rl_scores(args, log)
     results = {"run_dir": str(run_dir), "alphas": list(args.alphas), "regimes": {}, "scores": {}}
@@ -199,7 +199,7 @@ def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
         results["regimes"][name] = verdicts(scores, args.alphas, METRICS[name][1])
         results["scores"][name] = scores
         results["seconds"] = time.perf_counter() - started
-        runs.write_json(run_dir / "results.json", results)
+        run_files.write_json(run_dir / "results.json", results)
         report = write_report(run_dir, args)
     print(report)
     print(f"results in {run_dir}")
@@ -218,7 +218,7 @@ def _train(args, programs, states, keys, log, phase: str):
     )  # fmt: skip
 
 
-def _rl_scores(args: ReplayArgs, log: runs.MetricsLog):
+def _rl_scores(args: ReplayArgs, log: run_files.MetricsLog):
     """Meta-trains MAML for every seed, then yields `(regime, {variant: [A, S, E]})` regime by regime (α = 0 is
     standard), with the regimes' extra arrays (`frozen` `[S, E]`, `<variant>: forgetting` `[A, S, E]`)."""
     env, programs = compiled_programs(args)
@@ -271,7 +271,7 @@ def _online_program(variant: ReplayArgs, args: ReplayArgs, switch: bool):
     return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)), static_argnums=3)
 
 
-def _world_model_scores(args: ReplayWorldModelArgs, log: runs.MetricsLog):
+def _world_model_scores(args: ReplayWorldModelArgs, log: run_files.MetricsLog):
     """Meta-trains the world model for every seed, then yields `("world_model", {variant: [A, S, E]})` (query MSE
     after the last step; α = 0 is standard)."""
     from experiments.world_model import make_env  # the world-model experiment's env choice

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, SinusoidRunConfig
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.report import (
@@ -39,7 +39,7 @@ from ssm_jax.report import (
     save_figure,
     steps_label,
 )
-from ssm_jax.runs import MetricsLog, write_json
+from ssm_jax.run_files import MetricsLog, write_json
 from ssm_jax.trainers import HParams
 from ssm_jax.trainers.regression import RegressionTrainerConfig, Trainer, make_regression_trainer
 
@@ -81,7 +81,7 @@ def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, ru
     if args.resume:  # from the phase's newest checkpoint; from the start if it saved none
         kept = lambda record, step: record["phase"] != phase or record["iteration"] <= step
         states, start = runs.resume(phase_dir, states, log, kept)
-        runs.write_config(run_dir, args)  # its own, unless --iterations extended it
+        run_files.write_config(run_dir, args)  # its own, unless --iterations extended it
     records = lambda iteration, metrics: [
         {"phase": phase, "shots": shots, "method": method, "seed": seed, "iteration": iteration,
          **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}

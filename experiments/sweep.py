@@ -36,7 +36,8 @@ from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, PPO, RunConfig, build, extend
 from ssm_jax.config.io import register_config
 from ssm_jax.report import markdown_table, mean_ci, new_figure, save_figure, steps_label
-from ssm_jax.runs import MetricsLog, make_run_dir, non_finite, train_phase, write_config, write_json
+from ssm_jax.run_files import MetricsLog, make_run_dir, write_config, write_json
+from ssm_jax.runs import non_finite, train_phase
 from ssm_jax.trainers import HParams
 
 

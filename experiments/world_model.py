@@ -29,7 +29,7 @@ import jax
 import numpy as np
 
 from experiments.common import run_main
-from ssm_jax import envs, runs, sweep
+from ssm_jax import envs, run_files, runs, sweep
 from ssm_jax.config import CONFIGS, WorldModelRunConfig
 from ssm_jax.report import (
     format_ci,
@@ -62,7 +62,7 @@ def make_env(args: WorldModelRunConfig) -> envs.TaskEnv:
     return envs.make(args.env, horizon=args.trainer.model.horizon, **options)
 
 
-def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: runs.MetricsLog) -> dict:
+def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.MetricsLog) -> dict:
     """Every method and mode for `args.num_seeds` seeds as one run axis of `sweep.make_programs` (each seed's keys
     from `sweep.run_keys`, as every experiment draws them). Returns per-task arrays pooled over seeds:
     `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
@@ -143,10 +143,10 @@ def report(results: dict, steps: int) -> str:
 
 def main(args: WorldModelRunConfig) -> dict:
     env = make_env(args)
-    run_dir = runs.make_run_dir(args.out_dir)
-    runs.write_config(run_dir, args)
+    run_dir = run_files.make_run_dir(args.out_dir)
+    run_files.write_config(run_dir, args)
     started = time.perf_counter()
-    results = run_seeds(args, env, runs.MetricsLog(run_dir / "metrics.jsonl"))
+    results = run_seeds(args, env, run_files.MetricsLog(run_dir / "metrics.jsonl"))
     summary = {
         "run_dir": str(run_dir),
         "env": args.env,
@@ -159,7 +159,7 @@ def main(args: WorldModelRunConfig) -> dict:
         "ci95": {name: {k: mean_ci(v)[1] for k, v in results[name].items()} for name in METRICS},
         "per_task": {name: results[name] for name in METRICS},
     }
-    runs.write_json(run_dir / "results.json", summary)
+    run_files.write_json(run_dir / "results.json", summary)
     print(write_report(run_dir, args))
     print(f"wrote {run_dir}")
     return summary

@@ -156,3 +156,16 @@ def rollout(
     start = (states, obs, initial_carry, first, first, no_action, jnp.zeros(num_envs, jnp.float32))
     _, traj = jax.lax.scan(body, start, jax.random.split(steps_key, horizon))
     return traj._replace(initial_carry=initial_carry)
+
+
+def episode_returns(traj: Trajectory, episodes: int) -> Array:
+    """Undiscounted return of each of the first `episodes` episodes of every env's trial: `[N, episodes]` from a
+    `Trajectory [T, N]`."""
+    episode = jnp.cumsum(traj.done, axis=0) - traj.done  # the episode index of each step
+    return jnp.einsum("tn,tnk->nk", traj.reward, jax.nn.one_hot(episode, episodes, dtype=traj.reward.dtype))
+
+
+def episode_means(values: Array, done: Array, episodes: int) -> Array:
+    """Mean of `values [T, N]` over the steps of each of the first `episodes` episodes, then over envs: `[episodes]`."""
+    membership = jax.nn.one_hot(jnp.cumsum(done, axis=0) - done, episodes, dtype=values.dtype)  # [T, N, K]
+    return jnp.sum(values[..., None] * membership, axis=(0, 1)) / jnp.maximum(jnp.sum(membership, axis=(0, 1)), 1.0)

@@ -10,7 +10,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ssm_jax import checkpoint, cli, runs
+from ssm_jax import checkpoint, cli, run_files
 
 TINY = [
     "--config", "basic", "--hidden-dim", "16", "--horizon", "20", "--tasks-per-batch", "4",
@@ -35,7 +35,7 @@ def start(out_dir: Path, *flags: str, wrapper: tuple[str, ...] = ()) -> subproce
 
 def final(run_dir: Path) -> tuple[list[np.ndarray], list[dict]]:
     """The newest checkpoint's leaves and the metrics log's records."""
-    state, _ = checkpoint.restore(run_dir / runs.CHECKPOINTS, runs.checkpoint_steps(run_dir)[-1])
+    state, _ = checkpoint.restore(run_dir / run_files.CHECKPOINTS, run_files.checkpoint_steps(run_dir)[-1])
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [np.asarray(x) for x in jax.tree.leaves(state)], records
 

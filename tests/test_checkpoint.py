@@ -101,14 +101,14 @@ def test_missing_and_corrupt_checkpoints_raise_clear_errors(tmp_path, key):
 def test_one_flipped_byte_anywhere_in_a_step_is_detected_and_the_step_before_is_used(tmp_path, key, capsys):
     """A byte flipped in any of the state's files, at five offsets: the step never restores other values silently
     (orbax refuses it, or the checksum recorded at save time does), and the run falls back to the step before it."""
-    from ssm_jax import runs
+    from ssm_jax import run_files
 
     config = ModelConfig(input_dim=3, output_dim=2, state_dim=4, hidden_dim=8)
     params = make_model("ssm", config).init(key, jnp.zeros((5, 3)))
     older = jax.tree.map(lambda x: x + 1.0, params)
     files = []
     for directory in ("a", "b"):
-        path = checkpoint.save(tmp_path / directory / runs.CHECKPOINTS, 1, params, config)
+        path = checkpoint.save(tmp_path / directory / run_files.CHECKPOINTS, 1, params, config)
         files += [(directory, f) for f in sorted((path / "state").rglob("*")) if f.is_file() and f.stat().st_size]
     caught = []
     for directory, f in files:
@@ -122,7 +122,7 @@ def test_one_flipped_byte_anywhere_in_a_step_is_detected_and_the_step_before_is_
             data[offset] ^= 0x01
             victim.write_bytes(bytes(data))
             try:
-                restored, _ = checkpoint.restore(fresh / runs.CHECKPOINTS, 1, target=params)
+                restored, _ = checkpoint.restore(fresh / run_files.CHECKPOINTS, 1, target=params)
             except checkpoint.CorruptCheckpoint as error:
                 caught.append(str(error))
                 continue
@@ -132,14 +132,14 @@ def test_one_flipped_byte_anywhere_in_a_step_is_detected_and_the_step_before_is_
     recorded = path / "checksum" / "metadata"
     recorded.write_text(json.dumps({"sha256": "0" * 64}))
     with pytest.raises(checkpoint.CorruptCheckpoint, match="the state's contents differ from the checksum"):
-        checkpoint.restore(tmp_path / "b" / runs.CHECKPOINTS, 1, target=params)
-    checkpoint.save(tmp_path / "c" / runs.CHECKPOINTS, 1, older, config)
-    path = checkpoint.save(tmp_path / "c" / runs.CHECKPOINTS, 2, params, config)
+        checkpoint.restore(tmp_path / "b" / run_files.CHECKPOINTS, 1, target=params)
+    checkpoint.save(tmp_path / "c" / run_files.CHECKPOINTS, 1, older, config)
+    path = checkpoint.save(tmp_path / "c" / run_files.CHECKPOINTS, 2, params, config)
     data_file = max((f for f in (path / "state").rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
     data = bytearray(data_file.read_bytes())
     data[len(data) // 2] ^= 0x01
     data_file.write_bytes(bytes(data))
-    restored, used = runs.restore_latest(tmp_path / "c", params)
+    restored, used = run_files.restore_latest(tmp_path / "c", params)
     assert used.name == "step_1" and _leaves_equal(restored, older)
     assert "step_2: " in capsys.readouterr().err
 

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssm_jax import cli, runs, sweep
+from ssm_jax import cli, run_files, sweep
 from ssm_jax.cli.training import TRAINABLE
 from ssm_jax.config import CONFIGS
 
@@ -24,7 +24,7 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
     assert said[0] == "eval: compiling and running 6 held-out episodes…", said
     assert re.fullmatch(r"eval: compiling and running 6 held-out episodes: done, \d+ s", said[1]), said
     stored = json.loads(out.read_text())
-    assert stored["checkpoint"] == str(uninterrupted.absolute() / runs.CHECKPOINTS / "step_40")
+    assert stored["checkpoint"] == str(uninterrupted.absolute() / run_files.CHECKPOINTS / "step_40")
     assert stored["iteration"] == 40 and len(stored["returns"]) == 6
     assert stored["return_mean"] == pytest.approx(np.mean(stored["returns"]), rel=1e-5)
     assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
@@ -88,7 +88,7 @@ def test_train_runs_an_in_context_config_for_one_policy_and_resumes_it_exactly(t
     (whole,) = (tmp_path / "whole").iterdir()
     final = lambda run: json.loads((run / "train.json").read_text())["final_metrics"]
     assert final(part) == final(whole) and "episode_2_return" in final(whole)
-    assert runs.checkpoint_steps(part)[-1] == 6
+    assert run_files.checkpoint_steps(part)[-1] == 6
     with pytest.raises(SystemExit) as exit_info:  # two policies: one line, before anything compiles
         cli.main(["train", "--config", "in-context-smoke", "--models", "gru", "mlp", "--out-dir", str(tmp_path / "no")])
     assert (

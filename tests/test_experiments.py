@@ -15,7 +15,7 @@ import pytest
 
 from experiments import sinusoid, smoke
 from experiments.common import parse_args
-from ssm_jax import runs
+from ssm_jax import run_files
 from ssm_jax.config import replace
 
 
@@ -66,7 +66,7 @@ def _sinusoid_results(run_dir) -> tuple[dict, list[dict]]:
     shots = json.loads((run_dir / "results.json").read_text())["shots"]
     without_time = {k: {m: {n: v for n, v in r.items() if n != "train_seconds"} for m, r in by.items()}
                     for k, by in shots.items()}  # fmt: skip
-    return without_time, runs.MetricsLog(run_dir / "metrics.jsonl").records()
+    return without_time, run_files.MetricsLog(run_dir / "metrics.jsonl").records()
 
 
 @pytest.mark.slow
@@ -151,7 +151,7 @@ def test_halfcheetah_vel_smoke_writes_all_outputs_and_reproduces_its_results(tmp
         "adaptation_curve.png",
     ):
         assert (run_dir / name).stat().st_size > 0, name
-    assert runs.checkpoint_steps(run_dir) == [0, args.iterations]  # both seeds' states, stacked: initial and final
+    assert run_files.checkpoint_steps(run_dir) == [0, args.iterations]  # both seeds' states, stacked: initial and final
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert {(r["phase"], r["seed"]) for r in records} == {(p, s) for p in ("maml", "pretrained") for s in (0, 1)}
     for name in ("inner_kl", "inner_grad_norm", "inner_clip_fraction"):  # the pretrained baseline takes no inner step
@@ -274,7 +274,6 @@ def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path)
     """A run killed after its step-2 checkpoint, with records logged past it, resumes from step 2 and writes the
     uninterrupted run's metrics (each iteration once) and results."""
     from experiments import navigation
-    from ssm_jax import runs
 
     args = dataclasses.replace(
         navigation.PRESETS["smoke"], iterations=4, checkpoint_every=2, pretrained=True, plots=False
@@ -286,8 +285,8 @@ def test_navigation_resumed_after_a_kill_ends_as_the_uninterrupted_run(tmp_path)
     shutil.rmtree(killed / "checkpoints" / "step_4")  # killed before its step-4 checkpoint, after logging to 4
     (killed / "metrics.jsonl").write_text((killed / "metrics.jsonl").read_text() + '{"phase": "maml", "iter')
     navigation.main(dataclasses.replace(args, resume=str(killed)))
-    assert runs.checkpoint_steps(killed) == [2, 4]
-    without_time = lambda run: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in runs.MetricsLog(
+    assert run_files.checkpoint_steps(killed) == [2, 4]
+    without_time = lambda run: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in run_files.MetricsLog(
         run / "metrics.jsonl").records()]  # fmt: skip
     assert [(r["phase"], r["iteration"]) for r in without_time(killed)] == [
         (phase, i) for phase in ("maml", "pretrained") for i in range(1, 5)
@@ -434,7 +433,7 @@ def test_levers_smoke_scores_every_setting_of_every_variant_at_each_budget(tmp_p
     assert (run_dir / "levers.png").stat().st_size > 0
     page = (run_dir / "results.md").read_text()
     assert page.count("\n| base (") + page.count("\n| **chosen:** base (") == 6
-    phases = {r["phase"] for r in runs.MetricsLog(run_dir / "metrics.jsonl").records()}
+    phases = {r["phase"] for r in run_files.MetricsLog(run_dir / "metrics.jsonl").records()}
     assert phases == {"base: MAML", "base: pretrained", "TRPO: MAML", "TRPO: pretrained"}
 
 

@@ -27,7 +27,7 @@ import jax
 import pytest
 from conftest import TEST_XLA_FLAGS
 
-from ssm_jax.runs import to_python
+from ssm_jax.run_files import to_python
 from ssm_jax.xla_flags import with_flags
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -17,9 +17,9 @@ from ssm_jax.config import CONFIGS, replace
 from ssm_jax.meta.policy_losses import PolicyBatch, policy_outputs
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.report import mean_ci
-from ssm_jax.rollout import action_log_prob, context_size, trial_inputs
+from ssm_jax.rollout import action_log_prob, context_size, episode_returns, trial_inputs
 from ssm_jax.trainers import EvalConfig, HParams
-from ssm_jax.trainers.in_context import InContextConfig, episode_returns, make_in_context_trainer
+from ssm_jax.trainers.in_context import InContextConfig, make_in_context_trainer
 
 SMALL = NetworkConfig(state_dim=8, hidden_dim=16)
 

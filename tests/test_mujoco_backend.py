@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from cli_runs import assert_same_run
 
-from ssm_jax import cli, envs, runs
+from ssm_jax import cli, envs, run_files
 from ssm_jax.envs import brax_tasks, mujoco_backend
 
 STEPS = 20
@@ -177,7 +177,7 @@ def test_a_maml_run_on_mujoco_killed_and_resumed_equals_the_uninterrupted_run_bi
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=60)
     (killed,) = (tmp_path / "b").iterdir()
-    assert 0 < runs.checkpoint_steps(killed)[-1] < 8
+    assert 0 < run_files.checkpoint_steps(killed)[-1] < 8
     assert cli.main(["train", "--resume", str(killed)]) == 0
     assert_same_run(killed, uninterrupted)
 

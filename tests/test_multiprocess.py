@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from cli_runs import TINY, assert_same_run, final, train
 
-from ssm_jax import cli, launch, runs
+from ssm_jax import cli, launch, run_files
 
 LAUNCH_TIMEOUT = 100
 """Seconds after which the launcher kills its processes (exit 124); each test waits a little longer."""
@@ -90,7 +90,7 @@ KEYS_SCRIPT = textwrap.dedent(
     import sys
     import jax, numpy as np
     from jax.experimental import multihost_utils
-    from ssm_jax import distributed, runs, sweep
+    from ssm_jax import distributed, run_files, sweep
     from ssm_jax.config import CONFIGS, training_key
 
     distributed.initialize()
@@ -99,7 +99,7 @@ KEYS_SCRIPT = textwrap.dedent(
     data = np.stack([np.asarray(jax.random.key_data(key)) for key in keys])
     gathered = multihost_utils.process_allgather(data)  # [processes, keys, 2]
     assert (gathered[0] == gathered[1]).all(), gathered
-    run_dir = str(runs.make_run_dir(sys.argv[1]))
+    run_dir = str(run_files.make_run_dir(sys.argv[1]))
     names = multihost_utils.process_allgather(np.frombuffer(run_dir.encode().ljust(256), np.uint8))
     assert (names[0] == names[1]).all()
     if distributed.is_writer():
@@ -132,7 +132,7 @@ def _assert_same_sweep(launched: subprocess.CompletedProcess, single: dict, proc
         for value, pooled in by_value.items():
             got = results["aggregate"][name][str(value)]["mean"]
             np.testing.assert_allclose(got, pooled["mean"], rtol=1e-4, atol=1e-4)
-    records = runs.MetricsLog(run_dir / "metrics.jsonl").records()
+    records = run_files.MetricsLog(run_dir / "metrics.jsonl").records()
     assert len(records) == single["runs"] * 2  # one record per run and chunk: written once, not once per process
     assert launched.stdout.count("results in ") == 1
 
@@ -175,17 +175,17 @@ def test_a_task_sharded_meta_update_over_2_processes_equals_the_single_process_u
 
 def test_only_process_0_writes_the_run_directory(two_process_run, tmp_path, monkeypatch):
     stdout, run_dir = two_process_run
-    records = runs.MetricsLog(run_dir / "metrics.jsonl").records()
+    records = run_files.MetricsLog(run_dir / "metrics.jsonl").records()
     assert [r["iteration"] for r in records] == list(range(5, 41, 5))  # each chunk logged once
-    assert json.loads((run_dir / runs.PROCESSES).read_text()) == {"processes": 2, "devices": 2}
+    assert json.loads((run_dir / run_files.PROCESSES).read_text()) == {"processes": 2, "devices": 2}
     assert stdout.count("pre_adaptation_return") == 1  # the summary table, printed by process 0 alone
 
     from ssm_jax import report
 
     monkeypatch.setattr(jax, "process_index", lambda: 1)  # as process 1 sees itself: nothing it writes lands
-    runs.MetricsLog(tmp_path / "metrics.jsonl").log({"iteration": 1})
-    runs.write_json(tmp_path / "results.json", {"a": 1})
-    runs.write_config(tmp_path, None)
+    run_files.MetricsLog(tmp_path / "metrics.jsonl").log({"iteration": 1})
+    run_files.write_json(tmp_path / "results.json", {"a": 1})
+    run_files.write_config(tmp_path, None)
     fig, _ = report.new_figure()
     report.save_figure(fig, tmp_path / "plot.png")
     assert list(tmp_path.iterdir()) == []
@@ -206,7 +206,7 @@ def test_a_2_process_run_killed_with_sigkill_resumes_on_2_processes_bit_for_bit(
     os.killpg(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
     (run_dir,) = tmp_path.iterdir()
-    steps = runs.checkpoint_steps(run_dir)
+    steps = run_files.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40, steps  # killed mid-run
 
     with pytest.raises(SystemExit) as exit_info:  # one process cannot resume a 2-process run: one line, exit 2
@@ -267,7 +267,7 @@ def test_sigterm_stops_a_2_process_run_after_the_chunk_in_flight_saved_and_it_re
     assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
     assert time.monotonic() - signalled < 30
     (run_dir,) = tmp_path.iterdir()
-    steps = runs.checkpoint_steps(run_dir)
+    steps = run_files.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40, steps
     assert f"stopped by SIGTERM at iteration {steps[-1]}: saved" in out
     resumed = run_launched(2, [sys.executable, "-m", "ssm_jax", "train", "--resume", str(run_dir), "--distributed"])

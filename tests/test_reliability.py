@@ -32,7 +32,7 @@ import pytest
 from cli_runs import TINY, assert_same_run, messages, start, train
 
 from experiments.common import parse_args
-from ssm_jax import checkpoint, cli, runs, watchdog
+from ssm_jax import checkpoint, cli, run_files, runs, watchdog
 from ssm_jax.config import CONFIGS
 from ssm_jax.config.io import config_from_json, config_to_json
 
@@ -88,18 +88,18 @@ def test_a_diverging_run_exits_3_in_one_line_and_eval_refuses_a_non_finite_check
     err = "\n".join(messages(capsys.readouterr().err))
     assert err.startswith("error: diverged at iteration 5: .meta.params") and "\n" not in err, err
     (diverged_run,) = (tmp_path / "runs").iterdir()
-    assert err.endswith(f"the last finite checkpoint is {diverged_run.absolute() / runs.CHECKPOINTS / 'step_0'}")
-    assert (diverged_run / "metrics.jsonl").read_text() and runs.checkpoint_steps(diverged_run) == [0]
-    state, _ = checkpoint.restore(diverged_run / runs.CHECKPOINTS, 0)
+    assert err.endswith(f"the last finite checkpoint is {diverged_run.absolute() / run_files.CHECKPOINTS / 'step_0'}")
+    assert (diverged_run / "metrics.jsonl").read_text() and run_files.checkpoint_steps(diverged_run) == [0]
+    state, _ = checkpoint.restore(diverged_run / run_files.CHECKPOINTS, 0)
     assert not runs.non_finite(state)  # the initial state, saved before the first chunk
 
     nan_run = tmp_path / "nan"
     shutil.copytree(uninterrupted, nan_run, symlinks=True)
-    state, config = checkpoint.restore(nan_run / runs.CHECKPOINTS, 40)
+    state, config = checkpoint.restore(nan_run / run_files.CHECKPOINTS, 40)
     floating = lambda x: np.issubdtype(np.asarray(x).dtype, np.floating)
     nan_state = jax.tree.map(lambda x: np.full_like(x, np.nan) if floating(x) else x, state)
-    checkpoint.save(nan_run / runs.CHECKPOINTS, 45, nan_state, config)
-    message = _error(["eval", "--checkpoint", str(nan_run / runs.CHECKPOINTS / "step_45")], capsys)
+    checkpoint.save(nan_run / run_files.CHECKPOINTS, 45, nan_state, config)
+    message = _error(["eval", "--checkpoint", str(nan_run / run_files.CHECKPOINTS / "step_45")], capsys)
     assert "the checkpoint holds a non-finite .meta" in message and message.endswith("(the run diverged)"), message
 
 
@@ -114,18 +114,18 @@ def test_a_chunk_that_diverges_is_logged_never_saved_and_named_with_its_run(tmp_
         w = state["w"] + 1.0
         return {"w": jnp.where((w >= 3) & (jnp.arange(2) == 1), jnp.nan, w)}, {"w": w}
 
-    log = runs.MetricsLog(tmp_path / "metrics.jsonl")
+    log = run_files.MetricsLog(tmp_path / "metrics.jsonl")
     records = lambda iteration, metrics: [{"iteration": iteration, "w": float(np.mean(metrics["w"]))}]
     saving = runs.Checkpoints(tmp_path, None, every=1, resume="", keep=5)
     keys = jax.random.split(jax.random.key(0), 2)
     with pytest.raises(runs.Diverged) as diverged:
         runs.train_phase(update_chunk, {"w": jnp.zeros(2)}, keys, 5, 1, "toy", log, records, saving,
                          run_labels=["seed 0", "seed 1"])  # fmt: skip
-    assert runs.checkpoint_steps(tmp_path) == [0, 1, 2]  # the initial state, then each finite chunk
+    assert run_files.checkpoint_steps(tmp_path) == [0, 1, 2]  # the initial state, then each finite chunk
     assert [r["iteration"] for r in log.records()] == [1, 2, 3]
     error = diverged.value
     assert (error.iteration, error.quantity, error.run) == (3, "['w']", "seed 1")
-    assert str(error).endswith(f"the last finite checkpoint is {tmp_path / runs.CHECKPOINTS / 'step_2'}")
+    assert str(error).endswith(f"the last finite checkpoint is {tmp_path / run_files.CHECKPOINTS / 'step_2'}")
     assert runs.non_finite({"w": jnp.array([1.0, jnp.inf]), "n": jnp.arange(2)}) == [("['w']", None)]
 
 
@@ -170,14 +170,14 @@ def test_interrupted_then_resumed_run_equals_the_uninterrupted_one_bit_for_bit(t
     signalled = time.monotonic()
     out, err = process.communicate(timeout=240)
     (run_dir,) = tmp_path.iterdir()
-    steps = runs.checkpoint_steps(run_dir)
+    steps = run_files.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40, steps  # stopped mid-run
     if sig != signal.SIGKILL:  # the chunk in flight finishes and is saved, saying where; Ctrl-C exits 0, SIGTERM 143
         assert process.returncode == (0 if sig == signal.SIGINT else 143) and "Traceback" not in err, err
         assert time.monotonic() - signalled < SIGTERM_GRACE
         how = "interrupted" if sig == signal.SIGINT else "stopped by SIGTERM"
         assert (
-            f"{how} at iteration {steps[-1]}: saved {run_dir.absolute() / runs.CHECKPOINTS / f'step_{steps[-1]}'}"
+            f"{how} at iteration {steps[-1]}: saved {run_dir.absolute() / run_files.CHECKPOINTS / f'step_{steps[-1]}'}"
             in out
         )
         assert f"ssm-jax train --resume {run_dir}" in out
@@ -230,11 +230,11 @@ def test_ctrl_c_every_half_second_never_crashes_or_leaves_staging_and_every_run_
 ABORT_DURING_SAVE = """
 import os, signal, sys
 import jax.numpy as jnp
-from ssm_jax import interrupts, runs
+from ssm_jax import interrupts, run_files
 with interrupts.abort_on_interrupt():
     with interrupts.completing():
         os.kill(os.getpid(), signal.SIGINT)  # delivered while the step is being written
-        runs.save_step(sys.argv[1], {"w": jnp.arange(1000.0)}, None, 7)
+        run_files.save_step(sys.argv[1], {"w": jnp.arange(1000.0)}, None, 7)
     print("not reached", flush=True)
 """
 
@@ -245,12 +245,12 @@ def test_an_abort_during_a_save_waits_for_the_step_and_leaves_no_staging_directo
     assert [line for line in result.stderr.splitlines() if line] == [  # one line, not one on arrival and one at exit
         "interrupt: aborting once the checkpoint being written is complete",
     ]
-    assert runs.checkpoint_steps(tmp_path) == [7] and not _staging(tmp_path)
-    state, _ = runs.restore_step(tmp_path / runs.CHECKPOINTS / "step_7")
+    assert run_files.checkpoint_steps(tmp_path) == [7] and not _staging(tmp_path)
+    state, _ = run_files.restore_step(tmp_path / run_files.CHECKPOINTS / "step_7")
     np.testing.assert_array_equal(state["w"], np.arange(1000.0))
     umask = os.umask(0)
     os.umask(umask)
-    assert stat.S_IMODE((tmp_path / runs.CHECKPOINTS / "step_7").stat().st_mode) == 0o777 & ~umask  # not 0700
+    assert stat.S_IMODE((tmp_path / run_files.CHECKPOINTS / "step_7").stat().st_mode) == 0o777 & ~umask  # not 0700
 
 
 @pytest.mark.slow
@@ -296,7 +296,7 @@ def test_ctrl_c_while_an_experiment_evaluates_aborts_at_once_without_a_traceback
     assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupt: aborted; the newest checkpoint is intact"
     (run_dir,) = tmp_path.iterdir()
-    assert runs.checkpoint_steps(run_dir) == [0, 2] and not (run_dir / "results.json").exists()
+    assert run_files.checkpoint_steps(run_dir) == [0, 2] and not (run_dir / "results.json").exists()
 
 
 def test_ctrl_c_after_the_loops_last_read_aborts_instead_of_being_swallowed():
@@ -324,7 +324,7 @@ def test_a_flipped_byte_in_the_newest_step_is_one_warning_line_and_the_step_befo
     """One byte flipped in a metadata file, in the tree's metadata and in the largest data file (where orbax
     decodes it into other values, which the recorded checksum catches): `ssm-jax eval` warns in one line, without
     orbax's own tracebacks, and evaluates step 35."""
-    state_dir = Path(runs.CHECKPOINTS, "step_40", "state")
+    state_dir = Path(run_files.CHECKPOINTS, "step_40", "state")
     data = max((f for f in (uninterrupted / state_dir).rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
     for relative, offset in (
         (state_dir / "array_metadatas" / "process_0", 0),
@@ -364,7 +364,7 @@ def _damaged_copy(run: Path, to: Path, relative: Path, offset: int | None) -> Pa
 def test_a_resume_that_falls_back_from_a_damaged_step_saves_that_step_anew(tmp_path, uninterrupted):
     """A flipped byte in the largest file of the newest step (40): `train --resume` removes it in one line, trains
     35 -> 40 again and saves step 40 anew, so the run ends as the uninterrupted one and a later eval warns no more."""
-    state_dir = uninterrupted / runs.CHECKPOINTS / "step_40" / "state"
+    state_dir = uninterrupted / run_files.CHECKPOINTS / "step_40" / "state"
     data = max((f for f in state_dir.rglob("*") if f.is_file()), key=lambda f: f.stat().st_size)
     relative, middle = data.relative_to(uninterrupted), data.stat().st_size // 2
     damaged = _damaged_copy(uninterrupted, tmp_path / "damaged", relative, middle)
@@ -382,11 +382,11 @@ def test_a_resume_that_falls_back_from_a_damaged_step_saves_that_step_anew(tmp_p
 def test_a_step_missing_its_tree_metadata_falls_back_to_the_step_before(tmp_path, uninterrupted, capsys):
     """Without `step_40/state/_METADATA` orbax would read the tree as another one ("does not match the target's tree
     structure", exit 2): it is a damaged step like any other, and the step before it is used."""
-    relative = Path(runs.CHECKPOINTS, "step_40", "state", "_METADATA")
+    relative = Path(run_files.CHECKPOINTS, "step_40", "state", "_METADATA")
     damaged = _damaged_copy(uninterrupted, tmp_path / "damaged", relative, None)
-    state, _ = checkpoint.restore(damaged / runs.CHECKPOINTS, 35)
+    state, _ = checkpoint.restore(damaged / run_files.CHECKPOINTS, 35)
     capsys.readouterr()
-    restored, path = runs.restore_latest(damaged, target=state)
+    restored, path = run_files.restore_latest(damaged, target=state)
     assert path.name == "step_35"
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("warning: corrupt or incomplete checkpoint at"), err
@@ -459,7 +459,7 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     config = config_from_json((other / "config.json").read_text())
     wider = dataclasses.replace(config, network=dataclasses.replace(config.network, hidden_dim=32))
     (other / "config.json").write_text(config_to_json(wider))
-    message = _error(["eval", "--checkpoint", str(other / runs.CHECKPOINTS / "step_35")], capsys)
+    message = _error(["eval", "--checkpoint", str(other / run_files.CHECKPOINTS / "step_35")], capsys)
     assert "does not match the target at .meta.params" in message
     assert message.endswith("stored float32[16], expected float32[32]")
 
@@ -495,9 +495,9 @@ def test_a_full_device_is_one_line_and_exit_2_and_the_run_resumes(tmp_path, unin
     said = messages(err)
     assert process.returncode == 2 and len(said) == 1, (process.returncode, err[-3000:])
     (run_dir,) = tmp_path.iterdir()
-    steps = runs.checkpoint_steps(run_dir)
+    steps = run_files.checkpoint_steps(run_dir)
     assert steps and steps[-1] < 40
-    failed = run_dir.absolute() / runs.CHECKPOINTS / f"step_{steps[-1] + 5}"
+    failed = run_dir.absolute() / run_files.CHECKPOINTS / f"step_{steps[-1] + 5}"
     assert said[0].startswith(f"error: file too large writing {failed}: it needs up to ")
     assert said[0].endswith(" is free") and not _staging(tmp_path)
     assert cli.main(["train", "--resume", str(run_dir)]) == 0
@@ -574,7 +574,7 @@ def test_resume_is_refused_in_one_line_where_it_cannot_continue_the_run(tmp_path
         ("navigation", CONFIGS["navigation-smoke"]),
     ):  # fmt: skip
         (tmp_path / name).mkdir()
-        runs.write_config(tmp_path / name, config)
+        run_files.write_config(tmp_path / name, config)
     for presets, default, run, message in (
         (world_model.PRESETS, "cpu", "world", "WorldModelRunConfig runs keep no checkpoint to resume from"),
         (sweep.PRESETS, "default", "cheetah", "a run of another experiment (its config is a RunConfig, this "
@@ -594,7 +594,7 @@ def test_one_writer_per_run_directory_and_a_killed_holders_lock_is_taken_over(tm
     run_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, run_dir, symlinks=True)
     script = "\n".join(
-        ["import sys, time", "from ssm_jax import runs", "with runs.lock(sys.argv[1]):",
+        ["import sys, time", "from ssm_jax import run_files", "with run_files.lock(sys.argv[1]):",
          "    print('held', flush=True)", "    time.sleep(600)"]
     )  # fmt: skip
     holder = subprocess.Popen([sys.executable, "-c", script, str(run_dir)], stdout=subprocess.PIPE, text=True)
@@ -602,12 +602,12 @@ def test_one_writer_per_run_directory_and_a_killed_holders_lock_is_taken_over(tm
         assert holder.stdout.readline().strip() == "held"
         message = _error(["train", "--resume", str(run_dir)], capsys)
         assert f"{run_dir} is in use by process {holder.pid}" in message
-        with pytest.raises(runs.RunInUse), runs.lock(run_dir):
+        with pytest.raises(run_files.RunInUse), run_files.lock(run_dir):
             pass
     finally:
         holder.kill()
         holder.wait()
-    with runs.lock(run_dir):  # the killed holder's lock went with it
+    with run_files.lock(run_dir):  # the killed holder's lock went with it
         assert (run_dir / ".lock").read_text().startswith(f"process {os.getpid()} ")
 
 

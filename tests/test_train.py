@@ -268,7 +268,7 @@ def test_bad_configs_raise_one_line_errors():
         EvalConfig(task_replay_loss="bc")
     with pytest.raises(ValueError, match="later_rounds_lr_scale must be > 0"):
         EvalConfig(later_rounds_lr_scale=0.0)
-    with pytest.raises(ValueError, match="TrainerConfig.cg_iters must be >= 1"):
+    with pytest.raises(ValueError, match="TrainerConfig.cg_iters must be a positive int"):
         TrainerConfig(cg_iters=0)
     with pytest.raises(ValueError, match="HParams need inner_lr > 0"):
         HParams.create(inner_lr=0.0)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssm_jax import envs, runs, sweep
+from ssm_jax import envs, run_files, runs, sweep
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig, make_gaussian_policy
@@ -92,7 +92,7 @@ def test_sweep_train_phase_and_resume_work_for_every_trainer(name, tmp_path):
     records = lambda iteration, metrics: [{"iteration": iteration}]
 
     def run(run_dir, iterations, state, start=0):
-        log = runs.MetricsLog(run_dir / "metrics.jsonl")
+        log = run_files.MetricsLog(run_dir / "metrics.jsonl")
         checkpoints = runs.Checkpoints(run_dir, trainer.config, every=1, resume="-")
         return runs.train_phase(
             programs.train, state, keys.train, iterations, 1, name, log, records, checkpoints, start=start,
@@ -103,7 +103,7 @@ def test_sweep_train_phase_and_resume_work_for_every_trainer(name, tmp_path):
         (tmp_path / run_dir).mkdir()
     whole = run(tmp_path / "whole", 4, fresh())
     run(tmp_path / "cut", 2, fresh())
-    log = runs.MetricsLog(tmp_path / "cut" / "metrics.jsonl")
+    log = run_files.MetricsLog(tmp_path / "cut" / "metrics.jsonl")
     restored, start = runs.resume(tmp_path / "cut", fresh(), log, lambda record, iteration: True)
     assert start == 2
     resumed = run(tmp_path / "cut", 4, restored, start=2)

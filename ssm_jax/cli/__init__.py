@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 import jax
 
-from ssm_jax import checkpoint, envs, interrupts, runs
+from ssm_jax import disk, envs, interrupts, run_files
 from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
@@ -108,6 +108,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                     info()
             else:
                 raise UsageError(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}")
-    except (UsageError, checkpoint.OutOfSpace, runs.RunDirError) as error:
+    except (UsageError, disk.OutOfSpace, run_files.RunDirError) as error:
         exit_with_error(str(error))
     return 0

@@ -9,7 +9,7 @@ from typing import Any, Literal, NamedTuple
 import jax
 import numpy as np
 
-from ssm_jax import runs, sweep
+from ssm_jax import run_files, runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES, REPLAY_CHOICES
 from ssm_jax.adapt.rl import TASK_REPLAY_LOSSES
 from ssm_jax.cli.parsing import UsageError
@@ -89,7 +89,7 @@ def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}")
-    run_dir = runs.run_dir_of(path)
+    run_dir = run_files.run_dir_of(path)
     try:
         config = load_run_config(run_dir)
     except ValueError as error:
@@ -99,7 +99,9 @@ def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
     target = initial_state(config, trainer)
     try:
         state, path = (
-            runs.restore_latest(run_dir, target) if path == run_dir else (runs.restore_step(path, target)[0], path)
+            run_files.restore_latest(run_dir, target)
+            if path == run_dir
+            else (run_files.restore_step(path, target)[0], path)
         )
     except (FileNotFoundError, ValueError) as error:
         raise UsageError(str(error)) from None
@@ -115,7 +117,7 @@ def evaluate(args: EvalArgs) -> dict:
     """`ssm-jax eval`: the trained policy's return on held-out tasks, one episode each, no adaptation."""
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
     output = Path(args.output) if args.output else run.run_dir / "eval.json"
-    runs.check_writable(output)  # before anything compiles
+    run_files.check_writable(output)  # before anything compiles
     with runs.announce(f"eval: compiling and running {args.tasks} held-out episodes"):
         returns, _ = jax.block_until_ready(jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks))
     returns = np.asarray(returns[:, 0])
@@ -129,7 +131,7 @@ def evaluate(args: EvalArgs) -> dict:
         "return_ci95": float(half),
         "returns": returns,
     }
-    runs.write_json(output, result)
+    run_files.write_json(output, result)
     print(aligned_table([["checkpoint", str(run.checkpoint)], ["tasks", str(args.tasks)],
                           ["return", f"{mean:.2f} ± {half:.2f} (std {std:.2f})"]]))  # fmt: skip
     return result
@@ -150,7 +152,7 @@ def adapt(args: AdaptArgs) -> dict:
     if args.online:  # each online setting its own file: a second --online-lr-scale does not overwrite the first
         setting += f"_online_every{args.online_every}_window{args.online_window}_scale{args.online_lr_scale:g}"
     output = Path(args.output) if args.output else run.run_dir / f"adapt_{setting}.json"  # one file per setting
-    runs.check_writable(output)  # before anything compiles
+    run_files.check_writable(output)  # before anything compiles
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
     rounds = f"{args.adapt_rounds} {args.adaptation_mode} adaptation round(s)"
     with runs.announce(f"adapt: compiling and running {rounds} on {args.tasks} held-out tasks"):
@@ -173,7 +175,7 @@ def adapt(args: AdaptArgs) -> dict:
     }
     if args.online:
         result["online"] = _adapt_online(args, run)
-    runs.write_json(output, result)
+    run_files.write_json(output, result)
     fig, axes = new_figure(1, 2 if args.online else 1, figsize=(9.5 if args.online else 5.5, 3.6), squeeze=False)
     ax = axes[0, 0]
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))

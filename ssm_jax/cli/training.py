@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ssm_jax import checkpoint, distributed, interrupts, runs
+from ssm_jax import checkpoint, distributed, interrupts, run_files, runs
 from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.config import (
     IN_CONTEXT_CONFIGS,
@@ -78,21 +78,21 @@ def train(argv: Sequence[str]) -> int:
             )
         _check_devices(config)  # before the run directory: a refused run leaves nothing behind
         try:
-            run_dir = runs.make_run_dir(config.out_dir)
-        except runs.RunDirError as error:
+            run_dir = run_files.make_run_dir(config.out_dir)
+        except run_files.RunDirError as error:
             raise UsageError(str(error)) from None
     try:
         if known.resume is None:
-            runs.write_config(run_dir, config)
-        with runs.lock(run_dir):
+            run_files.write_config(run_dir, config)
+        with run_files.lock(run_dir):
             return _train(config, run_dir, resume=known.resume is not None)
-    except runs.RunInUse as error:
+    except run_files.RunInUse as error:
         raise UsageError(str(error)) from None
     except runs.Diverged as error:  # the run directory stays: its metrics show how it diverged
         print(f"error: {error}", file=sys.stderr)
         return 3
     except BaseException:
-        if known.resume is None and jax.process_count() == 1 and not runs.checkpoint_steps(run_dir):
+        if known.resume is None and jax.process_count() == 1 and not run_files.checkpoint_steps(run_dir):
             shutil.rmtree(run_dir)  # a run that failed before its first checkpoint leaves nothing behind
         raise
 
@@ -130,7 +130,7 @@ def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) 
     mesh = distributed.make_mesh(runs=1, tasks=devices)  # one run: its meta-batch of tasks over every device
     trainer, curves = _program(config, mesh)
     state = distributed.replicate(initial_state(config, trainer), mesh)
-    log = runs.MetricsLog(run_dir / "metrics.jsonl")
+    log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     start = 0
     if resume:
         try:
@@ -140,7 +140,7 @@ def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) 
         if start == config.iterations:
             print(f"{run_dir} is finished (iteration {start}): nothing to do; --iterations above {start} extends it")
             return 0
-        runs.write_config(run_dir, config)  # its own, unless --iterations extended it
+        run_files.write_config(run_dir, config)  # its own, unless --iterations extended it
 
     chunk_records = lambda iteration, metrics: [{"iteration": iteration, **jax.tree.map(np.mean, metrics)}]
     resume_command = f"ssm-jax train --resume {run_dir}"
@@ -171,11 +171,13 @@ def _train(config: RunConfig | InContextRunConfig, run_dir: Path, resume: bool) 
     summary = {
         "run_dir": str(run_dir),
         "iteration": int(state.iteration),
-        "checkpoint": str(checkpoint.step_path(run_dir / runs.CHECKPOINTS, config.iterations)),  # the phase saved it
+        "checkpoint": str(
+            checkpoint.step_path(run_dir / run_files.CHECKPOINTS, config.iterations)
+        ),  # the phase saved it
         "final_metrics": {k: v for k, v in records[-1].items() if k != "iteration"},
         "seconds": time.perf_counter() - started,
     }
-    runs.write_json(run_dir / "train.json", summary)
+    run_files.write_json(run_dir / "train.json", summary)
     if config.plots:
         fig, ax = new_figure(figsize=(5.5, 3.6))
         for key, label in curves.items():

@@ -8,6 +8,7 @@
 |---|---|
 | `io` | configs as JSON, rebuilt only as registered classes (`register_config`); imports nothing from `ssm_jax` |
 | `family` | `ExperimentConfig` and each program's run config (`RunConfig`, `InContextRunConfig`, ...), `replace` |
+| `leaves` | `replace` and `extend` by leaf name, at any depth |
 | `registry` | `CONFIGS`: every preset of every entry point, by name |
 | `programs` | the env and `Trainer` a config describes, a run's initial state and keys, a run directory's config |
 
@@ -22,9 +23,9 @@ import importlib
 _MODULES = {
     "family": (
         "ADAPTATION_MODE_CHOICES", "ExperimentConfig", "IN_CONTEXT_ENVS", "InContextRunConfig", "METHODS",
-        "RunConfig", "SINUSOID_METHODS", "SinusoidRunConfig", "WORLD_MODEL_ENVS", "WorldModelRunConfig", "extend",
-        "replace",
+        "RunConfig", "SINUSOID_METHODS", "SinusoidRunConfig", "WORLD_MODEL_ENVS", "WorldModelRunConfig",
     ),
+    "leaves": ("extend", "replace"),
     "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "PPO"),
     "programs": ("build", "build_in_context", "initial_state", "load_run_config", "training_key"),
     "io": ("config_from_json", "config_to_json", "read_config", "register_config", "register_renamed"),

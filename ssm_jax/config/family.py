@@ -27,6 +27,7 @@ from typing import Any, ClassVar, Literal
 from ssm_jax import envs
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.config.io import register_config, register_renamed
+from ssm_jax.config.leaves import RENAMED_FIELDS, flatten, float_leaves, from_leaves
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -81,7 +82,7 @@ class ExperimentConfig:
     """A run directory to continue from its newest checkpoint, with its own config.json."""
 
     def __post_init__(self):
-        for field, value in _float_leaves(self):
+        for field, value in float_leaves(self):
             if not math.isfinite(value):
                 raise ValueError(f"{field} must be finite, got {value}")
         HParams.check(self.inner_lr, self.outer_lr, self.experience_weight)
@@ -100,85 +101,11 @@ class ExperimentConfig:
     def from_fields(cls, fields: dict[str, Any]):
         """An instance from leaf fields by name (nested dicts are merged in), as an older config file held them:
         renamed fields take their new names, and fields the class no longer has (`preset`) are dropped."""
-        flat = _flatten(fields)
-        for old, new in _RENAMED_FIELDS.items():
+        flat = flatten(fields)
+        for old, new in RENAMED_FIELDS.items():
             if old in flat:
                 flat[new] = flat.pop(old)
-        return _from_leaves(cls, flat)
-
-
-def _float_leaves(config: Any):
-    """`(field name, value)` for every float leaf of `config`, sections included."""
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            yield from _float_leaves(value)
-        elif isinstance(value, float):
-            yield f.name, value
-        elif isinstance(value, tuple):
-            yield from ((f.name, v) for v in value if isinstance(v, float))
-
-
-def _sections(cls: type) -> dict[str, type]:
-    """The fields of `cls` that are configs themselves (by their defaults), by name."""
-    sections = {}
-    for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            sections[f.name] = type(default)
-    return sections
-
-
-def _from_leaves(cls: type, flat: dict[str, Any]):
-    sections = _sections(cls)
-    values = {name: _from_leaves(section, flat) for name, section in sections.items()}
-    values.update({f.name: flat[f.name] for f in dataclasses.fields(cls) if f.name in flat and f.name not in sections})
-    return cls(**values)
-
-
-_RENAMED_FIELDS = {
-    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
-    "env_backend": "backend", "env_goals": "goals",
-}  # fmt: skip
-
-
-def _flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in fields.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{key}_" if key == "env" else ""))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def replace(config: ExperimentConfig, **changes) -> ExperimentConfig:
-    """`dataclasses.replace` by leaf name, at any depth: `replace(config, horizon=20, hidden_dim=16, seed=1)`."""
-    return _replace(config, changes, top=True)
-
-
-def extend(cls: type, config: ExperimentConfig, **changes) -> ExperimentConfig:
-    """`config` as an instance of `cls`, a subclass of its class (an experiment's own config), with `changes` by leaf
-    name (`cls`'s own fields among them)."""
-    inherited = _field_names(type(config))
-    own = {name: changes.pop(name) for name in list(changes) if name not in inherited and name in _field_names(cls)}
-    return cls(**vars(replace(config, **changes)), **own)
-
-
-def _replace(config: Any, changes: dict, top: bool = False) -> Any:
-    own = {name: changes.pop(name) for name in list(changes) if name in _field_names(type(config))}
-    for name in _sections(type(config)):
-        if name not in own:
-            section = _replace(getattr(config, name), changes)
-            if section is not getattr(config, name):
-                own[name] = section
-    if top and changes:
-        raise TypeError(f"{type(config).__name__} has no field {', '.join(changes)}")
-    return dataclasses.replace(config, **own) if own else config
-
-
-def _field_names(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
+        return from_leaves(cls, flat)
 
 
 @register_config

@@ -12,8 +12,8 @@ from ssm_jax.config.family import (
     RunConfig,
     SinusoidRunConfig,
     WorldModelRunConfig,
-    replace,
 )
+from ssm_jax.config.leaves import replace
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig

@@ -87,3 +87,19 @@ def linear_baseline(traj: Trajectory, returns: Array, reg: float = 1e-5) -> tupl
         gram + reg * jnp.eye(gram.shape[0]) * (1.0 + jnp.trace(gram) / gram.shape[0]), flat.T @ returns.reshape(-1)
     )
     return features @ weights, _baseline_features(traj.next_obs, t + 1) @ weights
+
+
+def trial_advantages(rewards: Array, values: Array, valid: Array, gamma: float, lam: float) -> tuple[Array, Array]:
+    """GAE over whole trials `[T, B]` (RL²'s: no episode boundary stops it, and no bootstrap at the trial's end at
+    T), standardised over the steps where `valid [T, B]` is 1. Returns `(advantages, value targets)`, both `[T, B]`
+    (the targets: the advantages before standardising plus `values`)."""
+    num_steps = rewards.shape[0]
+    next_values = jnp.concatenate([values[1:], jnp.zeros_like(values[:1])])
+    trial_end = jnp.zeros(num_steps, jnp.float32).at[-1].set(1.0)
+    advantage = jax.vmap(
+        lambda r, v, nv: gae(r, v, nv, jnp.zeros_like(trial_end), trial_end, gamma, lam), in_axes=1, out_axes=1
+    )(rewards, values, next_values)
+    count = jnp.maximum(jnp.sum(valid), 1.0)
+    mean = jnp.sum(advantage * valid) / count
+    std = jnp.sqrt(jnp.sum((advantage - mean) ** 2 * valid) / count)
+    return (advantage - mean) / (std + 1e-8), advantage + values

@@ -180,3 +180,33 @@ def mean_episode_return(traj: Trajectory) -> Array:
     trajectory; steps after an early termination belong to a restarted episode and are not scored)."""
     before_first_end = (jnp.cumsum(traj.done, axis=0) - traj.done) == 0
     return jnp.mean(jnp.sum(jnp.where(before_first_end, traj.reward, 0.0), axis=0))
+
+
+def ppo_loss(
+    out: dict,
+    batch: PolicyBatch,
+    returns: Array,
+    valid: Array,
+    clip_eps: float,
+    value_coef: float,
+    entropy_coef: float,
+) -> tuple[Array, dict]:
+    """PPO's loss of the head outputs `out` (`pi`, `value`; leaves `[T, B, ...]`) on `batch`: the clipped surrogate,
+    `value_coef` x the squared error to `returns [T, B]` and `-entropy_coef` x the entropy, each averaged over the
+    steps where `valid [T, B]` is 1. Returns `(loss, metrics)`: the three terms, the approximate KL and the clipped
+    fraction."""
+    mean = lambda x: jnp.sum(x * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    log_ratio = action_log_prob(out["pi"], batch.action) - batch.old_log_prob
+    ratio = jnp.exp(log_ratio)
+    clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    policy_loss = -mean(jnp.minimum(ratio * batch.advantage, clipped * batch.advantage))
+    value_loss = mean((out["value"] - returns) ** 2)
+    entropy = mean(action_entropy(out["pi"]))
+    total = policy_loss + value_coef * value_loss - entropy_coef * entropy
+    return total, {
+        "policy_loss": policy_loss,
+        "value_loss": value_loss,
+        "entropy": entropy,
+        "approx_kl": mean(ratio - 1.0 - log_ratio),
+        "clip_fraction": mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32)),
+    }

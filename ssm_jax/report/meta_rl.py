@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssm_jax import runs
+from ssm_jax import run_files
 from ssm_jax.config.family import RunConfig
 from ssm_jax.report import (
     REFERENCES,
@@ -106,7 +106,7 @@ def write_report(run_dir: Path, args: RunConfig) -> str:
     if args.plots:
         metrics = Path(run_dir) / "metrics.jsonl"
         if metrics.exists():
-            plot_learning(run_dir / "learning_curve.png", runs.MetricsLog(metrics).records())
+            plot_learning(run_dir / "learning_curve.png", run_files.MetricsLog(metrics).records())
         oracle = results["per_task_oracle"]
         curves = {name: np.asarray(r) for name, r in results["per_task_returns"].items()}
         plot_adaptation(

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ssm_jax import runs
+from ssm_jax import run_files
 from ssm_jax.xla_flags import USER_FLAGS_VARIABLE
 
 FILE = "provenance.json"
@@ -76,7 +76,7 @@ def record(run_dir: Path, module: str, argv: list[str], code: str, seconds: floa
     settings = [f"{name}={given[name]}" for name in NUMERIC_ENVIRONMENT if given.get(name)]
     command = " ".join([*settings, "python", "-m", module, *argv])
     value = {"experiment": module, "command": command, "commit": code, "seconds": seconds, "machine": machine()}
-    runs.write_json(Path(run_dir) / FILE, value)
+    run_files.write_json(Path(run_dir) / FILE, value)
 
 
 def wall_time(seconds: float) -> str:

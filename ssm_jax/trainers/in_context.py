@@ -15,10 +15,8 @@ policy's `apply` (the model's parallel `sequence` path where it has one: S5's as
 masked attention) for the values, and takes `ppo_epochs` epochs of `minibatches` Adam steps on the PPO-clipped
 surrogate plus a value loss, with advantages from GAE over the whole trial: RL²'s objective is the return of all K
 episodes, so neither the value nor the advantage stops at an episode boundary, only at the trial's end (with no
-bootstrap: the trial ends there). The state holds params, optimizer state, observation statistics (updated from
-the sampled trials, frozen for evaluation), the iteration and the traced `HParams` (`outer_lr` is the Adam rate;
-the others are unused), so `sweep.make_programs` vmaps it over seeds and `runs.train_phase` checkpoints it as it
-does the MAML trainer's.
+bootstrap: the trial ends there). Observation statistics update from the sampled trials and freeze for
+evaluation; of the traced `HParams` only `outer_lr` (the Adam rate) is read.
 """
 
 from __future__ import annotations
@@ -35,13 +33,21 @@ from flax import struct
 from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, update_stats
-from ssm_jax.meta.estimators import gae
+from ssm_jax.meta.estimators import trial_advantages
 from ssm_jax.meta.maml import with_outer_lr
-from ssm_jax.meta.policy_losses import PolicyBatch, action_entropy, policy_outputs
+from ssm_jax.meta.policy_losses import PolicyBatch, policy_outputs, ppo_loss
 from ssm_jax.models import NetworkConfig, make_actor_critic
 from ssm_jax.models.heads import HeadedModel
-from ssm_jax.rollout import Trajectory, action_log_prob, context_size, rollout, trial_inputs
-from ssm_jax.trainers.protocol import MATMUL_PRECISIONS, EvalConfig, HParams, Trainer, at_precision
+from ssm_jax.rollout import Trajectory, context_size, episode_means, episode_returns, rollout, trial_inputs
+from ssm_jax.trainers.protocol import (
+    MATMUL_PRECISIONS,
+    EvalConfig,
+    HParams,
+    Trainer,
+    at_precision,
+    check_choices,
+    check_positive,
+)
 from ssm_jax.types import Array, Params, PRNGKey
 
 DEFAULT_NETWORK = NetworkConfig()
@@ -80,26 +86,19 @@ class InContextConfig:
     """As `TrainerConfig.matmul_precision`."""
 
     def __post_init__(self):
-        sizes = ("tasks_per_batch", "trials_per_task", "episodes_per_trial", "horizon", "ppo_epochs", "minibatches")
-        for name in sizes:
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"InContextConfig.{name} must be a positive int, got {value!r}")
+        check_positive(self, "tasks_per_batch", "trials_per_task", "episodes_per_trial", "horizon", "ppo_epochs",
+                       "minibatches")  # fmt: skip
+        check_choices(self, matmul_precision=MATMUL_PRECISIONS)
         if (self.tasks_per_batch * self.trials_per_task) % self.minibatches:
             raise ValueError(
                 f"InContextConfig.minibatches={self.minibatches} must divide tasks_per_batch x trials_per_task = "
                 f"{self.tasks_per_batch * self.trials_per_task}"
             )
-        if not (0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and self.clip_eps > 0):
+        in_range = 0 < self.gamma <= 1 and 0 <= self.gae_lambda <= 1 and min(self.value_coef, self.entropy_coef) >= 0
+        if not (in_range and min(self.clip_eps, self.max_grad_norm, self.reward_scale) > 0):
             raise ValueError(
-                f"InContextConfig needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, clip_eps > 0; got {self.gamma}, "
-                f"{self.gae_lambda}, {self.clip_eps}"
-            )
-        if min(self.value_coef, self.entropy_coef) < 0 or not (self.max_grad_norm > 0 and self.reward_scale > 0):
-            raise ValueError("InContextConfig needs value_coef, entropy_coef >= 0 and max_grad_norm, reward_scale > 0")
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"InContextConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
+                "InContextConfig needs 0 < gamma <= 1, 0 <= gae_lambda <= 1, value_coef and entropy_coef >= 0, and "
+                f"clip_eps, max_grad_norm and reward_scale > 0; got {self}"
             )
 
     @property
@@ -141,27 +140,13 @@ class InContextParts(NamedTuple):
 
 
 class TrialBatch(NamedTuple):
-    """Trials prepared for the PPO loss, time-major `[T, B, ...]` (carry leaves `[B, ...]`): `policy` holds the
-    replayed inputs, actions, advantages, sampled log-probs, carry resets and initial carries; `returns` the value
-    targets; `valid` marks the steps of the trial's first K episodes (an episode that ends early leaves a tail that
-    belongs to none)."""
+    """Trials prepared for the PPO loss, time-major `[T, B, ...]`: `policy` (replayed inputs, actions, advantages,
+    log-probs, resets, initial carries `[B, ...]`), the value targets `returns`, and `valid`, the steps of the first
+    K episodes (an episode that ends early leaves a tail that belongs to none)."""
 
     policy: PolicyBatch
     returns: Array
     valid: Array
-
-
-def episode_returns(traj: Trajectory, episodes: int) -> Array:
-    """Undiscounted return of each of the first `episodes` episodes of every env's trial: `[N, episodes]` from a
-    `Trajectory [T, N]`."""
-    episode = jnp.cumsum(traj.done, axis=0) - traj.done  # the episode index of each step
-    return jnp.einsum("tn,tnk->nk", traj.reward, jax.nn.one_hot(episode, episodes, dtype=traj.reward.dtype))
-
-
-def episode_means(values: Array, done: Array, episodes: int) -> Array:
-    """Mean of `values [T, N]` over the steps of each of the first `episodes` episodes, then over envs: `[episodes]`."""
-    membership = jax.nn.one_hot(jnp.cumsum(done, axis=0) - done, episodes, dtype=values.dtype)  # [T, N, K]
-    return jnp.sum(values[..., None] * membership, axis=(0, 1)) / jnp.maximum(jnp.sum(membership, axis=(0, 1)), 1.0)
 
 
 def make_in_context_trainer(
@@ -204,39 +189,14 @@ def make_in_context_trainer(
         batch = PolicyBatch(inputs, traj.action, jnp.zeros_like(valid), traj.log_prob, traj.resets, traj.initial_carry)
         values = jax.lax.stop_gradient(policy_outputs(policy, params, batch)["value"])
         rewards = traj.reward * config.reward_scale * valid
-        next_values = jnp.concatenate([values[1:], jnp.zeros_like(values[:1])])
-        trial_end = jnp.zeros(T, jnp.float32).at[-1].set(1.0)
-        advantage = jax.vmap(
-            lambda r, v, nv, end: gae(r, v, nv, jnp.zeros_like(end), end, config.gamma, config.gae_lambda),
-            in_axes=(1, 1, 1, None),
-            out_axes=1,
-        )(rewards, values, next_values, trial_end)
-        returns = advantage + values
-        count = jnp.maximum(jnp.sum(valid), 1.0)
-        mean = jnp.sum(advantage * valid) / count
-        std = jnp.sqrt(jnp.sum((advantage - mean) ** 2 * valid) / count)
-        batch = batch._replace(advantage=(advantage - mean) / (std + 1e-8))
+        advantage, returns = trial_advantages(rewards, values, valid, config.gamma, config.gae_lambda)
+        batch = batch._replace(advantage=advantage)
         return TrialBatch(batch, returns, valid)
 
     def loss_of_outputs(out: dict, batch: TrialBatch) -> tuple[Array, dict]:
-        """The clipped surrogate, `value_coef` x the value error and `-entropy_coef` x the entropy of the head outputs
-        `out` (leaves `[T, B, ...]`), each averaged over the valid steps of `batch`."""
-        mean = lambda x: jnp.sum(x * batch.valid) / jnp.maximum(jnp.sum(batch.valid), 1.0)
-        log_ratio = action_log_prob(out["pi"], batch.policy.action) - batch.policy.old_log_prob
-        ratio = jnp.exp(log_ratio)
-        advantage = batch.policy.advantage
-        clipped = jnp.clip(ratio, 1.0 - config.clip_eps, 1.0 + config.clip_eps)
-        policy_loss = -mean(jnp.minimum(ratio * advantage, clipped * advantage))
-        value_loss = mean((out["value"] - batch.returns) ** 2)
-        entropy = mean(action_entropy(out["pi"]))
-        total = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
-        return total, {
-            "policy_loss": policy_loss,
-            "value_loss": value_loss,
-            "entropy": entropy,
-            "approx_kl": mean(ratio - 1.0 - log_ratio),
-            "clip_fraction": mean((jnp.abs(ratio - 1.0) > config.clip_eps).astype(jnp.float32)),
-        }
+        """`policy_losses.ppo_loss` of the head outputs `out` (leaves `[T, B, ...]`) on the valid steps of `batch`."""
+        return ppo_loss(out, batch.policy, batch.returns, batch.valid, config.clip_eps, config.value_coef,
+                        config.entropy_coef)  # fmt: skip
 
     def loss(params: Params, batch: TrialBatch) -> tuple[Array, dict]:
         """The PPO loss of `params` on `batch`, its trials replayed through the policy's `apply`."""

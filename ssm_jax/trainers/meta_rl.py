@@ -30,17 +30,26 @@ from flax import struct
 
 from ssm_jax.adapt import AdapterConfig
 from ssm_jax.adapt.adapter import Adapter
-from ssm_jax.adapt.rl import make_online_rl_episode, make_policy_adapter, make_rl_adaptation
+from ssm_jax.adapt.online_rl import make_online_rl_episode, online_returns
+from ssm_jax.adapt.rl import make_policy_adapter, make_rl_adaptation
 from ssm_jax.buffer import BufferState, experience_windows, freeze, make_experience_buffer
 from ssm_jax.config.io import register_config
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.envs.normalize import RunningMeanStd, normalize
 from ssm_jax.meta.maml import MAMLConfig, MetaState, with_outer_lr
-from ssm_jax.meta.policy_losses import INNER_OBJECTIVES, RLConfig, mean_episode_return
+from ssm_jax.meta.policy_losses import INNER_OBJECTIVES, RLConfig
 from ssm_jax.meta.rl import MetaRL, make_maml_rl, train_per_task
 from ssm_jax.meta.trust_region import TrustRegionConfig
 from ssm_jax.models.heads import HeadedModel
-from ssm_jax.trainers.protocol import MATMUL_PRECISIONS, EvalConfig, HParams, Trainer, at_precision
+from ssm_jax.trainers.protocol import (
+    MATMUL_PRECISIONS,
+    EvalConfig,
+    HParams,
+    Trainer,
+    at_precision,
+    check_choices,
+    check_positive,
+)
 from ssm_jax.types import Array, PRNGKey
 
 OUTER_OPTIMIZERS = ("ppo", "trpo")
@@ -89,37 +98,20 @@ class TrainerConfig:
     all 8 finished in float32); None keeps JAX's default (faster on GPU)."""
 
     def __post_init__(self):
-        sizes = (
-            "tasks_per_batch",
-            "trajectories_per_task",
-            "inner_steps",
-            "outer_epochs",
-            "cg_iters",
-            "window",
-            "buffer_size",
-            "experience_batch_size",
+        check_positive(self, "tasks_per_batch", "trajectories_per_task", "horizon", "inner_steps", "outer_epochs",
+                       "cg_iters", "window", "buffer_size", "experience_batch_size")  # fmt: skip
+        check_choices(
+            self,
+            inner_objective=INNER_OBJECTIVES,
+            outer_optimizer=OUTER_OPTIMIZERS,
+            matmul_precision=MATMUL_PRECISIONS,
         )
-        for name in sizes:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.window > self.horizon:
             raise ValueError(f"TrainerConfig.window={self.window} must not exceed horizon={self.horizon}")
-        if self.inner_objective not in INNER_OBJECTIVES:
-            raise ValueError(
-                f"TrainerConfig.inner_objective must be one of {INNER_OBJECTIVES}, got {self.inner_objective!r}"
-            )
-        if self.outer_optimizer not in OUTER_OPTIMIZERS:
-            raise ValueError(
-                f"TrainerConfig.outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}"
-            )
         if self.outer_optimizer == "trpo" and self.learn_inner_lr:
             raise ValueError("TrainerConfig: the trpo outer step does not learn inner rates (learn_inner_lr needs ppo)")
         if not self.max_kl > 0:
             raise ValueError(f"TrainerConfig.max_kl must be > 0, got {self.max_kl}")
-        if self.matmul_precision not in MATMUL_PRECISIONS:
-            raise ValueError(
-                f"TrainerConfig.matmul_precision must be one of {MATMUL_PRECISIONS}, got {self.matmul_precision!r}"
-            )
 
     @property
     def env_steps_per_iteration(self) -> int:
@@ -186,30 +178,17 @@ def make_meta_rl_trainer(
     buf = make_experience_buffer(config.buffer_size)
     optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)  # the rate comes from `HParams`
 
-    def build(learn_inner_lr: bool, num_envs: int) -> MetaRL:
-        maml_config = MAMLConfig(
-            num_inner_steps=config.inner_steps,
-            first_order=config.first_order,
-            learn_inner_lr=learn_inner_lr,
-            inner_grad_clip=config.inner_grad_clip,
-        )
-        trust_region = None
-        if config.outer_optimizer == "trpo":
-            trust_region = TrustRegionConfig(max_kl=config.max_kl, cg_iters=config.cg_iters)
-        return make_maml_rl(
-            env,
-            policy,
-            maml_config,
-            rl_config,
-            num_envs,
-            config.horizon,
-            config.outer_epochs,
-            trust_region,
-            config.normalize_observations,
-        )
-
-    meta_rl = build(config.learn_inner_lr, config.trajectories_per_task)
-    eval_rl = build(config.learn_inner_lr, evaluation.eval_trajectories or config.trajectories_per_task)
+    maml_config = MAMLConfig(
+        num_inner_steps=config.inner_steps, first_order=config.first_order, learn_inner_lr=config.learn_inner_lr,
+        inner_grad_clip=config.inner_grad_clip,
+    )  # fmt: skip
+    trust_region = TrustRegionConfig(config.max_kl, config.cg_iters) if config.outer_optimizer == "trpo" else None
+    build = lambda num_envs: make_maml_rl(
+        env, policy, maml_config, rl_config, num_envs, config.horizon, config.outer_epochs, trust_region,
+        config.normalize_observations,
+    )  # fmt: skip
+    meta_rl = build(config.trajectories_per_task)
+    eval_rl = build(evaluation.eval_trajectories or config.trajectories_per_task)
     adapter_config = AdapterConfig(
         num_steps=evaluation.steps_per_round,
         optimizer="sgd",
@@ -294,44 +273,23 @@ def make_meta_rl_trainer(
         lr_scale: float = 1.0,
     ) -> tuple[Array, dict]:
         """One episode per task (leading axis E, each with its own key) that adapts while it acts: every `every`
-        steps (static) one adapter step on the last `window` (static) transitions (`adapt.rl.make_online_rl_episode`;
+        steps (static) one adapter step on the last `window` (static) transitions (`adapt.online_rl`;
         `mode` and the replayed sources as in `evaluate`; updates after the first at `later_rounds_lr_scale` x the
         rate, as later rounds). `every > horizon` never adapts: the same episodes, frozen.
         With `switch_to` (tasks `[E]`), each task changes to its `switch_to` task at half the horizon. `lr_scale`
         multiplies the adaptation rate (the hyperparameter, or Meta-SGD's learned rates).
 
-        Returns `(returns [E], extras)`: `extras["adaptations"] [E]`; with `switch_to` also `after_switch` (return
-        over the second half), and `first_task_at_switch` / `first_task_at_end`, the mean return on the first task
-        of fresh frozen episodes (the evaluation's trajectory count) with the params the agent had at the switch
-        and at the end (their difference: what it forgot)."""
+        Returns `(returns [E], extras)` as `adapt.online_rl.online_returns`."""
         switch_at = None if switch_to is None else config.horizon // 2
         episode = make_online_rl_episode(
             eval_rl, env, policy, adapter_config, rl_config, config.horizon, window, every,
             evaluation.replay, evaluation.task_replay_loss, switch_at, evaluation.later_rounds_lr_scale,
         )  # fmt: skip
-        weight = state.hparams.adapter_weight(mode)
         learning_rate = jax.tree.map(lambda lr: lr * lr_scale, adaptation_lr(state))
-
-        def one(k, task, second):
-            run = lambda k, task: episode(
-                k, task, state.meta.params, freeze(state.buffer), weight, state.obs_stats, learning_rate
-            )
-            if second is None:
-                return run(k, task)
-            episode_key, first_task_key = jax.random.split(k)
-            ret, extras = run(episode_key, (task, second))
-            first_task_return = lambda params: mean_episode_return(
-                eval_rl.sample_trajectories(first_task_key, task, params, state.obs_stats)
-            )  # the same key for both: paired
-            return ret, {
-                "adaptations": extras["adaptations"],
-                "after_switch": extras["after_switch"],
-                "first_task_at_switch": first_task_return(extras["params_at_switch"]),
-                "first_task_at_end": first_task_return(extras["final_params"]),
-            }
-
-        keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
-        return jax.vmap(one)(keys, tasks, switch_to)
+        return online_returns(
+            episode, eval_rl, key, tasks, state.meta.params, freeze(state.buffer), state.hparams.adapter_weight(mode),
+            state.obs_stats, learning_rate, switch_to,
+        )  # fmt: skip
 
     functions = (init, train, evaluate, oracle, evaluate_online)
     programs = (at_precision(fn, config.matmul_precision) for fn in functions)

@@ -150,3 +150,18 @@ def at_precision(fn: Callable | None, precision: str | None) -> Callable | None:
             return fn(*args, **kwargs)
 
     return traced_at_precision
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """Raises a one-line ValueError unless each field `names` of `config` is an int >= 1."""
+    for name in names:
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{type(config).__name__}.{name} must be a positive int, got {value!r}")
+
+
+def check_choices(config: Any, **choices: tuple) -> None:
+    """Raises a one-line ValueError unless each field `name` of `config` is one of `choices[name]`."""
+    for name, allowed in choices.items():
+        if getattr(config, name) not in allowed:
+            raise ValueError(f"{type(config).__name__}.{name} must be one of {allowed}, got {getattr(config, name)!r}")
