@@ -5,16 +5,15 @@
     python -m benchmarks.meta_iteration --backend spring       # the physics the presets ran before mujoco
     python -m benchmarks.meta_iteration --backend mjx          # the paper preset's backend (a GPU's)
 
-For each preset of `experiments.halfcheetah_vel` (its batch: tasks x trajectories x horizon, inner steps, outer
-epochs or TRPO), every phase of MAML's meta-iteration is jitted on its own and timed after compile (median of
-`repeats`): sampling before the inner step (K support rounds), the baseline fit (`prepare_batch`: returns, linear
-feature baseline, advantages; K + 1 rounds), the inner step (K), sampling after it (the query round), the outer
-epochs or TRPO step, the buffer write and the metrics. Beside them: the whole iteration as the trainer runs it
-(`Trainer.train` for one iteration), the pretrained baseline's iteration, and the same number of env steps with
-uniform random actions and no policy ("env alone"), these three timed in turn (one call of each per round) so
-that their ratios hold on a shared machine. Phases are timed apart, so their sum is not exactly the whole.
-Writes `benchmarks/results/meta_iteration_<preset>_<backend>.json` and prints a table per preset.
-"""
+For each preset of the flagship (`halfcheetah-vel-<preset>` in `ssm_jax.config.CONFIGS`) (its batch: tasks x
+trajectories x horizon, inner steps, outer epochs or TRPO), every phase of MAML's meta-iteration is jitted on its own
+and timed after compile (median of `repeats`): sampling before the inner step (K support rounds), the baseline fit
+(`prepare_batch`: returns, linear feature baseline, advantages; K + 1 rounds), the inner step (K), sampling after it
+(the query round), the outer epochs or TRPO step, the buffer write and the metrics. Beside them: the whole iteration as
+the trainer runs it (`Trainer.train` for one iteration), the pretrained baseline's iteration, and the same number of env
+steps with uniform random actions and no policy ("env alone"), these three timed in turn (one call of each per round) so
+that their ratios hold on a shared machine. Phases are timed apart, so their sum is not exactly the whole. Writes
+`benchmarks/results/meta_iteration_<preset>_<backend>.json` and prints a table per preset. """
 
 from __future__ import annotations
 
@@ -26,18 +25,21 @@ import tyro
 
 from benchmarks.common import compile_and_time, report, time_interleaved
 from benchmarks.envs import random_rollout
-from experiments.halfcheetah_vel import PRESETS
 from ssm_jax.buffer import experience_windows, make_experience_buffer
-from ssm_jax.config import build
+from ssm_jax.config import CONFIGS, build
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import mean_episode_return, prepare_batch
 from ssm_jax.trainers import HParams
+
+PRESETS = {preset: CONFIGS["halfcheetah-vel" if preset == "cpu" else f"halfcheetah-vel-{preset}"] for preset in
+           ("cpu", "long", "smoke", "paper")}  # fmt: skip
+"""The flagship's presets by their `experiments.halfcheetah_vel --preset` names."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     presets: tuple[str, ...] = ("cpu", "paper")
-    """Presets of `experiments.halfcheetah_vel` whose batch is measured."""
+    """Presets of the flagship (`halfcheetah-vel`, `halfcheetah-vel-<preset>`) whose batch is measured."""
     backend: str | None = "mujoco"
     """Physics backend for every preset (None: each preset's own; the paper's is mjx, which hangs on a CPU at its
     batch)."""

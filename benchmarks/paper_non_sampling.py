@@ -4,7 +4,7 @@
     git worktree add /tmp/before ad7dc3d && cd /tmp/before && \
         PYTHONPATH=/tmp/before python <this repo>/benchmarks/paper_non_sampling.py --label ad7dc3d
 
-`meta_rl.meta_update` of `experiments.halfcheetah_vel`'s paper preset (40 tasks x 20 trajectories x 200 steps,
+`meta_rl.meta_update` of the flagship's paper preset (`halfcheetah-vel-paper`) (40 tasks x 20 trajectories x 200 steps,
 5 PPO epochs; spring backend) with every rollout replaced by pre-drawn trajectories of the same shapes, so what is
 timed is the rest: the baseline fits, the inner step, the outer epochs and the metrics. It runs against older
 commits too (their trainer builder was `_build`), so one machine can time before and after. Writes
@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 import tyro
 
-import experiments.meta_rl as meta_rl_experiment
 import ssm_jax.meta.rl as rl_module
-from experiments.halfcheetah_vel import PRESETS
+from ssm_jax.config import CONFIGS, build
 from ssm_jax.trainers import HParams
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run by path from another commit's tree: this repo's helpers
@@ -59,20 +58,10 @@ def _pre_drawn_rollouts(real_rollout):
     return rollout
 
 
-def _build(preset):
-    """`ssm_jax.config.build`, or the builder an older tree (before `ssm_jax.configs`, b73457c and earlier) kept in
-    `experiments.meta_rl`, so that one harness times both sides of a change."""
-    try:
-        from ssm_jax.config import build
-    except ImportError:
-        build = getattr(meta_rl_experiment, "build_trainer", None) or meta_rl_experiment._build
-    return build(preset)
-
-
 def main(args: Args) -> list[dict]:
     rl_module.rollout = _pre_drawn_rollouts(rl_module.rollout)
-    preset = dataclasses.replace(PRESETS["paper"], backend="spring")
-    env, trainer = _build(preset)
+    preset = dataclasses.replace(CONFIGS["halfcheetah-vel-paper"], backend="spring")
+    env, trainer = build(preset)
     state = trainer.init(jax.random.key(0), HParams.create(preset.inner_lr, preset.outer_lr))
     tasks = env.sample_tasks(jax.random.key(1), trainer.config.tasks_per_batch)
     update = jax.jit(trainer.parts.meta_rl.meta_update)

@@ -24,9 +24,8 @@ import jax
 import tyro
 
 from benchmarks.common import report
-from experiments import sinusoid
 from ssm_jax import sweep
-from ssm_jax.config import CONFIGS, build
+from ssm_jax.config import CONFIGS, build, build_regression
 from ssm_jax.trainers import HParams
 
 WORKLOADS = ("navigation", "sinusoid")
@@ -76,7 +75,7 @@ def navigation_runners(iterations: int) -> Callable[[int], Runner]:
 
 def sinusoid_runners(iterations: int) -> Callable[[int], Runner]:
     config = CONFIGS["sinusoid"]
-    return program_runners(sinusoid.make_trainer(config, 10, "maml"), config, iterations)
+    return program_runners(build_regression(config, 10, "maml"), config, iterations)
 
 
 def _timed(fn, *args) -> float:

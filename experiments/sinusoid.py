@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.config import CONFIGS, SinusoidRunConfig
+from ssm_jax.config import CONFIGS, SinusoidRunConfig, build_regression
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.report import (
     REFERENCE_MAML_PAPER,
@@ -41,7 +41,6 @@ from ssm_jax.report import (
 )
 from ssm_jax.run_files import MetricsLog, write_json
 from ssm_jax.trainers import HParams
-from ssm_jax.trainers.regression import RegressionTrainerConfig, Trainer, make_regression_trainer
 
 LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
 
@@ -54,25 +53,11 @@ PRESETS = {
 """The presets, by their names in `ssm_jax.config.CONFIGS`."""
 
 
-def make_trainer(args: SinusoidRunConfig, shots: int, method: str) -> Trainer:
-    config = RegressionTrainerConfig(
-        shots=shots,
-        meta_batch=args.meta_batch,
-        inner_steps=args.train_inner_steps,
-        first_order=method == "fomaml",
-        learn_inner_lr=method == "meta_sgd",
-        hidden_dim=args.hidden_dim,
-        eval_points=args.eval_points,
-        eval_steps=args.eval_steps,
-    )
-    return make_regression_trainer(SinusoidDistribution(frequency_range=args.frequency_range), config)
-
-
 def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, run_dir: Path, log: MetricsLog):
     """Meta-trains (or pretrains) one method for every seed of `grid` (one vmapped program) through
     `runs.train_phase`, checkpointing under `run_dir/phases/<phase>/`; with `args.resume`, from that phase's newest
     checkpoint. Returns `(trainer, programs, states)`."""
-    trainer = make_trainer(args, shots, method)
+    trainer = build_regression(args, shots, method)
     programs = sweep.make_programs(trainer, args.chunk_size)
     phase, phase_dir = f"{shots}-shot {method}", run_dir / "phases" / f"{shots}shot_{method}"
     hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr))

@@ -11,12 +11,13 @@ from typing import Any
 import jax
 
 from ssm_jax import envs, sweep
-from ssm_jax.config.family import InContextRunConfig, RunConfig
+from ssm_jax.config.family import InContextRunConfig, RunConfig, SinusoidRunConfig
 from ssm_jax.config.io import read_config
 from ssm_jax.models import make_gaussian_policy
 from ssm_jax.trainers.in_context import make_in_context_trainer
 from ssm_jax.trainers.meta_rl import make_meta_rl_trainer
 from ssm_jax.trainers.protocol import HParams, Trainer
+from ssm_jax.trainers.regression import RegressionTrainerConfig, make_regression_trainer
 
 
 def build(config: RunConfig, task_sharding: jax.sharding.Sharding | None = None) -> tuple[envs.TaskEnv, Trainer]:
@@ -40,6 +41,21 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
     else:
         env = envs.make(config.env, horizon=horizon)
     return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
+
+
+def build_regression(config: SinusoidRunConfig, shots: int, method: str) -> Trainer:
+    """The regression trainer of `method` (`SINUSOID_METHODS`) at `shots` shots that `config` describes."""
+    trainer_config = RegressionTrainerConfig(
+        shots=shots,
+        meta_batch=config.meta_batch,
+        inner_steps=config.train_inner_steps,
+        first_order=method == "fomaml",
+        learn_inner_lr=method == "meta_sgd",
+        hidden_dim=config.hidden_dim,
+        eval_points=config.eval_points,
+        eval_steps=config.eval_steps,
+    )
+    return make_regression_trainer(envs.SinusoidDistribution(frequency_range=config.frequency_range), trainer_config)
 
 
 def _meta_learns(config: RunConfig | InContextRunConfig) -> bool:
