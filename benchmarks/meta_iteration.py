@@ -13,7 +13,7 @@ and timed after compile (median of `repeats`): sampling before the inner step (K
 the trainer runs it (`Trainer.train` for one iteration), the pretrained baseline's iteration, and the same number of env
 steps with uniform random actions and no policy ("env alone"), these three timed in turn (one call of each per round) so
 that their ratios hold on a shared machine. Phases are timed apart, so their sum is not exactly the whole. Writes
-`benchmarks/results/meta_iteration_<preset>_<backend>.json` and prints a table per preset. """
+`benchmarks/results/meta_iteration_<preset>_<backend>.json` and prints a table per preset."""
 
 from __future__ import annotations
 

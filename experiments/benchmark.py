@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from experiments import meta_rl, world_model
 from experiments.common import run_main
 from ssm_jax import envs, run_files
-from ssm_jax.config import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace
+from ssm_jax.config import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace, world_model_env
 from ssm_jax.config.io import register_config
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
@@ -98,7 +98,7 @@ def parameter_count(args: Args, env_name: str, method: str, network: NetworkConf
     """Parameters of `method` at `network`'s sizes for the objective's model (shapes only, nothing runs)."""
     if args.objective == "world_model":
         base = dataclasses.replace(args.world_model, env=env_name)
-        model = make_world_model(world_model.make_env(base), method, network, base.trainer.model)
+        model = make_world_model(world_model_env(base), method, network, base.trainer.model)
         shapes = jax.eval_shape(model.init, jax.random.key(0))
     else:
         env = envs.make_meta_rl(env_name, args.rl.trainer.horizon, args.rl.backend, args.rl.goals)
@@ -130,9 +130,7 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
             base, env=env_name, model=method, network=network, seed=args.seed, num_seeds=args.num_seeds
         )
         cell_dir.mkdir(parents=True, exist_ok=True)
-        results = world_model.run_seeds(
-            cell, world_model.make_env(cell), run_files.MetricsLog(cell_dir / "metrics.jsonl")
-        )
+        results = world_model.run_seeds(cell, world_model_env(cell), run_files.MetricsLog(cell_dir / "metrics.jsonl"))
         curves = {mode: results["mse"][f"MAML + {mode}"] for mode in MODES}
         extra = {"open_loop": {mode: results["open_loop"][f"MAML + {mode}"] for mode in MODES}}
         extra["baselines"] = {k: v for k, v in results["mse"].items() if not k.startswith("MAML")}

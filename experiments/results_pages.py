@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import benchmark, budget_study, in_context, levers, replay, sinusoid, world_model
+from experiments import benchmark, budget_study, in_context, levers, sinusoid, world_model
 from experiments import sweep as experiment_sweep
 from experiments.common import parse_args
 from ssm_jax import envs
@@ -32,9 +32,11 @@ from ssm_jax.cli import exit_with_error
 from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.config.io import read_config
+from ssm_jax.config.studies import ReplayArgs, ReplayWorldModelArgs
 from ssm_jax.report import REFERENCES, format_mean_ci, markdown_table, provenance, steps_label
 from ssm_jax.report import benchmark as benchmark_report
 from ssm_jax.report import meta_rl as meta_rl_report
+from ssm_jax.report import replay as replay_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -53,8 +55,8 @@ WRITERS = {
     WorldModelRunConfig: world_model.write_report,
     benchmark.Args: benchmark_report.write_report,
     experiment_sweep.SweepArgs: experiment_sweep.write_report,
-    replay.ReplayArgs: replay.write_report,
-    replay.ReplayWorldModelArgs: replay.write_report,
+    ReplayArgs: replay_report.write_report,
+    ReplayWorldModelArgs: replay_report.write_report,
 }
 """Each experiment's `write_report(run_dir, config) -> markdown`, by the class of the config it records."""
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments.common import run_main
 from ssm_jax import envs, run_files, runs, sweep
-from ssm_jax.config import CONFIGS, WorldModelRunConfig
+from ssm_jax.config import CONFIGS, WorldModelRunConfig, world_model_env
 from ssm_jax.report import (
     format_ci,
     markdown_table,
@@ -55,11 +55,6 @@ PRESETS = {
     "paper": CONFIGS["world-model-paper"],
 }
 """The presets, by their names in `ssm_jax.config.CONFIGS`."""
-
-
-def make_env(args: WorldModelRunConfig) -> envs.TaskEnv:
-    options = {"backend": args.backend} if args.env in envs.FAMILIES else {}
-    return envs.make(args.env, horizon=args.trainer.model.horizon, **options)
 
 
 def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.MetricsLog) -> dict:
@@ -142,7 +137,7 @@ def report(results: dict, steps: int) -> str:
 
 
 def main(args: WorldModelRunConfig) -> dict:
-    env = make_env(args)
+    env = world_model_env(args)
     run_dir = run_files.make_run_dir(args.out_dir)
     run_files.write_config(run_dir, args)
     started = time.perf_counter()

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ssm_jax.envs.base import TaskEnv
 from ssm_jax.trainers import HParams, Trainer, TrainerConfig
@@ -157,3 +158,27 @@ def make_programs(
         jit(evaluate, static_argnames="mode"),
         jit(oracle, static_argnames="iterations"),
     )
+
+
+def tile_runs(tree, times: int):
+    """Leaves `[S, ...]` -> `[S * times, ...]`, each run's entry repeated `times` times (run-major)."""
+    return jax.tree.map(lambda x: jnp.repeat(x, times, axis=0), tree)
+
+
+def with_experience_weights(states, weights: tuple[float, ...]):
+    """States `[S]` -> `[S * A]`: each run's state once per weight of `weights` (A), its
+    `hparams.experience_weight` set to it, so one program evaluates every weight of every run."""
+    tiled = tile_runs(states, len(weights))
+    values = jnp.tile(jnp.asarray(weights, jnp.float32), jax.tree.leaves(states)[0].shape[0])
+    return tiled.replace(hparams=tiled.hparams.replace(experience_weight=values))
+
+
+def scale_inner_lr(states, scale: float):
+    """States whose adaptation rate (`hparams.inner_lr`) is `scale` x their own."""
+    return states.replace(hparams=states.hparams.replace(inner_lr=states.hparams.inner_lr * scale))
+
+
+def by_weight(values, num_weights: int):
+    """`[S * A, E]` (run-major, as `with_experience_weights` tiles) -> `[A, S, E]` (numpy)."""
+    values = np.asarray(values)
+    return values.reshape(-1, num_weights, values.shape[-1]).swapaxes(0, 1)

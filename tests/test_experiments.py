@@ -16,7 +16,7 @@ import pytest
 from experiments import sinusoid, smoke
 from experiments.common import parse_args
 from ssm_jax import run_files
-from ssm_jax.config import replace
+from ssm_jax.config import replace, studies
 
 
 def test_smoke_experiment_fits_every_requested_model():
@@ -445,9 +445,9 @@ def test_replay_smoke_scores_every_regime_and_source_against_the_same_standard(t
     from experiments import replay
 
     results = replay.main(dataclasses.replace(replay.PRESETS["smoke"], out_dir=str(tmp_path)))
-    assert set(results["regimes"]) == set(replay.REGIMES)
+    assert set(results["regimes"]) == set(studies.REGIMES)
     for regime, scores in results["scores"].items():
-        variants = [np.asarray(scores[label]) for label in replay.RL_VARIANTS]
+        variants = [np.asarray(scores[label]) for label in studies.RL_VARIANTS]
         for values in variants[1:]:
             np.testing.assert_allclose(values[0], variants[0][0], rtol=1e-4, atol=1e-4)
         assert all(v.shape == (2, 1, 4) for v in variants)  # [alphas, seeds, tasks]

@@ -27,7 +27,10 @@ _MODULES = {
     ),
     "leaves": ("extend", "replace"),
     "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "PPO"),
-    "programs": ("build", "build_in_context", "build_regression", "initial_state", "load_run_config", "training_key"),
+    "programs": (
+        "build", "build_in_context", "build_regression", "initial_state", "load_run_config", "training_key",
+        "world_model_env",
+    ),
     "io": ("config_from_json", "config_to_json", "read_config", "register_config", "register_renamed"),
 }  # fmt: skip
 _HOME = {name: module for module, names in _MODULES.items() for name in names}

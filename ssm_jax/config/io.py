@@ -41,6 +41,8 @@ MOVED = {
     "ssm_jax.train_in_context:InContextConfig": "ssm_jax.trainers.in_context:InContextConfig",
     "ssm_jax.train_world_model:WorldModelTrainerConfig": "ssm_jax.trainers.world_model:WorldModelTrainerConfig",
     "ssm_jax.train_regression:RegressionTrainerConfig": "ssm_jax.trainers.regression:RegressionTrainerConfig",
+    **{f"experiments.replay:{name}": f"ssm_jax.config.studies:{name}"
+       for name in ("ReplayArgs", "ReplayWorldModelArgs")},
 }  # fmt: skip
 """Classes that moved module (issue 47's packages), by their stored name: a file names the old module, and the
 class is read from the new one."""

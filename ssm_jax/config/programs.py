@@ -11,7 +11,7 @@ from typing import Any
 import jax
 
 from ssm_jax import envs, sweep
-from ssm_jax.config.family import InContextRunConfig, RunConfig, SinusoidRunConfig
+from ssm_jax.config.family import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.config.io import read_config
 from ssm_jax.models import make_gaussian_policy
 from ssm_jax.trainers.in_context import make_in_context_trainer
@@ -41,6 +41,12 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
     else:
         env = envs.make(config.env, horizon=horizon)
     return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
+
+
+def world_model_env(config: WorldModelRunConfig) -> envs.TaskEnv:
+    """The task family a world-model config learns the dynamics of, at its model's horizon."""
+    options = {"backend": config.backend} if config.env in envs.FAMILIES else {}
+    return envs.make(config.env, horizon=config.trainer.model.horizon, **options)
 
 
 def build_regression(config: SinusoidRunConfig, shots: int, method: str) -> Trainer:

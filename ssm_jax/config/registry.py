@@ -6,6 +6,8 @@ halfcheetah_vel --preset long` is `halfcheetah-vel-long`), so each setting is wr
 
 from __future__ import annotations
 
+import dataclasses
+
 from ssm_jax.config.family import (
     ExperimentConfig,
     InContextRunConfig,
@@ -13,7 +15,8 @@ from ssm_jax.config.family import (
     SinusoidRunConfig,
     WorldModelRunConfig,
 )
-from ssm_jax.config.leaves import replace
+from ssm_jax.config.leaves import extend, replace
+from ssm_jax.config.studies import REGIMES, ReplayArgs, ReplayWorldModelArgs
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -188,7 +191,35 @@ halfcheetah-dir: forward/backward (Finn et al. Fig. 5). in-context-*: RL² (`exp
 (MAML's navigation budget, 8M env steps), halfcheetah-vel and pendulum-params. world-model: a meta-learned SSM
 dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et al.'s regression
 (`experiments.sinusoid`); -smoke: seconds, for tests."""
-META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, RunConfig)}
+_REPLAY = extend(
+    ReplayArgs, CONFIGS["navigation"], name="replay-navigation", num_seeds=3, eval_tasks=64, eval_trajectories=20,
+    pretrained=False, random_baseline=False, out_dir="runs/replay",
+)  # fmt: skip
+CONFIGS.update({
+    "replay-navigation": _REPLAY,
+    **{
+        f"replay-{name}": dataclasses.replace(_REPLAY, name=f"replay-{name}", regimes=(regime,))
+        for regime, name in ((regime, regime.replace("_", "-")) for regime in REGIMES)
+    },
+    "replay-world-model": extend(
+        ReplayWorldModelArgs, CONFIGS["world-model"], name="replay-world-model", num_seeds=3, eval_tasks=64,
+        support_trajectories=1, adapt_steps=30, out_dir="runs/replay",
+    ),
+    "replay-world-model-smoke": extend(
+        ReplayWorldModelArgs, CONFIGS["world-model-smoke"], name="replay-world-model-smoke", eval_tasks=4,
+        support_trajectories=1, adapt_steps=3, alphas=(0.0, 1.0), out_dir="runs/replay",
+    ),
+    "replay-smoke": extend(
+        ReplayArgs, CONFIGS["navigation-smoke"], name="replay-smoke", eval_tasks=4, alphas=(0.0, 1.0), many_steps=3,
+        support_trajectories=2, online_window=5, online_every=5, pretrained=False, random_baseline=False,
+        out_dir="runs/replay",
+    ),
+})  # fmt: skip
+"""`experiments.replay`'s presets: the meta-RL regimes on 2D navigation at the paper's settings (all, or one each),
+the world-model regime, and smoke runs."""
+
+
+META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if type(config) is RunConfig}
 """The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""
-IN_CONTEXT_CONFIGS = {name: config for name, config in CONFIGS.items() if isinstance(config, InContextRunConfig)}
+IN_CONTEXT_CONFIGS = {name: config for name, config in CONFIGS.items() if type(config) is InContextRunConfig}
 """The in-context (RL²) named configs; `ssm-jax train --config` runs these and the meta-RL ones."""

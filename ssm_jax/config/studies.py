@@ -1,0 +1,83 @@
+"""The studies' configs: each extends a program's config (`config.family`) with the settings only that study has.
+Their presets are names in the registry (`replay-*`, ...)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+from ssm_jax.config.family import RunConfig, WorldModelRunConfig
+from ssm_jax.config.io import register_config
+
+REGIMES = ("many_step", "online", "task_switch")
+RL_VARIANTS = {
+    "meta": ("meta", "clipped_pg"),
+    "task (clipped PG)": ("task", "clipped_pg"),
+    "task (KL anchor)": ("task", "kl_anchor"),
+    "both (clipped PG)": ("both", "clipped_pg"),
+}
+"""Hybrid variants of the meta-RL regimes: label -> (`EvalConfig.replay`, `EvalConfig.task_replay_loss`)."""
+WORLD_MODEL_VARIANTS = {"meta": "meta", "task": "task", "both": "both"}
+
+
+def check_alphas(alphas: tuple[float, ...]) -> None:
+    if len(alphas) < 2 or alphas[0] != 0.0 or any(a <= 0 for a in alphas[1:]):
+        raise ValueError(f"alphas must start with 0 (the standard adapter) followed by positive weights, got {alphas}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class ReplayArgs(RunConfig):
+    """The meta-RL regimes on a `RunConfig` (the meta-training), with the replay study's own settings."""
+
+    RESUMABLE: ClassVar[bool] = False
+    ADDED_FIELDS: ClassVar[dict] = {"online_lr_scale": 1.0}
+    """What a config stored before these fields existed ran with (`config_io` fills them in when reading one)."""
+
+    regimes: tuple[str, ...] = REGIMES
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+    """Weights of the hybrid term, evaluated in one program; the first must be 0 (standard)."""
+    many_steps: int = 20
+    """Gradient steps of the many-step regime."""
+    many_step_lr_scale: float = 0.1
+    """The many-step regime's rate, x the inner lr hyperparameter (Meta-SGD's learned rates are not scaled): every
+    step at the rate of the protocol's later steps."""
+    support_trajectories: int = 10
+    """Trajectories of the many-step regime's support."""
+    online_window: int = 20
+    online_every: int = 10
+    online_lr_scale: float = 0.1
+    """The online regimes' rate, x the inner lr (their first update; later ones x later_rounds_lr_scale too). At the
+    first step's own rate (1) every online adapter diverges on some tasks and all fall far below the frozen
+    episodes (the recorded H200 run)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_alphas(self.alphas)
+        unknown = sorted(set(self.regimes) - set(REGIMES))
+        if not self.regimes or unknown:
+            raise ValueError(f"regimes must be some of {', '.join(REGIMES)}, got {self.regimes}")
+        if not (self.many_step_lr_scale > 0 and self.online_lr_scale > 0):
+            raise ValueError(
+                f"many_step_lr_scale and online_lr_scale must be > 0, got {self.many_step_lr_scale}, "
+                f"{self.online_lr_scale}"
+            )
+        if min(self.many_steps, self.support_trajectories, self.online_window, self.online_every) < 1:
+            raise ValueError("many_steps, support_trajectories, online_window and online_every must be >= 1")
+        if self.evaluation.eval_tasks < 2 or self.evaluation.eval_tasks % 2:
+            raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.evaluation.eval_tasks}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class ReplayWorldModelArgs(WorldModelRunConfig):
+    """The world-model regime: a `WorldModelRunConfig` with the α grid."""
+
+    alphas: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0)
+    """Weights of the hybrid term, evaluated in one program; the first must be 0 (standard)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_alphas(self.alphas)
+        if self.trainer.eval_tasks < 2 or self.trainer.eval_tasks % 2:
+            raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.trainer.eval_tasks}")
