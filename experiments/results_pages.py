@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import benchmark, budget_study, in_context, levers, sinusoid, world_model
+from experiments import benchmark, budget_study, levers, sinusoid, world_model
 from experiments import sweep as experiment_sweep
 from experiments.common import parse_args
 from ssm_jax import envs
@@ -35,6 +35,7 @@ from ssm_jax.config.io import read_config
 from ssm_jax.config.studies import ReplayArgs, ReplayWorldModelArgs
 from ssm_jax.report import REFERENCES, format_mean_ci, markdown_table, provenance, steps_label
 from ssm_jax.report import benchmark as benchmark_report
+from ssm_jax.report import in_context as in_context_report
 from ssm_jax.report import meta_rl as meta_rl_report
 from ssm_jax.report import replay as replay_report
 
@@ -50,7 +51,7 @@ WRITERS = {
     RunConfig: meta_rl_report.write_report,
     budget_study.StudyArgs: budget_study.write_report,
     levers.LeverArgs: levers.write_report,
-    InContextRunConfig: in_context.write_report,
+    InContextRunConfig: in_context_report.write_report,
     SinusoidRunConfig: sinusoid.write_report,
     WorldModelRunConfig: world_model.write_report,
     benchmark.Args: benchmark_report.write_report,
