@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import benchmark, budget_study, levers, sinusoid, world_model
+from experiments import benchmark, sinusoid, world_model
 from experiments import sweep as experiment_sweep
 from experiments.common import parse_args
 from ssm_jax import envs
@@ -32,10 +32,12 @@ from ssm_jax.cli import exit_with_error
 from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.config.io import read_config
-from ssm_jax.config.studies import ReplayArgs, ReplayWorldModelArgs
+from ssm_jax.config.studies import LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs
 from ssm_jax.report import REFERENCES, format_mean_ci, markdown_table, provenance, steps_label
 from ssm_jax.report import benchmark as benchmark_report
+from ssm_jax.report import budget_study as budget_study_report
 from ssm_jax.report import in_context as in_context_report
+from ssm_jax.report import levers as levers_report
 from ssm_jax.report import meta_rl as meta_rl_report
 from ssm_jax.report import replay as replay_report
 
@@ -49,8 +51,8 @@ RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provena
 
 WRITERS = {
     RunConfig: meta_rl_report.write_report,
-    budget_study.StudyArgs: budget_study.write_report,
-    levers.LeverArgs: levers.write_report,
+    StudyArgs: budget_study_report.write_report,
+    LeverArgs: levers_report.write_report,
     InContextRunConfig: in_context_report.write_report,
     SinusoidRunConfig: sinusoid.write_report,
     WorldModelRunConfig: world_model.write_report,

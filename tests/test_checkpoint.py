@@ -191,8 +191,8 @@ def test_configs_recorded_by_earlier_commits_still_load():
     `adapt_steps` for `adapt_rounds`; they load as `RunConfig`s (and the study's as its subclass) with their values.
     So does a config of the CLI's former `RunConfig`, whose env was a nested `EnvConfig` and whose `TrainerConfig`
     held the evaluation protocol."""
-    import experiments.budget_study
     from ssm_jax.config import RunConfig
+    from ssm_jax.config.studies import StudyArgs
 
     recorded = {
         path.parent.name: path for path in (Path(__file__).parents[1] / "docs" / "results").rglob("config.json")
@@ -205,7 +205,7 @@ def test_configs_recorded_by_earlier_commits_still_load():
         64,
     )
     study = config_from_json(recorded["budget_study_vel"].read_text())
-    assert type(study) is experiments.budget_study.StudyArgs and study.evaluation.adapt_rounds == 1
+    assert type(study) is StudyArgs and study.evaluation.adapt_rounds == 1
     assert study.budgets == (5e5, 1e6, 2e6, 3e6, 5e6, 1e7) and study.evaluation.eval_tasks == 64
 
     cli_config = {"__dataclass__": "ssm_jax.cli.configs:RunConfig", "fields": {

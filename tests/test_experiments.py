@@ -17,6 +17,8 @@ from experiments import sinusoid, smoke
 from experiments.common import parse_args
 from ssm_jax import run_files
 from ssm_jax.config import replace, studies
+from ssm_jax.report import budget_study as budget_report
+from ssm_jax.report import levers as levers_report
 
 
 def test_smoke_experiment_fits_every_requested_model():
@@ -346,11 +348,10 @@ def test_budget_study_rounds_budgets_up_to_whole_chunks_and_checks_them():
 
 
 def test_a_budget_row_leaves_out_the_tasks_where_an_adaptation_diverged_for_both_methods():
-    from experiments import budget_study
 
     maml = np.array([[-10.0, -5.0], [-12.0, -6.0], [-11.0, -4.0]])
     pretrained = np.array([[-9.0, -8.0], [-10.0, np.nan], [-9.5, -9.0]])  # its step diverged on task 1
-    row = budget_study.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": pretrained}, {"MAML": 1.0})
+    row = budget_report.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": pretrained}, {"MAML": 1.0})
     assert row["diverged"] == {"MAML": 0, "pretrained": 1}
     kept = [0, 2]  # paired: task 1 leaves both methods' statistics
     expected = np.mean((maml[kept, 1] - maml[kept, 0]) - (pretrained[kept, 1] - pretrained[kept, 0]))
@@ -358,7 +359,7 @@ def test_a_budget_row_leaves_out_the_tasks_where_an_adaptation_diverged_for_both
     assert row["returns"]["MAML"][0]["mean"] == pytest.approx(-10.5)
     assert np.isnan(row["per_task_returns"]["pretrained"][1, 1])  # the raw returns are kept as they were
     trained_to_nan = np.full_like(pretrained, np.nan)  # its training diverged: no task left to pair
-    row = budget_study.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": trained_to_nan}, {"MAML": 1.0})
+    row = budget_report.budget_row(1e6, 65, 1_040_000, {"MAML": maml, "pretrained": trained_to_nan}, {"MAML": 1.0})
     assert row["diverged"] == {"MAML": 0, "pretrained": 3} and np.isnan(row["gain_difference"]["mean"])
     assert row["returns"]["MAML"][1]["mean"] == pytest.approx(-5.0)  # MAML keeps all of its own tasks
 
@@ -394,11 +395,11 @@ def test_levers_choose_the_setting_that_clears_zero_at_the_smallest_budget_and_r
         {"rows": [row(4.0, 1.0), row(0.0, 1.0)]},  # clears at the first, by more: chosen
         {"rows": [row(-1.0, 0.5), row(-2.0, 0.5)]},
     ]
-    assert levers._choose(settings) == 2
-    assert levers._choose(settings[:2]) == 1 and levers._choose(settings[3:]) is None
+    assert levers_report.choose(settings) == 2
+    assert levers_report.choose(settings[:2]) == 1 and levers_report.choose(settings[3:]) is None
     with pytest.raises(ValueError, match="unknown variant"):
         dataclasses.replace(levers.PRESETS["vel"], variants=("base", "more cheetahs"))
-    for changes in levers.VARIANTS.values():  # every variant is a config the flagship accepts
+    for changes in studies.VARIANTS.values():  # every variant is a config the flagship accepts
         changes = {k: v for k, v in changes.items() if not k.startswith("sweep_")}
         replace(levers.PRESETS["vel"], **changes)
 
@@ -422,13 +423,13 @@ def test_levers_smoke_scores_every_setting_of_every_variant_at_each_budget(tmp_p
     # Env-agnostic like the study; the point robot compiles in seconds.
     smoke = dataclasses.replace(levers.PRESETS["smoke"], env="navigation-2d", out_dir=str(tmp_path))
     results = levers.main(smoke)
-    labels = [levers._label(s) for s in results["settings"]]
+    labels = [levers_report._label(s) for s in results["settings"]]
     assert len(labels) == 3 * 2 + 1 and labels[-1] == "TRPO"  # the base grid: 3 inner x 2 outer rates
     assert "base (inner_lr 0.05, outer_lr 0.01)" in labels
     for setting in results["settings"]:
         assert [row["env_steps"] for row in setting["rows"]] == [160, 320]
         assert all(np.isfinite(row["gain_difference"]["mean"]) for row in setting["rows"])
-    assert results["chosen"] == levers._choose(results["settings"])
+    assert results["chosen"] == levers_report.choose(results["settings"])
     run_dir = next(tmp_path.iterdir())
     assert (run_dir / "levers.png").stat().st_size > 0
     page = (run_dir / "results.md").read_text()

@@ -43,6 +43,8 @@ MOVED = {
     "ssm_jax.train_regression:RegressionTrainerConfig": "ssm_jax.trainers.regression:RegressionTrainerConfig",
     **{f"experiments.replay:{name}": f"ssm_jax.config.studies:{name}"
        for name in ("ReplayArgs", "ReplayWorldModelArgs")},
+    "experiments.budget_study:StudyArgs": "ssm_jax.config.studies:StudyArgs",
+    "experiments.levers:LeverArgs": "ssm_jax.config.studies:LeverArgs",
 }  # fmt: skip
 """Classes that moved module (issue 47's packages), by their stored name: a file names the old module, and the
 class is read from the new one."""

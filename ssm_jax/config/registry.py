@@ -16,7 +16,7 @@ from ssm_jax.config.family import (
     WorldModelRunConfig,
 )
 from ssm_jax.config.leaves import extend, replace
-from ssm_jax.config.studies import REGIMES, ReplayArgs, ReplayWorldModelArgs
+from ssm_jax.config.studies import REGIMES, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -218,6 +218,28 @@ CONFIGS.update({
 """`experiments.replay`'s presets: the meta-RL regimes on 2D navigation at the paper's settings (all, or one each),
 the world-model regime, and smoke runs."""
 
+
+def _study(cls: type, base: str, out_dir: str, eval_tasks: int = 64, **changes) -> RunConfig:
+    """A budget study (or levers sweep) on the named config `base`: `eval_tasks` held-out (or validation) tasks, the
+    one adaptation round it compares, standard adaptation."""
+    return extend(
+        cls, CONFIGS[base], eval_tasks=eval_tasks, adapt_rounds=1, adaptation_mode="standard", out_dir=out_dir,
+        **changes,
+    )  # fmt: skip
+
+
+CONFIGS.update({
+    "budget-study-vel": _study(StudyArgs, "halfcheetah-vel", "runs/budget_study"),
+    "budget-study-dir": _study(StudyArgs, "halfcheetah-dir", "runs/budget_study"),
+    "budget-study-smoke": _study(StudyArgs, "halfcheetah-vel-smoke", "runs/budget_study", 2, budgets=(160, 320)),
+    "levers-vel": _study(LeverArgs, "halfcheetah-vel", "runs/levers"),
+    "levers-dir": _study(LeverArgs, "halfcheetah-dir", "runs/levers"),
+    "levers-smoke": _study(
+        LeverArgs, "halfcheetah-vel-smoke", "runs/levers", 2, budgets=(160, 320), variants=("base", "TRPO")
+    ),
+})  # fmt: skip
+"""`experiments.budget_study`'s and `experiments.levers`' presets: the flagship's CPU batch on HalfCheetah-Vel or
+-Dir, and smoke runs."""
 
 META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if type(config) is RunConfig}
 """The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""

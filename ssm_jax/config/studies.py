@@ -81,3 +81,47 @@ class ReplayWorldModelArgs(WorldModelRunConfig):
         check_alphas(self.alphas)
         if self.trainer.eval_tasks < 2 or self.trainer.eval_tasks % 2:
             raise ValueError(f"eval_tasks must be even (half choose α, half judge), got {self.trainer.eval_tasks}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class StudyArgs(RunConfig):
+    RESUMABLE: ClassVar[bool] = False
+    UNREAD_FIELDS: ClassVar[frozenset[str]] = frozenset({"iterations", "checkpoint_every", "keep_checkpoints"})
+    """Fields of `RunConfig` the study never reads (its budgets set how long it trains; it keeps no checkpoint): a
+    recorded study does not go stale when their defaults move."""
+
+    budgets: tuple[float, ...] = (5e5, 1e6, 2e6, 3e6, 5e6, 1e7)
+    """Env steps per method at which both methods are evaluated, ascending (the largest sets how long each trains;
+    --iterations is not read)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.budgets or any(b <= 0 for b in self.budgets) or list(self.budgets) != sorted(set(self.budgets)):
+            raise ValueError(f"budgets must be positive and strictly ascending, got {self.budgets}")
+
+
+VARIANTS: dict[str, dict] = {
+    "base": {"sweep_inner_lr": (0.05, 0.1, 0.2), "sweep_outer_lr": (3e-3, 1e-2)},
+    "10 tasks x 4 trajectories": {"tasks_per_batch": 10, "trajectories_per_task": 4},
+    "5 PPO epochs": {"outer_epochs": 5},
+    "TRPO": {"outer_optimizer": "trpo"},
+    "learned inner lr": {"learn_inner_lr": True},
+    "2 inner steps": {"inner_steps": 2},
+}
+"""Each variant's changes to the study's config, by leaf name; `sweep_inner_lr` / `sweep_outer_lr` are the traced
+values its grid crosses with the seeds (absent: the config's one value)."""
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class LeverArgs(StudyArgs):
+    variants: tuple[str, ...] = tuple(VARIANTS)
+    """The settings to try, by their names in `VARIANTS`, in this order."""
+    budgets: tuple[float, ...] = (5e5, 1e6)
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = [name for name in self.variants if name not in VARIANTS]
+        if unknown or not self.variants:
+            raise ValueError(f"unknown variant(s) {unknown}; expected some of {', '.join(map(repr, VARIANTS))}")
