@@ -16,7 +16,7 @@ from ssm_jax.config.family import (
     WorldModelRunConfig,
 )
 from ssm_jax.config.leaves import extend, replace
-from ssm_jax.config.studies import REGIMES, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs
+from ssm_jax.config.studies import REGIMES, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs, SweepArgs
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -240,6 +240,18 @@ CONFIGS.update({
 })  # fmt: skip
 """`experiments.budget_study`'s and `experiments.levers`' presets: the flagship's CPU batch on HalfCheetah-Vel or
 -Dir, and smoke runs."""
+
+CONFIGS.update({  # navigation (ppo) at half the paper's batch on each axis: about 3 minutes on 2 cores
+    "sweep-default": extend(
+        SweepArgs, CONFIGS["navigation-ppo"], name="sweep", num_seeds=3, out_dir="runs/sweep", iterations=40,
+        tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20,
+    ),
+    "sweep-smoke": extend(
+        SweepArgs, CONFIGS["navigation-smoke"], **PPO, name="sweep-smoke", num_seeds=2, out_dir="runs/sweep"
+    ),
+})  # fmt: skip
+"""`experiments.sweep`'s presets."""
+
 
 META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if type(config) is RunConfig}
 """The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""

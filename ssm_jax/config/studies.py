@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
+from ssm_jax import sweep
 from ssm_jax.config.family import RunConfig, WorldModelRunConfig
 from ssm_jax.config.io import register_config
 
@@ -125,3 +126,43 @@ class LeverArgs(StudyArgs):
         unknown = [name for name in self.variants if name not in VARIANTS]
         if unknown or not self.variants:
             raise ValueError(f"unknown variant(s) {unknown}; expected some of {', '.join(map(repr, VARIANTS))}")
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class SweepArgs(RunConfig):
+    """A `RunConfig` (every run's shared settings; its inner_lr, outer_lr and experience_weight are the values of
+    the fields not swept) and the values to sweep."""
+
+    RESUMABLE: ClassVar[bool] = False
+    ADDED_FIELDS: ClassVar[dict] = {"task_devices": 1}
+    """Sweeps stored before `task_devices` split no run's tasks."""
+
+    name: str = "sweep"
+    num_seeds: int = 3
+    sweep_inner_lr: tuple[float, ...] = (0.05, 0.1)
+    """Inner learning rates to sweep (empty: the config's inner_lr)."""
+    sweep_outer_lr: tuple[float, ...] = ()
+    """Outer learning rates to sweep (empty: the config's outer_lr)."""
+    sweep_experience_weight: tuple[float, ...] = ()
+    """Hybrid experience weights to sweep (empty: the config's; the evaluation here is standard)."""
+    distributed: bool = False
+    """Join JAX's multi-process runtime first (`ssm_jax.distributed.initialize`: one process per host, started by
+    `python -m ssm_jax.launch`, SLURM, Open MPI or a TPU pod); the runs are then split over every process's
+    devices."""
+    task_devices: int = 1
+    """Devices each run's meta-batch of tasks is split over (the mesh's "tasks" axis); the runs are split over the
+    rest (the "runs" axis: the run count must be a multiple of the device count divided by this)."""
+    out_dir: str = "runs/sweep"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not any(self.swept().values()):
+            raise ValueError(
+                f"sweep at least one of {', '.join(f'sweep_{n}' for n in sweep.SWEEPABLE)} (seeds alone: "
+                "experiments.navigation --num-seeds)"
+            )
+
+    def swept(self) -> dict[str, tuple[float, ...]]:
+        """The `HParams` field -> the values swept (empty: not swept)."""
+        return {name: getattr(self, f"sweep_{name}") for name in sweep.SWEEPABLE}
