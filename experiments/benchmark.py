@@ -22,7 +22,6 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Literal
 
 import jax
 import numpy as np
@@ -31,70 +30,17 @@ from tqdm.auto import tqdm
 from experiments import meta_rl, world_model
 from experiments.common import run_main
 from ssm_jax import envs, run_files
-from ssm_jax.config import CONFIGS, PPO, WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig, replace, world_model_env
-from ssm_jax.config.io import register_config
+from ssm_jax.config import CONFIGS, world_model_env
+from ssm_jax.config.studies import BenchmarkArgs
 from ssm_jax.meta.world_model import make_world_model
-from ssm_jax.models import MODEL_NAMES, NetworkConfig, make_gaussian_policy
+from ssm_jax.models import NetworkConfig, make_gaussian_policy
 from ssm_jax.report.benchmark import MODES, aggregate, write_report
 
-OBJECTIVES = ("world_model", "rl")
-FAMILIES = {"world_model": WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
+PRESETS = {name.removeprefix("benchmark-"): CONFIGS[name] for name in CONFIGS if name.startswith("benchmark-")}
+"""The presets, by their names in `ssm_jax.config.CONFIGS` (`benchmark-<preset>`)."""
 
 
-@register_config
-@dataclasses.dataclass(frozen=True)
-class Args:
-    preset: str = "cpu"
-    """The preset these values came from (choose it with --preset)."""
-    objective: Literal[OBJECTIVES] = "world_model"
-    """world_model: query MSE of a meta-learned dynamics model; rl: return of a meta-RL policy."""
-    envs: tuple[str, ...] = ("pendulum-params", "halfcheetah-vel")
-    """Task families (world_model: any of experiments.world_model's; rl: any meta-RL family)."""
-    methods: tuple[Literal[MODEL_NAMES], ...] = MODEL_NAMES
-    """Sequence models."""
-    num_seeds: int = 5
-    seed: int = 0
-    match_params: int | None = None
-    """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
-    world_model: WorldModelRunConfig = CONFIGS["world-model"]
-    """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
-    rl: RunConfig = CONFIGS["navigation-ppo"]
-    """The meta-RL cell's settings (env, model, seeds and output are set per cell)."""
-    resume: str | None = None
-    """A run directory of this benchmark: its config is kept and its finished cells are skipped."""
-    out_dir: str = "runs/benchmark"
-
-    def __post_init__(self):
-        unknown = sorted(set(self.envs) - set(FAMILIES[self.objective]))
-        if not self.envs or unknown:
-            raise ValueError(
-                f"envs {unknown} are not {self.objective} families ({', '.join(FAMILIES[self.objective])})"
-            )
-        if not self.methods or self.num_seeds < 1:
-            raise ValueError("the benchmark needs at least one method and num_seeds >= 1")
-        if self.match_params is not None and self.match_params < 1:
-            raise ValueError(f"match_params must be >= 1, got {self.match_params}")
-
-
-PRESETS = {
-    "cpu": Args(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
-        world_model=replace(
-            CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
-        )
-    )
-}
-PRESETS["smoke"] = dataclasses.replace(
-    Args(),
-    preset="smoke",
-    envs=("pendulum-params",),
-    methods=("ssm", "mlp"),
-    num_seeds=2,
-    world_model=CONFIGS["world-model-smoke"],
-    rl=replace(CONFIGS["navigation-smoke"], **PPO),
-)
-
-
-def parameter_count(args: Args, env_name: str, method: str, network: NetworkConfig) -> int:
+def parameter_count(args: BenchmarkArgs, env_name: str, method: str, network: NetworkConfig) -> int:
     """Parameters of `method` at `network`'s sizes for the objective's model (shapes only, nothing runs)."""
     if args.objective == "world_model":
         base = dataclasses.replace(args.world_model, env=env_name)
@@ -109,7 +55,7 @@ def parameter_count(args: Args, env_name: str, method: str, network: NetworkConf
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
 
 
-def matched_network(args: Args, env_name: str, method: str, base: NetworkConfig) -> NetworkConfig:
+def matched_network(args: BenchmarkArgs, env_name: str, method: str, base: NetworkConfig) -> NetworkConfig:
     """`base` with the hidden width (4..1024, a multiple of 4 for the transformer's heads) whose count is closest to
     `args.match_params`; the count grows with the width, so a bisection finds it."""
     count = lambda width: parameter_count(args, env_name, method, dataclasses.replace(base, hidden_dim=width))
@@ -121,7 +67,7 @@ def matched_network(args: Args, env_name: str, method: str, base: NetworkConfig)
     return dataclasses.replace(base, hidden_dim=min(candidates, key=lambda w: abs(count(w) - args.match_params)))
 
 
-def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
+def run_cell(args: BenchmarkArgs, env_name: str, method: str, cell_dir: Path) -> dict:
     """One (family, model) cell over `args.num_seeds` vmapped seeds: per-task scores after 0..K steps per mode."""
     base = args.world_model if args.objective == "world_model" else args.rl
     network = base.network if args.match_params is None else matched_network(args, env_name, method, base.network)
@@ -154,7 +100,7 @@ def run_cell(args: Args, env_name: str, method: str, cell_dir: Path) -> dict:
     }
 
 
-def main(args: Args) -> dict:
+def main(args: BenchmarkArgs) -> dict:
     run_dir = Path(args.resume) if args.resume else run_files.make_run_dir(args.out_dir)
     if not args.resume:
         run_files.write_config(run_dir, args)

@@ -24,14 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments import benchmark, sinusoid, world_model
 from experiments.common import parse_args
 from ssm_jax import envs
 from ssm_jax.cli import exit_with_error
 from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.config.io import read_config
-from ssm_jax.config.studies import LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs, SweepArgs
+from ssm_jax.config.studies import BenchmarkArgs, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs, SweepArgs
 from ssm_jax.report import REFERENCES, format_mean_ci, markdown_table, provenance, steps_label
 from ssm_jax.report import benchmark as benchmark_report
 from ssm_jax.report import budget_study as budget_study_report
@@ -39,7 +38,9 @@ from ssm_jax.report import in_context as in_context_report
 from ssm_jax.report import levers as levers_report
 from ssm_jax.report import meta_rl as meta_rl_report
 from ssm_jax.report import replay as replay_report
+from ssm_jax.report import sinusoid as sinusoid_report
 from ssm_jax.report import sweep as sweep_report
+from ssm_jax.report import world_model as world_model_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "docs" / "results"
@@ -54,9 +55,9 @@ WRITERS = {
     StudyArgs: budget_study_report.write_report,
     LeverArgs: levers_report.write_report,
     InContextRunConfig: in_context_report.write_report,
-    SinusoidRunConfig: sinusoid.write_report,
-    WorldModelRunConfig: world_model.write_report,
-    benchmark.Args: benchmark_report.write_report,
+    SinusoidRunConfig: sinusoid_report.write_report,
+    WorldModelRunConfig: world_model_report.write_report,
+    BenchmarkArgs: benchmark_report.write_report,
     SweepArgs: sweep_report.write_report,
     ReplayArgs: replay_report.write_report,
     ReplayWorldModelArgs: replay_report.write_report,

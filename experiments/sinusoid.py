@@ -16,7 +16,6 @@ fits_<K>shot.png (fitted curves) and mse_vs_steps.png.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -29,21 +28,13 @@ from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, SinusoidRunConfig, build_regression
 from ssm_jax.envs import SinusoidDistribution
 from ssm_jax.report import (
-    REFERENCE_MAML_PAPER,
-    REFERENCE_META_SGD_PAPER,
-    format_mean_ci,
-    markdown_table,
     mean_ci,
     new_figure,
-    plot_mean_ci_curve,
     save_figure,
-    steps_label,
 )
+from ssm_jax.report.sinusoid import LABELS, write_report
 from ssm_jax.run_files import MetricsLog, write_json
 from ssm_jax.trainers import HParams
-
-LABELS = {"maml": "MAML", "fomaml": "FOMAML", "meta_sgd": "Meta-SGD", "pretrained": "pretrained"}
-
 
 PRESETS = {
     "default": CONFIGS["sinusoid"],
@@ -111,25 +102,6 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
     save_figure(fig, path)
 
 
-def _plot_curves(path: Path, results: dict):
-    """Query MSE against adaptation steps, one panel per K, from results.json's means and CIs. Each panel's top is
-    10x its largest pre-adaptation error, so a curve that diverges leaves the panel instead of flattening the rest."""
-    shots_list = list(results["shots"])
-    fig, axes = new_figure(1, len(shots_list), figsize=(4.5 * len(shots_list), 3.6), squeeze=False)
-    for ax, shots in zip(axes[0], shots_list, strict=True):
-        for method, summary in results["shots"][shots].items():
-            plot_mean_ci_curve(ax, np.asarray(summary["mse_mean"]), np.asarray(summary["mse_ci95"]), LABELS[method])
-        ax.set_yscale("log")
-        before = np.array([summary["mse_mean"][0] for summary in results["shots"][shots].values()])
-        if np.isfinite(before).any():
-            ax.set_ylim(top=10 * before[np.isfinite(before)].max())
-        ax.set_xlabel("gradient steps on the support")
-        ax.set_ylabel("query MSE (95% CI)")
-        ax.set_title(f"{shots}-shot, held-out tasks")
-        ax.legend(fontsize=8)
-    save_figure(fig, path)
-
-
 def main(args: SinusoidRunConfig) -> dict:
     with run_directory(args) as run_dir:
         return _main(args, run_dir)
@@ -158,52 +130,6 @@ def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
     print(write_report(run_dir, args))
     print(f"results in {run_dir}")
     return results
-
-
-def _finn_et_al(shots: int, method: str) -> str:
-    values = REFERENCE_MAML_PAPER.get(method) if shots == 5 else None
-    return " / ".join(f"{v:.2f}" for v in values) if values else ""
-
-
-def _li_et_al(shots: int, method: str) -> str:
-    return REFERENCE_META_SGD_PAPER.get(shots, {}).get(method, "")
-
-
-REFERENCE_COLUMNS = {
-    (1.0, 1.0): ("Finn et al. 2017, 1 / 5 / 10 steps", _finn_et_al),
-    (0.8, 1.2): ("Li et al. 2017, 1 step", _li_et_al),
-}
-"""The published figures for a frequency range, as (column label, (shots, method) -> cell); the MAML paper's
-distribution (ω = 1, 5-shot only) and Meta-SGD's (ω in [0.8, 1.2], Li et al. Table 1 as quoted in secondary copies:
-its 10-shot figures are unconfirmed)."""
-
-
-def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
-    """Renders `run_dir`'s results.json into results.md (and with `args.plots` mse_vs_steps.png); returns the
-    markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
-    results = json.loads((Path(run_dir) / "results.json").read_text())
-    columns = (0, 1, min(5, args.eval_steps), args.eval_steps)
-    reference_label, reference = REFERENCE_COLUMNS.get(tuple(args.frequency_range), (None, None))
-    rows = [
-        [shots, LABELS[method]]
-        + [format_mean_ci(summary["mse_mean"][k], summary["mse_ci95"][k], digits=3) for k in columns]
-        + ([reference(int(shots), method)] if reference else [])
-        for shots, per_method in results["shots"].items()
-        for method, summary in per_method.items()
-    ]
-    header = ["K", "method", *(steps_label(k) for k in columns), *([reference_label] if reference else [])]
-    distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
-    caption = "A curve that leaves the top of its panel diverged."
-    plot = f"\n\n![query MSE against steps](mse_vs_steps.png)\n\n{caption}" if args.plots else ""
-    text = (
-        f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seed(s) ({distribution})\n\n"
-        f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
-        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}{plot}\n"
-    )
-    (run_dir / "results.md").write_text(text)
-    if args.plots:
-        _plot_curves(run_dir / "mse_vs_steps.png", results)
-    return text
 
 
 if __name__ == "__main__":

@@ -21,9 +21,7 @@ open_loop.png (error against adaptation steps per method and mode).
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -32,22 +30,11 @@ from experiments.common import run_main
 from ssm_jax import envs, run_files, runs, sweep
 from ssm_jax.config import CONFIGS, WorldModelRunConfig, world_model_env
 from ssm_jax.report import (
-    format_ci,
-    markdown_table,
     mean_ci,
-    new_figure,
-    physics,
-    plot_ci_curve,
-    save_figure,
-    steps_label,
 )
+from ssm_jax.report.world_model import METRICS, write_report
 from ssm_jax.trainers import HParams
 from ssm_jax.trainers.world_model import make_world_model_trainer
-
-METHODS = ("MAML", "pretrained")
-MODES = ("none", "standard", "hybrid")
-METRICS = {"mse": "one-step MSE", "open_loop": "10-step open-loop error"}
-
 
 PRESETS = {
     "cpu": CONFIGS["world-model"],
@@ -97,45 +84,6 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.Metri
     return results
 
 
-def _plot(path: Path, curves: dict, ylabel: str) -> None:
-    fig, ax = new_figure(figsize=(6, 3.8))
-    for name, values in curves.items():
-        if values.shape[1] > 1:
-            ax.set_xticks(plot_ci_curve(ax, values, name, band=True))
-        else:
-            mean, _ = mean_ci(values[:, 0])
-            ax.axhline(mean, ls="--", color="k" if name == "scratch" else "grey", lw=1, label=f"{name} ({mean:.3g})")
-    ax.set_yscale("log")
-    before = max(float(np.mean(values[:, 0])) for values in curves.values())
-    ax.set_ylim(top=30 * before)  # a diverging baseline would otherwise flatten every other curve
-    ax.set_xlabel("adaptation steps on the held-out task's support")
-    ax.set_ylabel(f"query {ylabel}\n(mean, 95% CI over tasks)")
-    ax.legend(fontsize=7)
-    save_figure(fig, path)
-
-
-@np.errstate(invalid="ignore", over="ignore")  # a diverged baseline's inf - inf prints as "diverged"
-def report(results: dict, steps: int) -> str:
-    """Markdown tables (error after 0..K steps, 95% CIs) per metric, and paired differences after one step."""
-    lines = []
-    header = ["method + mode", *(steps_label(k) for k in range(steps + 1))]
-    for name, label in METRICS.items():
-        curves = results[name]
-        rows = [
-            [method, *format_ci(values, 4), *["—"] * (steps + 1 - values.shape[1])] for method, values in curves.items()
-        ]
-        lines += [f"**{label}** (standardised units; lower is better)", "", markdown_table(header, rows), ""]
-        maml = curves["MAML + standard"]
-        for other in ("MAML + hybrid", "pretrained + none", "pretrained + standard"):
-            diff = format_ci(curves[other][:, min(1, curves[other].shape[1] - 1)] - maml[:, 1], 4)[0]
-            lines.append(f"- {other} − MAML + standard after one step: {diff}")
-        lines.append(
-            f"- scratch − MAML + standard after one step: {format_ci(curves['scratch'][:, 0] - maml[:, 1], 4)[0]}"
-        )
-        lines.append("")
-    return "\n".join(lines)
-
-
 def main(args: WorldModelRunConfig) -> dict:
     env = world_model_env(args)
     run_dir = run_files.make_run_dir(args.out_dir)
@@ -158,25 +106,6 @@ def main(args: WorldModelRunConfig) -> dict:
     print(write_report(run_dir, args))
     print(f"wrote {run_dir}")
     return summary
-
-
-def write_report(run_dir: Path, args: WorldModelRunConfig) -> str:
-    """Renders `run_dir`'s results.json into results.md and the plots (one per metric); returns the markdown. The
-    results pages (`experiments.results_pages`) call it on the recorded files."""
-    summary = json.loads((Path(run_dir) / "results.json").read_text())
-    per_task = {
-        name: {method: np.asarray(values, dtype=np.float64) for method, values in summary["per_task"][name].items()}
-        for name in METRICS
-    }
-    on = f"{args.env}{physics(args.env, args.backend)}"
-    title = f"# World model: {args.model} on {on} ({summary['parameters']} parameters)\n\n"
-    plots = "".join(f"\n![{label}]({name}.png)\n" for name, label in METRICS.items()) if args.plots else ""
-    text = title + report(per_task, args.trainer.adapt_steps) + plots
-    (run_dir / "results.md").write_text(text)
-    if args.plots:
-        for name, label in METRICS.items():
-            _plot(run_dir / f"{name}.png", per_task[name], label)
-    return text
 
 
 if __name__ == "__main__":

@@ -15,15 +15,16 @@ import pytest
 
 from experiments import benchmark, world_model
 from experiments.common import parse_args
+from ssm_jax.config.studies import BenchmarkArgs
 
 
 def test_arguments_are_checked_before_anything_runs():
     with pytest.raises(ValueError, match="are not world_model families"):
-        benchmark.Args(envs=("navigation-2d",))
+        BenchmarkArgs(envs=("navigation-2d",))
     with pytest.raises(ValueError, match="are not rl families"):
-        benchmark.Args(objective="rl", envs=("cartpole-params",))
+        BenchmarkArgs(objective="rl", envs=("cartpole-params",))
     with pytest.raises(ValueError, match="match_params must be >= 1"):
-        benchmark.Args(match_params=0)
+        BenchmarkArgs(match_params=0)
     with pytest.raises(SystemExit) as exit_info:
         parse_args(benchmark.PRESETS, "cpu", ["--methods", "rnn"])
     assert exit_info.value.code == 2
@@ -52,7 +53,7 @@ def test_the_verdict_follows_the_paired_ci_and_the_metric_direction():
 
 @pytest.mark.parametrize("objective, env", [("world_model", "pendulum-params"), ("rl", "navigation-2d")])
 def test_match_params_picks_the_width_whose_count_is_closest(objective, env):
-    args = benchmark.Args(objective=objective, envs=(env,), match_params=5000)
+    args = BenchmarkArgs(objective=objective, envs=(env,), match_params=5000)
     for method in ("mlp", "ssm", "transformer"):
         base = args.world_model.network if objective == "world_model" else args.rl.network
         network = benchmark.matched_network(args, env, method, base)

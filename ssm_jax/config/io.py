@@ -46,6 +46,7 @@ MOVED = {
     "experiments.budget_study:StudyArgs": "ssm_jax.config.studies:StudyArgs",
     "experiments.levers:LeverArgs": "ssm_jax.config.studies:LeverArgs",
     "experiments.sweep:SweepArgs": "ssm_jax.config.studies:SweepArgs",
+    "experiments.benchmark:Args": "ssm_jax.config.studies:BenchmarkArgs",
 }  # fmt: skip
 """Classes that moved module (issue 47's packages), by their stored name: a file names the old module, and the
 class is read from the new one."""

@@ -16,7 +16,15 @@ from ssm_jax.config.family import (
     WorldModelRunConfig,
 )
 from ssm_jax.config.leaves import extend, replace
-from ssm_jax.config.studies import REGIMES, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs, SweepArgs
+from ssm_jax.config.studies import (
+    REGIMES,
+    BenchmarkArgs,
+    LeverArgs,
+    ReplayArgs,
+    ReplayWorldModelArgs,
+    StudyArgs,
+    SweepArgs,
+)
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -252,6 +260,23 @@ CONFIGS.update({  # navigation (ppo) at half the paper's batch on each axis: abo
 })  # fmt: skip
 """`experiments.sweep`'s presets."""
 
+
+CONFIGS["benchmark-cpu"] = BenchmarkArgs(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
+    world_model=replace(
+        CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
+    ),
+    rl=CONFIGS["navigation-ppo"],
+)
+CONFIGS["benchmark-smoke"] = dataclasses.replace(
+    BenchmarkArgs(),
+    preset="smoke",
+    envs=("pendulum-params",),
+    methods=("ssm", "mlp"),
+    num_seeds=2,
+    world_model=CONFIGS["world-model-smoke"],
+    rl=replace(CONFIGS["navigation-smoke"], **PPO),
+)
+"""`experiments.benchmark`'s presets: the cpu one (12 cells x 5 seeds, under an hour) and a smoke run."""
 
 META_RL_CONFIGS = {name: config for name, config in CONFIGS.items() if type(config) is RunConfig}
 """The meta-RL named configs (`ssm-jax eval` and `adapt` read their runs)."""

@@ -4,11 +4,12 @@ Their presets are names in the registry (`replay-*`, ...)."""
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from ssm_jax import sweep
-from ssm_jax.config.family import RunConfig, WorldModelRunConfig
+from ssm_jax import envs, sweep
+from ssm_jax.config.family import WORLD_MODEL_ENVS, RunConfig, WorldModelRunConfig
 from ssm_jax.config.io import register_config
+from ssm_jax.models import MODEL_NAMES
 
 REGIMES = ("many_step", "online", "task_switch")
 RL_VARIANTS = {
@@ -166,3 +167,43 @@ class SweepArgs(RunConfig):
     def swept(self) -> dict[str, tuple[float, ...]]:
         """The `HParams` field -> the values swept (empty: not swept)."""
         return {name: getattr(self, f"sweep_{name}") for name in sweep.SWEEPABLE}
+
+
+OBJECTIVES = ("world_model", "rl")
+FAMILIES = {"world_model": WORLD_MODEL_ENVS, "rl": envs.META_RL_ENVS}
+"""The task families of each objective."""
+
+
+@register_config
+@dataclasses.dataclass(frozen=True)
+class BenchmarkArgs:
+    preset: str = "cpu"
+    """The preset these values came from (choose it with --preset)."""
+    objective: Literal[OBJECTIVES] = "world_model"
+    """world_model: query MSE of a meta-learned dynamics model; rl: return of a meta-RL policy."""
+    envs: tuple[str, ...] = ("pendulum-params", "halfcheetah-vel")
+    """Task families (world_model: any of experiments.world_model's; rl: any meta-RL family)."""
+    methods: tuple[Literal[MODEL_NAMES], ...] = MODEL_NAMES
+    """Sequence models."""
+    num_seeds: int = 5
+    seed: int = 0
+    match_params: int | None = None
+    """Size every model's hidden width to the parameter count closest to this (None: the base network)."""
+    world_model: WorldModelRunConfig = dataclasses.field(default_factory=WorldModelRunConfig)
+    """The world-model cell's settings (its env, model, seeds and output are set per cell)."""
+    rl: RunConfig = dataclasses.field(default_factory=RunConfig)
+    """The meta-RL cell's settings (env, model, seeds and output are set per cell)."""
+    resume: str | None = None
+    """A run directory of this benchmark: its config is kept and its finished cells are skipped."""
+    out_dir: str = "runs/benchmark"
+
+    def __post_init__(self):
+        unknown = sorted(set(self.envs) - set(FAMILIES[self.objective]))
+        if not self.envs or unknown:
+            raise ValueError(
+                f"envs {unknown} are not {self.objective} families ({', '.join(FAMILIES[self.objective])})"
+            )
+        if not self.methods or self.num_seeds < 1:
+            raise ValueError("the benchmark needs at least one method and num_seeds >= 1")
+        if self.match_params is not None and self.match_params < 1:
+            raise ValueError(f"match_params must be >= 1, got {self.match_params}")

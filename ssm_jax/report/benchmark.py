@@ -43,7 +43,7 @@ def aggregate(objective: str, cells: list[dict]) -> list[dict]:
 
 
 def write_report(run_dir: Path, args) -> str:
-    """Renders `run_dir`'s results.json (`experiments.benchmark.Args` `args`) into results.md and benchmark.png;
+    """Renders `run_dir`'s results.json (`config.studies.BenchmarkArgs` `args`) into results.md and benchmark.png;
     returns the markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
     lower_is_better, rows = results["objective"] == "world_model", results["rows"]
