@@ -27,9 +27,8 @@ import jax
 import numpy as np
 
 from experiments.common import run_main
-from experiments.meta_rl import compiled_programs
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.config import CONFIGS
+from ssm_jax.config import CONFIGS, compiled_programs
 from ssm_jax.config.studies import StudyArgs
 from ssm_jax.report.budget_study import METHODS, budget_row, verdict, write_report
 from ssm_jax.trainers import HParams

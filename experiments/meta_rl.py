@@ -36,7 +36,6 @@ and ends as the uninterrupted run would; Ctrl-C saves the last finished chunk an
 
 from __future__ import annotations
 
-import functools
 import time
 from pathlib import Path
 
@@ -47,7 +46,7 @@ import numpy as np
 from experiments.common import resume_command, run_directory, seed_records
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.cli import exit_with_error
-from ssm_jax.config import RunConfig, build
+from ssm_jax.config import RunConfig, compiled_programs
 from ssm_jax.report.meta_rl import headline, summarise, write_report
 from ssm_jax.trainers import HParams
 
@@ -69,22 +68,6 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
         chunk, states, keys, args.iterations, args.chunk_size, description, log, records, saving, postfix, start,
         run_labels=[f"seed {seed}" for seed in seeds],
     )  # fmt: skip
-
-
-def compiled_programs(args: RunConfig) -> tuple:
-    """The env and the trainer's programs vmapped over runs (`ssm_jax.sweep.make_programs`), built once per process
-    for each program: they depend only on the env, the policy, the trainer's and the evaluation's static configs and
-    the chunk size, so a second `main` with other seeds, hyperparameters or output directory reuses them."""
-    program_fields = ("env", "backend", "goals", "model", "network", "trainer", "evaluation", "chunk_size")
-    chunk = args.chunk_size
-    program = RunConfig(**{f: getattr(args, f) for f in program_fields}, iterations=chunk, checkpoint_every=chunk)
-    return _compiled(program)
-
-
-@functools.cache
-def _compiled(program: RunConfig) -> tuple:
-    env, trainer = build(program)
-    return env, sweep.make_programs(trainer, program.chunk_size)
 
 
 def main(args: RunConfig) -> dict:

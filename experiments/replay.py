@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 
 from experiments.common import run_main, seed_records
-from experiments.meta_rl import compiled_programs
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.config import CONFIGS, build, replace, world_model_env
+from ssm_jax.config import CONFIGS, build, compiled_programs, replace, world_model_env
 from ssm_jax.config.studies import RL_VARIANTS, WORLD_MODEL_VARIANTS, ReplayArgs, ReplayWorldModelArgs
 from ssm_jax.report.replay import METRICS, verdicts, write_report
 from ssm_jax.trainers import HParams

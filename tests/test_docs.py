@@ -74,7 +74,7 @@ RECORDED_PAGES = {
 
 
 def test_every_results_page_is_what_its_recorded_run_renders():
-    recorded = results_pages.pages()
+    recorded = results_pages.pages(results_pages.RESULTS)
     assert {page.name for page in recorded} >= RECORDED_PAGES
     assert all(results_pages.differences(page) == [] for page in recorded), [
         results_pages.differences(p) for p in recorded
@@ -86,7 +86,9 @@ def test_every_results_page_is_what_its_recorded_run_renders():
 def test_the_headline_table_is_the_recorded_navigation_run():
     for path, link_prefix in results_pages.HEADLINE_FILES.items():
         text = path.read_text()
-        assert results_pages.with_headline(text, link_prefix) == text, f"{path.name}: run experiments.results_pages"
+        assert results_pages.with_headline(text, link_prefix, results_pages.RESULTS) == text, (
+            f"{path.name}: run experiments.results_pages"
+        )
     page = (results_pages.RESULTS / "navigation" / "results.md").read_text()
     rows = re.findall(r"^\| (?:MAML, ours|random init, ours) \| (.*) \|$", (ROOT / "README.md").read_text(), re.M)
     assert len(rows) == 2 and all(f"| {row} |" in page for row in rows)
@@ -156,7 +158,11 @@ def test_the_in_context_guide_quotes_its_recorded_runs_and_benchmark():
     its replay-speed table is `benchmarks/results/trial_replay.json`, row for row."""
     guide = (ROOT / "docs" / "in-context.md").read_text()
     results, replay = guide.split("## Results", 1)[1].split("## Trial replay speed", 1)
-    names = [page.name for page in results_pages.pages() if page.name.startswith(("in_context_", "maml_"))]
+    names = [
+        page.name
+        for page in results_pages.pages(results_pages.RESULTS)
+        if page.name.startswith(("in_context_", "maml_"))
+    ]
     names.append("halfcheetah_vel_cpu")  # the flagship run the HalfCheetah comparison pairs with
     pages = " ".join((results_pages.RESULTS / name / "results.md").read_text().replace("-", "") for name in names)
     figures = re.findall(r"(\d+\.\d+ ± \d+\.\d+)", results)
@@ -169,7 +175,7 @@ def test_every_table_on_the_results_pages_renders_as_a_table():
     """A `|` inside a cell (the cheetah's `|v - goal|` header) must not break its table into a raw paragraph."""
     import markdown
 
-    for page_dir in results_pages.pages():
+    for page_dir in results_pages.pages(results_pages.RESULTS):
         html = markdown.markdown((page_dir / "results.md").read_text(), extensions=["tables"])
         raw = [line for line in html.splitlines() if line.startswith("<p>|")]
         assert not raw, f"{page_dir.name}: a table rendered as a paragraph: {raw[0][:120]}"

@@ -28,7 +28,8 @@ _MODULES = {
     "leaves": ("extend", "replace"),
     "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "PPO"),
     "programs": (
-        "build", "build_in_context", "build_regression", "initial_state", "load_run_config", "training_key",
+        "build", "build_in_context", "build_regression", "compiled_programs", "initial_state", "load_run_config",
+        "training_key",
         "world_model_env",
     ),
     "io": ("config_from_json", "config_to_json", "read_config", "register_config", "register_renamed"),

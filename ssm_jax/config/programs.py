@@ -5,6 +5,7 @@ the config stored in a run directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,23 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
     else:
         env = envs.make(config.env, horizon=horizon)
     return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
+
+
+def compiled_programs(args: RunConfig) -> tuple:
+    """The env and the trainer's programs vmapped over runs (`ssm_jax.sweep.make_programs`), built once per process for
+    each program (what `args` describes): they depend only on the env, the policy, the trainer's and the evaluation's
+    static configs and the chunk size, so a second `main` with other seeds, hyperparameters or output directory
+    reuses them."""
+    program_fields = ("env", "backend", "goals", "model", "network", "trainer", "evaluation", "chunk_size")
+    chunk = args.chunk_size
+    program = RunConfig(**{f: getattr(args, f) for f in program_fields}, iterations=chunk, checkpoint_every=chunk)
+    return _compiled(program)
+
+
+@functools.cache
+def _compiled(program: RunConfig) -> tuple:
+    env, trainer = build(program)
+    return env, sweep.make_programs(trainer, program.chunk_size)
 
 
 def world_model_env(config: WorldModelRunConfig) -> envs.TaskEnv:
