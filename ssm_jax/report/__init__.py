@@ -4,11 +4,12 @@
 |---|---|
 | `core` | confidence intervals, step labels, aligned tables, figures made without pyplot's global state |
 | `compare` | paired differences and gains, formatted CIs, markdown tables, the adaptation plot, the papers' numbers |
-| `results` | a finished run's ending: results.json, results.md (and its plots), the printed report and its path |
 | `provenance` | where a recorded run came from: command, commit, machine, wall time |
-| `meta_rl`, `benchmark` | what the meta-RL runs and the benchmark's cells report |
+| one per kind of run | `write_report(run_dir, config)`: results.md and its plots from the recorded files alone |
+| `pages` | the results pages: every recorded run's page rendered and checked, the headline table |
 
-matplotlib loads with the first figure drawn, never on import.
+The kinds of run: `meta_rl`, `in_context`, `world_model`, `sinusoid`, `budget_study`, `levers`, `replay`, `sweep`,
+`benchmark`. matplotlib loads with the first figure drawn, never on import.
 """
 
 from ssm_jax.report.compare import (
