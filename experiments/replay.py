@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from experiments.common import run_main, seed_records
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.config import CONFIGS, build, compiled_programs, replace, world_model_env
+from ssm_jax.config import CONFIGS, compiled_programs, replace, world_model_env
 from ssm_jax.config.studies import RL_VARIANTS, WORLD_MODEL_VARIANTS, ReplayArgs, ReplayWorldModelArgs
 from ssm_jax.report.replay import METRICS, verdicts, write_report
 from ssm_jax.trainers import HParams
@@ -106,16 +106,16 @@ def _rl_scores(args: ReplayArgs, log: run_files.MetricsLog):
 
 
 def _online_program(variant: ReplayArgs, args: ReplayArgs, switch: bool):
-    """`online(states [R], keys [R], tasks [R, E], every) -> (returns [R, E], extras)`: `evaluate_online` (hybrid,
-    each run's weight) vmapped over runs and jitted; with `switch`, each task changes to the next one at half time."""
-    trainer = build(variant)[1]
+    """`online(states [R], keys [R], tasks [R, E], every) -> (returns [R, E], extras)`: the programs'
+    `evaluate_online` (hybrid, each run's weight); with `switch`, each task changes to the next one at half time."""
+    evaluate_online = compiled_programs(variant)[1].evaluate_online
 
-    def one(state, key, tasks, every):
-        switch_to = jax.tree.map(lambda x: jnp.roll(x, 1, axis=0), tasks) if switch else None
-        window = args.online_window
-        return trainer.evaluate_online(state, key, tasks, "hybrid", window, every, switch_to, args.online_lr_scale)
+    def online(states, keys, tasks, every):
+        switch_to = jax.tree.map(lambda x: jnp.roll(x, 1, axis=1), tasks) if switch else None
+        window, scale = args.online_window, args.online_lr_scale
+        return evaluate_online(states, keys, tasks, "hybrid", window, every, switch_to, scale)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)), static_argnums=3)
+    return online
 
 
 def _world_model_scores(args: ReplayWorldModelArgs, log: run_files.MetricsLog):

@@ -108,7 +108,8 @@ class Programs(NamedTuple):
     init: Callable
     train: Callable
     evaluate: Callable
-    oracle: Callable
+    oracle: Callable | None
+    evaluate_online: Callable | None
 
 
 def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
@@ -129,15 +130,15 @@ def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
 def make_programs(
     trainer: Trainer, chunk_size: int, compiler_options: dict | None = None, spmd_axis_name: str | None = None
 ) -> Programs:
-    """`trainer`'s functions (`trainers.Trainer`: meta-RL or world model) vmapped over runs and jitted:
-    `init(init_keys [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states),
-    `train(states [R], chunk_keys [R])` (`chunk_size` meta-iterations per run, the state donated),
-    `evaluate(states [R], keys [R], tasks [R, E], mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each
-    run's own `experience_weight`) and `oracle(states [R], keys [R], tasks [R, E], iterations)` (where the trainer
-    has one: its per-task results, `[R, E, ...]`). `compiler_options` go to XLA with each program (`jax.jit(...,
-    compiler_options=...)`). `spmd_axis_name` names the mesh axis the run axis is split over
-    (`distributed.RUNS`), so that a trainer's own sharding constraints (its tasks over "tasks") keep the runs split
-    too (`jax.vmap(..., spmd_axis_name=...)`)."""
+    """`trainer`'s functions (`trainers.Trainer`: meta-RL or world model) vmapped over runs and jitted: `init(init_keys
+    [R], hparams [R], adapt=True)` (`adapt=False`: the pretrained baseline's states), `train(states [R], chunk_keys
+    [R])` (`chunk_size` meta-iterations per run, the state donated), `evaluate(states [R], keys [R], tasks [R, E],
+    mode="standard") -> ([R, E, K + 1], extras)` (`hybrid`: each run's own `experience_weight`), `oracle(states [R],
+    keys [R], tasks [R, E], iterations)` (its per-task results, `[R, E, ...]`) and `evaluate_online(states, keys,
+    tasks [R, E], mode, window, every, switch_to=None [R, E], lr_scale=1.0) -> ([R, E], extras)`, each None where the
+    trainer has none. `compiler_options` go to XLA with each program (`jax.jit(..., compiler_options=...)`).
+    `spmd_axis_name` names the mesh axis the run axis is split over (`distributed.RUNS`), so that a trainer's own
+    sharding constraints (its tasks over "tasks") keep the runs split too (`jax.vmap(..., spmd_axis_name=...)`)."""
     vmap = functools.partial(jax.vmap, spmd_axis_name=spmd_axis_name)
 
     def init(keys, hparams, adapt=True):
@@ -151,12 +152,20 @@ def make_programs(
     def evaluate(states, keys, tasks, mode="standard"):
         return vmap(lambda state, key, tasks: trainer.evaluate(state, key, tasks, mode))(states, keys, tasks)
 
+    def evaluate_online(states, keys, tasks, mode, window, every, switch_to=None, lr_scale=1.0):
+        one = lambda state, key, tasks, switch_to: trainer.evaluate_online(
+            state, key, tasks, mode, window, every, switch_to, lr_scale
+        )
+        return vmap(one)(states, keys, tasks, switch_to)
+
     jit = functools.partial(jax.jit, compiler_options=compiler_options)
+    online_static = ("mode", "window", "every", "lr_scale")
     return Programs(
         jit(init, static_argnames="adapt"),
         jit(train, donate_argnums=0),
         jit(evaluate, static_argnames="mode"),
-        jit(oracle, static_argnames="iterations"),
+        None if trainer.oracle is None else jit(oracle, static_argnames="iterations"),
+        None if trainer.evaluate_online is None else jit(evaluate_online, static_argnames=online_static),
     )
 
 

@@ -303,14 +303,14 @@ def test_sweep_smoke_rows_equal_the_runs_made_alone(tmp_path):
     """experiments.sweep trains every (seed, inner lr) run in one vmapped program; the row with navigation's own
     inner lr and seed 0 must be the run `experiments.navigation` makes alone with seed 0."""
     from experiments import navigation, sweep
-    from ssm_jax.config import CONFIGS, PPO, RunConfig
+    from ssm_jax.config import CONFIGS, RunConfig, ppo
 
     results = sweep.main(dataclasses.replace(sweep.PRESETS["smoke"], out_dir=str(tmp_path / "sweep")))
     run_dir = tmp_path / "sweep" / next((tmp_path / "sweep").iterdir()).name
     runs = json.loads((run_dir / "runs.json").read_text())
     assert [(r["seed"], r["inner_lr"]) for r in runs] == [(0, 0.05), (1, 0.05), (0, 0.1), (1, 0.1)]
     assert set(results["aggregate"]["inner_lr"]) == {0.05, 0.1} and (run_dir / "sweep_inner_lr.png").exists()
-    nav_args = replace(CONFIGS["navigation-smoke"], **PPO, out_dir=str(tmp_path / "nav"), plots=False)
+    nav_args = replace(ppo(CONFIGS["navigation-smoke"]), out_dir=str(tmp_path / "nav"), plots=False)
     shared = [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("name", "num_seeds", "out_dir", "plots")]
     assert all(getattr(nav_args, f) == getattr(sweep.PRESETS["smoke"], f) for f in shared)  # the sweep's runs
     assert nav_args.inner_lr == 0.1 and nav_args.seed == 0

@@ -26,7 +26,7 @@ _MODULES = {
         "RunConfig", "SINUSOID_METHODS", "SinusoidRunConfig", "WORLD_MODEL_ENVS", "WorldModelRunConfig",
     ),
     "leaves": ("extend", "replace"),
-    "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "PPO"),
+    "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "ppo", "smoke"),
     "programs": (
         "build", "build_in_context", "build_regression", "compiled_programs", "initial_state", "load_run_config",
         "training_key",

@@ -57,13 +57,18 @@ def _navigation(name: str, **changes) -> RunConfig:
     return replace(base, name=name, **changes)
 
 
-PPO = {"outer_optimizer": "ppo", "normalize_observations": True, "inner_lr": 0.1}
-"""PPO outer steps with standardised inputs and inner lr 0.1: the `-ppo` variants' changes (by leaf name)."""
-SMOKE = {
-    "hidden_dim": 16, "state_dim": 8, "iterations": 2, "chunk_size": 1, "tasks_per_batch": 2,
-    "trajectories_per_task": 2, "horizon": 20, "window": 5, "eval_tasks": 2, "checkpoint_every": 2,
-}  # fmt: skip
-"""The `-smoke` variants' changes: seconds, for tests."""
+def ppo(config: RunConfig) -> RunConfig:
+    """`config` with PPO outer steps, standardised inputs and inner lr 0.1: the `-ppo` variants."""
+    return replace(config, outer_optimizer="ppo", normalize_observations=True, inner_lr=0.1)
+
+
+def smoke(config: RunConfig, **changes) -> RunConfig:
+    """`config` at a test's size (seconds), with `changes` by leaf name: the `-smoke` variants."""
+    return replace(
+        config, hidden_dim=16, state_dim=8, iterations=2, chunk_size=1, tasks_per_batch=2, trajectories_per_task=2,
+        horizon=20, window=5, eval_tasks=2, checkpoint_every=2, **changes,
+    )  # fmt: skip
+
 
 _FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=125)
 """The flagship's CPU preset: 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
@@ -71,7 +76,7 @@ meta-iterations (2.0M env steps per method), the smallest of the budget study's 
 from the pretrained baseline at seeds 0 and 1 alike (at 1.04M seed 0 does, seed 1 does not)."""
 CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
-        _navigation("basic", **PPO),
+        ppo(_navigation("basic")),
         hidden_dim=32,
         tasks_per_batch=8,
         trajectories_per_task=8,
@@ -84,16 +89,15 @@ CONFIGS: dict[str, ExperimentConfig] = {
         out_dir="runs/cli",
     ),
     "navigation": _navigation("navigation"),
-    "navigation-ppo": _navigation("navigation-ppo", **PPO),
-    "navigation-ssm": _navigation("navigation-ssm", **PPO, model="ssm"),
-    "navigation-smoke": _navigation("navigation-smoke", **SMOKE),
+    "navigation-ppo": ppo(_navigation("navigation-ppo")),
+    "navigation-ssm": ppo(_navigation("navigation-ssm", model="ssm")),
+    "navigation-smoke": smoke(_navigation("navigation-smoke")),
     "halfcheetah-vel": _FLAGSHIP,
     # 3M env steps, 64 held-out goals: on spring, the smallest budget where MAML separated (`experiments.budget_study`).
     "halfcheetah-vel-long": replace(_FLAGSHIP, name="halfcheetah-vel-long", iterations=190, eval_tasks=64),
-    "halfcheetah-vel-smoke": replace(
+    "halfcheetah-vel-smoke": smoke(
         _FLAGSHIP,
         name="halfcheetah-vel-smoke",
-        **SMOKE,
         outer_epochs=1,
         buffer_size=64,
         experience_batch_size=4,
@@ -255,7 +259,7 @@ CONFIGS.update({  # navigation (ppo) at half the paper's batch on each axis: abo
         tasks_per_batch=10, trajectories_per_task=10, eval_tasks=20,
     ),
     "sweep-smoke": extend(
-        SweepArgs, CONFIGS["navigation-smoke"], **PPO, name="sweep-smoke", num_seeds=2, out_dir="runs/sweep"
+        SweepArgs, ppo(CONFIGS["navigation-smoke"]), name="sweep-smoke", num_seeds=2, out_dir="runs/sweep"
     ),
 })  # fmt: skip
 """`experiments.sweep`'s presets."""
@@ -274,7 +278,7 @@ CONFIGS["benchmark-smoke"] = dataclasses.replace(
     methods=("ssm", "mlp"),
     num_seeds=2,
     world_model=CONFIGS["world-model-smoke"],
-    rl=replace(CONFIGS["navigation-smoke"], **PPO),
+    rl=ppo(CONFIGS["navigation-smoke"]),
 )
 """`experiments.benchmark`'s presets: the cpu one (12 cells x 5 seeds, under an hour) and a smoke run."""
 
