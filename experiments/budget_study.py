@@ -45,7 +45,7 @@ def main(args: StudyArgs) -> dict:
     run_dir = run_files.make_run_dir(args.out_dir)
     run_files.write_config(run_dir, args)
     log = run_files.MetricsLog(run_dir / "metrics.jsonl")
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(args.seeds)
     budgets = evaluated_budgets(args, grid, lambda eval_keys: eval_keys, log)
     random_init = _pooled(next(budgets)[2]["random init"])
     rows, results = [], {}

@@ -60,7 +60,7 @@ def main(args: InContextRunConfig) -> dict:
 def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict:
     started = time.perf_counter()
     log = run_files.MetricsLog(run_dir / "metrics.jsonl")
-    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    seeds = args.seeds
     grid = sweep.make_grid(seeds)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]

@@ -44,7 +44,7 @@ def main(args: LeverArgs) -> dict:
         changes = dict(VARIANTS[variant])
         swept = {name: changes.pop(f"sweep_{name}") for name in sweep.SWEEPABLE if f"sweep_{name}" in changes}
         config = replace(args, **changes)
-        grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
+        grid = sweep.make_grid(args.seeds, **swept)
         budgets = evaluated_budgets(config, grid, validation, log, f"{variant}: ")
         next(budgets)  # the untrained policy: not compared here
         rows = {}

@@ -105,7 +105,7 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
     `[num_seeds * eval_tasks, adapt_rounds + 1]` (seed-major), `oracle` is `[num_seeds * eval_tasks]` or None.
     """
     started = time.perf_counter()
-    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    seeds = args.seeds
     grid = sweep.make_grid(seeds)
     keys, run_hparams = grid.keys, grid.hparams(hparams)
     initial = programs.init(keys.init, run_hparams)  # training donates its states; these stay for random init

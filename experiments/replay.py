@@ -55,7 +55,7 @@ def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
 
 
 def _train(args, programs, states, keys, log, phase: str):
-    seeds = list(range(args.seed, args.seed + args.num_seeds))
+    seeds = args.seeds
     return runs.train_phase(
         programs.train, states, keys, args.iterations, args.chunk_size, f"{phase} ({len(seeds)} seeds)", log,
         seed_records({"phase": phase}, seeds, time.perf_counter()), run_labels=[f"seed {seed}" for seed in seeds],
@@ -66,7 +66,7 @@ def _rl_scores(args: ReplayArgs, log: run_files.MetricsLog):
     """Meta-trains MAML for every seed, then yields `(regime, {variant: [A, S, E]})` regime by regime (α = 0 is
     standard), with the regimes' extra arrays (`frozen` `[S, E]`, `<variant>: forgetting` `[A, S, E]`)."""
     env, programs = compiled_programs(args)
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(args.seeds)
     hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     states = _train(args, programs, programs.init(grid.keys.init, hparams), grid.keys.train, log, "MAML")
     tasks, eval_keys = sweep.held_out_tasks(env, grid.keys.eval, args.evaluation.eval_tasks)
@@ -122,7 +122,7 @@ def _world_model_scores(args: ReplayWorldModelArgs, log: run_files.MetricsLog):
     """Meta-trains the world model for every seed, then yields `("world_model", {variant: [A, S, E]})` (query MSE
     after the last step; α = 0 is standard)."""
     env = world_model_env(args)
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(args.seeds)
     hparams = grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     programs = sweep.make_programs(
         make_world_model_trainer(env, args.model, args.network, args.trainer), args.chunk_size

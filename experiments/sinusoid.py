@@ -109,7 +109,7 @@ def main(args: SinusoidRunConfig) -> dict:
 
 def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
     logger = MetricsLog(run_dir / "metrics.jsonl")
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(args.seeds)
     dist = SinusoidDistribution(frequency_range=args.frequency_range)
     eval_tasks, eval_keys = sweep.held_out_tasks(dist, grid.keys.eval, args.eval_tasks)
     results: dict = {"shots": {}, "run_dir": str(run_dir)}

@@ -47,7 +47,7 @@ def main(args: SweepArgs) -> dict:
         except distributed.DistributedError as error:
             exit_with_error(str(error))
     swept = {name: values for name, values in args.swept().items() if values}
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds), **swept)
+    grid = sweep.make_grid(args.seeds, **swept)
     devices = jax.device_count()
     if devices % args.task_devices or args.trainer.tasks_per_batch % args.task_devices:
         exit_with_error(

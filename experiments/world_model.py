@@ -50,7 +50,7 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.Metri
     `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
     "parameters": int}`."""
     trainer = make_world_model_trainer(env, args.model, args.network, args.trainer)
-    grid = sweep.make_grid(range(args.seed, args.seed + args.num_seeds))
+    grid = sweep.make_grid(args.seeds)
     keys, hparams = grid.keys, grid.hparams(HParams.create(args.inner_lr, args.outer_lr, args.experience_weight))
     programs = sweep.make_programs(trainer, args.chunk_size)
     tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.trainer.eval_tasks)

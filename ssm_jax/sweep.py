@@ -7,9 +7,9 @@
     returns, extras = programs.evaluate(states, eval_keys, tasks)  # tasks with a leading run axis [R, E]
 
 Only what `TrainState` traces can vary inside one program: the seed and the `HParams` (inner_lr, outer_lr,
-experience_weight). A `TrainerConfig` field, the model or the env changes the program, so sweeping one of them means
-one program per value. An unknown field, or a static one asked to vary, is a one-line `ValueError` before anything
-compiles.
+experience_weight). A static config field, the model or the env changes the program, so sweeping one of them means
+one program per value. Any other field asked to vary is a one-line `ValueError` before anything compiles. The
+module knows trainers only by their protocol (`trainers.Trainer`).
 
 Run `i` draws its keys exactly as a single run with seed `grid.seeds[i]` does (`run_keys`), so each row of a sweep
 equals the run made alone (tested, to float tolerance: vmap fuses the same maths in another order).
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm_jax.envs.base import TaskEnv
-from ssm_jax.trainers import HParams, Trainer, TrainerConfig
+from ssm_jax.trainers.protocol import HParams, Trainer
 from ssm_jax.types import PRNGKey
 
 SWEEPABLE = tuple(field.name for field in dataclasses.fields(HParams))
@@ -83,15 +83,12 @@ class Grid:
 def make_grid(seeds: Iterable[int], **values: Iterable[float]) -> Grid:
     """Every combination of the swept values, each with every seed (values outer, seeds inner)."""
     seeds = tuple(int(seed) for seed in seeds)
-    static = {field.name for field in dataclasses.fields(TrainerConfig)}
     for name in values:
-        if name in static:
-            raise ValueError(
-                f"{name!r} is a static TrainerConfig field: it changes the compiled program, so sweep it with one "
-                f"program per value; inside one program only {', '.join(SWEEPABLE)} vary"
-            )
         if name not in SWEEPABLE:
-            raise ValueError(f"unknown sweep field {name!r}; the traced hyperparameters are {', '.join(SWEEPABLE)}")
+            raise ValueError(
+                f"{name!r} is not a traced hyperparameter: inside one program only {', '.join(SWEEPABLE)} vary (a "
+                "static config field changes the compiled program, so sweep it with one program per value)"
+            )
     values = {name: tuple(float(v) for v in vs) for name, vs in values.items()}
     if not seeds or any(not vs for vs in values.values()):
         raise ValueError("a sweep needs at least one seed and at least one value per swept field")

@@ -97,6 +97,11 @@ class ExperimentConfig:
         if self.resume is not None and not self.RESUMABLE:
             raise ValueError(f"{type(self).__name__} runs keep no checkpoint to resume from: start the run again")
 
+    @property
+    def seeds(self) -> list[int]:
+        """The run seeds, `seed .. seed + num_seeds - 1`: one vmapped run each."""
+        return list(range(self.seed, self.seed + self.num_seeds))
+
     @classmethod
     def from_fields(cls, fields: dict[str, Any]):
         """An instance from leaf fields by name (nested dicts are merged in), as an older config file held them:

@@ -35,8 +35,8 @@ def compared_run(args: InContextRunConfig, run_dir: Path) -> dict:
     theirs = (config.env, config.trainer.horizon, config.evaluation.eval_tasks)
     if mine != theirs:
         raise ValueError(f"its (env, horizon, held-out tasks) are {theirs}, this run's {mine}")
-    their_seeds = list(range(config.seed, config.seed + config.num_seeds))
-    shared = [seed for seed in range(args.seed, args.seed + args.num_seeds) if seed in their_seeds]
+    their_seeds = config.seeds
+    shared = [seed for seed in args.seeds if seed in their_seeds]
     if not shared:
         raise ValueError(f"it ran seeds {their_seeds}, none of this run's")
     recorded = json.loads(results_path.read_text())
