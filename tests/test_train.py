@@ -47,9 +47,9 @@ def test_trainer_equals_the_hand_written_meta_rl_loop(setup, key):
     hparams = HParams.create(inner_lr=0.1, outer_lr=1e-2, experience_weight=0.1)
     state, metrics = train(trainer.init(key, hparams), jax.random.key(1), 2)
 
-    params_key, stats_key = jax.random.split(key)
+    params_key, task_key, stats_key = jax.random.split(key, 3)
     params = policy.init(params_key, jnp.zeros((1, 2)))
-    stats = trainer.parts.meta_rl.initial_obs_stats(stats_key, env.sample_tasks(stats_key, 2), params)
+    stats = trainer.parts.meta_rl.initial_obs_stats(stats_key, env.sample_tasks(task_key, 2), params)
     meta = trainer.parts.meta_rl.init(params, optax.adam(1e-2)).replace(inner_lr=jnp.float32(0.1))
     buf = make_experience_buffer(50)
     buffer = buf.init((jnp.zeros((5, 2)), jnp.zeros((5, 2))))
@@ -101,10 +101,10 @@ def test_sweep_of_4_seeds_by_2_inner_lrs_equals_the_8_runs_and_compiles_once(
         for chunk_key in sweep.chunk_keys(keys.train, 2):
             state, _ = train(state, chunk_key, 1)
         # Adam's g / |g| turns float32 round-off in near-zero gradient entries into parameter differences of up
-        # to about 2e-4 after two steps at 1e-2; the swept value moves parameters 100x further (checked below)
+        # to about 2e-4 after two steps at 1e-2; the swept value moves parameters 50x further (checked below)
         _assert_close(jax.tree.map(lambda x, i=i: x[i], states.meta.params), state.meta.params, atol=1e-3)
     same_seed = [jax.tree.map(lambda x, i=i: x[i], states.meta.params) for i in (0, 4)]  # seed 0, lr 0.05 / 0.2
-    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*map(jax.tree.leaves, same_seed), strict=True)) > 1e-1
+    assert max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(*map(jax.tree.leaves, same_seed), strict=True)) > 5e-2
 
 
 def test_a_sweep_over_experience_weight_changes_the_hybrid_curve_and_only_it(setup):
