@@ -60,9 +60,12 @@ class CheckpointMismatch(ValueError):
 
 class _OrbaxNoise(logging.Filter):
     """Drops orbax's log records, and asyncio's about orbax's tasks: a failure reaches the caller as this module's
-    exception."""
+    exception. Installed only around one use of orbax, so a future that asyncio finds unretrieved there is one of
+    orbax's, even when its exception (a tensorstore write's) carries no orbax frame."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "asyncio" and "never retrieved" in record.getMessage():
+            return False
         texts = [record.pathname, record.getMessage()]
         if record.exc_info and record.exc_info[2] is not None:
             texts += [frame.filename for frame in traceback.extract_tb(record.exc_info[2])]
