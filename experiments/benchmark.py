@@ -34,7 +34,8 @@ from ssm_jax.config import CONFIGS, world_model_env
 from ssm_jax.config.studies import BenchmarkArgs
 from ssm_jax.meta.world_model import make_world_model
 from ssm_jax.models import NetworkConfig, make_gaussian_policy
-from ssm_jax.report.benchmark import MODES, aggregate, write_report
+from ssm_jax.report.benchmark import MODES, aggregate
+from ssm_jax.report.writers import publish
 
 PRESETS = {name.removeprefix("benchmark-"): CONFIGS[name] for name in CONFIGS if name.startswith("benchmark-")}
 """The presets, by their names in `ssm_jax.config.CONFIGS` (`benchmark-<preset>`)."""
@@ -122,9 +123,7 @@ def main(args: BenchmarkArgs) -> dict:
         "rows": aggregate(args.objective, cells),
         "seconds": time.perf_counter() - started,
     }
-    run_files.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"wrote {run_dir}")
+    publish(run_dir, results, args)
     return results
 
 

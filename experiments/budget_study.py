@@ -23,14 +23,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from experiments.common import run_main
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, compiled_programs
 from ssm_jax.config.studies import StudyArgs
-from ssm_jax.report.budget_study import METHODS, budget_row, verdict, write_report
+from ssm_jax.report.budget_study import METHODS, budget_row, verdict
+from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams
 
 
@@ -88,10 +88,8 @@ def _pooled(returns: np.ndarray) -> np.ndarray:
 def _train_to(args, grid, programs, states, key, until, log, phase):
     """Trains `states` (stacked runs) from their iteration to `until`, one log record per run and chunk. Chunk `c`
     draws key `c` of `sweep.chunk_keys` whatever `until` is (prefix-stable), so the segments make one run."""
-    records = lambda iteration, metrics: [
-        {"phase": phase, **run, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-        for i, run in enumerate(grid.runs())
-    ]  # the study keeps no checkpoint: Ctrl-C stops it, results.json keeps the finished budgets
+    records = runs.run_records({"phase": phase}, grid.runs(), time.perf_counter())
+    # the study keeps no checkpoint: Ctrl-C stops it, results.json keeps the finished budgets
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
     description, start = f"{phase} to {until} iterations", int(np.max(states.iteration))
     return runs.train_phase(
@@ -104,9 +102,7 @@ def _train_to(args, grid, programs, states, key, until, log, phase):
 def _write(args, run_dir: Path, rows: list[dict], random_init: np.ndarray) -> dict:
     """results.json, results.md and budget_study.png for the budgets finished so far; returns the results dict."""
     results = {"run_dir": str(run_dir), "rows": rows, "random_init": random_init, "verdict": verdict(rows)}
-    run_files.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+    publish(run_dir, results, args)
     return results
 
 

@@ -14,9 +14,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jax
-import numpy as np
-
 from ssm_jax import disk, distributed, interrupts, run_files, watchdog
 from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.report import provenance
@@ -116,18 +113,3 @@ def run_directory(args: Any) -> Iterator[Path]:
         if not args.resume:  # a resumed run writes its config once its checkpoint restored (--iterations may grow)
             run_files.write_config(run_dir, args)
         yield run_dir
-
-
-def seed_records(label: Mapping[str, Any], seeds: Sequence[int], started: float) -> Callable[[int, Any], list[dict]]:
-    """`runs.train_phase`'s `records` for a state with one run per seed: after each chunk, one record per seed with
-    `label`, the seed, the iteration, the seconds since `started` and the chunk's mean of each metric."""
-
-    def records(iteration: int, metrics: Any) -> list[dict]:
-        elapsed = time.perf_counter() - started
-        return [
-            {**label, "seed": seed, "iteration": iteration, "elapsed_s": elapsed,
-             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-            for i, seed in enumerate(seeds)
-        ]  # fmt: skip
-
-    return records

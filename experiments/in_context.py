@@ -29,11 +29,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.common import resume_command, run_directory, run_main, seed_records
+from experiments.common import resume_command, run_directory, run_main
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, InContextRunConfig, build_in_context
-from ssm_jax.report.in_context import compared_run, write_report
+from ssm_jax.report.in_context import compared_run
+from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams
 
 PRESETS = {
@@ -107,16 +108,14 @@ def _main(args: InContextRunConfig, run_dir: Path, compared: list[dict]) -> dict
         "compared": compared,
         "seconds": time.perf_counter() - started,
     }
-    run_files.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+    publish(run_dir, results, args)
     return results
 
 
 def _train(args, chunk, states, train_keys, log, model, seeds, run_dir, start):
     """`runs.train_phase` for one model's stacked states: one record per seed and chunk, checkpoints under
     `run_dir/<model>/`."""
-    records = seed_records({"model": model}, seeds, time.perf_counter())
+    records = runs.run_records({"model": model}, [{"seed": s} for s in seeds], time.perf_counter())
 
     saving = runs.Checkpoints(
         run_dir / model,

@@ -26,7 +26,8 @@ from ssm_jax import run_files, sweep
 from ssm_jax.config import CONFIGS, replace
 from ssm_jax.config.studies import VARIANTS, LeverArgs
 from ssm_jax.report.budget_study import budget_row
-from ssm_jax.report.levers import choose, write_report
+from ssm_jax.report.levers import choose
+from ssm_jax.report.writers import publish
 
 VALIDATION = 2
 """Folded into a run's evaluation key to draw its validation goals (`sweep.held_out_tasks` folds in 1 for its
@@ -64,9 +65,7 @@ def main(args: LeverArgs) -> dict:
                 )
         settings += [{"variant": variant, "values": dict(values), "rows": r} for values, r in rows.items()]
         results = {"run_dir": str(run_dir), "settings": settings, "chosen": choose(settings)}
-        run_files.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+        publish(run_dir, results, args, final=variant == args.variants[-1])
     return results
 
 

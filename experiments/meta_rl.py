@@ -43,11 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import resume_command, run_directory, seed_records
+from experiments.common import resume_command, run_directory
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config import RunConfig, compiled_programs
-from ssm_jax.report.meta_rl import headline, summarise, write_report
+from ssm_jax.report.meta_rl import headline, summarise
+from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams
 
 
@@ -55,7 +56,7 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
     """Runs `chunk` (vmapped over the runs, one per seed in `seeds`) from iteration `start` until `args.iterations`
     through `runs.train_phase`: one record per seed and chunk, and with `checkpoints` the stacked `TrainState` saved
     every `checkpoint_every` iterations and at the end."""
-    records = seed_records({"phase": phase}, seeds, time.perf_counter())
+    records = runs.run_records({"phase": phase}, [{"seed": s} for s in seeds], time.perf_counter())
 
     module = "experiments.navigation" if args.env == "navigation-2d" else "experiments.halfcheetah_vel"
     command = resume_command(run_dir, module)  # the module whose presets the run's config comes from
@@ -89,9 +90,7 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
         time.perf_counter() - start_time,
     )  # fmt: skip
     results["run_dir"] = str(run_dir)
-    run_files.write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+    publish(run_dir, results, args)
     if (verdict := headline(results)) is not None:
         print(verdict)
     return results

@@ -22,11 +22,12 @@ import time
 import jax
 import jax.numpy as jnp
 
-from experiments.common import run_main, seed_records
+from experiments.common import run_main
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.config import CONFIGS, compiled_programs, replace, world_model_env
 from ssm_jax.config.studies import RL_VARIANTS, WORLD_MODEL_VARIANTS, ReplayArgs, ReplayWorldModelArgs
-from ssm_jax.report.replay import METRICS, verdicts, write_report
+from ssm_jax.report.replay import METRICS, verdicts
+from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams
 from ssm_jax.trainers.world_model import make_world_model_trainer
 
@@ -41,24 +42,24 @@ def main(args: ReplayArgs | ReplayWorldModelArgs) -> dict:
     run_files.write_config(run_dir, args)
     log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     started = time.perf_counter()
-    regimes = _world_model_scores(args, log) if isinstance(args, ReplayWorldModelArgs) else _rl_scores(args, log)
+    world_model = isinstance(args, ReplayWorldModelArgs)
+    regimes = _world_model_scores(args, log) if world_model else _rl_scores(args, log)
+    last = "world_model" if world_model else args.regimes[-1]
     results = {"run_dir": str(run_dir), "alphas": list(args.alphas), "regimes": {}, "scores": {}}
     for name, scores in regimes:
         results["regimes"][name] = verdicts(scores, args.alphas, METRICS[name][1])
         results["scores"][name] = scores
         results["seconds"] = time.perf_counter() - started
-        run_files.write_json(run_dir / "results.json", results)
-        report = write_report(run_dir, args)
-    print(report)
-    print(f"results in {run_dir}")
+        publish(run_dir, results, args, final=name == last)
     return results
 
 
 def _train(args, programs, states, keys, log, phase: str):
     seeds = args.seeds
+    records = runs.run_records({"phase": phase}, [{"seed": seed} for seed in seeds], time.perf_counter())
     return runs.train_phase(
         programs.train, states, keys, args.iterations, args.chunk_size, f"{phase} ({len(seeds)} seeds)", log,
-        seed_records({"phase": phase}, seeds, time.perf_counter()), run_labels=[f"seed {seed}" for seed in seeds],
+        records, run_labels=[f"seed {seed}" for seed in seeds],
     )  # fmt: skip
 
 

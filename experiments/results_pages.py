@@ -6,8 +6,9 @@ command, commit, wall time and machine of the run).
     python -m experiments.results_pages --check                  # exit 1 naming the pages that differ or are stale
     python -m experiments.results_pages --record RUN_DIR NAME    # copy a finished run into docs/results/NAME
 
-Each page is the experiment's own results.md, rendered by its `write_report(run_dir, config)` (`WRITERS`) from
-the recorded files alone (so the page and the run print the same), with the provenance under its title. The
+Each page is the experiment's own results.md, rendered by its `write_report(run_dir, config)`
+(`ssm_jax.report.writers.WRITERS`) from the recorded files alone (so the page and the run print the same), with
+the provenance under its title. The
 headline table of README.md and docs/index.md (navigation against Finn et al.'s Table 4) is rendered from the
 `navigation` page the same way, between its markers.
 """

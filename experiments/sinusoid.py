@@ -32,8 +32,9 @@ from ssm_jax.report import (
     new_figure,
     save_figure,
 )
-from ssm_jax.report.sinusoid import LABELS, write_report
-from ssm_jax.run_files import MetricsLog, write_json
+from ssm_jax.report.sinusoid import LABELS
+from ssm_jax.report.writers import publish
+from ssm_jax.run_files import MetricsLog
 from ssm_jax.trainers import HParams
 
 PRESETS = {
@@ -126,9 +127,7 @@ def _main(args: SinusoidRunConfig, run_dir: Path) -> dict:
         if args.plots:
             selected = {m: fitted[m] for m in ("maml", "pretrained") if m in fitted}
             _plot_fits(run_dir / f"fits_{shots}shot.png", args, selected, eval_tasks, eval_keys[0])
-    write_json(run_dir / "results.json", results)
-    print(write_report(run_dir, args))
-    print(f"results in {run_dir}")
+    publish(run_dir, results, args)
     return results
 
 

@@ -31,9 +31,10 @@ from ssm_jax import distributed, sweep
 from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, build
 from ssm_jax.config.studies import SweepArgs
-from ssm_jax.report.sweep import pooled, write_report
+from ssm_jax.report.sweep import pooled
+from ssm_jax.report.writers import publish
 from ssm_jax.run_files import MetricsLog, make_run_dir, write_config, write_json
-from ssm_jax.runs import non_finite, train_phase
+from ssm_jax.runs import non_finite, run_records, train_phase
 from ssm_jax.trainers import HParams
 
 PRESETS = {name.removeprefix("sweep-"): CONFIGS[name] for name in CONFIGS if name.startswith("sweep-")}
@@ -68,10 +69,7 @@ def main(args: SweepArgs) -> dict:
 
     started = time.perf_counter()
     states = place(programs.init(keys.init, hparams))
-    records = lambda iteration, metrics: [
-        {**run, "iteration": iteration, **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-        for i, run in enumerate(grid.runs())
-    ]  # one record per run and chunk
+    records = run_records({}, grid.runs(), started)  # one record per run and chunk
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"][:, -1]))}
     log = MetricsLog(run_dir / "metrics.jsonl")
     train = lambda states, chunk_keys: programs.train(states, place(chunk_keys))
@@ -109,9 +107,7 @@ def main(args: SweepArgs) -> dict:
     }
     if distributed.is_writer():
         write_json(run_dir / "runs.json", runs)
-        write_json(run_dir / "results.json", results)
-        print(write_report(run_dir, args))
-        print(f"results in {run_dir}")
+        publish(run_dir, results, args)
     return results
 
 

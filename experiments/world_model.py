@@ -32,7 +32,8 @@ from ssm_jax.config import CONFIGS, WorldModelRunConfig, world_model_env
 from ssm_jax.report import (
     mean_ci,
 )
-from ssm_jax.report.world_model import METRICS, write_report
+from ssm_jax.report.world_model import METRICS
+from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams
 from ssm_jax.trainers.world_model import make_world_model_trainer
 
@@ -102,9 +103,7 @@ def main(args: WorldModelRunConfig) -> dict:
         "ci95": {name: {k: mean_ci(v)[1] for k, v in results[name].items()} for name in METRICS},
         "per_task": {name: results[name] for name in METRICS},
     }
-    run_files.write_json(run_dir / "results.json", summary)
-    print(write_report(run_dir, args))
-    print(f"wrote {run_dir}")
+    publish(run_dir, summary, args)
     return summary
 
 

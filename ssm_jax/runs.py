@@ -167,6 +167,24 @@ class Checkpoints:
     keep: int = 2
 
 
+def run_records(
+    label: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], started: float
+) -> Callable[[int, Any], list[dict]]:
+    """`train_phase`'s `records` for a state whose leading axis holds `runs` (each described by its fields: `{"seed":
+    3}`, or a sweep's `Grid.runs()`): after each chunk, one record per run with `label`, the run's fields, the
+    iteration, the seconds since `started` and the chunk's mean of each metric."""
+
+    def records(iteration: int, metrics: Any) -> list[dict]:
+        elapsed = time.perf_counter() - started
+        return [
+            {**label, **run, "iteration": iteration, "elapsed_s": elapsed,
+             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
+            for i, run in enumerate(runs)
+        ]  # fmt: skip
+
+    return records
+
+
 def train_phase(
     update_chunk: Callable[[Any, jax.Array], tuple[Any, Any]],
     state: Any,

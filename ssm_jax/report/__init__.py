@@ -6,6 +6,7 @@
 | `compare` | paired differences and gains, formatted CIs, markdown tables, the adaptation plot, the papers' numbers |
 | `provenance` | where a recorded run came from: command, commit, machine, wall time |
 | one per kind of run | `write_report(run_dir, config)`: results.md and its plots from the recorded files alone |
+| `writers` | which kind of run gets which `write_report`; `publish`, the end of every run: results.json, report, path |
 | `pages` | the results pages: every recorded run's page rendered and checked, the headline table |
 
 The kinds of run: `meta_rl`, `in_context`, `world_model`, `sinusoid`, `budget_study`, `levers`, `replay`, `sweep`,

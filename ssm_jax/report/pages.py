@@ -1,7 +1,7 @@
 """Results pages: a recorded run's results.md and plots regenerated from its recorded files alone (config.json,
 results.json, metrics.jsonl where the plots need it, provenance.json), by the `write_report` of the kind of run its
-config records (`WRITERS`), with its provenance and any explained config drift under its title; the check that a
-page still renders from its files; and the headline table of the navigation page. `experiments.results_pages` is
+config records (`writers.WRITERS`), with its provenance and any explained config drift under its title; the check
+that a page still renders from its files; and the headline table of the navigation page. `experiments.results_pages` is
 the command."""
 
 from __future__ import annotations
@@ -13,21 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ssm_jax.config.family import InContextRunConfig, RunConfig, SinusoidRunConfig, WorldModelRunConfig
 from ssm_jax.config.io import read_config
-from ssm_jax.config.studies import BenchmarkArgs, LeverArgs, ReplayArgs, ReplayWorldModelArgs, StudyArgs, SweepArgs
-from ssm_jax.report import benchmark as benchmark_report
-from ssm_jax.report import budget_study as budget_study_report
-from ssm_jax.report import in_context as in_context_report
-from ssm_jax.report import levers as levers_report
-from ssm_jax.report import meta_rl as meta_rl_report
 from ssm_jax.report import provenance
-from ssm_jax.report import replay as replay_report
-from ssm_jax.report import sinusoid as sinusoid_report
-from ssm_jax.report import sweep as sweep_report
-from ssm_jax.report import world_model as world_model_report
 from ssm_jax.report.compare import REFERENCES, format_mean_ci, markdown_table
 from ssm_jax.report.core import steps_label
+from ssm_jax.report.writers import write_report
 
 DRIFT = "drift.json"
 """A page's explained config drift: `{field: {"now": today's value, "why": why the page still stands}}`, for a
@@ -35,26 +25,12 @@ default changed since the recording (rendered under its provenance)."""
 RECORDED = ("config.json", "results.json", "runs.json", "metrics.jsonl", provenance.FILE, DRIFT)
 """The files of a recorded run; everything else in its directory is generated."""
 
-WRITERS = {
-    RunConfig: meta_rl_report.write_report,
-    StudyArgs: budget_study_report.write_report,
-    LeverArgs: levers_report.write_report,
-    InContextRunConfig: in_context_report.write_report,
-    SinusoidRunConfig: sinusoid_report.write_report,
-    WorldModelRunConfig: world_model_report.write_report,
-    BenchmarkArgs: benchmark_report.write_report,
-    SweepArgs: sweep_report.write_report,
-    ReplayArgs: replay_report.write_report,
-    ReplayWorldModelArgs: replay_report.write_report,
-}
-"""Each experiment's `write_report(run_dir, config) -> markdown`, by the class of the config it records."""
-
 
 def render(page_dir: Path) -> None:
     """Rewrites `page_dir`'s results.md and plots from its recorded files."""
     recorded = json.loads((page_dir / provenance.FILE).read_text())
     config = read_config(page_dir / "config.json")
-    body = WRITERS[type(config)](page_dir, config)
+    body = write_report(page_dir, config)
     title, rest = body.split("\n\n", 1)
     note = drift_note(page_dir)
     header = provenance.describe(recorded) + (f"\n\n{note}" if note else "")
