@@ -20,10 +20,10 @@ from collections import deque
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tyro
 
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
 from ssm_jax.buffer import make_experience_buffer
+from ssm_jax.config.parsing import command_line
 
 try:
     import torch
@@ -36,7 +36,7 @@ OBS_DIM = 17
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     capacities: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     add_size: int = 1000
     batch_size: int = 256
@@ -118,4 +118,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

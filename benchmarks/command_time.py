@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import tyro
-
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
+from ssm_jax.config.parsing import command_line
 
 COMPILE_EVENTS = {
     "/jax/core/compile/jaxpr_trace_duration": "trace_s",
@@ -34,7 +33,7 @@ COMPILE_EVENTS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     module: str = "experiments.halfcheetah_vel"
     """The command: `python -m <module>`."""
     preset: str = "cpu"
@@ -86,4 +85,4 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--timed-run"]:
         timed_run(sys.argv[2], sys.argv[3], sys.argv[4:])
     else:
-        main(tyro.cli(Args))
+        main(command_line(Args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -16,6 +17,23 @@ from ssm_jax.report import markdown_table
 
 RESULTS_DIR = Path(os.environ.get("SSM_JAX_BENCHMARK_RESULTS", Path(__file__).parent / "results"))
 """Where the harnesses write their JSON: `benchmarks/results/`, or `$SSM_JAX_BENCHMARK_RESULTS` (tests, scratch)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class HarnessArgs:
+    """The base of every harness's flags: each int field, and each int of a tuple field, counts something and must
+    be >= 1 (but the fields named in `MAY_BE_ZERO`); a bad value is one line before anything compiles."""
+
+    MAY_BE_ZERO = ("seed", "mjx_max_batch")
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            values = value if isinstance(value, tuple) else (value,)
+            counts = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+            floor = 0 if field.name in self.MAY_BE_ZERO else 1
+            if (isinstance(value, tuple) and not value) or any(v < floor for v in counts):
+                raise ValueError(f"--{field.name.replace('_', '-')} must be >= {floor} (and not empty), got {value!r}")
 
 
 def compile_and_time(fn: Callable, *args, repeats: int = 5) -> tuple[float, float]:

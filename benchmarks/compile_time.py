@@ -14,10 +14,10 @@ import dataclasses
 import time
 
 import jax
-import tyro
 
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
 from ssm_jax.config import CONFIGS, build
+from ssm_jax.config.parsing import command_line
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.trainers import HParams
 
@@ -25,7 +25,7 @@ PRESETS = {"navigation": CONFIGS["navigation-ppo"], "halfcheetah_vel": CONFIGS["
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     experiments: tuple[str, ...] = tuple(PRESETS)
     models: tuple[str, ...] = MODEL_NAMES
 
@@ -63,4 +63,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

@@ -20,11 +20,11 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import tyro
 
-from benchmarks.common import compile_and_time_interleaved, report
+from benchmarks.common import HarnessArgs, compile_and_time_interleaved, report
 from ssm_jax import envs
 from ssm_jax.config import CONFIGS
+from ssm_jax.config.parsing import command_line
 from ssm_jax.models import CategoricalHead, GaussianHead, ModelConfig, ValueHead, attach_heads, make_model
 from ssm_jax.rollout import rollout
 
@@ -36,7 +36,7 @@ def iteration_envs(config_name: str) -> int:
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     families: tuple[str, ...] = ("halfcheetah-vel",)
     backends: tuple[str, ...] = envs.BACKENDS
     """Physics backends of the brax families."""
@@ -129,4 +129,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

@@ -1,6 +1,6 @@
 """The library's MAML meta-update against the same maths written directly in plain JAX, measured in one run.
 
-    python -m benchmarks.maml_overhead [--tasks 20] [--length 200] [--repeats 20]
+    python -m benchmarks.maml_overhead [--tasks-per-batch 20] [--length 200] [--repeats 20]
 
 Both take one second-order meta-update of the seeds' SSM cell (`h' = MLP_A(h) + B x`, `y = MLP_C(h') + D x`) on
 `tasks` tasks of one support and one query sequence of `length` steps: one inner SGD step on the support's MSE, the
@@ -19,16 +19,16 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import optax
-import tyro
 
-from benchmarks.common import compile_and_time_interleaved, report
+from benchmarks.common import HarnessArgs, compile_and_time_interleaved, report
+from ssm_jax.config.parsing import command_line
 from ssm_jax.meta import MAMLConfig, make_maml, sequence_mse_loss
 from ssm_jax.models import ModelConfig, make_model
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
-    tasks: int = 20
+class Args(HarnessArgs):
+    tasks_per_batch: int = 20
     length: int = 200
     """T: time steps of each task's support and of its query."""
     obs_dim: int = 17
@@ -90,7 +90,7 @@ def main(args: Args) -> list[dict]:
     )
     params_key, data_key = jax.random.split(key)
     params = model.init(params_key, jnp.zeros((args.length, args.obs_dim)))
-    xs = jax.random.normal(data_key, (args.tasks, 2, 1, args.length, args.obs_dim))
+    xs = jax.random.normal(data_key, (args.tasks_per_batch, 2, 1, args.length, args.obs_dim))
     ys = jnp.sum(jnp.sin(xs), axis=-1, keepdims=True)
     tasks = ((xs[:, 0], ys[:, 0]), (xs[:, 1], ys[:, 1]))
 
@@ -116,4 +116,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

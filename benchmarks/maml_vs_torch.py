@@ -1,7 +1,7 @@
 """The seeds' PyTorch MetaMAML, adapter and buffer against ours, same shapes, measured in one run.
 
     pip install -e ".[bench]"          # torch: an optional extra, never a runtime dependency
-    python -m benchmarks.maml_vs_torch [--tasks 20] [--length 200] [--torch-device cuda]
+    python -m benchmarks.maml_vs_torch [--tasks-per-batch 20] [--length 200] [--torch-device cuda]
 
 The reference is the seeds' design as their documents describe it (`MetaMAML(model, inner_lr, outer_lr)`,
 `meta_update(tasks, initial_hidden_state, loss_fn)`; `StateSpaceModel` with `h' = A(h) + B x`, `y = C(h') + D x`),
@@ -30,11 +30,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import tyro
 
 from benchmarks import buffer as buffer_bench
-from benchmarks.common import compile_and_time, report
+from benchmarks.common import HarnessArgs, compile_and_time, report
 from ssm_jax.adapt import AdapterConfig, make_adapter
+from ssm_jax.config.parsing import command_line
 from ssm_jax.meta import MAMLConfig, make_maml, sequence_mse_loss
 from ssm_jax.models import ModelConfig, make_model
 
@@ -47,8 +47,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
-    tasks: int = 20
+class Args(HarnessArgs):
+    tasks_per_batch: int = 20
     length: int = 200
     """Time steps of each task's support and of its query."""
     task_batch: int = 1
@@ -58,7 +58,7 @@ class Args:
     hidden_dim: int = 64
     inner_lr: float = 0.01
     outer_lr: float = 1e-3
-    adapt_steps: int = 5
+    steps_per_round: int = 5
     repeats: int = 5
     reference_repeats: int = 3
     torch_device: str = "cuda" if torch.cuda.is_available() else "cpu"
@@ -212,7 +212,7 @@ def main(args: Args) -> list[dict]:
     model = make_model("ssm", config)
     loss_fn = sequence_mse_loss(model)
     key_init, key_data = jax.random.split(jax.random.key(0))
-    shape = (args.tasks, 2, args.task_batch, args.length, args.obs_dim)  # [tasks, support|query, B, T, D]
+    shape = (args.tasks_per_batch, 2, args.task_batch, args.length, args.obs_dim)  # [tasks, support|query, B, T, D]
     xs = jax.random.normal(key_data, shape)
     ys = jnp.roll(xs, 1, axis=-2)  # predict the previous observation: a task the recurrence can solve
     tasks = (xs[:, 0], ys[:, 0]), (xs[:, 1], ys[:, 1])
@@ -223,7 +223,7 @@ def main(args: Args) -> list[dict]:
     _copy_flax_weights(params, torch_model)
     torch_model.to(device)
     xs_t, ys_t = (torch.from_numpy(np.array(a)).to(device) for a in (xs, ys))
-    torch_tasks = [(xs_t[i, 0], ys_t[i, 0], xs_t[i, 1], ys_t[i, 1]) for i in range(args.tasks)]
+    torch_tasks = [(xs_t[i, 0], ys_t[i, 0], xs_t[i, 1], ys_t[i, 1]) for i in range(args.tasks_per_batch)]
     hidden = torch_model.init_hidden(args.task_batch)
     mse = torch.nn.functional.mse_loss
     stacked = (xs_t[:, 0], ys_t[:, 0], xs_t[:, 1], ys_t[:, 1])  # [tasks, B, T, D] each, for vmap over tasks
@@ -254,7 +254,7 @@ def main(args: Args) -> list[dict]:
 
     support = tasks[0][0][0], tasks[0][1][0]  # one task's support, [B, T, D]
     adapter = make_adapter(
-        "standard", loss_fn, AdapterConfig(learning_rate=1e-3, num_steps=args.adapt_steps, grad_clip_norm=1.0)
+        "standard", loss_fn, AdapterConfig(learning_rate=1e-3, num_steps=args.steps_per_round, grad_clip_norm=1.0)
     )
     update = lambda astate, params, batch, key: adapter.update(astate, params, batch, None, key)
     compile_s, jax_s = compile_and_time(update, adapter.init(params), params, support, key_init, repeats=args.repeats)
@@ -263,11 +263,11 @@ def main(args: Args) -> list[dict]:
     batch_t = xs_t[0, 0], ys_t[0, 0]
 
     def reference_adapt():
-        seed_adapter_update(torch_model, optimizer, batch_t, hidden, mse, args.adapt_steps, 1.0)
+        seed_adapter_update(torch_model, optimizer, batch_t, hidden, mse, args.steps_per_round, 1.0)
         _sync(device)
 
     torch_s = _median_seconds(reference_adapt, args.reference_repeats)
-    rows.append(_row(f"adapter update ({args.adapt_steps} steps)", jax_s, torch_s, compile_s))
+    rows.append(_row(f"adapter update ({args.steps_per_round} steps)", jax_s, torch_s, compile_s))
     print(f"adapter: jax {jax_s * 1e3:.2f} ms, torch {torch_s * 1e3:.1f} ms", flush=True)
 
     buffer_args = buffer_bench.Args(capacities=(args.buffer_capacity,))
@@ -285,7 +285,7 @@ def main(args: Args) -> list[dict]:
     for row in rows:
         row["torch_device"] = device
     columns = ["operation", "jax_ms", "torch_ms", "speedup", "jax_compile_s", "loss_rel_diff", "torch_note"]
-    report("maml_vs_torch", rows, columns, note=f"{args.tasks} tasks, T = {args.length}, torch on {device}")
+    report("maml_vs_torch", rows, columns, note=f"{args.tasks_per_batch} tasks, T = {args.length}, torch on {device}")
     return rows
 
 
@@ -329,4 +329,4 @@ def _row(operation, jax_s, torch_s, compile_s, jax_loss=None, torch_loss=None) -
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

@@ -21,12 +21,12 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import tyro
 
-from benchmarks.common import compile_and_time, report, time_interleaved
+from benchmarks.common import HarnessArgs, compile_and_time, report, time_interleaved
 from benchmarks.envs import random_rollout
 from ssm_jax.buffer import experience_windows, make_experience_buffer
 from ssm_jax.config import CONFIGS, build
+from ssm_jax.config.parsing import command_line
 from ssm_jax.envs.normalize import normalize
 from ssm_jax.meta.policy_losses import mean_episode_return, prepare_batch
 from ssm_jax.trainers import HParams
@@ -37,7 +37,7 @@ PRESETS = {preset: CONFIGS["halfcheetah-vel" if preset == "cpu" else f"halfcheet
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     presets: tuple[str, ...] = ("cpu", "paper")
     """Presets of the flagship (`halfcheetah-vel`, `halfcheetah-vel-<preset>`) whose batch is measured."""
     backend: str | None = "mujoco"
@@ -144,4 +144,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

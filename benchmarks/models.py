@@ -12,14 +12,14 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import tyro
 
-from benchmarks.common import compile_and_time, report
+from benchmarks.common import HarnessArgs, compile_and_time, report
+from ssm_jax.config.parsing import command_line
 from ssm_jax.models import MODEL_NAMES, ModelConfig, make_model
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     batch: int = 16
     lengths: tuple[int, ...] = (200, 1000)
     repeats: int = 5
@@ -66,4 +66,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

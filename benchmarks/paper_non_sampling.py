@@ -21,18 +21,18 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import tyro
 
 import ssm_jax.meta.rl as rl_module
 from ssm_jax.config import CONFIGS, build
 from ssm_jax.trainers import HParams
 
 sys.path.insert(0, str(Path(__file__).parents[1]))  # run by path from another commit's tree: this repo's helpers
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
+from ssm_jax.config.parsing import command_line
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     label: str = "current"
     """Names the JSON file (e.g. the commit measured)."""
     repeats: int = 3
@@ -77,4 +77,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

@@ -29,19 +29,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import tyro
 
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
+from ssm_jax.config.parsing import command_line
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     processes: int = 2
     rounds: int = 1
     preset: str = "default"
     """The preset of `python -m experiments.sweep` to time."""
 
     def __post_init__(self):
+        super().__post_init__()
         if self.processes < 2 or self.rounds < 1:
             raise ValueError(f"processes must be >= 2 and rounds >= 1, got {self.processes}, {self.rounds}")
 
@@ -101,4 +102,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

@@ -21,11 +21,11 @@ import time
 from collections.abc import Callable, Sequence
 
 import jax
-import tyro
 
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
 from ssm_jax import sweep
 from ssm_jax.config import CONFIGS, build, build_regression
+from ssm_jax.config.parsing import command_line
 from ssm_jax.trainers import HParams
 
 WORKLOADS = ("navigation", "sinusoid")
@@ -34,7 +34,7 @@ Runner = Callable[[Sequence[int], int], object]
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     sizes: tuple[int, ...] = (1, 2, 4, 8)
     workloads: tuple[str, ...] = WORKLOADS
     navigation_iterations: int = 5
@@ -43,6 +43,7 @@ class Args:
     """MAML updates timed per sinusoid measurement."""
 
     def __post_init__(self):
+        super().__post_init__()
         unknown = sorted(set(self.workloads) - set(WORKLOADS))
         if unknown:
             raise ValueError(f"unknown workloads {unknown}; expected any of {', '.join(WORKLOADS)}")
@@ -128,4 +129,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

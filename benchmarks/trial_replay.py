@@ -16,10 +16,10 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import tyro
 
-from benchmarks.common import report, time_interleaved
+from benchmarks.common import HarnessArgs, report, time_interleaved
 from ssm_jax import envs
+from ssm_jax.config.parsing import command_line
 from ssm_jax.meta.policy_losses import policy_outputs
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.trainers import HParams
@@ -29,7 +29,7 @@ PROGRAMS = ("forward", "forward_grad", "stepwise_forward_grad")
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     lengths: tuple[int, ...] = (100, 200, 500, 1000)
     """Trial lengths T = episodes x horizon (horizon 100: 1, 2, 5 and 10 episodes)."""
     batch: int = 32
@@ -100,4 +100,4 @@ def main(args: Args) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

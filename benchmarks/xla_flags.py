@@ -19,9 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tyro
-
-from benchmarks.common import report
+from benchmarks.common import HarnessArgs, report
+from ssm_jax.config.parsing import command_line
 from ssm_jax.xla_flags import PORTABLE_CPU, USER_FLAGS_VARIABLE, with_flags
 
 _CHILD = """
@@ -45,7 +44,7 @@ print(json.dumps({"compile_s": compile_s, "iteration_s": (time.perf_counter() - 
 
 
 @dataclasses.dataclass(frozen=True)
-class Args:
+class Args(HarnessArgs):
     configs: tuple[str, ...] = ("halfcheetah-vel", "basic")
     """Named configs (`ssm_jax.config.CONFIGS`, meta-RL) whose training chunk is timed."""
     chunk: int = 5
@@ -86,4 +85,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

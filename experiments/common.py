@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ssm_jax import disk, distributed, interrupts, run_files, watchdog
-from ssm_jax.cli import UsageError, exit_with_error, parse, resumed_config
+from ssm_jax.config.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.report import provenance
 from ssm_jax.runs import Diverged, Interrupted
 

@@ -6,10 +6,10 @@
     python -m experiments.in_context --preset smoke       # seconds, for tests
 
 For each policy of `--models` (default s5, ssm, gru and the memoryless mlp) it trains RL²
-(`ssm_jax.trainers.in_context`: PPO + GAE over trials of K episodes of one task, the carry kept across episodes and
+(`ssm_jax.trainers.in_context`: PPO + GAE over trials of M episodes of one task, the carry kept across episodes and
 reset between trials) for `--num-seeds` seeds as one vmapped program, then runs fresh trials of the frozen policy on the
 held-out tasks each seed draws (`sweep.held_out_tasks`: the tasks a MAML run with that seed evaluates on) and reports
-the return of episode 1..K, with no gradient step. With `--compare-with RUN_DIR ...` (meta-RL runs of the same family
+the return of episode 1..M, with no gradient step. With `--compare-with RUN_DIR ...` (meta-RL runs of the same family
 and horizon, one per policy), the report puts MAML's return after 0..3 gradient steps, the pretrained baseline and
 random init beside it, each with the env steps it trained on and the env steps each took on the held-out task, and pairs
 each RL² policy with MAML (of the same policy where one was compared) on the tasks of the seeds both ran.
@@ -31,8 +31,8 @@ import numpy as np
 
 from experiments.common import resume_command, run_directory, run_main
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, InContextRunConfig, build_in_context
+from ssm_jax.config.parsing import exit_with_error
 from ssm_jax.report.in_context import compared_run
 from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams

@@ -45,8 +45,8 @@ import numpy as np
 
 from experiments.common import resume_command, run_directory
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.cli import exit_with_error
 from ssm_jax.config import RunConfig, compiled_programs
+from ssm_jax.config.parsing import exit_with_error
 from ssm_jax.report.meta_rl import headline, summarise
 from ssm_jax.report.writers import publish
 from ssm_jax.trainers import HParams

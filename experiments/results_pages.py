@@ -24,9 +24,8 @@ from pathlib import Path
 
 from experiments.common import parse_args
 from ssm_jax import envs
-from ssm_jax.cli import exit_with_error
-from ssm_jax.cli.parsing import config_differences
 from ssm_jax.config.io import read_config
+from ssm_jax.config.parsing import config_differences, exit_with_error
 from ssm_jax.report import provenance
 from ssm_jax.report.pages import DRIFT, RECORDED, differences, pages, render, with_headline
 

@@ -8,7 +8,7 @@
 Network: MLP 2x40 ReLU. Meta-training: meta-batch 25, inner SGD lr 0.01, 1 inner step, Adam 1e-3 outer, K support
 and K query points per task. The pretrained baseline trains the same net with Adam on all tasks' points (no
 inner loop). Evaluation: `eval_tasks` held-out tasks from a separate key, K support points, `eval_points` query
-points, MSE after 0..`eval_steps` SGD steps (Meta-SGD with its learned per-parameter lr), 95% CIs over tasks.
+points, MSE after 0..`adapt_rounds` SGD steps (Meta-SGD with its learned per-parameter lr), 95% CIs over tasks.
 
 Writes under `runs/sinusoid/<timestamp>/`: config.json, metrics.jsonl, results.json, results.md,
 fits_<K>shot.png (fitted curves) and mse_vs_steps.png.
@@ -76,7 +76,7 @@ def train(args: SinusoidRunConfig, shots: int, method: str, grid: sweep.Grid, ru
 
 
 def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, key):
-    """Ground truth, support points and each method's fit (seed `args.seed`) before and after `eval_steps` steps, on
+    """Ground truth, support points and each method's fit (seed `args.seed`) before and after `adapt_rounds` steps, on
     3 held-out tasks."""
     first = lambda tree, i=0: jax.tree.map(lambda v: v[i], tree)
     trainer = next(iter(fitted.values()))[0]
@@ -95,7 +95,7 @@ def _plot_fits(path: Path, args: SinusoidRunConfig, fitted: dict, eval_tasks, ke
         for method, (method_trainer, states) in fitted.items():
             meta = first(states.meta)
             adapted = method_trainer.parts.adapt(meta.params, task_support, meta.inner_lr)
-            for steps, style, params in ((0, ":", meta.params), (args.eval_steps, "-", adapted)):
+            for steps, style, params in ((0, ":", meta.params), (args.adapt_rounds, "-", adapted)):
                 prediction = method_trainer.parts.apply(params, x_grid)[:, 0]
                 ax.plot(x_grid[:, 0], prediction, style, label=f"{LABELS[method]}, {steps} steps")
         ax.set_title(f"held-out task {i}")

@@ -14,9 +14,9 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-import tyro
 
 from ssm_jax.config.io import register_config
+from ssm_jax.config.parsing import command_line
 from ssm_jax.models import MODEL_NAMES, ModelConfig, make_model
 
 
@@ -87,4 +87,4 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    main(command_line(Args))

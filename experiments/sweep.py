@@ -28,8 +28,8 @@ import numpy as np
 
 from experiments.common import run_main
 from ssm_jax import distributed, sweep
-from ssm_jax.cli import exit_with_error
 from ssm_jax.config import CONFIGS, build
+from ssm_jax.config.parsing import exit_with_error
 from ssm_jax.config.studies import SweepArgs
 from ssm_jax.report.sweep import pooled
 from ssm_jax.report.writers import publish

@@ -1,4 +1,4 @@
-"""Meta-learned world models (SSM-MetaRL's supervised objective, with the action): MAML vs pretrained vs scratch.
+"""Meta-learned world models (SSM-MetaRL's supervised objective, with the action): MAML vs pretrained vs the oracle.
 
     python -m experiments.world_model                              # cpu preset: SSM on pendulum-params, ~1-2 min
     python -m experiments.world_model --env halfcheetah-gravity    # the dynamics change (also ant-mass)
@@ -8,7 +8,7 @@
 
 A sequence model predicts `(next_obs − obs, reward)` from `(obs, action)` windows of random-action trajectories
 (`ssm_jax.trainers.world_model`). MAML meta-trains it across a pool of tasks of the family; the pretrained baseline
-is the same program with inner lr 0 (one model fitted to every task); the scratch baseline trains a fresh model on
+is the same program with inner lr 0 (one model fitted to every task); the oracle trains a fresh model on
 each held-out task's support alone. On held-out tasks each model adapts on the support (disjoint trajectories from
 the query) in mode `none` (no step), `standard` (SGD steps at the inner lr) or `hybrid` (plus `experience_weight` ×
 the loss on windows replayed from the meta-training buffer), scored after 0..K steps by the query's one-step MSE
@@ -48,7 +48,7 @@ PRESETS = {
 def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.MetricsLog) -> dict:
     """Every method and mode for `args.num_seeds` seeds as one run axis of `sweep.make_programs` (each seed's keys
     from `sweep.run_keys`, as every experiment draws them). Returns per-task arrays pooled over seeds:
-    `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "scratch": [S * E, 1]},
+    `{"mse" | "open_loop": {"<method> + <mode>": [S * E, K + 1] ([S * E, 1] for none), "oracle": [S * E, 1]},
     "parameters": int}`."""
     trainer = make_world_model_trainer(env, args.model, args.network, args.trainer)
     grid = sweep.make_grid(args.seeds)
@@ -76,10 +76,10 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.Metri
                 if mode == "standard":
                     results[name][f"{method} + none"] = pooled(values)[:, :1]
                 results[name][f"{method} + {mode}"] = pooled(values)
-    # the scratch baseline on the held-out data evaluation saw (the same keys collect it)
-    mse, extras = programs.oracle(states, eval_keys, tasks, iterations=args.trainer.scratch_steps)
+    # the oracle on the held-out data evaluation saw (the same keys collect it)
+    mse, extras = programs.oracle(states, eval_keys, tasks, iterations=args.trainer.oracle_iterations)
     for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):
-        results[name]["scratch"] = pooled(values)[:, None]
+        results[name]["oracle"] = pooled(values)[:, None]
     params = trainer.parts.world_model.init(jax.random.key(0))
     results["parameters"] = int(sum(x.size for x in jax.tree.leaves(params)))
     return results

@@ -38,7 +38,7 @@ from typing import Annotated
 
 import tyro
 
-from ssm_jax.cli.parsing import UsageError, parse
+from ssm_jax.config.parsing import UsageError, parse
 from ssm_jax.distributed import PROCESS_COUNT_VARIABLE, PROCESS_ID_VARIABLE
 from ssm_jax.interrupts import TERMINATED
 

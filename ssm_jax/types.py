@@ -5,15 +5,35 @@ The glossary of axis names every docstring uses (each letter one meaning):
     E: tasks (a meta-batch, or held-out tasks)
     N: envs run in parallel on one task (trajectories per round)
     T: time steps (a horizon)
-    K: adaptation rounds (each samples N trajectories, then takes one gradient step) or, where nothing is sampled
-       (world models, regression), adaptation steps
+    K: adaptation rounds (`adapt_rounds`)
+    M: episodes of an RL² trial (`episodes_per_trial`)
     W: window (consecutive steps of one trajectory as one item: buffer items, world-model items, the online
        adapter's recent steps)
     S: the transformer's attention span (`ModelConfig.attention_span`)
     B: items of a minibatch (sampled from the buffer)
     D: input features, A: action size, O: output features, P: state size, H: hidden width.
 Rollouts are time-major, `[T, N, ...]`; with tasks in front, `[E, T, N, ...]`, and runs in front of that.
-Words: a seed is a random seed; SSM-MetaRL is the reference design (SSM-MetaRL-Unified) this library implements.
+
+The words, one per thing (config fields and flags use them; files written under an older word still load,
+`ssm_jax.config.io.RENAMED_FIELDS`):
+    adaptation round (`adapt_rounds`, K): one test-time update of a held-out task's params. In RL it samples N
+        trajectories with the current params, then takes `steps_per_round` gradient steps on them; in world
+        models and regression the support is given, and a round is one gradient step on it.
+    inner step (`inner_steps`): a gradient step inside meta-training's inner loop (MAML's adaptation while
+        meta-training), as opposed to the adaptation rounds of evaluation.
+    meta-batch: the tasks of one meta-iteration, `tasks_per_batch` (E) of them.
+    held-out tasks (`eval_tasks` per seed): tasks training never drew, on which evaluation adapts and scores.
+    trajectory: one rollout path of one task `[T, ...]`; N of them per task (`trajectories_per_task`,
+        `eval_trajectories` in evaluation).
+    trial (RL²): M consecutive episodes of one task with the policy's carry kept across them, `[M x horizon, ...]`:
+        RL²'s trajectory, counted by `trials_per_task` in training and `eval_trials` in evaluation.
+    oracle: a fresh model trained on each held-out task alone (`Trainer.oracle`; `oracle_iterations`): the
+        reference above any meta-learned start.
+    pretrained: the same program trained without adaptation (`init(..., adapt=False)`; inner lr 0); random init:
+        the untrained params.
+    seed: a random seed only (`seed`, `num_seeds`: runs). The reference design's five halfcheetah-vel goal
+        velocities are `goals="reference"`.
+    SSM-MetaRL: the reference design (SSM-MetaRL-Unified) this library implements.
 """
 
 from __future__ import annotations

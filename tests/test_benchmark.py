@@ -28,6 +28,23 @@ def test_arguments_are_checked_before_anything_runs():
     with pytest.raises(SystemExit) as exit_info:
         parse_args(benchmark.PRESETS, "cpu", ["--methods", "rnn"])
     assert exit_info.value.code == 2
+
+
+def test_a_harness_refuses_a_count_below_one_in_one_line_before_it_runs():
+    """Every harness's flags parse through `ssm_jax.config.parsing.command_line`; their counts are checked alike
+    (`benchmarks.common.HarnessArgs`), an empty tuple too, and a seed may be 0."""
+    from benchmarks import maml_overhead, models
+
+    with pytest.raises(ValueError, match="--tasks-per-batch must be >= 1"):
+        maml_overhead.Args(tasks_per_batch=0)
+    with pytest.raises(ValueError, match="--lengths must be >= 1"):
+        models.Args(lengths=(200, 0))
+    assert maml_overhead.Args(seed=0).seed == 0
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.models", "--batch", "0"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --batch must be >= 1 (and not empty), got 0"
     with pytest.raises(SystemExit) as exit_info:
         parse_args(world_model.PRESETS, "cpu", ["--inner-lr", "0"])
     assert exit_info.value.code == 2
@@ -227,7 +244,7 @@ def test_the_maml_overhead_harness_times_the_same_update_both_ways(tmp_path, mon
     from benchmarks import common, maml_overhead
 
     monkeypatch.setattr(common.write_results, "__defaults__", (tmp_path,))
-    args = maml_overhead.Args(tasks=3, length=12, obs_dim=3, state_dim=4, hidden_dim=8, repeats=1)
+    args = maml_overhead.Args(tasks_per_batch=3, length=12, obs_dim=3, state_dim=4, hidden_dim=8, repeats=1)
     rows = maml_overhead.main(args)
     assert [row["program"] for row in rows] == ["library", "library, loss diagnostics", "direct plain JAX"]
     assert rows[-1]["ratio"] == 1 and all(row["ms"] > 0 for row in rows)

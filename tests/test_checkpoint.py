@@ -228,6 +228,41 @@ def test_configs_recorded_by_earlier_commits_still_load():
     assert (evaluation.adapt_rounds, evaluation.eval_trajectories, evaluation.later_rounds_lr_scale) == (2, 40, 0.5)
 
 
+def test_configs_stored_under_the_glossarys_older_words_load_under_the_new_ones():
+    """The recorded world-model, sinusoid and RL² pages were written before the glossary gave each thing one word:
+    `adapt_steps` / `eval_steps` (adaptation rounds), `scratch_steps` (the oracle's iterations), `meta_batch`
+    (tasks per batch), RL²'s trials per held-out task as the evaluation's `eval_trajectories`, and the reference
+    goal set named "seed". They load with the same values under today's names, and the round trip is exact."""
+    recorded = {
+        path.parent.name: path for path in (Path(__file__).parents[1] / "docs" / "results").rglob("config.json")
+    }
+    assert '"adapt_steps"' in recorded["world_model_pendulum"].read_text()
+    world_model = config_from_json(recorded["world_model_pendulum"].read_text())
+    stored = json.loads(recorded["world_model_pendulum"].read_text())["fields"]["trainer"]["fields"]
+    assert (world_model.trainer.adapt_rounds, world_model.trainer.oracle_iterations, world_model.trainer.oracle_lr) == (
+        stored["adapt_steps"], stored["scratch_steps"], stored["scratch_lr"]
+    )  # fmt: skip
+    sinusoid = json.loads(recorded["sinusoid_paper"].read_text())["fields"]
+    loaded = config_from_json(recorded["sinusoid_paper"].read_text())
+    assert (loaded.tasks_per_batch, loaded.adapt_rounds, loaded.inner_steps) == (
+        sinusoid["meta_batch"], sinusoid["eval_steps"], sinusoid["train_inner_steps"]
+    )  # fmt: skip
+    in_context = json.loads(recorded["in_context_navigation"].read_text())["fields"]
+    rl2 = config_from_json(recorded["in_context_navigation"].read_text())
+    assert rl2.trainer.eval_trials == in_context["evaluation"]["fields"]["eval_trajectories"] == 10
+    assert rl2.evaluation.eval_trajectories is None
+
+    from ssm_jax.config import CONFIGS, replace
+
+    seed_goals = json.loads(config_to_json(replace(CONFIGS["halfcheetah-vel"], goals="reference")))
+    seed_goals["fields"]["goals"] = "seed"
+    assert config_from_json(json.dumps(seed_goals)).goals == "reference"
+    for config in (world_model, loaded, rl2):
+        assert config_from_json(config_to_json(config)) == config
+    with pytest.raises(ValueError, match="RL² evaluates trials, not trajectories"):
+        replace(rl2, eval_trajectories=4)
+
+
 def test_checkpoint_calls_leave_the_processs_hooks_filters_and_warnings_as_they_were(tmp_path):
     """orbax's noise is kept off stderr only within each call: a user's program keeps its own error reporting."""
     import logging

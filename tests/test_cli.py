@@ -18,7 +18,7 @@ from ssm_jax.config import CONFIGS
 @pytest.mark.slow
 def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted, capsys):
     out = tmp_path / "eval.json"
-    result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--tasks", "6", "--output", str(out)])
+    result = cli.main(["eval", "--checkpoint", str(uninterrupted), "--eval-tasks", "6", "--output", str(out)])
     assert result == 0
     said = capsys.readouterr().err.splitlines()  # what it compiles and runs, as it starts and when done: never silent
     assert said[0] == "eval: compiling and running 6 held-out episodes…", said
@@ -29,7 +29,7 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
     assert stored["return_mean"] == pytest.approx(np.mean(stored["returns"]), rel=1e-5)
     assert stored["return_ci95"] == pytest.approx(1.96 * np.std(stored["returns"], ddof=1) / np.sqrt(6), rel=1e-4)
 
-    flags = ["--checkpoint", str(uninterrupted), "--tasks", "4", "--adapt-rounds", "2", "--output"]
+    flags = ["--checkpoint", str(uninterrupted), "--eval-tasks", "4", "--adapt-rounds", "2", "--output"]
     online = ["--online", "--online-window", "5", "--online-every", "5"]
     for mode in ("standard", "hybrid"):
         assert cli.main(["adapt", *flags, str(tmp_path / f"{mode}.json"), "--adaptation-mode", mode, *online]) == 0
@@ -52,7 +52,7 @@ def test_eval_and_adapt_write_their_json_tables_and_plot(tmp_path, uninterrupted
     # Without --output: one file per setting, an online run's plot with its own panel, nothing overwritten.
     run = tmp_path / "run"
     shutil.copytree(uninterrupted, run, symlinks=True)
-    base = ["adapt", "--checkpoint", str(run), "--tasks", "4", "--adapt-rounds", "2"]
+    base = ["adapt", "--checkpoint", str(run), "--eval-tasks", "4", "--adapt-rounds", "2"]
     assert cli.main(base) == 0
     for scale in ("0.1", "0.2"):
         assert cli.main([*base, *online, "--online-lr-scale", scale]) == 0

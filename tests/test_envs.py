@@ -318,11 +318,13 @@ def test_bad_names_and_options_raise():
     with pytest.raises(ValueError, match="unknown brax backend 'physx'"):
         envs.make("halfcheetah-vel", backend="physx")
     with pytest.raises(ValueError, match="goals must be"):
-        envs.make("ant-vel", goals="seed")
+        envs.make("ant-vel", goals="reference")
+    with pytest.raises(ValueError, match='goals="seed" is now goals="reference"'):
+        envs.make("halfcheetah-vel", goals="seed")
     with pytest.raises(ValueError, match="horizon must be a positive int"):
         envs.make("navigation-2d", horizon=0)
-    seed_goals = envs.make("halfcheetah-vel", goals="seed").sample_tasks(jax.random.key(0), 50).velocity
-    assert set(np.round(np.asarray(seed_goals), 3).tolist()) <= {0.5, 1.0, 1.5, 2.0, 2.5}
+    reference_goals = envs.make("halfcheetah-vel", goals="reference").sample_tasks(jax.random.key(0), 50).velocity
+    assert set(np.round(np.asarray(reference_goals), 3).tolist()) <= {0.5, 1.0, 1.5, 2.0, 2.5}
 
 
 def test_optional_gpu_notices_are_dropped_and_other_output_passes_through(capsys):

@@ -18,7 +18,7 @@ from ssm_jax.meta.policy_losses import PolicyBatch, policy_outputs
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.report import mean_ci
 from ssm_jax.rollout import action_log_prob, context_size, episode_returns, trial_inputs
-from ssm_jax.trainers import EvalConfig, HParams
+from ssm_jax.trainers import HParams
 from ssm_jax.trainers.in_context import InContextConfig, make_in_context_trainer
 
 SMALL = NetworkConfig(state_dim=8, hidden_dim=16)
@@ -125,10 +125,9 @@ def _trained_on_navigation(model: str, jit):
     evaluated on 64 held-out goals x 4 trials: returns `[64, 2]`."""
     env = envs.make("navigation-2d", horizon=20)
     config = InContextConfig(
-        tasks_per_batch=16, trials_per_task=8, horizon=20, reward_scale=0.1, normalize_observations=False
+        tasks_per_batch=16, trials_per_task=8, horizon=20, reward_scale=0.1, normalize_observations=False, eval_trials=4
     )
-    trainer = make_in_context_trainer(env, model, NetworkConfig(state_dim=16, hidden_dim=64), config,
-                                      EvalConfig(eval_tasks=64, eval_trajectories=4))  # fmt: skip
+    trainer = make_in_context_trainer(env, model, NetworkConfig(state_dim=16, hidden_dim=64), config)
     state = jit(trainer.init)(jax.random.key(0), HParams.create(outer_lr=5e-4))
     state, _ = jit(trainer.train, static_argnums=2)(state, jax.random.key(1), 1000)
     returns, _ = jit(trainer.evaluate)(state, jax.random.key(6), env.sample_tasks(jax.random.key(5), 64))

@@ -338,7 +338,7 @@ def test_a_flipped_byte_in_the_newest_step_is_one_warning_line_and_the_step_befo
         content = bytearray(victim.read_bytes())
         content[offset] ^= 0x01
         victim.write_bytes(bytes(content))
-        command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--tasks", "2"]
+        command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--eval-tasks", "2"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=300)
         lines = messages(result.stderr)
         assert result.returncode == 0 and len(lines) == 1, (relative, result.stderr[-3000:])
@@ -373,7 +373,7 @@ def test_a_resume_that_falls_back_from_a_damaged_step_saves_that_step_anew(tmp_p
     assert result.returncode == 0, result.stderr[-3000:]
     assert "removed the damaged step_40: the run trains again from step_35" in result.stderr
     assert_same_run(damaged, uninterrupted)
-    command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--tasks", "2"]
+    command = [sys.executable, "-m", "ssm_jax", "eval", "--checkpoint", str(damaged), "--eval-tasks", "2"]
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and not messages(again.stderr), again.stderr[-3000:]
     assert json.loads((damaged / "eval.json").read_text())["iteration"] == 40
@@ -414,7 +414,9 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert "unknown command 'fit'" in _error(["fit"], capsys)
     assert f"no checkpoint at {tmp_path / 'nope'}" in _error(["eval", "--checkpoint", str(tmp_path / "nope")], capsys)
     assert "not a run directory" in _error(["train", "--resume", str(tmp_path)], capsys)
-    assert "tasks must be >= 2" in _error(["eval", "--checkpoint", str(uninterrupted), "--tasks", "1"], capsys)
+    assert "eval_tasks must be >= 2" in _error(
+        ["eval", "--checkpoint", str(uninterrupted), "--eval-tasks", "1"], capsys
+    )
     assert _error(["eval"], capsys) == "error: missing --checkpoint (see ssm-jax eval --help)"
     assert _error(["adapt", "--checkpoint"], capsys) == "error: --checkpoint needs a value (see ssm-jax adapt --help)"
     assert _error([], capsys).startswith("error: name a command: ssm-jax {train,eval,adapt,info}")
@@ -524,8 +526,8 @@ def test_a_read_only_run_directory_is_one_line_and_exit_2_before_anything_is_com
     read_only = _read_only(run_dir)
     commands = {
         "train": ["train", "--resume", str(run_dir), "--iterations", "45"],
-        "eval": ["eval", "--checkpoint", str(run_dir), "--tasks", "2"],
-        "adapt": ["adapt", "--checkpoint", str(run_dir), "--tasks", "2", "--adapt-rounds", "1"],
+        "eval": ["eval", "--checkpoint", str(run_dir), "--eval-tasks", "2"],
+        "adapt": ["adapt", "--checkpoint", str(run_dir), "--eval-tasks", "2", "--adapt-rounds", "1"],
     }
     for command, flags in commands.items():
         started = time.monotonic()

@@ -42,7 +42,7 @@ def _meta_rl():
 def _in_context():
     env = envs.make_meta_rl("navigation-2d", horizon=10)
     config = InContextConfig(tasks_per_batch=2, trials_per_task=2, horizon=10, minibatches=2, ppo_epochs=1)
-    return make_in_context_trainer(env, "gru", NETWORK, config, EvalConfig(eval_trajectories=2)), env.sample_tasks
+    return make_in_context_trainer(env, "gru", NETWORK, dataclasses.replace(config, eval_trials=2)), env.sample_tasks
 
 
 def _world_model():
@@ -56,7 +56,7 @@ def _world_model():
 
 def _regression():
     distribution = SinusoidDistribution()
-    config = RegressionTrainerConfig(shots=3, meta_batch=2, hidden_dim=8, eval_points=4, eval_steps=2)
+    config = RegressionTrainerConfig(shots=3, tasks_per_batch=2, hidden_dim=8, eval_points=4, adapt_rounds=2)
     return make_regression_trainer(distribution, config), distribution.sample_tasks
 
 

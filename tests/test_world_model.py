@@ -24,7 +24,7 @@ TINY = WorldModelTrainerConfig(
     eval_tasks=3,
     buffer_size=16,
     experience_batch_size=4,
-    scratch_steps=2,
+    oracle_iterations=2,
 )
 
 
@@ -111,7 +111,7 @@ def test_evaluation_reads_a_frozen_buffer_and_never_changes_its_size(tiny, jitte
     assert data.buffer.frozen and int(buffer.size(data.buffer)) == TINY.buffer_size
     before = jax.tree.map(np.asarray, data.buffer)
     mse, extras = jitted.evaluate(state, jax.random.key(3), tasks, "hybrid")
-    assert mse.shape == extras["open_loop"].shape == (TINY.eval_tasks, TINY.adapt_steps + 1)
+    assert mse.shape == extras["open_loop"].shape == (TINY.eval_tasks, TINY.adapt_rounds + 1)
     jax.tree.map(np.testing.assert_array_equal, data.buffer, before)
     with pytest.raises(ValueError, match="frozen"):
         buffer.add(data.buffer, jax.tree.map(lambda x: x[:1], data.buffer.items))
@@ -151,7 +151,7 @@ def test_the_world_model_trainer_runs_through_sweep_programs_and_runs_as_each_ru
                                   grid.keys.train, 2, 1, "world model")  # fmt: skip
     tasks, keys = sweep.held_out_tasks(jitted.env, grid.keys.eval, TINY.eval_tasks)
     mse, extras = programs.evaluate(states, keys, tasks, "hybrid")
-    assert mse.shape == extras["open_loop"].shape == (2, TINY.eval_tasks, TINY.adapt_steps + 1)
+    assert mse.shape == extras["open_loop"].shape == (2, TINY.eval_tasks, TINY.adapt_rounds + 1)
     run = sweep.run_keys(1)  # run 1 made alone with its seed's keys
     alone = jitted.init(run.init, hparams)
     for chunk_key in sweep.chunk_keys(run.train, 2):
@@ -174,8 +174,8 @@ def test_meta_trained_ssm_world_model_adapts_to_held_out_pendulums(fully_optimis
     state, _ = fully_optimised_jit(trainer.train, static_argnums=2)(state, jax.random.key(2), 300)
     tasks = env.sample_tasks(jax.random.key(3), config.eval_tasks)
     mse, extras = jax.jit(trainer.evaluate)(state, jax.random.key(4), tasks)
-    scratch_mse, _ = jax.jit(trainer.oracle, static_argnums=3)(state, jax.random.key(4), tasks, config.scratch_steps)
+    oracle_mse, _ = jax.jit(trainer.oracle, static_argnums=3)(state, jax.random.key(4), tasks, config.oracle_iterations)
     pre, post, open_loop = np.asarray(mse[:, 0]), np.asarray(mse[:, 1]), extras["open_loop"]
     assert post.mean() < 0.6 * pre.mean() and np.mean(post < pre) >= 0.75
-    assert post.mean() < 0.6 * float(np.mean(scratch_mse))
+    assert post.mean() < 0.6 * float(np.mean(oracle_mse))
     assert float(open_loop[:, 1].mean()) < float(open_loop[:, 0].mean())

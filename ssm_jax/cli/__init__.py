@@ -4,7 +4,7 @@
     ssm-jax train --config basic --iterations 40 --model ssm --tasks-per-batch 8   # every leaf field is a flag
     ssm-jax train --resume runs/cli/<stamp>                # continues from its newest checkpoint, bit for bit
     ssm-jax train --config in-context-navigation --models gru --num-seeds 1   # RL², one policy
-    ssm-jax eval  --checkpoint runs/cli/<stamp> --tasks 32
+    ssm-jax eval  --checkpoint runs/cli/<stamp> --eval-tasks 32
     ssm-jax adapt --checkpoint runs/cli/<stamp> --adapt-rounds 3 --adaptation-mode hybrid
     ssm-jax info
 
@@ -40,9 +40,9 @@ from ssm_jax import disk, envs, interrupts, run_files
 from ssm_jax.adapt import strategy_names
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
 from ssm_jax.cli.evaluation import AdaptArgs, EvalArgs, adapt, evaluate
-from ssm_jax.cli.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.cli.training import TRAINABLE, train
 from ssm_jax.config import CONFIGS
+from ssm_jax.config.parsing import UsageError, exit_with_error, parse, resumed_config
 from ssm_jax.models import MODEL_NAMES
 from ssm_jax.report import aligned_table
 

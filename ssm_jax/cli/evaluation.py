@@ -12,8 +12,8 @@ import numpy as np
 from ssm_jax import run_files, runs, sweep
 from ssm_jax.adapt.adapter import ADAPTATION_MODES, REPLAY_CHOICES
 from ssm_jax.adapt.rl import TASK_REPLAY_LOSSES
-from ssm_jax.cli.parsing import UsageError
 from ssm_jax.config import RunConfig, build, initial_state, load_run_config
+from ssm_jax.config.parsing import UsageError
 from ssm_jax.report import aligned_table, mean_ci, new_figure, plot_ci_curve, save_figure, steps_label
 from ssm_jax.trainers import Trainer, TrainState
 
@@ -22,7 +22,7 @@ from ssm_jax.trainers import Trainer, TrainState
 class EvalArgs:
     checkpoint: str
     """A run directory of `ssm-jax train` (its latest step) or one of its checkpoints/step_<n>/."""
-    tasks: int = 16
+    eval_tasks: int = 16
     """Held-out tasks, one episode each."""
     seed: int | None = None
     """Seed of the held-out tasks (None: the run's own, whose tasks training never drew)."""
@@ -30,8 +30,8 @@ class EvalArgs:
     """JSON path (None: eval.json in the run directory)."""
 
     def __post_init__(self):
-        if self.tasks < 2:
-            raise ValueError(f"tasks must be >= 2 (a confidence interval needs two), got {self.tasks}")
+        if self.eval_tasks < 2:
+            raise ValueError(f"eval_tasks must be >= 2 (a confidence interval needs two), got {self.eval_tasks}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,7 @@ class AdaptArgs(EvalArgs):
     both (None: the run's evaluation setting)."""
     task_replay_loss: Literal[TASK_REPLAY_LOSSES] | None = None
     """The task buffer's term: clipped_pg or kl_anchor (None: the run's evaluation setting)."""
-    trajectories: int | None = None
+    eval_trajectories: int | None = None
     """Trajectories per round (None: the run's eval_trajectories, else its trajectories_per_task)."""
     online: bool = False
     """Also adapt during one episode per task (every --online-every steps, on the last --online-window steps),
@@ -62,9 +62,9 @@ class AdaptArgs(EvalArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.adapt_rounds < 1 or (self.trajectories is not None and self.trajectories < 1):
+        if self.adapt_rounds < 1 or (self.eval_trajectories is not None and self.eval_trajectories < 1):
             raise ValueError(
-                f"adapt_rounds and trajectories must be >= 1, got {self.adapt_rounds}, {self.trajectories}"
+                f"adapt_rounds and eval_trajectories must be >= 1, got {self.adapt_rounds}, {self.eval_trajectories}"
             )
         if min(self.online_every, self.online_window) < 1:
             raise ValueError(f"online_every and online_window must be >= 1: {self.online_every}, {self.online_window}")
@@ -85,7 +85,7 @@ class _Restored(NamedTuple):
 
 def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
     """`args.checkpoint` restored into a trainer whose evaluation protocol has `protocol_changes` (the params do not
-    depend on it), with `args.tasks` held-out tasks of the run's seed (or `args.seed`) and their key."""
+    depend on it), with `args.eval_tasks` held-out tasks of the run's seed (or `args.seed`) and their key."""
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"no checkpoint at {path}")
@@ -109,7 +109,7 @@ def _restore(args: EvalArgs, protocol_changes: dict) -> _Restored:
     if diverged:
         raise UsageError(f"{path}: the checkpoint holds a non-finite {diverged[0][0]} (the run diverged)")
     eval_key = sweep.run_keys(config.seed if args.seed is None else args.seed).eval
-    tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.tasks)
+    tasks, keys = sweep.held_out_tasks(env, eval_key[None], args.eval_tasks)
     return _Restored(run_dir, path, config, trainer, state, jax.tree.map(lambda x: x[0], tasks), keys[0])
 
 
@@ -118,21 +118,21 @@ def evaluate(args: EvalArgs) -> dict:
     run = _restore(args, {"adapt_rounds": 1, "eval_trajectories": 1})
     output = Path(args.output) if args.output else run.run_dir / "eval.json"
     run_files.check_writable(output)  # before anything compiles
-    with runs.announce(f"eval: compiling and running {args.tasks} held-out episodes"):
+    with runs.announce(f"eval: compiling and running {args.eval_tasks} held-out episodes"):
         returns, _ = jax.block_until_ready(jax.jit(run.trainer.evaluate)(run.state, run.key, run.tasks))
     returns = np.asarray(returns[:, 0])
     (mean, half), std = mean_ci(returns), np.std(returns, ddof=1)
     result = {
         "checkpoint": str(run.checkpoint),
         "iteration": int(run.state.iteration),
-        "tasks": args.tasks,
+        "eval_tasks": args.eval_tasks,
         "return_mean": float(mean),
         "return_std": float(std),
         "return_ci95": float(half),
         "returns": returns,
     }
     run_files.write_json(output, result)
-    print(aligned_table([["checkpoint", str(run.checkpoint)], ["tasks", str(args.tasks)],
+    print(aligned_table([["checkpoint", str(run.checkpoint)], ["held-out tasks", str(args.eval_tasks)],
                           ["return", f"{mean:.2f} ± {half:.2f} (std {std:.2f})"]]))  # fmt: skip
     return result
 
@@ -141,7 +141,7 @@ def adapt(args: AdaptArgs) -> dict:
     """`ssm-jax adapt`: return on held-out tasks after 0..K rounds of standard or hybrid adaptation."""
     changes = {"adapt_rounds": args.adapt_rounds}
     for name, value in (
-        ("eval_trajectories", args.trajectories),
+        ("eval_trajectories", args.eval_trajectories),
         ("replay", args.replay),
         ("task_replay_loss", args.task_replay_loss),
     ):
@@ -155,7 +155,7 @@ def adapt(args: AdaptArgs) -> dict:
     run_files.check_writable(output)  # before anything compiles
     evaluate = jax.jit(run.trainer.evaluate, static_argnames="mode")
     rounds = f"{args.adapt_rounds} {args.adaptation_mode} adaptation round(s)"
-    with runs.announce(f"adapt: compiling and running {rounds} on {args.tasks} held-out tasks"):
+    with runs.announce(f"adapt: compiling and running {rounds} on {args.eval_tasks} held-out tasks"):
         returns, _ = jax.block_until_ready(evaluate(run.state, run.key, run.tasks, mode=args.adaptation_mode))
     returns = np.asarray(returns)
     (mean, half), std = mean_ci(returns), np.std(returns, axis=0, ddof=1)
@@ -166,7 +166,7 @@ def adapt(args: AdaptArgs) -> dict:
         "adaptation_mode": args.adaptation_mode,
         "replay": run.config.evaluation.replay if args.adaptation_mode == "hybrid" else None,
         "task_replay_loss": run.config.evaluation.task_replay_loss if args.adaptation_mode == "hybrid" else None,
-        "tasks": args.tasks,
+        "eval_tasks": args.eval_tasks,
         "returns": mean,
         "returns_std": std,
         "returns_ci95": half,
@@ -180,7 +180,7 @@ def adapt(args: AdaptArgs) -> dict:
     ax = axes[0, 0]
     ax.set_xticks(plot_ci_curve(ax, returns, f"{args.adaptation_mode} adaptation", band=True))
     ax.set_xlabel("adaptation steps on the held-out task")
-    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.tasks} tasks)")
+    ax.set_ylabel(f"episode return\n(mean, 95% CI over {args.eval_tasks} tasks)")
     ax.legend()
     if args.online:
         _plot_online(axes[0, 1], result["online"])
@@ -189,7 +189,7 @@ def adapt(args: AdaptArgs) -> dict:
     if mode == "hybrid":
         task_term = "" if result["replay"] == "meta" else f", task term {result['task_replay_loss']}"
         mode += f" (replays {result['replay']}{task_term})"
-    rows = [["checkpoint", str(run.checkpoint)], ["mode", mode], ["tasks", str(args.tasks)]]
+    rows = [["checkpoint", str(run.checkpoint)], ["mode", mode], ["held-out tasks", str(args.eval_tasks)]]
     for k in range(args.adapt_rounds + 1):
         gain = "" if k == 0 else f"   (paired gain {gain_mean[k - 1]:+.2f} ± {gain_half[k - 1]:.2f})"
         rows.append([f"after {steps_label(k)}", f"{mean[k]:.2f} ± {half[k]:.2f}{gain}"])
@@ -229,7 +229,7 @@ def _adapt_online(args: AdaptArgs, run: _Restored) -> dict:
     online = jax.jit(run.trainer.evaluate_online, static_argnames=("mode", "window", "every"))
     settings = (args.adaptation_mode, args.online_window)
     scale = args.online_lr_scale
-    with runs.announce(f"adapt: one episode per task adapting online, and frozen, on {args.tasks} tasks"):
+    with runs.announce(f"adapt: one episode per task adapting online, and frozen, on {args.eval_tasks} tasks"):
         adapting, extras = online(run.state, run.key, run.tasks, *settings, args.online_every, lr_scale=scale)
         frozen, _ = online(run.state, run.key, run.tasks, *settings, horizon + 1, lr_scale=scale)
         adapting, frozen = jax.block_until_ready((adapting, frozen))

@@ -17,7 +17,6 @@ import jax
 import numpy as np
 
 from ssm_jax import checkpoint, distributed, interrupts, run_files, runs
-from ssm_jax.cli.parsing import UsageError, parse, resumed_config
 from ssm_jax.config import (
     IN_CONTEXT_CONFIGS,
     META_RL_CONFIGS,
@@ -29,6 +28,7 @@ from ssm_jax.config import (
     load_run_config,
     training_key,
 )
+from ssm_jax.config.parsing import UsageError, parse, resumed_config
 from ssm_jax.report import aligned_table, new_figure, save_figure
 
 TRAINABLE = {**META_RL_CONFIGS, **IN_CONTEXT_CONFIGS}

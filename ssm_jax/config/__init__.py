@@ -11,6 +11,7 @@
 | `leaves` | `replace` and `extend` by leaf name, at any depth |
 | `registry` | `CONFIGS`: every preset of every entry point, by name |
 | `programs` | the env and `Trainer` a config describes, a run's initial state and keys, a run directory's config |
+| `parsing` | flags for every entry point: tyro with one-line errors, leaf names as flags, resumed configs |
 
 Every layer registers its config classes through `config.io`, so this package's names load on first use (PEP 562)
 and importing `ssm_jax.config.io` loads nothing else.
@@ -31,6 +32,9 @@ _MODULES = {
         "build", "build_in_context", "build_regression", "compiled_programs", "initial_state", "load_run_config",
         "training_key",
         "world_model_env",
+    ),
+    "parsing": (
+        "UsageError", "command_line", "config_differences", "exit_with_error", "parse", "resumed_config",
     ),
     "io": ("config_from_json", "config_to_json", "read_config", "register_config", "register_renamed"),
 }  # fmt: skip

@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Literal
 
 from ssm_jax import envs
 from ssm_jax.adapt.adapter import ADAPTATION_MODES
-from ssm_jax.config.io import register_config, register_renamed
-from ssm_jax.config.leaves import RENAMED_FIELDS, flatten, float_leaves, from_leaves
+from ssm_jax.config.io import RENAMED_FIELDS, register_config, register_renamed
+from ssm_jax.config.leaves import flatten, float_leaves, from_leaves
 from ssm_jax.envs.brax_tasks import BACKENDS
 from ssm_jax.models import MODEL_NAMES, NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
@@ -103,6 +103,14 @@ class ExperimentConfig:
         return list(range(self.seed, self.seed + self.num_seeds))
 
     @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """Stored fields (still encoded, `config.io`) in today's words: halfcheetah-vel's goal set "seed" is
+        "reference"."""
+        if fields.get("goals") == "seed":
+            fields["goals"] = "reference"
+        return fields
+
+    @classmethod
     def from_fields(cls, fields: dict[str, Any]):
         """An instance from leaf fields by name (nested dicts are merged in), as an older config file held them:
         renamed fields take their new names, and fields the class no longer has (`preset`) are dropped."""
@@ -110,7 +118,7 @@ class ExperimentConfig:
         for old, new in RENAMED_FIELDS.items():
             if old in flat:
                 flat[new] = flat.pop(old)
-        return from_leaves(cls, flat)
+        return from_leaves(cls, ExperimentConfig.upgrade_fields(flat))
 
 
 @register_config
@@ -125,7 +133,7 @@ class RunConfig(ExperimentConfig):
     """Physics of the brax families: mujoco (MuJoCo's C library, the CPU's), mjx (its JAX twin, for accelerators), or
     brax's generalized, positional and spring (the recorded pages before December 2026 used spring)."""
     goals: Literal[envs.GOAL_SETS] = "uniform"
-    """halfcheetah-vel goals: U[0, 2], or SSM-MetaRL's 0.5, 1, ..., 2.5."""
+    """halfcheetah-vel goals: U[0, 2], or the reference design's 0.5, 1, ..., 2.5."""
     model: Literal[MODEL_NAMES] = "ssm"
     """The policy's sequence model."""
     network: NetworkConfig = dataclasses.field(default_factory=NetworkConfig)
@@ -164,7 +172,7 @@ class RunConfig(ExperimentConfig):
 @register_config
 @dataclasses.dataclass(frozen=True)
 class WorldModelRunConfig(ExperimentConfig):
-    """A meta-learned world model (`ssm_jax.trainers.world_model`): MAML against pretrained and scratch."""
+    """A meta-learned world model (`ssm_jax.trainers.world_model`): MAML against pretrained and the oracle."""
 
     RESUMABLE: ClassVar[bool] = False
 
@@ -199,16 +207,17 @@ class SinusoidRunConfig(ExperimentConfig):
     shots: tuple[int, ...] = (10,)
     """Support (and meta-training query) points per task; each shot count trains every method."""
     methods: tuple[str, ...] = SINUSOID_METHODS
-    meta_batch: int = 25
-    train_inner_steps: int = 1
+    tasks_per_batch: int = 25
+    """Tasks per meta-iteration (E)."""
+    inner_steps: int = 1
     """Inner SGD steps in meta-training."""
     hidden_dim: int = 40
     frequency_range: tuple[float, float] = (1.0, 1.0)
     eval_tasks: int = 600
     eval_points: int = 100
     """Query points per held-out task."""
-    eval_steps: int = 10
-    """SGD steps evaluated on held-out tasks (0..eval_steps)."""
+    adapt_rounds: int = 10
+    """Adaptation rounds evaluated on held-out tasks (0..adapt_rounds), one SGD step on the support each."""
     inner_lr: float = 0.01
     outer_lr: float = 1e-3
     iterations: int = 20_000
@@ -223,8 +232,8 @@ class SinusoidRunConfig(ExperimentConfig):
             raise ValueError(f"unknown methods {unknown}; expected any of {', '.join(SINUSOID_METHODS)}")
         if not self.shots or min(self.shots) < 1:
             raise ValueError(f"shots must be positive ints, got {self.shots}")
-        if min(self.meta_batch, self.eval_tasks, self.eval_points, self.eval_steps) < 1:
-            raise ValueError("meta_batch, eval_tasks, eval_points and eval_steps must be >= 1")
+        if min(self.tasks_per_batch, self.eval_tasks, self.eval_points, self.adapt_rounds) < 1:
+            raise ValueError("tasks_per_batch, eval_tasks, eval_points and adapt_rounds must be >= 1")
 
 
 @register_config
@@ -246,8 +255,9 @@ class InContextRunConfig(ExperimentConfig):
     """The policies' sequence models, trained one after another (mlp is memoryless: it cannot adapt in context)."""
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=64))
     trainer: InContextConfig = dataclasses.field(default_factory=InContextConfig)
-    evaluation: EvalConfig = dataclasses.field(default_factory=lambda: EvalConfig(eval_tasks=40, eval_trajectories=10))
-    """Reads `eval_tasks` and `eval_trajectories` (trials per held-out task)."""
+    evaluation: EvalConfig = dataclasses.field(default_factory=lambda: EvalConfig(eval_tasks=40))
+    """Reads `eval_tasks` only: RL² takes no gradient step, and its trials per held-out task are the trainer's
+    `eval_trials`."""
     compare_with: tuple[str, ...] = ()
     """Meta-RL run directories (`experiments.navigation`, `experiments.halfcheetah_vel`; one per policy) on the same
     family, horizon and held-out task count, whose MAML, pretrained and random-init curves the report puts beside
@@ -268,6 +278,19 @@ class InContextRunConfig(ExperimentConfig):
             raise ValueError(f"models must be distinct names among {', '.join(MODEL_NAMES)}, got {self.models}")
         if self.trainer.episodes_per_trial < 2:
             raise ValueError("episodes_per_trial must be >= 2: in-context adaptation shows from episode 1 to 2")
+        if self.evaluation.eval_trajectories is not None:
+            raise ValueError("RL² evaluates trials, not trajectories: set eval_trials, not eval_trajectories")
+
+    @classmethod
+    def upgrade_fields(cls, fields: dict) -> dict:
+        """As `ExperimentConfig.upgrade_fields`; and the trials per held-out task, stored as the evaluation's
+        `eval_trajectories` before the glossary named them, are the trainer's `eval_trials`."""
+        fields = super().upgrade_fields(fields)
+        evaluation, trainer = fields["evaluation"]["fields"], fields["trainer"]["fields"]
+        if "eval_trials" not in trainer:
+            trainer["eval_trials"] = evaluation.get("eval_trajectories")
+            evaluation["eval_trajectories"] = None
+        return fields
 
 
 for _old, _new in (

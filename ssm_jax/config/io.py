@@ -15,7 +15,10 @@ old name too (`MOVED`).
 A stored config is complete or refused: a missing or unknown field is one line naming it. Files of an older layout
 still load: a class that was renamed or merged maps to the function that rebuilds it (`register_renamed`), and a
 registered class stored with one of its `LEGACY_FIELDS` (names only the older layout used) is rebuilt by its
-`from_fields(dict)` classmethod; both receive the stored fields as plain values.
+`from_fields(dict)` classmethod; both receive the stored fields as plain values. A class whose fields or values
+were renamed since (the glossary's words, `ssm_jax.types`) has an `upgrade_fields(fields) -> fields` classmethod
+that rewrites its stored fields (still encoded) to today's before they are checked; a renamed field is renamed in
+every class (`RENAMED_FIELDS`).
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ MOVED = {
 }  # fmt: skip
 """Classes that moved module (issue 47's packages), by their stored name: a file names the old module, and the
 class is read from the new one."""
+RENAMED_FIELDS = {
+    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
+    "env_backend": "backend", "env_goals": "goals", "eval_steps": "adapt_rounds", "meta_batch": "tasks_per_batch",
+    "train_inner_steps": "inner_steps", "scratch_steps": "oracle_iterations", "scratch_lr": "oracle_lr",
+}  # fmt: skip
+"""Fields renamed since a file was written (the glossary's one word per thing, `ssm_jax.types`), old name -> new, in
+every config class alike."""
 ConfigClass = TypeVar("ConfigClass", bound=type)
 
 
@@ -109,6 +119,9 @@ def _decode(value: Any) -> Any:
         own = {f.name for f in dataclasses.fields(cls) if f.init}
         if set(fields) & getattr(cls, "LEGACY_FIELDS", frozenset()):
             return cls.from_fields(_plain(fields))
+        fields = {RENAMED_FIELDS.get(name, name): value for name, value in fields.items()}
+        if hasattr(cls, "upgrade_fields"):  # values, or fields that moved section, since the file was written
+            fields = cls.upgrade_fields(fields)
         added = getattr(cls, "ADDED_FIELDS", {})  # fields newer than the stored config: what it ran with
         fields = {**{k: v for k, v in added.items() if k not in fields}, **fields}
         missing, unknown = sorted(own - set(fields)), sorted(set(fields) - own)

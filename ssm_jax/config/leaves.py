@@ -40,12 +40,6 @@ def from_leaves(cls: type, flat: dict[str, Any]):
     return cls(**values)
 
 
-RENAMED_FIELDS = {
-    "adapt_steps": "adapt_rounds", "later_steps_lr_scale": "later_rounds_lr_scale", "env_name": "env",
-    "env_backend": "backend", "env_goals": "goals",
-}  # fmt: skip
-
-
 def flatten(fields: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat = {}
     for key, value in fields.items():

@@ -41,7 +41,7 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
         env = envs.make_meta_rl(config.env, horizon, config.backend, config.goals)
     else:
         env = envs.make(config.env, horizon=horizon)
-    return env, make_in_context_trainer(env, model, config.network, config.trainer, config.evaluation)
+    return env, make_in_context_trainer(env, model, config.network, config.trainer)
 
 
 def compiled_programs(args: RunConfig) -> tuple:
@@ -71,13 +71,13 @@ def build_regression(config: SinusoidRunConfig, shots: int, method: str) -> Trai
     """The regression trainer of `method` (`SINUSOID_METHODS`) at `shots` shots that `config` describes."""
     trainer_config = RegressionTrainerConfig(
         shots=shots,
-        meta_batch=config.meta_batch,
-        inner_steps=config.train_inner_steps,
+        tasks_per_batch=config.tasks_per_batch,
+        inner_steps=config.inner_steps,
         first_order=method == "fomaml",
         learn_inner_lr=method == "meta_sgd",
         hidden_dim=config.hidden_dim,
         eval_points=config.eval_points,
-        eval_steps=config.eval_steps,
+        adapt_rounds=config.adapt_rounds,
     )
     return make_regression_trainer(envs.SinusoidDistribution(frequency_range=config.frequency_range), trainer_config)
 

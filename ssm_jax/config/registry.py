@@ -132,7 +132,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
             eval_tasks=3,
             buffer_size=64,
             experience_batch_size=8,
-            scratch_steps=5,
+            oracle_iterations=5,
         ),
         iterations=4,
         chunk_size=2,
@@ -155,7 +155,12 @@ CONFIGS: dict[str, ExperimentConfig] = {
     ),
     "in-context-navigation": InContextRunConfig(
         trainer=InContextConfig(
-            tasks_per_batch=16, trials_per_task=8, horizon=100, reward_scale=0.1, normalize_observations=False
+            tasks_per_batch=16,
+            trials_per_task=8,
+            horizon=100,
+            reward_scale=0.1,
+            normalize_observations=False,
+            eval_trials=10,
         )
     ),
     "in-context-smoke": InContextRunConfig(
@@ -163,9 +168,15 @@ CONFIGS: dict[str, ExperimentConfig] = {
         models=("gru", "mlp"),
         network=NetworkConfig(state_dim=8, hidden_dim=16),
         trainer=InContextConfig(
-            tasks_per_batch=2, trials_per_task=2, horizon=20, minibatches=2, ppo_epochs=1, normalize_observations=False
+            tasks_per_batch=2,
+            trials_per_task=2,
+            horizon=20,
+            minibatches=2,
+            ppo_epochs=1,
+            normalize_observations=False,
+            eval_trials=2,
         ),
-        evaluation=EvalConfig(eval_tasks=2, eval_trajectories=2),  # navigation-smoke's horizon and held-out tasks
+        evaluation=EvalConfig(eval_tasks=2),  # navigation-smoke's horizon and held-out tasks
         iterations=4,
         chunk_size=2,
         checkpoint_every=2,
@@ -174,8 +185,8 @@ CONFIGS: dict[str, ExperimentConfig] = {
     "in-context-halfcheetah-vel": InContextRunConfig(
         name="in-context-halfcheetah-vel",
         env="halfcheetah-vel",
-        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.1),
-        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # the flagship CPU preset's held-out tasks
+        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.1, eval_trials=4),
+        evaluation=EvalConfig(eval_tasks=16),  # the flagship CPU preset's held-out tasks
         iterations=75,  # 0.96M env steps: the flagship CPU preset's budget
         chunk_size=15,
         checkpoint_every=15,
@@ -183,8 +194,8 @@ CONFIGS: dict[str, ExperimentConfig] = {
     "in-context-pendulum": InContextRunConfig(
         name="in-context-pendulum",
         env="pendulum-params",
-        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.01),
-        evaluation=EvalConfig(eval_tasks=16, eval_trajectories=4),  # as the flagship preset's MAML on this family
+        trainer=InContextConfig(tasks_per_batch=8, trials_per_task=4, horizon=200, reward_scale=0.01, eval_trials=4),
+        evaluation=EvalConfig(eval_tasks=16),  # as the flagship preset's MAML on this family
         iterations=75,
         chunk_size=15,
         checkpoint_every=15,
@@ -215,11 +226,11 @@ CONFIGS.update({
     },
     "replay-world-model": extend(
         ReplayWorldModelArgs, CONFIGS["world-model"], name="replay-world-model", num_seeds=3, eval_tasks=64,
-        support_trajectories=1, adapt_steps=30, out_dir="runs/replay",
+        support_trajectories=1, adapt_rounds=30, out_dir="runs/replay",
     ),
     "replay-world-model-smoke": extend(
         ReplayWorldModelArgs, CONFIGS["world-model-smoke"], name="replay-world-model-smoke", eval_tasks=4,
-        support_trajectories=1, adapt_steps=3, alphas=(0.0, 1.0), out_dir="runs/replay",
+        support_trajectories=1, adapt_rounds=3, alphas=(0.0, 1.0), out_dir="runs/replay",
     ),
     "replay-smoke": extend(
         ReplayArgs, CONFIGS["navigation-smoke"], name="replay-smoke", eval_tasks=4, alphas=(0.0, 1.0), many_steps=3,
@@ -267,7 +278,7 @@ CONFIGS.update({  # navigation (ppo) at half the paper's batch on each axis: abo
 
 CONFIGS["benchmark-cpu"] = BenchmarkArgs(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
     world_model=replace(
-        CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, scratch_steps=100
+        CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, oracle_iterations=100
     ),
     rl=CONFIGS["navigation-ppo"],
 )

@@ -11,7 +11,15 @@ from __future__ import annotations
 import dataclasses
 
 from ssm_jax.envs.base import EnvState, TaskEnv
-from ssm_jax.envs.brax_tasks import BACKENDS, FAMILIES, BraxTaskEnv, DirectionTask, DynamicsTask, VelocityTask
+from ssm_jax.envs.brax_tasks import (
+    BACKENDS,
+    FAMILIES,
+    GOAL_SETS,
+    BraxTaskEnv,
+    DirectionTask,
+    DynamicsTask,
+    VelocityTask,
+)
 from ssm_jax.envs.gymnax_tasks import GymnaxTaskEnv
 from ssm_jax.envs.navigation import Navigation2D, NavigationTask
 from ssm_jax.envs.normalize import RunningMeanStd, normalize, update_stats
@@ -27,7 +35,6 @@ ENV_NAMES = tuple(_REGISTRY)
 META_RL_ENVS = (
     "halfcheetah-vel", "halfcheetah-dir", "ant-vel", "walker2d-vel", "ant-dir", "navigation-2d", "pendulum-params"
 )  # fmt: skip
-GOAL_SETS = ("uniform", "seed")
 
 
 def make(name: str, **options) -> TaskEnv:

@@ -4,7 +4,7 @@ and `spring`.
 
 | family | task parameter | reward |
 | --- | --- | --- |
-| halfcheetah-vel | goal velocity U[0, 2] (`goals="seed"`: 0.5, 1, …, 2.5) | −\\|v_x − v_goal\\| − 0.05·Σa² |
+| halfcheetah-vel | goal velocity U[0, 2] (`goals="reference"`: 0.5, 1, …, 2.5) | −\\|v_x − v_goal\\| − 0.05·Σa² |
 | ant-vel | goal velocity U[0, 3] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | walker2d-vel | goal velocity U[0, 2] | 1 − \\|v_x − v_goal\\| − 0.05·Σa² (healthy bonus; ends on a fall) |
 | ant-dir | goal direction θ ~ U[0, 2π) (`directions=2`: forward/backward) | 1 + v_xy·(cos θ, sin θ) − 0.05·Σa² |
@@ -38,7 +38,9 @@ from ssm_jax.envs.mujoco_backend import on_mujoco, with_dynamics
 from ssm_jax.types import Array, PRNGKey
 
 BACKENDS = ("mujoco", "generalized", "positional", "spring", "mjx")
-SEED_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
+REFERENCE_GOALS = (0.5, 1.0, 1.5, 2.0, 2.5)
+"""halfcheetah-vel's goal velocities in the reference design (SSM-MetaRL), `goals="reference"`."""
+GOAL_SETS = ("uniform", "reference")
 
 
 @struct.dataclass
@@ -122,8 +124,10 @@ class BraxTaskEnv(TaskEnv):
             raise ValueError(f"unknown brax family {self.family!r}; expected one of {', '.join(FAMILIES)}")
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown brax backend {self.backend!r}; expected one of {', '.join(BACKENDS)}")
-        if self.goals not in ("uniform", "seed") or (self.goals == "seed" and self.family != "halfcheetah-vel"):
-            raise ValueError('goals must be "uniform", or "seed" (halfcheetah-vel only)')
+        if self.goals == "seed":
+            raise ValueError('goals="seed" is now goals="reference" (the reference design\'s five goal velocities)')
+        if self.goals not in GOAL_SETS or (self.goals == "reference" and self.family != "halfcheetah-vel"):
+            raise ValueError('goals must be "uniform", or "reference" (halfcheetah-vel only)')
         if self.directions not in (0, 2) or (self.directions and self.family != "ant-dir"):
             raise ValueError("directions must be 0 (any angle) or 2 (forward/backward; ant-dir only)")
 
@@ -159,8 +163,8 @@ class BraxTaskEnv(TaskEnv):
 
     def sample_tasks(self, key: PRNGKey, n: int):
         low, high = _FAMILIES[self.family][2]
-        if self.goals == "seed":
-            return VelocityTask(jax.random.choice(key, jnp.asarray(SEED_GOALS), (n,)))
+        if self.goals == "reference":
+            return VelocityTask(jax.random.choice(key, jnp.asarray(REFERENCE_GOALS), (n,)))
         if self.directions == 2 or self.family == "halfcheetah-dir":
             return DirectionTask(jnp.pi * jax.random.bernoulli(key, 0.5, (n,)).astype(jnp.float32))
         values = jax.random.uniform(key, (n,), minval=low, maxval=high)

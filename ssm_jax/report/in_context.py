@@ -1,4 +1,4 @@
-"""The in-context (RL²) experiment's report (`experiments.in_context`): per policy the return of episodes 1..K on
+"""The in-context (RL²) experiment's report (`experiments.in_context`): per policy the return of episodes 1..M on
 held-out tasks with paired CIs, beside a compared meta-RL run's MAML rows on the tasks both share, and the episodes
 plot, rendered from results.json alone."""
 
@@ -70,7 +70,7 @@ def _episode_columns(k: int) -> list[str]:
 
 
 def report(results: dict) -> str:
-    """Markdown tables: RL² per model (episode 1..K, paired change, budget, wall time), the compared MAML run's rows,
+    """Markdown tables: RL² per model (episode 1..M, paired change, budget, wall time), the compared MAML run's rows,
     and the paired differences between them on shared tasks."""
     k, horizon = results["episodes"], results["horizon"]
     models = results["models"]

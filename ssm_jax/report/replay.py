@@ -11,7 +11,7 @@ Regimes (MAML meta-trained once per seed, then evaluated on `eval_tasks` held-ou
 - `task_switch`: the same online episode, whose goal changes to another held-out task's at half the horizon;
   scored by the return after the switch, and what the agent forgot of the first task (frozen return on it with the
   params it had at the switch minus with its final params).
-- world model (`--preset world-model`): meta-trained for one-trajectory supports, then `adapt_steps` SGD steps;
+- world model (`--preset world-model`): meta-trained for one-trajectory supports, then `adapt_rounds` SGD steps;
   scored by the query's one-step MSE (lower is better).
 
 Rates are multiples of the meta-trained inner lr: `many_step_lr_scale` and `online_lr_scale` (a tenth by default:
@@ -170,7 +170,7 @@ def _protocol(args: ReplayArgs | ReplayWorldModelArgs) -> str:
     if isinstance(args, ReplayWorldModelArgs):
         return (
             f"World model ({args.model} on {args.env}): meta-trained and adapted with "
-            f"{args.trainer.model.support_trajectories}-trajectory supports, {args.trainer.adapt_steps} SGD steps at "
+            f"{args.trainer.model.support_trajectories}-trajectory supports, {args.trainer.adapt_rounds} SGD steps at "
             f"the inner lr {args.inner_lr:g}."
         )
     later = args.evaluation.later_rounds_lr_scale

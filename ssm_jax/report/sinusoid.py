@@ -56,7 +56,7 @@ def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     """Renders `run_dir`'s results.json into results.md (and with `args.plots` mse_vs_steps.png); returns the
     markdown. The results pages (`experiments.results_pages`) call it on the recorded files."""
     results = json.loads((Path(run_dir) / "results.json").read_text())
-    columns = (0, 1, min(5, args.eval_steps), args.eval_steps)
+    columns = (0, 1, min(5, args.adapt_rounds), args.adapt_rounds)
     reference_label, reference = REFERENCE_COLUMNS.get(tuple(args.frequency_range), (None, None))
     rows = [
         [shots, LABELS[method]]
@@ -72,7 +72,8 @@ def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     text = (
         f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seed(s) ({distribution})\n\n"
         f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
-        f"{args.iterations} meta-iterations, meta-batch {args.meta_batch}.\n\n{markdown_table(header, rows)}{plot}\n"
+        f"{args.iterations} meta-iterations, meta-batch {args.tasks_per_batch}.\n\n"
+        f"{markdown_table(header, rows)}{plot}\n"
     )
     (run_dir / "results.md").write_text(text)
     if args.plots:

@@ -3,17 +3,17 @@
     trainer = make_in_context_trainer(env, "gru", NetworkConfig(), InContextConfig(episodes_per_trial=2))
     state = trainer.init(key, HParams.create(outer_lr=1e-3))
     state, metrics = trainer.train(state, key, 10)           # 10 PPO iterations in one lax.scan (jit it)
-    returns, extras = trainer.evaluate(state, key, tasks)    # [E, K]: episode 1..K on each held-out task
+    returns, extras = trainer.evaluate(state, key, tasks)    # [E, M]: episode 1..M on each held-out task
 
-A trial is K consecutive episodes of one task (`rollout(..., in_context=True)`): the policy's carry is reset before
+A trial is M consecutive episodes of one task (`rollout(..., in_context=True)`): the policy's carry is reset before
 the trial and survives every episode boundary, and the policy reads (observation, previous action, previous
 reward, episode-start flag). Whatever it learns about the task lives in its carry, so it adapts with no gradient
-step: evaluation reports the return of episodes 1..K of fresh trials on held-out tasks.
+step: evaluation reports the return of episodes 1..M of fresh trials on held-out tasks.
 
 Each iteration draws `tasks_per_batch` tasks, samples `trials_per_task` trials of each, replays them through the
 policy's `apply` (the model's parallel `sequence` path where it has one: S5's associative scan, the transformer's
 masked attention) for the values, and takes `ppo_epochs` epochs of `minibatches` Adam steps on the PPO-clipped
-surrogate plus a value loss, with advantages from GAE over the whole trial: RL²'s objective is the return of all K
+surrogate plus a value loss, with advantages from GAE over the whole trial: RL²'s objective is the return of all M
 episodes, so neither the value nor the advantage stops at an episode boundary, only at the trial's end (with no
 bootstrap: the trial ends there). Observation statistics update from the sampled trials and freeze for
 evaluation; of the traced `HParams` only `outer_lr` (the Adam rate) is read.
@@ -41,7 +41,6 @@ from ssm_jax.models.heads import HeadedModel
 from ssm_jax.rollout import Trajectory, context_size, episode_means, episode_returns, rollout, trial_inputs
 from ssm_jax.trainers.protocol import (
     MATMUL_PRECISIONS,
-    EvalConfig,
     HParams,
     Trainer,
     at_precision,
@@ -51,7 +50,6 @@ from ssm_jax.trainers.protocol import (
 from ssm_jax.types import Array, Params, PRNGKey
 
 DEFAULT_NETWORK = NetworkConfig()
-DEFAULT_EVALUATION = EvalConfig()
 
 
 @register_config
@@ -64,9 +62,11 @@ class InContextConfig:
     trials_per_task: int = 10
     """Trials per task and iteration (N), each with its own fresh carry."""
     episodes_per_trial: int = 2
-    """K: consecutive episodes of one task the carry persists across."""
+    """M: consecutive episodes of one task the carry persists across."""
     horizon: int = 100
-    """Steps per episode (a trial is K x horizon steps)."""
+    """Steps per episode (a trial is M x horizon steps)."""
+    eval_trials: int | None = None
+    """Trials per held-out task in evaluation (None: trials_per_task)."""
     ppo_epochs: int = 4
     """Passes over each iteration's trials."""
     minibatches: int = 4
@@ -87,7 +87,7 @@ class InContextConfig:
 
     def __post_init__(self):
         check_positive(self, "tasks_per_batch", "trials_per_task", "episodes_per_trial", "horizon", "ppo_epochs",
-                       "minibatches")  # fmt: skip
+                       "minibatches", *(("eval_trials",) if self.eval_trials is not None else ()))  # fmt: skip
         check_choices(self, matmul_precision=MATMUL_PRECISIONS)
         if (self.tasks_per_batch * self.trials_per_task) % self.minibatches:
             raise ValueError(
@@ -108,7 +108,7 @@ class InContextConfig:
 
     @property
     def env_steps_per_iteration(self) -> int:
-        """Env steps one iteration samples: E x N trials of K x horizon steps."""
+        """Env steps one iteration samples: E x N trials of M x horizon steps."""
         return self.tasks_per_batch * self.trials_per_task * self.trial_length
 
 
@@ -126,11 +126,10 @@ class InContextState:
 
 class InContextParts(NamedTuple):
     """The RL² `Trainer`'s own parts, for tests and benchmarks: `sample_trials(key, task, params, obs_stats,
-    num_trials)` is one task's trials (`Trajectory [K x horizon, num_trials, ...]`), `prepare(params, trials,
+    num_trials)` is one task's trials (`Trajectory [M x horizon, num_trials, ...]`), `prepare(params, trials,
     obs_stats)` their PPO batch, `loss(params, batch)` the PPO loss and `loss_of_outputs(head outputs, batch)` the
     same loss of outputs replayed another way."""
 
-    evaluation: EvalConfig
     env: TaskEnv
     policy: HeadedModel
     sample_trials: Callable[..., Trajectory]
@@ -142,7 +141,7 @@ class InContextParts(NamedTuple):
 class TrialBatch(NamedTuple):
     """Trials prepared for the PPO loss, time-major `[T, B, ...]`: `policy` (replayed inputs, actions, advantages,
     log-probs, resets, initial carries `[B, ...]`), the value targets `returns`, and `valid`, the steps of the first
-    K episodes (an episode that ends early leaves a tail that belongs to none)."""
+    M episodes (an episode that ends early leaves a tail that belongs to none)."""
 
     policy: PolicyBatch
     returns: Array
@@ -154,18 +153,17 @@ def make_in_context_trainer(
     model: str,
     network: NetworkConfig = DEFAULT_NETWORK,
     config: InContextConfig = InContextConfig(),
-    evaluation: EvalConfig = DEFAULT_EVALUATION,
 ) -> Trainer:
     """Builds the RL² trainer of the sequence model `model` on `env` (whose horizon must be `config.horizon`);
-    evaluation runs `evaluation.eval_trajectories` trials per held-out task (None: `config.trials_per_task`).
+    evaluation runs `config.eval_trials` trials per held-out task (None: `config.trials_per_task`).
 
     Raises:
         ValueError: the env's horizon differs from the config's (one line).
     """
     if env.horizon != config.horizon:
         raise ValueError(f"the env's horizon {env.horizon} differs from InContextConfig.horizon={config.horizon}")
-    K, T = config.episodes_per_trial, config.trial_length
-    eval_trials = evaluation.eval_trajectories or config.trials_per_task
+    M, T = config.episodes_per_trial, config.trial_length
+    eval_trials = config.eval_trials or config.trials_per_task
     policy = make_actor_critic(
         model, context_size(env), env.action_size, env.discrete, network, attention_span=max(T, 16)
     )
@@ -184,7 +182,7 @@ def make_in_context_trainer(
         valid steps."""
         traj = jax.lax.stop_gradient(traj)
         episode = jnp.cumsum(traj.done, axis=0) - traj.done
-        valid = (episode < K).astype(jnp.float32)
+        valid = (episode < M).astype(jnp.float32)
         inputs = trial_inputs(env, traj, obs_stats)
         batch = PolicyBatch(inputs, traj.action, jnp.zeros_like(valid), traj.log_prob, traj.resets, traj.initial_carry)
         values = jax.lax.stop_gradient(policy_outputs(policy, params, batch)["value"])
@@ -236,7 +234,7 @@ def make_in_context_trainer(
             )  # [T, E x N, ...]
             carry = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), trajs.initial_carry)
             batch = prepare(state.params, merged._replace(initial_carry=carry), state.obs_stats)
-            returns = jax.vmap(lambda t: episode_returns(t, K).mean(axis=0))(trajs)  # [E, K]
+            returns = jax.vmap(lambda t: episode_returns(t, M).mean(axis=0))(trajs)  # [E, M]
 
             def epoch(carry, epoch_key):
                 params, opt_state = carry
@@ -262,7 +260,7 @@ def make_in_context_trainer(
             epoch_keys = jax.random.split(shuffle_key, config.ppo_epochs)
             (params, opt_state), metrics = jax.lax.scan(epoch, (state.params, opt_state), epoch_keys)
             metrics = jax.tree.map(lambda m: m[-1, -1], metrics)
-            metrics.update({f"episode_{k + 1}_return": jnp.mean(returns[:, k]) for k in range(K)})
+            metrics.update({f"episode_{k + 1}_return": jnp.mean(returns[:, k]) for k in range(M)})
             metrics.update(
                 trial_return=jnp.mean(jnp.sum(returns, axis=1)),
                 env_steps=jnp.asarray(config.env_steps_per_iteration, jnp.float32),
@@ -279,16 +277,16 @@ def make_in_context_trainer(
 
     def evaluate(state: InContextState, key: PRNGKey, tasks: Any, mode: str = "standard") -> tuple[Array, dict]:
         """Fresh trials of the frozen policy on `tasks` (leading axis E, each with its own key), no gradient step:
-        `(returns [E, K], extras)`, the mean return of episode 1..K over `eval_trials` trials per task; extras hold
-        the env's per-step metrics (e.g. `task_metric`) averaged over each episode's steps, `[E, K]`. `mode` exists
+        `(returns [E, M], extras)`, the mean return of episode 1..M over `eval_trials` trials per task; extras hold
+        the env's per-step metrics (e.g. `task_metric`) averaged over each episode's steps, `[E, M]`. `mode` exists
         for the trainer protocol: in-context adaptation has only `standard` (no adapter)."""
         if mode != "standard":
             raise ValueError(f"in-context adaptation takes no gradient step, so it has no {mode!r} mode")
 
         def one(k, task):
             traj = sample_trials(k, task, state.params, state.obs_stats, eval_trials)
-            metrics = {name: episode_means(v, traj.done, K) for name, v in traj.metrics.items()}
-            return episode_returns(traj, K).mean(axis=0), metrics
+            metrics = {name: episode_means(v, traj.done, M) for name, v in traj.metrics.items()}
+            return episode_returns(traj, M).mean(axis=0), metrics
 
         keys = jax.random.split(key, jax.tree.leaves(tasks)[0].shape[0])
         return jax.vmap(one)(keys, tasks)
@@ -296,5 +294,5 @@ def make_in_context_trainer(
     functions = (init, train, evaluate)
     programs = (at_precision(fn, config.matmul_precision) for fn in functions)
     init, train, evaluate = programs
-    parts = InContextParts(evaluation, env, policy, sample_trials, prepare, loss, loss_of_outputs)
+    parts = InContextParts(env, policy, sample_trials, prepare, loss, loss_of_outputs)
     return Trainer(config, init, train, evaluate, None, None, parts)

@@ -3,10 +3,10 @@
     trainer = make_regression_trainer(SinusoidDistribution(), RegressionTrainerConfig(shots=10))
     state = trainer.init(key, HParams.create(inner_lr=0.01, outer_lr=1e-3))  # adapt=False: the pretrained baseline
     state, metrics = trainer.train(state, key, 1000)      # 1000 meta-iterations in one lax.scan (jit it)
-    mse, extras = trainer.evaluate(state, key, tasks)     # [E, eval_steps + 1]: query MSE after 0..K SGD steps
+    mse, extras = trainer.evaluate(state, key, tasks)     # [E, adapt_rounds + 1]: query MSE after 0..K SGD steps
     mse, extras = trainer.oracle(state, key, tasks, 500)  # a net per task, 500 Adam steps on its support: [E]
 
-The network is the paper's MLP (2 hidden layers, ReLU). Each meta-iteration draws `meta_batch` tasks with `shots`
+The network is the paper's MLP (2 hidden layers, ReLU). Each meta-iteration draws `tasks_per_batch` tasks with `shots`
 support and `shots` query points each and takes MAML's outer step (first order under `first_order`; Meta-SGD's
 learned per-parameter inner rates under `learn_inner_lr`). The pretrained baseline trains the same net by the same
 outer optimizer on all of those points, with no inner step. `evaluate` draws `shots` support and `eval_points`
@@ -41,7 +41,7 @@ class RegressionTrainerConfig:
 
     shots: int = 10
     """Support (and, in meta-training, query) points per task."""
-    meta_batch: int = 25
+    tasks_per_batch: int = 25
     inner_steps: int = 1
     first_order: bool = False
     learn_inner_lr: bool = False
@@ -49,11 +49,11 @@ class RegressionTrainerConfig:
     hidden_dim: int = 40
     eval_points: int = 100
     """Query points per held-out task."""
-    eval_steps: int = 10
-    """Evaluated adaptation steps (0..eval_steps)."""
+    adapt_rounds: int = 10
+    """Adaptation rounds evaluated (0..adapt_rounds), one SGD step on the support each."""
 
     def __post_init__(self):
-        for name in ("shots", "meta_batch", "inner_steps", "hidden_dim", "eval_points", "eval_steps"):
+        for name in ("shots", "tasks_per_batch", "inner_steps", "hidden_dim", "eval_points", "adapt_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RegressionTrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -69,7 +69,7 @@ class RegressionState:
 
 class RegressionParts(NamedTuple):
     """The regression `Trainer`'s own parts: the task distribution, `apply(params, x [points, 1])` and
-    `adapt(params, support, inner_lr)` (the `eval_steps` SGD steps evaluation takes), for plots of the adapted fit."""
+    `adapt(params, support, inner_lr)` (the `adapt_rounds` SGD steps evaluation takes), for plots of the adapted fit."""
 
     distribution: SinusoidDistribution
     apply: Callable[..., Array]
@@ -94,8 +94,8 @@ def make_regression_trainer(
         loss_diagnostics=True,
     )  # the inner rate comes from HParams
     maml = make_maml(mse, maml_config)
-    # `adapt(params, support, inner_lr)`: the `eval_steps` SGD steps evaluation takes, for plots of the adapted fit
-    adapt = make_maml(mse, dataclasses.replace(maml_config, num_inner_steps=config.eval_steps)).adapt
+    # `adapt(params, support, inner_lr)`: the `adapt_rounds` SGD steps evaluation takes, for plots of the adapted fit
+    adapt = make_maml(mse, dataclasses.replace(maml_config, num_inner_steps=config.adapt_rounds)).adapt
     optimizer = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)  # the rate comes from HParams
 
     def points(key: PRNGKey, tasks, num_points: int):
@@ -123,7 +123,7 @@ def make_regression_trainer(
 
         def iteration(meta: MetaState, k: PRNGKey):
             task_key, support_key, query_key = jax.random.split(k, 3)
-            tasks = distribution.sample_tasks(task_key, config.meta_batch)
+            tasks = distribution.sample_tasks(task_key, config.tasks_per_batch)
             batch = (points(support_key, tasks, config.shots), points(query_key, tasks, config.shots))
             meta, metrics = update(with_outer_lr(meta, state.hparams.outer_lr), batch)
             return meta, {"meta_loss": metrics["meta_loss"], "post_query_loss": metrics["post_query_loss"]}
@@ -136,13 +136,13 @@ def make_regression_trainer(
         return points(support_key, tasks, config.shots), points(query_key, tasks, config.eval_points)
 
     def evaluate(state: RegressionState, key: PRNGKey, tasks, mode: str = "standard") -> tuple[Array, dict]:
-        """Query MSE after 0..eval_steps SGD steps on each task's support (leading axis E): `([E, eval_steps + 1],
+        """Query MSE after 0..adapt_rounds SGD steps on each task's support (leading axis E): `([E, adapt_rounds + 1],
         {})`."""
         if mode != "standard":
             raise ValueError(f"regression has no experience buffer: mode must be 'standard', got {mode!r}")
         support, query = held_out(key, tasks)
         curve = jax.vmap(maml.adaptation_curve, in_axes=(None, 0, None, None))
-        return curve(state.meta.params, (support, query), config.eval_steps, state.meta.inner_lr), {}
+        return curve(state.meta.params, (support, query), config.adapt_rounds, state.meta.inner_lr), {}
 
     def oracle(state: RegressionState, key: PRNGKey, tasks, iterations: int) -> tuple[Array, dict]:
         """A fresh net per task, `iterations` (static) Adam steps at the outer rate on its support, scored on the

@@ -3,7 +3,7 @@
     trainer = make_world_model_trainer(env, "ssm", NetworkConfig(), WorldModelTrainerConfig())
     state = trainer.init(key, hparams)                        # the meta-training pool inside; adapt=False: pretrained
     state, metrics = trainer.train(state, key, 100)           # 100 meta-iterations in one lax.scan (jit it)
-    mse, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_steps + 1]; extras["open_loop"] alike
+    mse, extras = trainer.evaluate(state, key, tasks, "hybrid")  # [E, adapt_rounds + 1]; extras["open_loop"] alike
     mse, extras = trainer.oracle(state, key, tasks, 200)      # a model per task, 200 Adam steps on its support: [E]
 
 `init` samples `train_tasks` tasks, collects `trajectories_per_task` random-action trajectories of each, fits the
@@ -60,21 +60,21 @@ class WorldModelTrainerConfig:
     inner_steps: int = 1
     inner_grad_clip: float | None = None
     """Clip each inner (and test-time) gradient to this global norm; None: no clip. `metrics` log how often."""
-    adapt_steps: int = 3
-    """Evaluated adaptation steps (0..adapt_steps)."""
+    adapt_rounds: int = 3
+    """Adaptation rounds evaluated (0..adapt_rounds), one SGD step on the support each."""
     eval_tasks: int = 16
     buffer_size: int = 4096
     experience_batch_size: int = 32
-    scratch_steps: int = 200
-    """Adam steps of the from-scratch baseline (`oracle`) on the support, as the experiments call it."""
-    scratch_lr: float = 3e-3
+    oracle_iterations: int = 200
+    """Adam steps of the oracle (a fresh model fitted to each held-out task's support; `Trainer.oracle`)."""
+    oracle_lr: float = 3e-3
     replay: Literal[REPLAY_CHOICES] = "meta"
     """What hybrid adaptation replays, at the experience weight, with the same MSE: the meta-training pool's windows
     (`meta`), the held-out task's own support windows (`task`), or `both`."""
 
     def __post_init__(self):
         replayed_sources(self.replay)
-        sizes = ("train_tasks", "tasks_per_batch", "inner_steps", "adapt_steps", "eval_tasks", "scratch_steps")
+        sizes = ("train_tasks", "tasks_per_batch", "inner_steps", "adapt_rounds", "eval_tasks", "oracle_iterations")
         for name in (*sizes, "buffer_size", "experience_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"WorldModelTrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -179,8 +179,8 @@ def make_world_model_trainer(
         return state.replace(meta=meta, iteration=state.iteration + num_iterations), metrics
 
     def evaluate(state: WorldModelState, key: PRNGKey, tasks, mode: str = "standard") -> tuple[Array, dict]:
-        """Query one-step MSE after 0..adapt_steps steps on each of `tasks`' support (leading axis E): `(mse
-        [E, adapt_steps + 1], {"open_loop": [E, adapt_steps + 1]})`. `mode` (static): `standard`, or `hybrid` with
+        """Query one-step MSE after 0..adapt_rounds steps on each of `tasks`' support (leading axis E): `(mse
+        [E, adapt_rounds + 1], {"open_loop": [E, adapt_rounds + 1]})`. `mode` (static): `standard`, or `hybrid` with
         the state's `hparams.experience_weight` on the sources `config.replay` names: the frozen meta-training buffer
         and/or a task buffer holding the task's own support windows (empty for every other task)."""
         data_key, adapt_key = jax.random.split(key)
@@ -203,7 +203,7 @@ def make_world_model_trainer(
                 astate, params, _ = step.update(astate, params, support, meta_buffer, step_key, task_buffer=task_buffer)
                 return (astate, params), score(params)
 
-            keys = jax.random.split(task_key, config.adapt_steps)
+            keys = jax.random.split(task_key, config.adapt_rounds)
             _, (mse, open_loop) = jax.lax.scan(body, (astate, state.meta.params), keys)
             mse0, open_loop0 = score(state.meta.params)
             return jnp.append(mse0, mse), jnp.append(open_loop0, open_loop)
@@ -217,7 +217,7 @@ def make_world_model_trainer(
         """A fresh model per task of `tasks`, `iterations` (static) Adam steps on its support alone, on the data
         `evaluate` collects with the same key: `(mse [E], {"open_loop": [E]})` on the query."""
         data_key, fit_key = jax.random.split(key)
-        fit_config = AdapterConfig(config.scratch_lr, iterations, grad_clip_norm=None)
+        fit_config = AdapterConfig(config.oracle_lr, iterations, grad_clip_norm=None)
         fit = make_adapter("standard", wm.loss, fit_config)
 
         def one_task(support, query, task_key):

@@ -1,4 +1,5 @@
-"""How `ssm-jax` and the experiments read their flags: tyro with one-line errors, and resumed configs."""
+"""How every entry point reads its flags (`ssm-jax`, the experiments, the benchmarks, the launcher): tyro with
+one-line errors, a config's leaf names as flags, and resumed configs."""
 
 from __future__ import annotations
 
@@ -59,6 +60,20 @@ def parse(
     annotated = tyro.conf.OmitArgPrefixes[cls] if getattr(cls, "FLAT_FLAGS", False) else cls
     with tyro._errors.on_parse_error(_one_line):
         return tyro.cli(annotated, args=list(args), prog=prog, description=description, **defaults)
+
+
+def command_line(cls: type[ConfigT], description: str | None = None, default: ConfigT | None = None) -> ConfigT:
+    """`cls` from this process's command line (`parse` of `sys.argv[1:]`, named by the running `python -m` module
+    and described by `description`, else the first paragraph of that module's docstring): the entry point of a
+    script with flags of its own (a benchmark, `experiments.smoke`). A user's mistake is one line on stderr and
+    exit code 2 (`exit_with_error`), before anything compiles."""
+    main = sys.modules["__main__"]
+    prog = f"python -m {main.__spec__.name}" if getattr(main, "__spec__", None) is not None else None
+    description = description or (main.__doc__ or "").strip().split("\n\n")[0]
+    try:
+        return parse(cls, sys.argv[1:], prog, description, default)
+    except UsageError as error:
+        exit_with_error(str(error))
 
 
 def resumed_config(run_dir: Path, args: Sequence[str], prog: str, ignored: Sequence[str] = ()) -> Any:
