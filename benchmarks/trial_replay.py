@@ -4,7 +4,7 @@ associative scan, the transformer's masked attention, the recurrent cores' `lax.
 
     python -m benchmarks.trial_replay [--lengths 100 200 500 1000] [--batch 32] [--repeats 5]
 
-For each trial length T (K episodes x horizon), a minibatch of `batch` recorded trials of the in-context policy on
+For each trial length T (M episodes x horizon), a minibatch of `batch` recorded trials of the in-context policy on
 navigation-2d (`ssm_jax.trainers.in_context`: inputs of observation, previous action and reward, episode start) is
 replayed: forward (the value pass) and forward + gradient of the PPO loss (`trainer.parts.loss`). All programs of one T
 are timed interleaved (`benchmarks.common.time_interleaved`), so their ratios hold on a shared machine. Writes

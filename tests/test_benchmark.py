@@ -95,7 +95,7 @@ def test_world_model_smoke_writes_every_output(tmp_path):
     for method in ("MAML", "pretrained"):
         assert np.asarray(stored["per_task"]["mse"][f"{method} + standard"]).shape == (tasks, 4)
         assert np.asarray(stored["per_task"]["mse"][f"{method} + none"]).shape == (tasks, 1)
-    assert np.asarray(stored["per_task"]["open_loop"]["scratch"]).shape == (tasks, 1)
+    assert np.asarray(stored["per_task"]["open_loop"]["oracle"]).shape == (tasks, 1)
     assert summary["parameters"] > 0
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [(r["method"], r["iteration"], r["seed"]) for r in records] == [

@@ -89,6 +89,24 @@ def test_train_runs_an_in_context_config_for_one_policy_and_resumes_it_exactly(t
     final = lambda run: json.loads((run / "train.json").read_text())["final_metrics"]
     assert final(part) == final(whole) and "episode_2_return" in final(whole)
     assert run_files.checkpoint_steps(part)[-1] == 6
+    # eval and adapt serve it through the protocol: episode 1 of one trial, then episodes 1..M of the run's trials
+    assert cli.main(["eval", "--checkpoint", str(whole), "--eval-tasks", "4"]) == 0
+    assert len(json.loads((whole / "eval.json").read_text())["returns"]) == 4
+    assert cli.main(["adapt", "--checkpoint", str(whole), "--eval-tasks", "4"]) == 0
+    adapted = json.loads((whole / "adapt_in_context.json").read_text())
+    per_task = np.asarray(adapted["per_task_returns"])
+    assert per_task.shape == (4, 2) and adapted["adaptation_mode"] == "in_context"
+    np.testing.assert_allclose(adapted["paired_gain"]["mean"], (per_task[:, 1:] - per_task[:, :1]).mean(0), 1e-5)
+    assert "episode 2" in capsys.readouterr().out and (whole / "adapt_in_context.png").exists()
+    for flags, said in (
+        (["--adaptation-mode", "hybrid"], "so --adaptation-mode hybrid does not apply"),
+        (["--online"], "so --online does not apply"),
+        (["--adapt-rounds", "3"], "whose trials have 2 episodes: its adaptation rounds are the 1 after the first"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:  # one line, before anything compiles
+            cli.main(["adapt", "--checkpoint", str(whole), *flags, "--output", str(tmp_path / "refused.json")])
+        assert exit_info.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "refused.json").exists()
     with pytest.raises(SystemExit) as exit_info:  # two policies: one line, before anything compiles
         cli.main(["train", "--config", "in-context-smoke", "--models", "gru", "mlp", "--out-dir", str(tmp_path / "no")])
     assert (

@@ -421,13 +421,19 @@ def test_a_users_mistakes_are_one_line_and_exit_2(tmp_path, uninterrupted, capsy
     assert _error(["adapt", "--checkpoint"], capsys) == "error: --checkpoint needs a value (see ssm-jax adapt --help)"
     assert _error([], capsys).startswith("error: name a command: ssm-jax {train,eval,adapt,info}")
     assert _error(["info", "--foo"], capsys) == "error: ssm-jax info takes no arguments, got --foo"
-    in_context = tmp_path / "in_context"
+    world_model = tmp_path / "world_model"
+    shutil.copytree(uninterrupted, world_model, symlinks=True)
+    (world_model / "config.json").write_text(config_to_json(CONFIGS["world-model"]))
+    in_context = tmp_path / "in_context"  # an RL² config beside a meta-RL run's checkpoint
     shutil.copytree(uninterrupted, in_context, symlinks=True)
     (in_context / "config.json").write_text(config_to_json(CONFIGS["in-context-smoke"]))
     for command in ("eval", "adapt"):
-        message = _error([command, "--checkpoint", str(in_context)], capsys)
-        assert (
-            message == f"error: {in_context} is an RL² (in-context) run; this command takes a RunConfig run's directory"
+        assert _error([command, "--checkpoint", str(world_model)], capsys) == (
+            f"error: {world_model} is a WorldModelRunConfig run; this command takes a RunConfig or InContextRunConfig "
+            "run's directory"
+        )
+        assert _error([command, "--checkpoint", str(in_context)], capsys) == (
+            f"error: checkpoint at {in_context}/checkpoints/step_40 does not match the target's tree structure"
         )
 
     # A config.json that is damaged, incomplete or from elsewhere: one line naming the file and what is wrong.

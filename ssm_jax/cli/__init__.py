@@ -16,7 +16,8 @@ iterations and at the end. Ctrl-C finishes the chunk in flight, saves it, says w
 and exits 0; `--resume` after Ctrl-C or a kill ends with the params and metrics of the uninterrupted run. `eval`
 and `adapt` evaluate on held-out tasks drawn from the run's seed (`sweep.run_keys(seed).eval`, the experiments' held-out
 tasks), print a table and write eval.json / adapt_<mode>.json (and its .png, the curve with its 95% CI; one file
-per mode, `adapt_<mode>_online_every<N>_window<W>_scale<S>.*` with --online) into the run.
+per mode, `adapt_<mode>_online_every<N>_window<W>_scale<S>.*` with --online) into the run. They serve an RL² run
+too: `eval` its episode 1, `adapt` episodes 1..M of its trials (`adapt_in_context.*`; it takes no gradient step).
 
 A user's mistake (an unknown config, env, model or flag value, a missing, damaged, diverged or mismatched
 checkpoint, a flag that contradicts a resumed run) is one line on stderr and exit code 2, before anything compiles;

@@ -22,8 +22,7 @@ from ssm_jax.config import (
     META_RL_CONFIGS,
     InContextRunConfig,
     RunConfig,
-    build,
-    build_in_context,
+    build_run,
     initial_state,
     load_run_config,
     training_key,
@@ -106,11 +105,10 @@ def one_run(config: RunConfig | InContextRunConfig) -> RunConfig | InContextRunC
 
 def _program(config: RunConfig | InContextRunConfig, mesh) -> tuple[Any, dict[str, str]]:
     """The trainer `config` runs and the training metrics its learning curve shows, `{metric: label}`."""
+    _, trainer = build_run(config, distributed.task_sharding(mesh) if jax.device_count() > 1 else None)
     if isinstance(config, InContextRunConfig):
-        _, trainer = build_in_context(config, config.models[0])
         last = config.trainer.episodes_per_trial
         return trainer, {"episode_1_return": "episode 1", f"episode_{last}_return": f"episode {last}"}
-    _, trainer = build(config, distributed.task_sharding(mesh) if jax.device_count() > 1 else None)
     return trainer, {"pre_adaptation_return": "before the inner step", "post_adaptation_return": "after it"}
 
 

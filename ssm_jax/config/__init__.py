@@ -29,9 +29,8 @@ _MODULES = {
     "leaves": ("extend", "replace"),
     "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "ppo", "smoke"),
     "programs": (
-        "build", "build_in_context", "build_regression", "compiled_programs", "initial_state", "load_run_config",
-        "training_key",
-        "world_model_env",
+        "build", "build_in_context", "build_regression", "build_run", "compiled_programs", "initial_state",
+        "load_run_config", "training_key", "world_model_env",
     ),
     "parsing": (
         "UsageError", "command_line", "config_differences", "exit_with_error", "parse", "resumed_config",

@@ -44,6 +44,16 @@ def build_in_context(config: InContextRunConfig, model: str) -> tuple[envs.TaskE
     return env, make_in_context_trainer(env, model, config.network, config.trainer)
 
 
+def build_run(
+    config: RunConfig | InContextRunConfig, task_sharding: jax.sharding.Sharding | None = None
+) -> tuple[envs.TaskEnv, Trainer]:
+    """The env and trainer of one `ssm-jax train` run: `build` for meta-RL, the RL² trainer of the config's first
+    policy (the one `ssm-jax train` trains) for an in-context config."""
+    if isinstance(config, InContextRunConfig):
+        return build_in_context(config, config.models[0])
+    return build(config, task_sharding)
+
+
 def compiled_programs(args: RunConfig) -> tuple:
     """The env and the trainer's programs vmapped over runs (`ssm_jax.sweep.make_programs`), built once per process for
     each program (what `args` describes): they depend only on the env, the policy, the trainer's and the evaluation's
