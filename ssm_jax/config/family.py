@@ -256,8 +256,7 @@ class InContextRunConfig(ExperimentConfig):
     network: NetworkConfig = dataclasses.field(default_factory=lambda: NetworkConfig(state_dim=16, hidden_dim=64))
     trainer: InContextConfig = dataclasses.field(default_factory=InContextConfig)
     evaluation: EvalConfig = dataclasses.field(default_factory=lambda: EvalConfig(eval_tasks=40))
-    """Reads `eval_tasks` only: RL² takes no gradient step, and its trials per held-out task are the trainer's
-    `eval_trials`."""
+    """Reads `eval_tasks` only (RL²'s trials per held-out task are the trainer's `eval_trials`)."""
     compare_with: tuple[str, ...] = ()
     """Meta-RL run directories (`experiments.navigation`, `experiments.halfcheetah_vel`; one per policy) on the same
     family, horizon and held-out task count, whose MAML, pretrained and random-init curves the report puts beside
@@ -283,8 +282,7 @@ class InContextRunConfig(ExperimentConfig):
 
     @classmethod
     def upgrade_fields(cls, fields: dict) -> dict:
-        """As `ExperimentConfig.upgrade_fields`; and the trials per held-out task, stored as the evaluation's
-        `eval_trajectories` before the glossary named them, are the trainer's `eval_trials`."""
+        """As `ExperimentConfig`'s; and RL²'s trials per held-out task, once `eval_trajectories`, are `eval_trials`."""
         fields = super().upgrade_fields(fields)
         evaluation, trainer = fields["evaluation"]["fields"], fields["trainer"]["fields"]
         if "eval_trials" not in trainer:
@@ -293,10 +291,9 @@ class InContextRunConfig(ExperimentConfig):
         return fields
 
 
-for _old, _new in (
-    ("experiments.meta_rl:Args", RunConfig),
-    ("ssm_jax.cli.configs:RunConfig", RunConfig),
-    ("experiments.world_model:Args", WorldModelRunConfig),
-    ("experiments.sinusoid:Args", SinusoidRunConfig),
-):
+_FORMER_CLASSES = {
+    "experiments.meta_rl:Args": RunConfig, "ssm_jax.cli.configs:RunConfig": RunConfig,
+    "experiments.world_model:Args": WorldModelRunConfig, "experiments.sinusoid:Args": SinusoidRunConfig,
+}  # fmt: skip
+for _old, _new in _FORMER_CLASSES.items():
     register_renamed(_old, _new.from_fields)
