@@ -8,7 +8,7 @@ chosen on validation goals.
 Each variant is the budget study (`experiments.budget_study.evaluated_budgets`) of one setting of the structural
 levers (`VARIANTS`: batch shape at equal env steps, PPO epochs, TRPO, learned inner rates, inner steps; each its own
 program) over a grid of the traced ones (inner and outer lr: one vmapped program for the whole grid). Every setting
-is evaluated on *validation* goals, drawn from each seed's evaluation key folded with `VALIDATION`, never on the
+is evaluated on *validation* goals, drawn from each seed's evaluation key folded with `sweep.VALIDATION`, never on the
 held-out goals the recorded pages report on. The choice: the setting whose paired one-step gain difference (MAML −
 pretrained) clears zero at the smallest budget, ties broken by the larger difference there.
 
@@ -17,8 +17,6 @@ results.md and levers.png (the gain difference per setting at each budget).
 """
 
 from __future__ import annotations
-
-import jax
 
 from experiments.budget_study import evaluated_budgets
 from experiments.common import run_main
@@ -29,24 +27,19 @@ from ssm_jax.report.budget_study import budget_row
 from ssm_jax.report.levers import choose
 from ssm_jax.report.writers import publish
 
-VALIDATION = 2
-"""Folded into a run's evaluation key to draw its validation goals (`sweep.held_out_tasks` folds in 1 for its
-evaluation keys and draws the held-out goals from the key itself)."""
-
 
 def main(args: LeverArgs) -> dict:
     """Runs every variant's grid to each budget on validation goals; writes the table, the choice and the plot."""
     run_dir = run_files.make_run_dir(args.out_dir)
     run_files.write_config(run_dir, args)
     log = run_files.MetricsLog(run_dir / "metrics.jsonl")
-    validation = lambda eval_keys: jax.vmap(jax.random.fold_in, (0, None))(eval_keys, VALIDATION)
     settings, results = [], {}
     for variant in args.variants:
         changes = dict(VARIANTS[variant])
         swept = {name: changes.pop(f"sweep_{name}") for name in sweep.SWEEPABLE if f"sweep_{name}" in changes}
         config = replace(args, **changes)
         grid = sweep.make_grid(args.seeds, **swept)
-        budgets = evaluated_budgets(config, grid, validation, log, f"{variant}: ")
+        budgets = evaluated_budgets(config, grid, sweep.validation_keys, log, f"{variant}: ")
         next(budgets)  # the untrained policy: not compared here
         rows = {}
         for budget, (until, seconds, curves) in zip(args.budgets, budgets, strict=True):

@@ -1,17 +1,13 @@
 """MAML-RL experiments on any meta-RL task family, with standard and experience-augmented hybrid test-time adaptation.
-
-The thin experiment modules name their presets in `ssm_jax.config.CONFIGS` and call `main` on a `RunConfig`:
-`experiments.halfcheetah_vel` (the flagship; also `--env halfcheetah-dir`) and `experiments.navigation` (Finn et
-al.'s 2D navigation table). Every flag is a leaf field of `RunConfig` (`--tasks-per-batch`, `--adapt-rounds`).
+`experiments.halfcheetah_vel` (the flagship; also `--env halfcheetah-dir`) and `experiments.navigation` (Finn et al.'s
+2D navigation table) name their presets in `ssm_jax.config.CONFIGS`; every flag is a leaf field of `RunConfig`.
 
 Meta-training (MAML-RL on returns): per task, for each of `inner_steps` inner steps, trajectories from the current
 policy and one policy-gradient step (linear feature baseline, normalised advantages); trajectories from the adapted
 policy; then `outer_epochs` Adam steps on their PPO-clipped surrogate, differentiated through the inner steps. The
 policy sees observations standardised by running statistics gathered from meta-training rollouts (started from
-one round of rollouts of the initial policy), frozen for evaluation and saved in checkpoints. The size of the inner
-step is logged each chunk: `inner_kl` (KL(pre ‖ post) on the support, nats), `inner_grad_norm`,
-`inner_clip_fraction`. The ExperienceBuffer is filled during meta-training only, with (observation window -> action
-taken) pairs from the adapted policy; it is frozen before evaluation (SSM-MetaRL's contamination rule).
+one round of rollouts of the initial policy), frozen for evaluation and saved in checkpoints. The ExperienceBuffer
+is filled during meta-training only and frozen before evaluation (`ssm_jax.trainers.meta_rl` has the details).
 
 Evaluation on held-out tasks (a fixed set drawn from a separate key): mean episode return after 0..K adaptation
 rounds (each round samples trajectories with the current policy, then takes one policy-gradient step with the
@@ -22,7 +18,9 @@ same outer step on every trajectory of MAML's env budget, with no inner step: `s
 random initialisation and, with `--oracle`, a policy trained on each evaluation task (`train_per_task`; its return
 at the last training iteration). All methods see the same evaluation keys, so differences are paired. Also the
 env's task metric where the family has one (`env.task_metric_name`: |v_x - v_goal| for velocity goals, speed along
-the goal direction, distance to the goal), read from the simulator through `Trajectory.metrics`.
+the goal direction, distance to the goal), read from the simulator through `Trajectory.metrics`. With
+`--step-size-grid` each method adapts at its best test-time step size (and with `--later-rounds-lr-grid` decay),
+chosen on validation tasks drawn apart from the held-out ones (`sweep.at_best_step_size`).
 
 With `--num-seeds N` the whole pipeline runs for seeds `seed … seed + N − 1` as one run axis of the vmapped
 programs (`ssm_jax.sweep.make_programs`: one compile, whatever N; each seed draws its own training and evaluation
@@ -45,7 +43,7 @@ import numpy as np
 
 from experiments.common import resume_command, run_directory
 from ssm_jax import run_files, runs, sweep
-from ssm_jax.config import RunConfig, compiled_programs
+from ssm_jax.config import RunConfig, compiled_programs, replace
 from ssm_jax.config.parsing import exit_with_error
 from ssm_jax.report.meta_rl import headline, summarise
 from ssm_jax.report.writers import publish
@@ -57,16 +55,14 @@ def _train(args, chunk, states, keys, log, phase, seeds, run_dir, checkpoints=Tr
     through `runs.train_phase`: one record per seed and chunk, and with `checkpoints` the stacked `TrainState` saved
     every `checkpoint_every` iterations and at the end."""
     records = runs.run_records({"phase": phase}, [{"seed": s} for s in seeds], time.perf_counter())
-
     module = "experiments.navigation" if args.env == "navigation-2d" else "experiments.halfcheetah_vel"
     command = resume_command(run_dir, module)  # the module whose presets the run's config comes from
-    saving = (
-        runs.Checkpoints(run_dir, args, args.checkpoint_every, command, args.keep_checkpoints) if checkpoints else None
-    )
+    saving = runs.Checkpoints(run_dir, args, args.checkpoint_every, command, args.keep_checkpoints)
     description = phase if len(seeds) == 1 else f"{phase} ({len(seeds)} seeds)"
     postfix = lambda m: {"return": float(np.mean(m["post_adaptation_return"]))}
     return runs.train_phase(
-        chunk, states, keys, args.iterations, args.chunk_size, description, log, records, saving, postfix, start,
+        chunk, states, keys, args.iterations, args.chunk_size, description, log, records,
+        saving if checkpoints else None, postfix, start,
         run_labels=[f"seed {seed}" for seed in seeds],
     )  # fmt: skip
 
@@ -83,13 +79,13 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
     log = run_files.MetricsLog(run_dir / "metrics.jsonl")
     env, programs = compiled_programs(args)
     hparams = HParams.create(args.inner_lr, args.outer_lr, args.experience_weight)
-    curves, task_metrics, oracle, train_seconds = _run_seeds(args, env, hparams, programs, log, run_dir)
+    curves, task_metrics, oracle, train_seconds, step_sizes = _run_seeds(args, env, hparams, programs, log, run_dir)
 
     results = summarise(
         curves, task_metrics, env.task_metric_name, oracle, log.records(), train_seconds,
         time.perf_counter() - start_time,
     )  # fmt: skip
-    results["run_dir"] = str(run_dir)
+    results.update(run_dir=str(run_dir), step_sizes=step_sizes)
     publish(run_dir, results, args)
     if (verdict := headline(results)) is not None:
         print(verdict)
@@ -100,9 +96,9 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
     """Meta-training, baselines and held-out evaluation for seeds `seed … seed + num_seeds − 1`, as one run axis
     of the vmapped programs (each run keyed as `sweep.run_keys(seed)`, so it is the run its seed makes alone).
 
-    Returns `(curves, task_metrics, oracle, meta_train_seconds)`: `curves[label]` and `task_metrics[label]` are
-    `[num_seeds * eval_tasks, adapt_rounds + 1]` (seed-major), `oracle` is `[num_seeds * eval_tasks]` or None.
-    """
+    Returns `(curves, task_metrics, oracle, meta_train_seconds, step_sizes)`: `curves[label]` and
+    `task_metrics[label]` are `[num_seeds * eval_tasks, adapt_rounds + 1]` (seed-major), `oracle` is `[num_seeds *
+    eval_tasks]` or None, `step_sizes[label]` each method's choice (`sweep.at_best_step_size`; none without a grid)."""
     started = time.perf_counter()
     seeds = args.seeds
     grid = sweep.make_grid(seeds)
@@ -128,14 +124,21 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
         trained["random init"] = initial
 
     eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
+    validation = sweep.held_out_tasks(env, sweep.validation_keys(keys.eval), args.evaluation.eval_tasks)[::-1]
+    schedules = {d: compiled_programs(replace(args, later_rounds_lr_scale=d))[1].evaluate  # a program per decay
+                 for d in args.evaluation.later_rounds_lr_grid or (args.evaluation.later_rounds_lr_scale,)}  # fmt: skip
     pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
-    curves, task_metrics = {}, {}
-    for name, state in trained.items():
+    curves, task_metrics, step_sizes = {}, {}, {}
+    for name, trained_state in trained.items():
         modes = ("standard", "hybrid") if name == "MAML" and args.adaptation_mode == "both" else (args.adaptation_mode,)
         for mode in modes if name == "MAML" else ("standard",):
-            label = f"{name} + {mode}" if name == "MAML" else name
+            label, state, evaluate = f"{name} + {mode}" if name == "MAML" else name, trained_state, programs.evaluate
+            if grid := args.evaluation.step_size_grid:  # each method at its best step size, on validation tasks
+                with runs.announce(f"choosing {label}'s step size on validation tasks"):
+                    state, step_sizes[label] = sweep.at_best_step_size(schedules, state, *validation, grid, mode)
+                evaluate = schedules[step_sizes[label]["schedule"]]  # the chosen decay after round 1
             with runs.announce(f"evaluating {label} on {len(seeds) * args.evaluation.eval_tasks} held-out tasks"):
-                returns, extra = jax.block_until_ready(programs.evaluate(state, eval_keys, eval_tasks, mode))
+                returns, extra = jax.block_until_ready(evaluate(state, eval_keys, eval_tasks, mode))
             curves[label] = pooled(returns)
             task_metrics[label] = pooled(extra.get("task_metric", returns * np.nan))
 
@@ -144,4 +147,4 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
         with runs.announce(f"training the oracle on each held-out task ({args.oracle_iterations} iterations)"):
             trained_oracle = programs.oracle(initial, keys.oracle, eval_tasks, iterations=args.oracle_iterations)
             oracle = pooled(jax.block_until_ready(trained_oracle)[..., -1])
-    return curves, task_metrics, oracle, train_seconds
+    return curves, task_metrics, oracle, train_seconds, step_sizes

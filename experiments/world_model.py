@@ -56,14 +56,11 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.Metri
     programs = sweep.make_programs(trainer, args.chunk_size)
     tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.trainer.eval_tasks)
     pooled = lambda x: np.asarray(x).reshape(-1, *np.shape(x)[2:])
-    results = {name: {} for name in METRICS}
+    results = {**{name: {} for name in METRICS}, "step_sizes": {}}
+    validation = sweep.held_out_tasks(env, sweep.validation_keys(keys.eval), args.trainer.eval_tasks)[::-1]
     for method, train_keys in (("MAML", keys.train), ("pretrained", keys.pretrain)):
         states = programs.init(keys.init, hparams, adapt=method == "MAML")
-        records = lambda iteration, metrics, method=method: [
-            {"method": method, "seed": seed, "iteration": iteration,
-             **jax.tree.map(lambda m, i=i: np.mean(m[i]), metrics)}
-            for i, seed in enumerate(grid.seeds)
-        ]  # fmt: skip
+        records = runs.run_records({"method": method}, [{"seed": seed} for seed in grid.seeds], time.perf_counter())
         description = f"{method} ({args.model}, {args.env})"
         postfix = lambda m: {"query_loss": float(np.mean(m["post_query_loss"]))}
         states = runs.train_phase(
@@ -71,7 +68,11 @@ def run_seeds(args: WorldModelRunConfig, env: envs.TaskEnv, log: run_files.Metri
             postfix=postfix, run_labels=[f"seed {seed}" for seed in grid.seeds],
         )  # fmt: skip
         for mode in ("standard", "hybrid"):
-            mse, extras = programs.evaluate(states, eval_keys, tasks, mode)
+            at_rate = states
+            if scales := args.trainer.step_size_grid:  # each method at its best step size, on validation tasks
+                choice = sweep.at_best_step_size({None: programs.evaluate}, states, *validation, scales, mode, False)
+                at_rate, results["step_sizes"][f"{method} + {mode}"] = choice
+            mse, extras = programs.evaluate(at_rate, eval_keys, tasks, mode)
             for name, values in (("mse", mse), ("open_loop", extras["open_loop"])):
                 if mode == "standard":
                     results[name][f"{method} + none"] = pooled(values)[:, :1]
@@ -102,6 +103,7 @@ def main(args: WorldModelRunConfig) -> dict:
         **{name: {k: mean_ci(v)[0] for k, v in results[name].items()} for name in METRICS},
         "ci95": {name: {k: mean_ci(v)[1] for k, v in results[name].items()} for name in METRICS},
         "per_task": {name: results[name] for name in METRICS},
+        "step_sizes": results["step_sizes"],
     }
     publish(run_dir, summary, args)
     return summary

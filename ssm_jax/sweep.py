@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,6 +117,17 @@ def chunk_keys(train_key: PRNGKey, num_chunks: int) -> PRNGKey:
     return jnp.swapaxes(jax.vmap(lambda key: jax.random.split(key, num_chunks))(train_key), 0, 1)
 
 
+VALIDATION = 2
+"""Folded into a run's evaluation key for its validation tasks (`held_out_tasks` folds in 1 for its evaluation keys
+and draws the held-out tasks from the key itself): what a choice made before the held-out tasks is made on."""
+
+
+def validation_keys(eval_keys: PRNGKey) -> PRNGKey:
+    """Each run's validation key `[R]` from its `RunKeys.eval`: `held_out_tasks(env, validation_keys(...), n)` draws
+    tasks that are never the held-out ones."""
+    return jax.vmap(jax.random.fold_in, (0, None))(eval_keys, VALIDATION)
+
+
 def held_out_tasks(env: TaskEnv, eval_keys: PRNGKey, num_tasks: int) -> tuple:
     """Each run's held-out tasks `[R, num_tasks]` and evaluation keys `[R]`, drawn from its `RunKeys.eval` exactly
     as the run draws them alone."""
@@ -182,6 +193,39 @@ def with_experience_weights(states, weights: tuple[float, ...]):
 def scale_inner_lr(states, scale: float):
     """States whose adaptation rate (`hparams.inner_lr`) is `scale` x their own."""
     return states.replace(hparams=states.hparams.replace(inner_lr=states.hparams.inner_lr * scale))
+
+
+def at_best_step_size(
+    evaluates: Mapping[Any, Callable],
+    states,
+    keys: PRNGKey,
+    tasks,
+    scales: tuple[float, ...],
+    mode: str = "standard",
+    higher_is_better: bool = True,
+) -> tuple:
+    """`states` at the test-time step size that serves them best, one choice for all runs: a multiple of their own
+    adaptation rate from `scales` and a schedule from `evaluates` (schedule -> its `Programs.evaluate`, e.g. the
+    decay after round 1 -> the program compiled with it), scored on `tasks` (validation tasks: `validation_keys`).
+    `evaluate(states [R'], keys [R'], tasks [R', E], mode) -> ([R', E, K + 1], extras)` scores every scale of every
+    run in one call (`R' = R x G`); a score is the mean over runs, tasks and rounds 1..K, a non-finite value counting
+    as the worst. Returns the states at the chosen rate and the choice, `{"schedule": key of evaluates, "scale":
+    multiple, "scores": [S, G]}`: the fair step size of a method that adapts by gradient steps."""
+    num_runs, sign = jax.tree.leaves(states)[0].shape[0], 1.0 if higher_is_better else -1.0
+    tiled = tile_runs(states, len(scales))
+    factors = jnp.tile(jnp.asarray(scales, jnp.float32), num_runs)
+    tiled = tiled.replace(hparams=tiled.hparams.replace(inner_lr=tiled.hparams.inner_lr * factors))
+    tiled_keys, tiled_tasks = tile_runs(keys, len(scales)), tile_runs(tasks, len(scales))
+    scores = []
+    for evaluate in evaluates.values():
+        curves = np.asarray(evaluate(tiled, tiled_keys, tiled_tasks, mode)[0])
+        curves = curves.reshape(num_runs, len(scales), *curves.shape[1:])[..., 1:]  # [R, G, E, K]
+        with np.errstate(invalid="ignore", over="ignore"):
+            scores.append(np.where(np.isfinite(curves), sign * curves, -np.inf).mean(axis=(0, 2, 3)) * sign)
+    scores = np.stack(scores)  # [S, G]
+    schedule, scale = np.unravel_index(int(np.argmax(sign * scores)), scores.shape)
+    choice = {"schedule": list(evaluates)[schedule], "scale": scales[scale], "scores": scores}
+    return scale_inner_lr(states, scales[scale]), choice
 
 
 def by_weight(values, num_weights: int):

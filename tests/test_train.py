@@ -298,3 +298,36 @@ def test_every_matmul_of_the_training_program_is_traced_at_the_configured_precis
     assert dot_precisions(trainer) == {(highest, highest)}  # full float32 even where a GPU would use TF32
     backend_default = make_meta_rl_trainer(env, policy, dataclasses.replace(CONFIG, matmul_precision=None), EVALUATION)
     assert None in dot_precisions(backend_default)  # the policy's matmuls at the backend's default
+
+
+def test_each_method_is_scored_at_its_best_step_size_chosen_on_validation_tasks(setup):
+    """`sweep.at_best_step_size` picks the multiple of the adaptation rate (and the schedule) with the best mean
+    over runs, tasks and rounds 1..K, a diverged value the worst, the other way round where lower is better; its
+    scores are the real program's on validation tasks, which are never the held-out ones."""
+    env, _, trainer, _ = setup
+    grid = sweep.make_grid(range(2))
+    programs = sweep.make_programs(trainer, chunk_size=1)
+    states = programs.init(grid.keys.init, grid.hparams(HParams.create(inner_lr=0.2)))
+    scales = (0.1, 0.3, 1.0, 10.0)
+
+    def peaked(bonus):  # a curve whose rounds 1..K peak where the rate is 0.06 and diverge at 10x
+        def evaluate(s, keys, tasks, mode):
+            lr = s.hparams.inner_lr[:, None, None] * jnp.ones((1, 3, 2))
+            value = -(jnp.log(lr / 0.06) ** 2) + bonus
+            return jnp.where(lr > 1.0, jnp.nan, value.at[:, :, 0].set(100.0)), {}  # round 0 is not scored
+
+        return evaluate
+
+    tasks, keys = sweep.held_out_tasks(env, sweep.validation_keys(grid.keys.eval), 3)
+    chosen, choice = sweep.at_best_step_size({"a": peaked(0.0), "b": peaked(1.0)}, states, keys, tasks, scales)
+    assert (choice["schedule"], choice["scale"]) == ("b", 0.3) and choice["scores"].shape == (2, 4)
+    assert choice["scores"][0, 3] == -np.inf and choice["scores"][1, 1] == pytest.approx(1.0)
+    np.testing.assert_allclose(np.asarray(chosen.hparams.inner_lr), [0.06, 0.06], rtol=1e-6)
+    _, lowest = sweep.at_best_step_size({"a": peaked(0.0)}, states, keys, tasks, scales[:3], higher_is_better=False)
+    assert lowest["scale"] == 1.0  # lower is better: the curve's lowest point in the grid
+
+    held_out, _ = sweep.held_out_tasks(env, grid.keys.eval, 3)
+    assert not np.any(np.isin(np.asarray(jax.tree.leaves(tasks)[0]), np.asarray(jax.tree.leaves(held_out)[0])))
+    chosen, choice = sweep.at_best_step_size({None: programs.evaluate}, states, keys, tasks, (0.5, 2.0))
+    direct = np.asarray(programs.evaluate(chosen, keys, tasks)[0])[..., 1:].mean()
+    assert choice["scores"][0, (0.5, 2.0).index(choice["scale"])] == pytest.approx(direct, rel=1e-4)

@@ -140,6 +140,33 @@ def _left_out(gain: dict) -> str:
     return f"; {' and '.join(diverged)} of {gain['of']} tasks, left out of the pair" if diverged else ""
 
 
+def _step_sizes(step_sizes: dict | None, args: RunConfig) -> str:
+    """The test-time step size each method was scored at and its validation scores per multiple ('' without)."""
+    if not step_sizes:
+        return ""
+    evaluation = args.evaluation
+    decays = evaluation.later_rounds_lr_grid or (evaluation.later_rounds_lr_scale,)
+    score = lambda x: f"{x:.1f}" if np.isfinite(x) else "diverged"
+    rows = [
+        [
+            name if i == 0 else "", f"x{decay:g}",
+            f"**{args.inner_lr * chosen['scale']:.4g}** (x{chosen['scale']:g})" if decay == chosen["schedule"] else "",
+            *map(score, scores),
+        ]
+        for name, chosen in step_sizes.items()
+        for i, (decay, scores) in enumerate(zip(decays, chosen["scores"], strict=True))
+    ]  # fmt: skip
+    return (
+        f"\n\nEach method at its best test-time step size: the multiple of the inner lr ({args.inner_lr}), and the "
+        f"decay after round 1, with the best mean return over rounds 1..{evaluation.adapt_rounds} on "
+        f"{evaluation.eval_tasks} validation tasks per seed (never the held-out ones); the tables above are at the "
+        "chosen one. Validation scores:\n\n"
+        + markdown_table(
+            ["method", "decay after round 1", "chosen", *[f"x{s:g}" for s in evaluation.step_size_grid]], rows
+        )
+    )
+
+
 def _render(results: dict, args: RunConfig) -> str:
     rounds = args.evaluation.adapt_rounds
     steps = list(range(rounds + 1))
@@ -167,6 +194,7 @@ def _render(results: dict, args: RunConfig) -> str:
             for name, g in results["paired_gain"].items()
         ],
     )
+    table += _step_sizes(results.get("step_sizes"), args)
     comparisons = results["comparisons"]
     for key, label in (
         ("hybrid_minus_standard", "MAML + hybrid − MAML + standard"),

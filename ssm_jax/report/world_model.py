@@ -60,6 +60,24 @@ def report(results: dict, steps: int) -> str:
     return "\n".join(lines)
 
 
+def _step_sizes(step_sizes: dict | None, args: WorldModelRunConfig) -> str:
+    """The step size each method and mode was scored at, with its validation scores per multiple ('' without)."""
+    if not step_sizes:
+        return ""
+    score = lambda x: f"{x:.4f}" if np.isfinite(x) else "diverged"
+    rows = [
+        [name, f"**{args.inner_lr * chosen['scale']:.4g}** (x{chosen['scale']:g})", *map(score, chosen["scores"][0])]
+        for name, chosen in step_sizes.items()
+    ]
+    header = ["method + mode", "chosen step size", *[f"x{s:g}" for s in args.trainer.step_size_grid]]
+    return (
+        f"Each method and mode at its best test-time step size: the multiple of the inner lr ({args.inner_lr}) with "
+        f"the lowest mean query MSE over rounds 1..{args.trainer.adapt_rounds} on {args.trainer.eval_tasks} validation "
+        "tasks per seed (never the held-out ones); the tables above are at the chosen one. Validation MSE:\n\n"
+        f"{markdown_table(header, rows)}\n"
+    )
+
+
 def write_report(run_dir: Path, args: WorldModelRunConfig) -> str:
     """Renders `run_dir`'s results.json into results.md and the plots (one per metric); returns the markdown. The
     results pages (`experiments.results_pages`) call it on the recorded files."""
@@ -74,7 +92,7 @@ def write_report(run_dir: Path, args: WorldModelRunConfig) -> str:
     on = f"{args.env}{physics(args.env, args.backend)}"
     title = f"# World model: {args.model} on {on} ({summary['parameters']} parameters)\n\n"
     plots = "".join(f"\n![{label}]({name}.png)\n" for name, label in METRICS.items()) if args.plots else ""
-    text = title + report(per_task, args.trainer.adapt_rounds) + plots
+    text = title + report(per_task, args.trainer.adapt_rounds) + _step_sizes(summary.get("step_sizes"), args) + plots
     (run_dir / "results.md").write_text(text)
     if args.plots:
         for name, label in METRICS.items():

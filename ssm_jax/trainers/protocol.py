@@ -40,7 +40,10 @@ class EvalConfig:
     at the inner rate, scaled by `later_rounds_lr_scale` after the first). Static: changing one recompiles
     `evaluate`, never `train`."""
 
-    ADDED_FIELDS: ClassVar[dict] = {"steps_per_round": 1, "replay": "meta", "task_replay_loss": "clipped_pg"}
+    ADDED_FIELDS: ClassVar[dict] = {
+        "steps_per_round": 1, "replay": "meta", "task_replay_loss": "clipped_pg", "step_size_grid": {"__tuple__": []},
+        "later_rounds_lr_grid": {"__tuple__": []},
+    }  # fmt: skip
     """What a config stored before these fields existed ran with (`config_io` fills them in when reading one)."""
 
     eval_tasks: int = 16
@@ -64,7 +67,20 @@ class EvalConfig:
     task-switch regimes, and zero at the meta-trained params, so a first step is the standard one; `clipped_pg`
     is best for online adaptation at a tenth of the rate."""
 
+    step_size_grid: tuple[float, ...] = ()
+    """Multiples of the inner rate each method that adapts by gradient steps (MAML, pretrained, random init) tries
+    on validation tasks before the held-out ones; each is scored on the held-out tasks at its best
+    (`sweep.at_best_step_size`). Empty: every method at the inner rate."""
+    later_rounds_lr_grid: tuple[float, ...] = ()
+    """With `step_size_grid`, the values of `later_rounds_lr_scale` tried with each multiple (empty: the config's
+    own); each method is scored at its best pair."""
+
     def __post_init__(self):
+        for name in ("step_size_grid", "later_rounds_lr_grid"):
+            if not all(0 < scale < float("inf") for scale in getattr(self, name)):
+                raise ValueError(f"{name} must hold positive finite multiples, got {getattr(self, name)}")
+        if self.later_rounds_lr_grid and not self.step_size_grid:
+            raise ValueError("later_rounds_lr_grid is tried with each multiple of step_size_grid: set that too")
         if min(self.eval_tasks, self.adapt_rounds, self.steps_per_round) < 1:
             raise ValueError(
                 f"eval_tasks, adapt_rounds and steps_per_round must be >= 1, got {self.eval_tasks}, "

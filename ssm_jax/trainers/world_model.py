@@ -48,7 +48,7 @@ from ssm_jax.types import Array, PRNGKey
 class WorldModelTrainerConfig:
     """Static sizes (changing one recompiles)."""
 
-    ADDED_FIELDS: ClassVar[dict] = {"replay": "meta"}
+    ADDED_FIELDS: ClassVar[dict] = {"replay": "meta", "step_size_grid": {"__tuple__": []}}
     """What a config stored before these fields existed ran with (`config_io` fills them in when reading one)."""
 
     model: WorldModelConfig = dataclasses.field(default_factory=WorldModelConfig)
@@ -68,12 +68,17 @@ class WorldModelTrainerConfig:
     oracle_iterations: int = 200
     """Adam steps of the oracle (a fresh model fitted to each held-out task's support; `Trainer.oracle`)."""
     oracle_lr: float = 3e-3
+    step_size_grid: tuple[float, ...] = ()
+    """Multiples of the inner rate each method tries on validation tasks before the held-out ones, scored there at
+    its best (lowest mean query MSE over rounds 1..K; `sweep.at_best_step_size`). Empty: the inner rate."""
     replay: Literal[REPLAY_CHOICES] = "meta"
     """What hybrid adaptation replays, at the experience weight, with the same MSE: the meta-training pool's windows
     (`meta`), the held-out task's own support windows (`task`), or `both`."""
 
     def __post_init__(self):
         replayed_sources(self.replay)
+        if not all(0 < scale < float("inf") for scale in self.step_size_grid):
+            raise ValueError(f"step_size_grid must hold positive finite multiples, got {self.step_size_grid}")
         sizes = ("train_tasks", "tasks_per_batch", "inner_steps", "adapt_rounds", "eval_tasks", "oracle_iterations")
         for name in (*sizes, "buffer_size", "experience_batch_size"):
             if getattr(self, name) < 1:
