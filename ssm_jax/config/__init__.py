@@ -9,6 +9,7 @@
 | `io` | configs as JSON, rebuilt only as registered classes (`register_config`); imports nothing from `ssm_jax` |
 | `family` | `ExperimentConfig` and each program's run config (`RunConfig`, `InContextRunConfig`, ...), `replace` |
 | `leaves` | `replace` and `extend` by leaf name, at any depth |
+| `presets` | what every preset of one kind shares (`ppo`, `smoke`, the navigation and study builders) |
 | `registry` | `CONFIGS`: every preset of every entry point, by name |
 | `programs` | the env and `Trainer` a config describes, a run's initial state and keys, a run directory's config |
 | `parsing` | flags for every entry point: tyro with one-line errors, leaf names as flags, resumed configs |
@@ -27,7 +28,8 @@ _MODULES = {
         "RunConfig", "SINUSOID_METHODS", "SinusoidRunConfig", "WORLD_MODEL_ENVS", "WorldModelRunConfig",
     ),
     "leaves": ("extend", "replace"),
-    "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS", "ppo", "smoke"),
+    "registry": ("CONFIGS", "IN_CONTEXT_CONFIGS", "META_RL_CONFIGS"),
+    "presets": ("ppo", "smoke"),
     "programs": (
         "build", "build_in_context", "build_regression", "build_run", "compiled_programs", "initial_state",
         "load_run_config", "training_key", "world_model_env",

@@ -16,6 +16,7 @@ from ssm_jax.config.family import (
     WorldModelRunConfig,
 )
 from ssm_jax.config.leaves import extend, replace
+from ssm_jax.config.presets import navigation, ppo, smoke, study
 from ssm_jax.config.studies import (
     REGIMES,
     BenchmarkArgs,
@@ -28,55 +29,17 @@ from ssm_jax.config.studies import (
 from ssm_jax.meta.world_model import WorldModelConfig
 from ssm_jax.models import NetworkConfig
 from ssm_jax.trainers.in_context import InContextConfig
-from ssm_jax.trainers.meta_rl import TrainerConfig
 from ssm_jax.trainers.protocol import EvalConfig
 from ssm_jax.trainers.world_model import WorldModelTrainerConfig
 
-
-def _navigation(name: str, **changes) -> RunConfig:
-    """2D navigation at MAML-RL's settings (Finn et al.'s Table 4): raw positions in, inner lr 0.5, TRPO outer
-    steps (4 conjugate-gradient iterations: rllab's 10 cost 2.5x the time for the same returns), 40 held-out goals
-    adapted with twice the training batch, steps 2 and 3 at a tenth of the rate."""
-    base = RunConfig(
-        env="navigation-2d",
-        model="mlp",
-        network=NetworkConfig(state_dim=32, hidden_dim=100, num_layers=2),
-        trainer=TrainerConfig(
-            tasks_per_batch=20, trajectories_per_task=20, horizon=100, outer_optimizer="trpo", cg_iters=4,
-            normalize_observations=False, window=10,
-        ),
-        evaluation=EvalConfig(eval_tasks=40, eval_trajectories=40, later_rounds_lr_scale=0.1),
-        inner_lr=0.5,
-        iterations=100,
-        chunk_size=10,
-        checkpoint_every=50,
-        adaptation_mode="standard",
-        pretrained=False,  # the paper's table has no pretrained row; --pretrained adds one (doubles the time)
-        out_dir="runs/navigation",
-    )  # fmt: skip
-    return replace(base, name=name, **changes)
-
-
-def ppo(config: RunConfig) -> RunConfig:
-    """`config` with PPO outer steps, standardised inputs and inner lr 0.1: the `-ppo` variants."""
-    return replace(config, outer_optimizer="ppo", normalize_observations=True, inner_lr=0.1)
-
-
-def smoke(config: RunConfig, **changes) -> RunConfig:
-    """`config` at a test's size (seconds), with `changes` by leaf name: the `-smoke` variants."""
-    return replace(
-        config, hidden_dim=16, state_dim=8, iterations=2, chunk_size=1, tasks_per_batch=2, trajectories_per_task=2,
-        horizon=20, window=5, eval_tasks=2, checkpoint_every=2, **changes,
-    )  # fmt: skip
-
-
-_FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=125)
-"""The flagship's CPU preset: 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
+_FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=125, step_size_grid=(0.1, 0.3, 1.0, 3.0))
+"""The flagship's CPU preset: each method at its best of four test-time step sizes (chosen on validation goals),
+5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
 meta-iterations (2.0M env steps per method), the smallest of the budget study's budgets at which MAML separates
 from the pretrained baseline at seeds 0 and 1 alike (at 1.04M seed 0 does, seed 1 does not)."""
 CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
-        ppo(_navigation("basic")),
+        ppo(navigation("basic")),
         hidden_dim=32,
         tasks_per_batch=8,
         trajectories_per_task=8,
@@ -88,10 +51,12 @@ CONFIGS: dict[str, ExperimentConfig] = {
         checkpoint_every=5,
         out_dir="runs/cli",
     ),
-    "navigation": _navigation("navigation"),
-    "navigation-ppo": ppo(_navigation("navigation-ppo")),
-    "navigation-ssm": ppo(_navigation("navigation-ssm", model="ssm")),
-    "navigation-smoke": smoke(_navigation("navigation-smoke")),
+    "navigation": navigation(
+        "navigation", step_size_grid=(0.03, 0.1, 0.3, 1.0, 2.0), later_rounds_lr_grid=(0.1, 0.5, 1.0)
+    ),  # each method at its best step size and decay after round 1, chosen on validation goals
+    "navigation-ppo": ppo(navigation("navigation-ppo")),
+    "navigation-ssm": ppo(navigation("navigation-ssm", model="ssm")),
+    "navigation-smoke": smoke(navigation("navigation-smoke")),
     "halfcheetah-vel": _FLAGSHIP,
     # 3M env steps, 64 held-out goals: on spring, the smallest budget where MAML separated (`experiments.budget_study`).
     "halfcheetah-vel-long": replace(_FLAGSHIP, name="halfcheetah-vel-long", iterations=190, eval_tasks=64),
@@ -120,7 +85,7 @@ CONFIGS: dict[str, ExperimentConfig] = {
         checkpoint_every=50,
     ),
     "halfcheetah-dir": replace(_FLAGSHIP, name="halfcheetah-dir", env="halfcheetah-dir"),
-    "world-model": WorldModelRunConfig(),
+    "world-model": replace(WorldModelRunConfig(), step_size_grid=(0.1, 0.3, 1.0, 3.0)),
     "world-model-smoke": WorldModelRunConfig(
         name="world-model-smoke",
         network=NetworkConfig(state_dim=8, hidden_dim=16),
@@ -216,7 +181,7 @@ dynamics model on pendulum-params (`experiments.world_model`); sinusoid: Finn et
 (`experiments.sinusoid`); -smoke: seconds, for tests."""
 _REPLAY = extend(
     ReplayArgs, CONFIGS["navigation"], name="replay-navigation", num_seeds=3, eval_tasks=64, eval_trajectories=20,
-    pretrained=False, random_baseline=False, out_dir="runs/replay",
+    pretrained=False, random_baseline=False, out_dir="runs/replay", step_size_grid=(), later_rounds_lr_grid=(),
 )  # fmt: skip
 CONFIGS.update({
     "replay-navigation": _REPLAY,
@@ -226,7 +191,7 @@ CONFIGS.update({
     },
     "replay-world-model": extend(
         ReplayWorldModelArgs, CONFIGS["world-model"], name="replay-world-model", num_seeds=3, eval_tasks=64,
-        support_trajectories=1, adapt_rounds=30, out_dir="runs/replay",
+        support_trajectories=1, adapt_rounds=30, out_dir="runs/replay", step_size_grid=(),
     ),
     "replay-world-model-smoke": extend(
         ReplayWorldModelArgs, CONFIGS["world-model-smoke"], name="replay-world-model-smoke", eval_tasks=4,
@@ -242,23 +207,16 @@ CONFIGS.update({
 the world-model regime, and smoke runs."""
 
 
-def _study(cls: type, base: str, out_dir: str, eval_tasks: int = 64, **changes) -> RunConfig:
-    """A budget study (or levers sweep) on the named config `base`: `eval_tasks` held-out (or validation) tasks, the
-    one adaptation round it compares, standard adaptation."""
-    return extend(
-        cls, CONFIGS[base], eval_tasks=eval_tasks, adapt_rounds=1, adaptation_mode="standard", out_dir=out_dir,
-        **changes,
-    )  # fmt: skip
-
-
 CONFIGS.update({
-    "budget-study-vel": _study(StudyArgs, "halfcheetah-vel", "runs/budget_study"),
-    "budget-study-dir": _study(StudyArgs, "halfcheetah-dir", "runs/budget_study"),
-    "budget-study-smoke": _study(StudyArgs, "halfcheetah-vel-smoke", "runs/budget_study", 2, budgets=(160, 320)),
-    "levers-vel": _study(LeverArgs, "halfcheetah-vel", "runs/levers"),
-    "levers-dir": _study(LeverArgs, "halfcheetah-dir", "runs/levers"),
-    "levers-smoke": _study(
-        LeverArgs, "halfcheetah-vel-smoke", "runs/levers", 2, budgets=(160, 320), variants=("base", "TRPO")
+    "budget-study-vel": study(StudyArgs, CONFIGS["halfcheetah-vel"], "runs/budget_study"),
+    "budget-study-dir": study(StudyArgs, CONFIGS["halfcheetah-dir"], "runs/budget_study"),
+    "budget-study-smoke": study(
+        StudyArgs, CONFIGS["halfcheetah-vel-smoke"], "runs/budget_study", 2, budgets=(160, 320)
+    ),
+    "levers-vel": study(LeverArgs, CONFIGS["halfcheetah-vel"], "runs/levers"),
+    "levers-dir": study(LeverArgs, CONFIGS["halfcheetah-dir"], "runs/levers"),
+    "levers-smoke": study(
+        LeverArgs, CONFIGS["halfcheetah-vel-smoke"], "runs/levers", 2, budgets=(160, 320), variants=("base", "TRPO")
     ),
 })  # fmt: skip
 """`experiments.budget_study`'s and `experiments.levers`' presets: the flagship's CPU batch on HalfCheetah-Vel or
@@ -278,7 +236,13 @@ CONFIGS.update({  # navigation (ppo) at half the paper's batch on each axis: abo
 
 CONFIGS["benchmark-cpu"] = BenchmarkArgs(  # experiments.world_model's cpu preset, lighter: 12 cells x 5 seeds <= 1 h
     world_model=replace(
-        CONFIGS["world-model"], iterations=200, train_tasks=32, tasks_per_batch=8, eval_tasks=10, oracle_iterations=100
+        CONFIGS["world-model"],
+        iterations=200,
+        train_tasks=32,
+        tasks_per_batch=8,
+        eval_tasks=10,
+        oracle_iterations=100,
+        step_size_grid=(),
     ),
     rl=CONFIGS["navigation-ppo"],
 )
