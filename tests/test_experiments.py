@@ -46,18 +46,23 @@ def test_sinusoid_smoke_preset_adapts_on_held_out_tasks(tmp_path):
 
 
 def test_sinusoid_page_compares_with_the_paper_of_its_distribution(tmp_path):
+    from ssm_jax.report.sinusoid import write_report
+
     curve = {"mse_mean": [3.0] + [0.5] * 10, "mse_ci95": [0.1] * 11, "train_seconds": 1.0}
     (tmp_path / "results.json").write_text(json.dumps({"shots": {"5": {"maml": curve, "pretrained": curve}}}))
     config = dataclasses.replace(sinusoid.PRESETS["paper"], plots=False)
     maml_row = "| 5 | MAML | 3.000 ± 0.100 | 0.500 ± 0.100 | 0.500 ± 0.100 | 0.500 ± 0.100 |"
-    maml_paper = sinusoid.write_report(tmp_path, config)
+    maml_paper = write_report(tmp_path, config)
     assert f"{maml_row} 0.67 / 0.38 / 0.35 |" in maml_paper
     assert "Li et al." not in maml_paper
-    meta_sgd_paper = sinusoid.write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.8, 1.2)))
+    meta_sgd_paper = write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.8, 1.2)))
     assert "Li et al. 2017, 1 step" in meta_sgd_paper and "| 1.13 ± 0.18 |" in meta_sgd_paper
     assert "Finn et al." not in meta_sgd_paper
-    other = sinusoid.write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.5, 2.0)))
-    assert "et al." not in other and f"{maml_row}\n" in other
+    other = write_report(tmp_path, dataclasses.replace(config, frequency_range=(0.5, 2.0)))
+    assert "et al." not in other and f"{maml_row}\n" in other and "repeated, that learned step diverges" not in other
+    diverged = {"mse_mean": [3.0, 0.4] + [float("nan")] * 9, "mse_ci95": [0.1] * 11, "train_seconds": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps({"shots": {"5": {"maml": curve, "meta_sgd": diverged}}}))
+    assert "repeated, that learned step diverges" in write_report(tmp_path, config)  # the page says why
 
 
 SINUSOID_SHORT = ["--preset", "smoke", "--methods", "maml", "pretrained", "--iterations", "600", "--chunk-size", "100",
@@ -406,14 +411,12 @@ def test_levers_choose_the_setting_that_clears_zero_at_the_smallest_budget_and_r
 
 
 def test_validation_goals_are_not_the_held_out_goals():
-    from experiments import levers
     from ssm_jax import envs, sweep
 
     env = envs.make_meta_rl("halfcheetah-vel", 20, "mujoco")
     eval_keys = sweep.make_grid([0, 1]).keys.eval
     held_out, _ = sweep.held_out_tasks(env, eval_keys, 32)
-    validation_keys = jax.vmap(jax.random.fold_in, (0, None))(eval_keys, levers.VALIDATION)
-    validation, _ = sweep.held_out_tasks(env, validation_keys, 32)
+    validation, _ = sweep.held_out_tasks(env, sweep.validation_keys(eval_keys), 32)
     assert not np.intersect1d(np.asarray(held_out.velocity), np.asarray(validation.velocity)).size
 
 

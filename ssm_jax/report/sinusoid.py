@@ -69,11 +69,23 @@ def write_report(run_dir: Path, args: SinusoidRunConfig) -> str:
     distribution = f"amplitude U[0.1,5], phase U[0,π], frequency U{list(args.frequency_range)}, x U[-5,5]"
     caption = "A curve that leaves the top of its panel diverged."
     plot = f"\n\n![query MSE against steps](mse_vs_steps.png)\n\n{caption}" if args.plots else ""
+    meta_sgd_diverged = any(
+        not np.all(np.isfinite(per_method["meta_sgd"]["mse_mean"][1:]))
+        for per_method in results["shots"].values()
+        if "meta_sgd" in per_method
+    )
+    why = (
+        f"\n\nMeta-SGD learns its per-parameter rates for the {args.inner_steps} step(s) it meta-trains (as Li et al. "
+        "train and report it, one step); repeated, that learned step diverges, so its curve after its trained steps "
+        "is not a reading of Meta-SGD.\n"
+        if meta_sgd_diverged
+        else ""
+    )
     text = (
         f"# Sinusoid regression, {args.eval_tasks} held-out tasks x {args.num_seeds} seed(s) ({distribution})\n\n"
         f"Query MSE (mean ± 95% CI) after k SGD steps (lr {args.inner_lr}; Meta-SGD uses its learned lr), "
         f"{args.iterations} meta-iterations, meta-batch {args.tasks_per_batch}.\n\n"
-        f"{markdown_table(header, rows)}{plot}\n"
+        f"{markdown_table(header, rows)}{plot}\n{why}"
     )
     (run_dir / "results.md").write_text(text)
     if args.plots:
