@@ -32,8 +32,11 @@ from ssm_jax.trainers.in_context import InContextConfig
 from ssm_jax.trainers.protocol import EvalConfig
 from ssm_jax.trainers.world_model import WorldModelTrainerConfig
 
-_FLAGSHIP = replace(RunConfig(), outer_epochs=5, iterations=125, step_size_grid=(0.1, 0.3, 1.0, 3.0))
-"""The flagship's CPU preset: each method at its best of four test-time step sizes (chosen on validation goals),
+_FLAGSHIP = replace(
+    RunConfig(), outer_epochs=5, iterations=125, step_size_grid=(0.3, 1.0, 3.0), later_rounds_lr_grid=(0.1, 0.3, 1.0)
+)
+"""The flagship's CPU preset: each method at its best test-time step size and decay after round 1 (chosen on
+validation goals),
 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
 meta-iterations (2.0M env steps per method), the smallest of the budget study's budgets at which MAML separates
 from the pretrained baseline at seeds 0 and 1 alike (at 1.04M seed 0 does, seed 1 does not)."""
