@@ -71,7 +71,7 @@ def _step_sizes(step_sizes: dict | None, args: WorldModelRunConfig) -> str:
     ]
     header = ["method + mode", "chosen step size", *[f"x{s:g}" for s in args.trainer.step_size_grid]]
     return (
-        f"Each method and mode at its best test-time step size: the multiple of the inner lr ({args.inner_lr}) with "
+        f"\nEach method and mode at its best test-time step size: the multiple of the inner lr ({args.inner_lr}) with "
         f"the lowest mean query MSE over rounds 1..{args.trainer.adapt_rounds} on {args.trainer.eval_tasks} validation "
         "tasks per seed (never the held-out ones); the tables above are at the chosen one. Validation MSE:\n\n"
         f"{markdown_table(header, rows)}\n"
