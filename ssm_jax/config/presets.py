@@ -52,5 +52,5 @@ def study(cls: type, base: RunConfig, out_dir: str, eval_tasks: int = 64, **chan
     one adaptation round it compares, standard adaptation, every method at the inner lr (no step-size choice)."""
     return extend(
         cls, base, eval_tasks=eval_tasks, adapt_rounds=1, adaptation_mode="standard", out_dir=out_dir,
-        step_size_grid=(), **changes,
+        step_size_grid=(), later_rounds_lr_grid=(), **changes,
     )  # fmt: skip
