@@ -348,6 +348,7 @@ def test_loading_brax_drops_its_python_notices_and_passes_other_output_through(t
         "warnings.warn('a warning of our own')\n"
         "import mujoco\n"
         "mujoco.get_mju_user_warning()('a mujoco warning of our own')\n"
+        "for t in (1.5, 2.5): mujoco.get_mju_user_warning()(f'Nan in CTRL. The simulation is unstable. Time = {t}.')\n"
     )
     command = [sys.executable, "-c", script]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -355,4 +356,5 @@ def test_loading_brax_drops_its_python_notices_and_passes_other_output_through(t
     assert result.stdout == "a line of our own\n"
     assert "not actively being maintained" not in result.stderr and "a warning of our own" in result.stderr
     assert "settotalmass" not in result.stderr and "mujoco warning: a mujoco warning of our own" in result.stderr
+    assert result.stderr.count("The simulation is unstable") == 1  # each kind of warning once
     assert not list(tmp_path.iterdir())

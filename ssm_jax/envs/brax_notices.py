@@ -8,7 +8,8 @@ each at the Python level (no file descriptor is touched, so a native crash's mes
 mujoco's own warnings go through a Python handler (`mujoco.set_mju_user_warning`) installed with the first brax
 family: its default handler also appends each warning to `MUJOCO_LOG.TXT` in the working directory. Warnings reach
 stderr as one line each, except the deprecation notice brax's halfcheetah model triggers when it loads ("compiler
-attribute 'settotalmass' is deprecated"), which is dropped.
+attribute 'settotalmass' is deprecated"), which is dropped; each kind of warning is shown once (a policy whose step
+diverged sends NaN actions, and mujoco warns at every env step of it).
 """
 
 from __future__ import annotations
@@ -26,10 +27,18 @@ _UNMAINTAINED_WARNING = "Brax System, piplines and environments are not actively
 _MODEL_DEPRECATION = "compiler attribute 'settotalmass' is deprecated"
 
 
+_SHOWN: set[str] = set()
+"""The kinds of mujoco warning already shown (the message up to its simulation time)."""
+
+
 def _mujoco_warning(message: str) -> None:
-    """mujoco's warnings: on stderr, never in a file; brax's model deprecation notice dropped."""
-    if _MODEL_DEPRECATION not in message:
-        print(f"mujoco warning: {message}", file=sys.stderr)
+    """mujoco's warnings: on stderr, never in a file, each kind once (a diverged policy's NaN actions would print
+    one per env step); brax's model deprecation notice dropped."""
+    kind = message.split(" Time = ")[0]
+    if _MODEL_DEPRECATION in message or kind in _SHOWN:
+        return
+    _SHOWN.add(kind)
+    print(f"mujoco warning: {message} (shown once; repeats of it are not)", file=sys.stderr)
 
 
 @contextlib.contextmanager
