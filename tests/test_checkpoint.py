@@ -236,9 +236,9 @@ def test_configs_stored_under_the_glossarys_older_words_load_under_the_new_ones(
     recorded = {
         path.parent.name: path for path in (Path(__file__).parents[1] / "docs" / "results").rglob("config.json")
     }
-    assert '"adapt_steps"' in recorded["world_model_pendulum"].read_text()
-    world_model = config_from_json(recorded["world_model_pendulum"].read_text())
-    stored = json.loads(recorded["world_model_pendulum"].read_text())["fields"]["trainer"]["fields"]
+    assert '"adapt_steps"' in recorded["replay_world_model_h200"].read_text()
+    world_model = config_from_json(recorded["replay_world_model_h200"].read_text())
+    stored = json.loads(recorded["replay_world_model_h200"].read_text())["fields"]["trainer"]["fields"]
     assert (world_model.trainer.adapt_rounds, world_model.trainer.oracle_iterations, world_model.trainer.oracle_lr) == (
         stored["adapt_steps"], stored["scratch_steps"], stored["scratch_lr"]
     )  # fmt: skip
