@@ -85,7 +85,7 @@ def _main(args: RunConfig, run_dir: Path) -> dict:
         curves, task_metrics, env.task_metric_name, oracle, log.records(), train_seconds,
         time.perf_counter() - start_time,
     )  # fmt: skip
-    results.update(run_dir=str(run_dir), step_sizes=step_sizes)
+    results.update(run_dir=str(run_dir), **({"step_sizes": step_sizes} if step_sizes else {}))
     publish(run_dir, results, args)
     if (verdict := headline(results)) is not None:
         print(verdict)
@@ -126,7 +126,7 @@ def _run_seeds(args, env, hparams, programs, log, run_dir):
     eval_tasks, eval_keys = sweep.held_out_tasks(env, keys.eval, args.evaluation.eval_tasks)
     validation = sweep.held_out_tasks(env, sweep.validation_keys(keys.eval), args.evaluation.eval_tasks)[::-1]
     schedules = {d: compiled_programs(replace(args, later_rounds_lr_scale=d))[1].evaluate  # a program per decay
-                 for d in args.evaluation.later_rounds_lr_grid or (args.evaluation.later_rounds_lr_scale,)}  # fmt: skip
+                 for d in args.evaluation.later_rounds_lr_grid} or {None: programs.evaluate}  # fmt: skip
     pooled = lambda per_run: np.asarray(per_run).reshape(-1, *np.shape(per_run)[2:])  # [R, E, ...] -> [R * E, ...]
     curves, task_metrics, step_sizes = {}, {}, {}
     for name, trained_state in trained.items():

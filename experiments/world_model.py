@@ -103,7 +103,7 @@ def main(args: WorldModelRunConfig) -> dict:
         **{name: {k: mean_ci(v)[0] for k, v in results[name].items()} for name in METRICS},
         "ci95": {name: {k: mean_ci(v)[1] for k, v in results[name].items()} for name in METRICS},
         "per_task": {name: results[name] for name in METRICS},
-        "step_sizes": results["step_sizes"],
+        **({"step_sizes": results["step_sizes"]} if results["step_sizes"] else {}),
     }
     publish(run_dir, summary, args)
     return summary

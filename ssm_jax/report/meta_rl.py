@@ -150,7 +150,9 @@ def _step_sizes(step_sizes: dict | None, args: RunConfig) -> str:
     rows = [
         [
             name if i == 0 else "", f"x{decay:g}",
-            f"**{args.inner_lr * chosen['scale']:.4g}** (x{chosen['scale']:g})" if decay == chosen["schedule"] else "",
+            f"**{args.inner_lr * chosen['scale']:.4g}** (x{chosen['scale']:g})"
+            if decay == (evaluation.later_rounds_lr_scale if chosen["schedule"] is None else chosen["schedule"])
+            else "",
             *map(score, scores),
         ]
         for name, chosen in step_sizes.items()
