@@ -39,7 +39,8 @@ _FLAGSHIP = replace(
 validation goals),
 5 PPO epochs, the setting `experiments.levers` chose on validation goals, and 125
 meta-iterations (2.0M env steps per method), the smallest of the budget study's budgets at which MAML separates
-from the pretrained baseline at seeds 0 and 1 alike (at 1.04M seed 0 does, seed 1 does not)."""
+from the pretrained baseline at seeds 0 and 1 alike with both at MAML's inner lr (at 1.04M seed 0 does, seed 1 does
+not); with each method at its best step size neither seed separates at 2M (docs/results/halfcheetah_vel_cpu)."""
 CONFIGS: dict[str, ExperimentConfig] = {
     "basic": replace(
         ppo(navigation("basic")),
